@@ -1,0 +1,52 @@
+"""`python -m ledger`: operator commands (migrate, accounts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import psycopg
+
+from ledger.accounts import add_accounts, list_accounts
+from ledger.address import AddressError
+from ledger.config import load_settings
+from ledger.db import ensure_database, migrate
+from ledger.logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ledger", description="TRON Stake 2.0 ledger: operator commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
+    accounts = sub.add_parser("accounts", help="add or list tracked pool accounts")
+    acc_sub = accounts.add_subparsers(dest="action", required=True)
+    add = acc_sub.add_parser("add", help="track one or more accounts (base58 T... or hex 41...)")
+    add.add_argument("addresses", nargs="+")
+    add.add_argument("--label", default=None)
+    acc_sub.add_parser("list", help="list tracked accounts")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if args.command == "migrate":
+        ensure_database(settings.database_url)
+        applied = migrate(settings.database_url)
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+        return 0
+    with psycopg.connect(settings.database_url) as conn:
+        if args.action == "add":
+            try:
+                added = add_accounts(conn, args.addresses, args.label)
+            except AddressError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            for account in added:
+                print(f"{account.id}\t{account.address}\t{account.label or ''}")
+            return 0
+        for account in list_accounts(conn):
+            print(f"{account.id}\t{account.address}\t{account.label or ''}\t{account.added_at:%Y-%m-%d %H:%M:%S}")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

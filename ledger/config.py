@@ -1,0 +1,102 @@
+"""All configuration, mapped from environment variables in one function.
+
+Every process calls `load_settings()` once at start and passes the result down; nothing else reads
+the environment. The README lists every variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/ledger"
+    # The broker and the cache live in different Redis databases, so the broker's maintenance
+    # (KEYS) never walks cache keys and a cache flush never touches queues.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_redis_url: str = "redis://127.0.0.1:6379/1"
+    tron_node_url: str = ""  # empty: the run script starts the simulator
+    tron_solidity_url: str = ""  # empty: same as tron_node_url (TronGrid serves both)
+    tron_api_key: str = ""
+    tron_requests_per_second: float = 0.0  # 0 = no client-side limit (TronGrid: about 10-15)
+    tron_timeout_seconds: float = 10.0
+    pool_accounts: tuple[str, ...] = ()
+    start_block: int | None = None  # None: the current head
+    poll_interval: float = 1.0
+    listener_batch_blocks: int = 100
+    port: int = 8000
+    queue_name: str = "ledger"
+    unfreeze_delay_seconds: int = 14 * 86_400
+    retry_min_backoff_ms: int = 1_000
+    retry_max_backoff_ms: int = 60_000
+    retry_max_retries: int = 10
+    db_pool_size: int = 8
+    cache_ttl_realtime: int = 300
+    cache_ttl_summary: int = 1_800
+    cache_ttl_historical: int = 3_600
+    cache_socket_timeout: float = 0.05
+    log_level: str = "INFO"
+
+    @property
+    def solidity_url(self) -> str:
+        return self.tron_solidity_url or self.tron_node_url
+
+
+# name in Settings -> (environment variable, parser)
+_ENV: dict[str, tuple[str, type]] = {
+    "database_url": ("DATABASE_URL", str),
+    "redis_url": ("REDIS_URL", str),
+    "cache_redis_url": ("CACHE_REDIS_URL", str),
+    "tron_node_url": ("TRON_NODE_URL", str),
+    "tron_solidity_url": ("TRON_SOLIDITY_URL", str),
+    "tron_api_key": ("TRON_API_KEY", str),
+    "tron_requests_per_second": ("TRON_REQUESTS_PER_SECOND", float),
+    "tron_timeout_seconds": ("TRON_TIMEOUT_SECONDS", float),
+    "poll_interval": ("POLL_INTERVAL", float),
+    "listener_batch_blocks": ("LISTENER_BATCH_BLOCKS", int),
+    "port": ("PORT", int),
+    "queue_name": ("QUEUE_NAME", str),
+    "unfreeze_delay_seconds": ("UNFREEZE_DELAY_SECONDS", int),
+    "retry_min_backoff_ms": ("RETRY_MIN_BACKOFF_MS", int),
+    "retry_max_backoff_ms": ("RETRY_MAX_BACKOFF_MS", int),
+    "retry_max_retries": ("RETRY_MAX_RETRIES", int),
+    "db_pool_size": ("DB_POOL_SIZE", int),
+    "cache_ttl_realtime": ("CACHE_TTL_REALTIME", int),
+    "cache_ttl_summary": ("CACHE_TTL_SUMMARY", int),
+    "cache_ttl_historical": ("CACHE_TTL_HISTORICAL", int),
+    "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
+    "log_level": ("LOG_LEVEL", str),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment (or `environ`), then apply keyword overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, (var, kind) in _ENV.items():
+        raw = env.get(var, "").strip()
+        if raw == "":
+            continue
+        try:
+            values[name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+    accounts = env.get("POOL_ACCOUNTS", "")
+    values["pool_accounts"] = tuple(a.strip() for a in accounts.split(",") if a.strip())
+    start = env.get("START_BLOCK", "").strip()
+    if start:
+        if not start.isdigit():
+            raise ConfigError(f"START_BLOCK={start!r} must be a block number")
+        values["start_block"] = int(start)
+    values.update(overrides)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.tron_node_url:
+        object.__setattr__(settings, "tron_node_url", settings.tron_node_url.rstrip("/"))
+    return settings

@@ -1,0 +1,81 @@
+"""PostgreSQL access: pools, the migration runner and database creation.
+
+Pools are made by each process at start (after any fork), never at import.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Any constant works; it only has to be the same for every process running migrations.
+_MIGRATION_LOCK = 0x5354414B45  # "STAKE"
+
+
+def create_pool(url: str, *, max_size: int = 8, min_size: int = 1, name: str = "ledger") -> ConnectionPool:
+    # check_connection: the pool does not test idle connections itself, and without it the first
+    # request after a PostgreSQL restart would fail on a dead socket.
+    pool = ConnectionPool(
+        url,
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        name=name,
+        open=False,
+        check=ConnectionPool.check_connection,
+        timeout=5.0,
+        reconnect_timeout=3600,
+        kwargs={"autocommit": False, "connect_timeout": 3},
+    )
+    # Opening does not wait: a process may start while PostgreSQL is still down and catch up.
+    pool.open(wait=False)
+    return pool
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True if it was created."""
+    params = conninfo_to_dict(url)
+    dbname = params.get("dbname") or "postgres"
+    admin = make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if exists:
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(dbname))))
+        log.info("created database %s", dbname)
+        return True
+
+
+def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply the numbered `sql/NNN_*.sql` files not applied yet, in order; return their names.
+
+    Idempotent and safe to run from several processes at once (an advisory lock serialises them).
+    """
+    files = sorted(p for p in sql_dir.glob("*.sql") if p.name[:3].isdigit())
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for path in files:
+                if path.name in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.name,))
+                log.info("applied migration %s", path.name)
+                applied.append(path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied

@@ -1,0 +1,131 @@
+"""Domain types shared by the listener, the workers and the web app.
+
+An `Operation` is one ledger row to be: the listener parses it out of a block, sends it as a
+Dramatiq message (`to_message()`), and a worker rebuilds it (`from_message()`) and upserts it.
+Its identity on chain is `(tx_id, op_index)`: most transactions yield one operation (index 0), but
+an UnfreezeBalanceV2 that auto-withdraws, or a CancelAllUnfreezeV2, yields several.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# java-tron ResourceCode, by enum number (TronGrid v1 renders V1 `resource` as a number).
+RESOURCES: tuple[str, ...] = ("BANDWIDTH", "ENERGY", "TRON_POWER")
+
+# Operation kinds, and which table each one lands in.
+FREEZE = "freeze"
+UNFREEZE = "unfreeze"
+WITHDRAW = "withdraw_expire_unfreeze"
+CANCEL = "cancel_all_unfreeze"
+DELEGATE = "delegate"
+UNDELEGATE = "undelegate"
+STAKE_KINDS = frozenset({FREEZE, UNFREEZE, WITHDRAW, CANCEL})
+DELEGATE_KINDS = frozenset({DELEGATE, UNDELEGATE})
+
+# Record status. A record only moves forward: pending -> confirmed; failed is final.
+PENDING = "pending"
+CONFIRMED = "confirmed"
+FAILED = "failed"
+STATUSES = frozenset({PENDING, CONFIRMED, FAILED})
+
+# Chain constants (TRON-NOTES section 5).
+BLOCK_INTERVAL_MS = 3000
+DEFAULT_LOCK_PERIOD_BLOCKS = 86_400  # a lock without lock_period lasts 3 days
+SUN_PER_TRX = 1_000_000
+
+
+class PayloadError(ValueError):
+    """A message or chain object that can never be processed (a poison message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    tx_id: str  # 64 lowercase hex chars, no 0x
+    op_index: int  # position of this row among the rows of one transaction
+    block_num: int
+    block_id: str
+    tx_index: int  # position of the transaction in its block
+    block_time_ms: int  # block_header.raw_data.timestamp, not the transaction's
+    contract_type: str  # e.g. "FreezeBalanceV2Contract"
+    kind: str  # one of STAKE_KINDS | DELEGATE_KINDS
+    owner_address: str  # base58 T...
+    resource: str | None  # one of RESOURCES; None for withdraw, and cancel with nothing cancelled
+    amount: int  # sun, exact
+    receiver_address: str | None = None  # delegations only (base58)
+    lock: bool = False
+    lock_period: int = 0  # blocks; DEFAULT_LOCK_PERIOD_BLOCKS when locked without one
+    status: str = PENDING
+    contract_ret: str | None = None  # ret[0].contractRet as the node gave it (None if absent)
+
+    @property
+    def table(self) -> str:
+        return "delegate_records" if self.kind in DELEGATE_KINDS else "stake_records"
+
+    @property
+    def lock_expire_time_ms(self) -> int | None:
+        if not self.lock:
+            return None
+        return self.block_time_ms + self.lock_period * BLOCK_INTERVAL_MS
+
+    def with_status(self, status: str) -> Operation:
+        return _replace(self, status=status)
+
+    def to_message(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, payload: Any) -> Operation:
+        """Rebuild and validate an operation from a message; PayloadError if it is not one."""
+        if not isinstance(payload, dict):
+            raise PayloadError(f"operation payload must be an object, got {type(payload).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(payload) - names
+        if unknown:
+            raise PayloadError(f"unknown operation fields: {sorted(unknown)}")
+        try:
+            op = cls(**payload)
+        except TypeError as exc:
+            raise PayloadError(f"bad operation payload: {exc}") from None
+        op.validate()
+        return op
+
+    def validate(self) -> None:
+        problems = []
+        if not (isinstance(self.tx_id, str) and len(self.tx_id) == 64 and _is_hex(self.tx_id)):
+            problems.append(f"tx_id {self.tx_id!r} is not 64 hex chars")
+        for name in ("op_index", "block_num", "tx_index", "block_time_ms", "amount", "lock_period"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"{name} {value!r} is not a non-negative integer")
+        if self.kind not in STAKE_KINDS | DELEGATE_KINDS:
+            problems.append(f"kind {self.kind!r} is unknown")
+        if self.resource is not None and self.resource not in RESOURCES:
+            problems.append(f"resource {self.resource!r} is unknown")
+        if self.status not in STATUSES:
+            problems.append(f"status {self.status!r} is unknown")
+        if not (isinstance(self.owner_address, str) and self.owner_address.startswith("T")):
+            problems.append(f"owner_address {self.owner_address!r} is not base58")
+        if self.kind in DELEGATE_KINDS and not (
+            isinstance(self.receiver_address, str) and self.receiver_address.startswith("T")
+        ):
+            problems.append(f"receiver_address {self.receiver_address!r} is not base58")
+        if not isinstance(self.lock, bool):
+            problems.append(f"lock {self.lock!r} is not a bool")
+        if problems:
+            raise PayloadError("; ".join(problems))
+
+
+def _replace(op: Operation, **changes: Any) -> Operation:
+    values = asdict(op)
+    values.update(changes)
+    return Operation(**values)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return text == text.lower()

@@ -1,0 +1,147 @@
+"""A client for the java-tron HTTP API (a self-run node, TronGrid, or the project's simulator).
+
+The transport is a seam: tests and tools may pass any `httpx.BaseTransport`. Everything the node
+can do wrong is turned into one of two exceptions, so callers have exactly two cases to handle:
+`NodeUnavailable` (transient: retry later, maybe after `retry_after`) and `NodeError` (the node
+answered HTTP 200 with an `Error` key, e.g. a bad parameter).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+# TronGrid's rate limiting answers 403, 429 or 503 with "suspended for N s" in the body.
+_RATE_LIMIT_STATUSES = frozenset({403, 429, 503})
+_SUSPENDED = re.compile(r"suspended for\s*(\d+)\s*s", re.IGNORECASE)
+MAX_BLOCKS_PER_REQUEST = 100  # getblockbylimitnext: 0 < end - start <= 100
+
+
+class NodeUnavailable(RuntimeError):
+    """A transient failure: timeout, connection error, 5xx, rate limiting, unparseable reply."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NodeError(RuntimeError):
+    """The node answered, but with an `Error` key (HTTP 200)."""
+
+
+class TronNode:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        solidity_url: str = "",
+        api_key: str = "",
+        timeout: float = 10.0,
+        requests_per_second: float = 0.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("TRON_NODE_URL is not set")
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["TRON-PRO-API-KEY"] = api_key
+        self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        self._base = base_url.rstrip("/")
+        self._solidity = (solidity_url or base_url).rstrip("/")
+        self._min_interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self._next_slot = 0.0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def now_block(self) -> dict[str, Any]:
+        return self._object(self._call(self._base, "/wallet/getnowblock", None), "getnowblock")
+
+    def solid_block_number(self) -> int:
+        block = self._object(self._call(self._solidity, "/walletsolidity/getnowblock", None), "solid getnowblock")
+        return block_number(block)
+
+    def block(self, num: int) -> dict[str, Any] | None:
+        """The block, or None if the node has no such block (it answers `{}`)."""
+        reply = self._object(self._call(self._base, "/wallet/getblockbynum", {"num": num}), "getblockbynum")
+        return reply or None
+
+    def blocks(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Blocks start..end-1 (end exclusive, at most 100), as the node returns them."""
+        if not 0 < end - start <= MAX_BLOCKS_PER_REQUEST:
+            raise ValueError(f"block range {start}..{end} must hold 1..{MAX_BLOCKS_PER_REQUEST} blocks")
+        reply = self._object(
+            self._call(self._base, "/wallet/getblockbylimitnext", {"startNum": start, "endNum": end}),
+            "getblockbylimitnext",
+        )
+        blocks = reply.get("block", [])
+        if not isinstance(blocks, list):
+            raise NodeUnavailable("getblockbylimitnext: 'block' is not a list")
+        return blocks
+
+    def transaction_infos(self, num: int) -> Any:
+        """The raw reply of gettransactioninfobyblocknum (a bare JSON array)."""
+        return self._call(self._base, "/wallet/gettransactioninfobyblocknum", {"num": num})
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _object(self, reply: Any, what: str) -> dict[str, Any]:
+        if not isinstance(reply, dict):
+            raise NodeUnavailable(f"{what}: expected a JSON object, got {type(reply).__name__}")
+        return reply
+
+    def _throttle(self) -> None:
+        if not self._min_interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + self._min_interval
+        if wait > 0:
+            time.sleep(wait)
+
+    def _call(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
+        self._throttle()
+        url = base + path
+        try:
+            if body is None:
+                response = self._client.post(url)
+            else:
+                response = self._client.post(url, content=orjson.dumps(body))
+        except httpx.TimeoutException as exc:
+            raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(f"{path}: {exc.__class__.__name__}: {exc}") from None
+        text = response.text
+        if response.status_code in _RATE_LIMIT_STATUSES:
+            match = _SUSPENDED.search(text)
+            retry_after = float(match.group(1)) if match else None
+            raise NodeUnavailable(f"{path}: rate limited (HTTP {response.status_code}): {text[:200]}", retry_after)
+        if response.status_code != 200:
+            raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
+        try:
+            reply = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise NodeUnavailable(f"{path}: malformed JSON ({exc}): {text[:120]!r}") from None
+        if isinstance(reply, dict) and "Error" in reply:
+            raise NodeError(f"{path}: {reply['Error']}")
+        return reply
+
+
+def block_number(block: dict[str, Any]) -> int:
+    """The number in a block's header; NodeUnavailable if the block is `{}` or malformed."""
+    try:
+        number = block["block_header"]["raw_data"]["number"]
+    except (KeyError, TypeError):
+        raise NodeUnavailable("block without block_header.raw_data.number (empty reply?)") from None
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise NodeUnavailable(f"block number {number!r} is not an integer")
+    return number

@@ -1,0 +1,1 @@
+"""The listener process: polls the chain from a checkpoint and enqueues operations."""

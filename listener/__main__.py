@@ -1,0 +1,5 @@
+import sys
+
+from listener.main import main
+
+sys.exit(main())

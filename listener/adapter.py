@@ -1,0 +1,87 @@
+"""The chain adapter: fetches blocks (and TransactionInfo where amounts live only there) from a
+java-tron HTTP node and parses them into operations. The checkpoint loop (streamer.py) knows
+nothing of HTTP or JSON, so it is tested with a stub adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Container
+from typing import Any, Protocol
+
+from ledger.domain import CONFIRMED, PENDING
+from ledger.parser import BlockParse, ChainDataError, MissingTransactionInfo, needs_transaction_info, parse_block
+from ledger.parser import parse_transaction_infos
+from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, NodeUnavailable, TronNode, block_number
+
+log = logging.getLogger(__name__)
+
+
+class ChainAdapter(Protocol):
+    def head_number(self) -> int: ...
+
+    def solid_number(self) -> int: ...
+
+    def export(self, start: int, end: int, tracked: Container[str], solid: int) -> list[BlockParse]:
+        """Parsed blocks start..end-1, in order, none missing; operations filtered to `tracked`."""
+        ...
+
+
+class NodeAdapter:
+    def __init__(self, node: TronNode) -> None:
+        self._node = node
+        # getnowblock returns the whole head block: keep it, so following the head costs one
+        # request per new block instead of two.
+        self._head: dict[str, Any] | None = None
+
+    def head_number(self) -> int:
+        self._head = self._node.now_block()
+        return block_number(self._head)
+
+    def solid_number(self) -> int:
+        return self._node.solid_block_number()
+
+    def export(self, start: int, end: int, tracked: Container[str], solid: int) -> list[BlockParse]:
+        raw = self._fetch(start, end)
+        parsed = []
+        for block in raw:
+            status = CONFIRMED if block_number(block) <= solid else PENDING
+            parsed.append(self._parse(block, tracked, status))
+        return parsed
+
+    def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
+        head = self._head
+        if head is not None and end - start == 1 and block_number(head) == start:
+            return [head]
+        blocks: list[dict[str, Any]] = []
+        for lo in range(start, end, MAX_BLOCKS_PER_REQUEST):
+            hi = min(end, lo + MAX_BLOCKS_PER_REQUEST)
+            by_number = {}
+            for block in self._node.blocks(lo, hi):
+                by_number[block_number(block)] = block
+            for num in range(lo, hi):
+                if num not in by_number:
+                    # A node behind a load balancer may return fewer blocks than asked: fetch the
+                    # gap one by one rather than skipping it.
+                    block = self._node.block(num)
+                    if block is None:
+                        raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
+                    by_number[num] = block
+                blocks.append(by_number[num])
+        return blocks
+
+    def _parse(self, block: dict[str, Any], tracked: Container[str], status: str) -> BlockParse:
+        if not needs_transaction_info(block, tracked):
+            return parse_block(block, tracked=tracked, status=status)
+        num = block_number(block)
+        for attempt in range(2):
+            infos = parse_transaction_infos(self._node.transaction_infos(num))
+            try:
+                return parse_block(block, tracked=tracked, infos=infos, status=status)
+            except MissingTransactionInfo as exc:
+                # The two calls are not atomic: the node may not have indexed the infos yet.
+                log.warning("block %s: %s (attempt %d)", num, exc, attempt + 1)
+        raise NodeUnavailable(f"block {num}: TransactionInfo incomplete")
+
+
+__all__ = ["ChainAdapter", "ChainDataError", "NodeAdapter"]

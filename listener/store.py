@@ -1,0 +1,73 @@
+"""The listener's PostgreSQL side: checkpoint, tracked accounts, skipped-data log, chain state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import psycopg
+
+from ledger.accounts import tracked_addresses
+from ledger.parser import ParseIssue
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointFenced(RuntimeError):
+    """Another listener holds a newer term: this one must stop writing."""
+
+
+class PgStore:
+    """Reconnects on demand, so a PostgreSQL restart costs the listener one failed cycle."""
+
+    def __init__(self, url: str, name: str = "main", term: int = 0) -> None:
+        self._url = url
+        self.name = name
+        self.term = term
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def load_checkpoint(self) -> int | None:
+        row = self._connection().execute(
+            "SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def save_checkpoint(self, block_num: int, block_id: str, head: int, solid: int) -> None:
+        """Advance the checkpoint; only the holder of the current term may (fencing)."""
+        conn = self._connection()
+        with conn.transaction():
+            cur = conn.execute(
+                "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
+                " block_id = EXCLUDED.block_id, updated_at = now()"
+                " WHERE listener_checkpoint.term = EXCLUDED.term",
+                (self.name, block_num, block_id, self.term),
+            )
+            if cur.rowcount != 1:
+                raise CheckpointFenced(f"checkpoint {self.name!r} is held by another term than {self.term}")
+            conn.execute(
+                "UPDATE chain_state SET head_block = %s, solid_block = greatest(solid_block, %s), updated_at = now()",
+                (head, solid),
+            )
+
+    def tracked(self) -> frozenset[str]:
+        return tracked_addresses(self._connection())
+
+    def record_issues(self, issues: Iterable[ParseIssue]) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            for issue in issues:
+                conn.execute(
+                    "INSERT INTO ingest_errors (block_num, tx_id, message) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (issue.block_num, issue.tx_id, issue.message),
+                )

@@ -1,0 +1,194 @@
+"""The checkpoint loop: from the last committed block to the head, then follow the head.
+
+Order of effects per batch: fetch and parse blocks, enqueue their operations, THEN advance the
+checkpoint. A crash anywhere re-enqueues at most one batch (harmless: workers upsert by chain
+identity) and never skips a block.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger.parser import BlockParse, ParseIssue
+from listener.adapter import ChainAdapter
+from listener.sink import Sink
+
+log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    def load_checkpoint(self) -> int | None: ...
+
+    def save_checkpoint(self, block_num: int, block_id: str, head: int, solid: int) -> None: ...
+
+    def tracked(self) -> frozenset[str]: ...
+
+    def record_issues(self, issues: list[ParseIssue]) -> None: ...
+
+
+@dataclass
+class Progress:
+    """What the loop has done; read by tests and by the progress line."""
+
+    checkpoint: int = -1
+    head: int = 0
+    solid: int = 0
+    blocks: int = 0
+    operations: int = 0
+    issues: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Streamer:
+    def __init__(
+        self,
+        adapter: ChainAdapter,
+        store: Store,
+        sink: Sink,
+        *,
+        start_block: int | None = None,
+        batch_blocks: int = 100,
+        poll_interval: float = 1.0,
+        tracked_refresh_seconds: float = 10.0,
+        progress_seconds: float = 5.0,
+        max_backoff: float = 30.0,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.store = store
+        self.sink = sink
+        self.start_block = start_block
+        self.batch_blocks = max(1, batch_blocks)
+        self.poll_interval = poll_interval
+        self.tracked_refresh_seconds = tracked_refresh_seconds
+        self.progress_seconds = progress_seconds
+        self.max_backoff = max_backoff
+        self.stop = stop or threading.Event()
+        self._sleep = sleep or self.stop.wait
+        self.progress = Progress()
+        self._tracked: frozenset[str] = frozenset()
+        self._tracked_at = float("-inf")
+        self._confirmed_sent = -1
+        self._failures = 0
+        self._last_progress = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                caught_up = self.sync_cycle()
+            except Exception as exc:  # noqa: BLE001 - every failure is retried from the checkpoint
+                self._on_failure(exc)
+                continue
+            if self._failures:
+                log.info("recovered after %d failed cycle(s)", self._failures)
+                self._failures = 0
+            if caught_up:
+                self._sleep(self.poll_interval)
+
+    def sync_cycle(self) -> bool:
+        """Process one batch past the checkpoint. True when there was nothing to do."""
+        tracked = self._tracked_accounts()
+        head = self.adapter.head_number()
+        checkpoint = self._checkpoint(head)
+        solid = self.adapter.solid_number()
+        self.progress.head, self.progress.solid = head, solid
+        if checkpoint >= head:
+            self._send_confirmation(solid)
+            return True
+        end = min(head, checkpoint + self.batch_blocks)
+        blocks = self.adapter.export(checkpoint + 1, end + 1, tracked, solid)
+        self._check_contiguous(blocks, checkpoint + 1, end)
+        operations = [op for block in blocks for op in block.operations]
+        issues = [issue for block in blocks for issue in block.issues]
+        for issue in issues:
+            log.error("skipped malformed transaction: block %s tx %s: %s", issue.block_num, issue.tx_id, issue.message)
+        if issues:
+            self.store.record_issues(issues)
+        self.sink.publish(operations)
+        self._send_confirmation(solid)
+        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid)
+        self.progress.checkpoint = end
+        self.progress.blocks += len(blocks)
+        self.progress.operations += len(operations)
+        self.progress.issues += len(issues)
+        self._report(end, head)
+        return False
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _checkpoint(self, head: int) -> int:
+        if self.progress.checkpoint >= 0:
+            return self.progress.checkpoint
+        stored = self.store.load_checkpoint()
+        if stored is not None:
+            if self.start_block is not None:
+                log.info("checkpoint %s found; START_BLOCK %s ignored", stored, self.start_block)
+            checkpoint = stored
+        elif self.start_block is not None:
+            checkpoint = self.start_block - 1
+        else:
+            checkpoint = head - 1
+        log.info("starting after block %s (head %s)", checkpoint, head)
+        self.progress.checkpoint = checkpoint
+        return checkpoint
+
+    def _tracked_accounts(self) -> frozenset[str]:
+        # Re-read now and then, so accounts added with the CLI are picked up without a restart.
+        now = time.monotonic()
+        if now - self._tracked_at >= self.tracked_refresh_seconds:
+            tracked = self.store.tracked()
+            if tracked != self._tracked:
+                log.info("tracking %d pool account(s)", len(tracked))
+            self._tracked, self._tracked_at = tracked, now
+        return self._tracked
+
+    def _send_confirmation(self, solid: int) -> None:
+        if solid > self._confirmed_sent:
+            self.sink.confirm(solid)
+            self._confirmed_sent = solid
+
+    @staticmethod
+    def _check_contiguous(blocks: list[BlockParse], first: int, last: int) -> None:
+        numbers = [b.number for b in blocks]
+        if numbers != list(range(first, last + 1)):
+            raise RuntimeError(f"adapter returned blocks {numbers[:3]}... for {first}..{last}")
+
+    def _report(self, checkpoint: int, head: int) -> None:
+        now = time.monotonic()
+        behind = head - checkpoint
+        # While catching up, a line every few seconds; at the head, one a minute is enough.
+        if now - self._last_progress < (self.progress_seconds if behind > 0 else 60.0):
+            return
+        elapsed = max(now - self.progress.started, 1e-9)
+        rate = self.progress.blocks / elapsed
+        eta = f"{behind / rate:.0f}s" if rate > 0 and behind > 0 else "-"
+        log.info(
+            "block %s / head %s (%s behind), %.1f blocks/s, %d operations, ETA %s",
+            checkpoint, head, behind, rate, self.progress.operations, eta,
+        )
+        self._last_progress = now
+
+    def _on_failure(self, exc: Exception) -> None:
+        self._failures += 1
+        self.progress.errors += 1
+        retry_after = getattr(exc, "retry_after", None)
+        delay = min(self.max_backoff, 0.5 * 2 ** min(self._failures - 1, 6)) * random.uniform(0.8, 1.2)
+        if retry_after:
+            delay = max(delay, float(retry_after))
+        # Log a burst once, then only every tenth failure, so a long outage does not flood the log.
+        if self._failures == 1 or self._failures % 10 == 0:
+            log.warning(
+                "cycle failed (%d in a row): %s: %s; retrying in %.1fs from block %s",
+                self._failures, exc.__class__.__name__, exc, delay, self.progress.checkpoint + 1,
+            )
+        self._sleep(delay)

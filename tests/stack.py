@@ -1,0 +1,77 @@
+"""Start the whole pipeline from real processes: simulator, listener, workers. Used by the
+end-to-end tests and by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from tests.procs import Proc, python
+
+SIM_ACCOUNTS = (
+    "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre",
+    "TGusXhweqkJ1aJftjmAfLqA1rfEWD4hSGZ",
+    "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH",
+)
+
+
+def start_simulator(*args: str, accounts: tuple[str, ...] = SIM_ACCOUNTS) -> tuple[Proc, str]:
+    proc = Proc(
+        "simulator",
+        python("-m", "simulator", "--port", "0", "--accounts", ",".join(accounts), *args),
+        {"PYTHONUNBUFFERED": "1"},
+    )
+    match = proc.wait_for(r"SIMULATOR READY (http://\S+)", timeout=120)
+    return proc, match.group(1)
+
+
+def start_worker(env: Mapping[str, str], processes: int = 1, threads: int = 4) -> Proc:
+    proc = Proc(
+        "worker",
+        python("-m", "dramatiq", "workers.main:setup", "--processes", str(processes), "--threads", str(threads)),
+        env,
+    )
+    proc.wait_for(r"Worker process is ready|worker.*ready", timeout=60)
+    return proc
+
+
+def start_listener(env: Mapping[str, str], *args: str) -> Proc:
+    proc = Proc("listener", python("-m", "listener", *args), env)
+    proc.wait_for(r"listener started", timeout=30)
+    return proc
+
+
+class Simulator:
+    """The simulator's control API (/sim/*)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        return self.http.get("/sim/status").json()
+
+    def pause(self) -> None:
+        self.http.post("/sim/pause")
+
+    def resume(self) -> None:
+        self.http.post("/sim/resume")
+
+    def produce(self, count: int) -> None:
+        self.http.post("/sim/produce", json={"count": count})
+
+    def truth(self, account: str | None = None) -> dict[str, Any]:
+        params = {"account": account} if account else {}
+        return self.http.get("/sim/truth", params=params).json()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

@@ -201,7 +201,8 @@ def parse_block(
 
     Raises NodeError for an `Error` reply, ChainDataError for a malformed block (`{}` included) and
     MissingTransactionInfo when a tracked transaction needs an info that `infos` lacks. A malformed
-    transaction is reported in `issues` and skipped."""
+    stake transaction is reported in `issues` and skipped, whoever owns it: its owner field cannot
+    be trusted to decide whether it is tracked."""
     _check_status(status)
     check_node_reply(block)
     header = as_object(as_object(block, "block").get("block_header"), "block.block_header")
@@ -381,7 +382,8 @@ def _operations(
         info_id = info.get("id")
         if info_id is not None and hex_id(info_id, "TransactionInfo id") != stake.tx_id:
             raise ChainDataError(f"TransactionInfo {info_id} was paired with transaction {stake.tx_id}")
-    rows = _decompose(stake, info or {})
+    # A failed transaction moved nothing: amounts from its info (normally absent anyway) are ignored.
+    rows = _decompose(stake, {} if stake.failed or info is None else info)
     final_status = FAILED if stake.failed else status
     operations = []
     for op_index, (kind, res, amount) in enumerate(rows):
@@ -430,11 +432,9 @@ def _decompose(stake: _Stake, info: Mapping[str, Any]) -> list[tuple[str, str | 
     if ctype == UNDELEGATE_RESOURCE:
         return [(UNDELEGATE, stake.resource, stake.amount)]
     if ctype == CANCEL_ALL_UNFREEZE:
-        rows = []
-        if not stake.failed:
-            cancelled = resource_amounts(info.get("cancel_unfreezeV2_amount", []), f"{where}.cancel_unfreezeV2_amount")
-            rows = [(CANCEL, res, cancelled[res]) for res in RESOURCES if cancelled[res] > 0]
-            rows += _withdraw_rows(info, where)
+        cancelled = resource_amounts(info.get("cancel_unfreezeV2_amount", []), f"{where}.cancel_unfreezeV2_amount")
+        rows = [(CANCEL, res, cancelled[res]) for res in RESOURCES if cancelled[res] > 0]
+        rows += _withdraw_rows(info, where)
         # Keep one row even when nothing moved, so the transaction itself is on record.
         return rows or [(CANCEL, None, 0)]
     raise AssertionError(f"unhandled stake contract {ctype}")  # STAKE_CONTRACTS and this disagree

@@ -112,10 +112,7 @@ class TronNode:
         self._throttle()
         url = base + path
         try:
-            if body is None:
-                response = self._client.post(url)
-            else:
-                response = self._client.post(url, content=orjson.dumps(body))
+            response = self._client.post(url) if body is None else self._client.post(url, content=orjson.dumps(body))
         except httpx.TimeoutException as exc:
             raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:

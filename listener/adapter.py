@@ -10,8 +10,14 @@ from collections.abc import Container
 from typing import Any, Protocol
 
 from ledger.domain import CONFIRMED, PENDING
-from ledger.parser import BlockParse, ChainDataError, MissingTransactionInfo, needs_transaction_info, parse_block
-from ledger.parser import parse_transaction_infos
+from ledger.parser import (
+    BlockParse,
+    ChainDataError,
+    MissingTransactionInfo,
+    needs_transaction_info,
+    parse_block,
+    parse_transaction_infos,
+)
 from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, NodeUnavailable, TronNode, block_number
 
 log = logging.getLogger(__name__)

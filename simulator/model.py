@@ -76,19 +76,6 @@ CONTRACT_SCHEMAS: Final[dict[str, tuple[int, tuple[tuple[str, int, str], ...]]]]
     "CancelAllUnfreezeV2Contract": (59, (("owner_address", 1, ADDR),)),
 }
 
-STAKE_CONTRACTS: Final = frozenset(
-    {
-        "FreezeBalanceContract",
-        "UnfreezeBalanceContract",
-        "FreezeBalanceV2Contract",
-        "UnfreezeBalanceV2Contract",
-        "WithdrawExpireUnfreezeContract",
-        "DelegateResourceContract",
-        "UnDelegateResourceContract",
-        "CancelAllUnfreezeV2Contract",
-    }
-)
-
 # Fields java-tron renders as base58 when visible=true (Util / HttpSelfFormatFieldName).
 ADDRESS_FIELDS: Final = frozenset({"owner_address", "receiver_address", "to_address", "contract_address"})
 

@@ -230,11 +230,7 @@ class StakePlanner:
         return OpPlan("DelegateResourceContract", value, apply)
 
     def undelegate(self, account: StakeAccount, receiver: str | None, now_ms: int) -> OpPlan | None:
-        candidates = [
-            (to, resource)
-            for to, resource in account.delegation_keys()
-            if (receiver is None or to == receiver) and account.undelegatable(to, resource, now_ms) > 0
-        ]
+        candidates = account.undelegatable_pairs(now_ms, receiver)
         if not candidates:
             return None
         to, resource = self._rng.choice(candidates)

@@ -16,15 +16,14 @@ _INT64_MASK = (1 << 64) - 1
 
 def varint(number: int) -> bytes:
     number &= _INT64_MASK  # negative int64 is encoded as its 64-bit two's complement
+    if number < 0x80:
+        return bytes((number,))  # the common case: keys, lengths, enums, bools
     out = bytearray()
-    while True:
-        low = number & 0x7F
+    while number >= 0x80:
+        out.append(number & 0x7F | 0x80)
         number >>= 7
-        if number:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+    out.append(number)
+    return bytes(out)
 
 
 def _key(field_no: int, wire: int) -> bytes:

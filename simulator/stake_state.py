@@ -64,8 +64,15 @@ class StakeAccount:
         locked = self.delegations.get((receiver, resource, True))
         return max(0, locked.lock_expire_ms - now_ms) if locked else 0
 
-    def delegation_keys(self) -> list[tuple[str, str]]:
-        return sorted({(receiver, resource) for receiver, resource, _ in self.delegations})
+    def undelegatable_pairs(self, now_ms: int, receiver: str | None = None) -> list[tuple[str, str]]:
+        """(receiver, resource) pairs with something undelegatable now, in a deterministic order
+        (dict insertion order; a set would follow per-process string hashing)."""
+        pairs = (
+            (to, resource)
+            for (to, resource, locked), record in self.delegations.items()
+            if (receiver is None or to == receiver) and (not locked or record.lock_expire_ms <= now_ms)
+        )
+        return list(dict.fromkeys(pairs))
 
     # -- state changes (only called for transactions that succeed) ------------------------------
 

@@ -88,10 +88,7 @@ def truth_rows(
     A row matching two accounts (tracked-to-tracked delegation) is listed once."""
     out: list[dict[str, object]] = []
     for block, tx in entries:
-        if tx.success:
-            status = "confirmed" if block.number <= solid else "pending"
-        else:
-            status = "failed"
+        status = ("confirmed" if block.number <= solid else "pending") if tx.success else "failed"
         for r in tx.rows:
             if r.owner not in accounts and r.receiver not in accounts:
                 continue

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.config import Settings, load_settings
 from ledger.db import migrate
+from tests.stack import recreate_database, settings_env  # noqa: F401 (settings_env re-exported for tests)
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -34,16 +33,9 @@ TABLES = (
 )
 
 
-def _recreate_database(url: str) -> None:
-    name = conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
-
-
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    _recreate_database(TEST_DATABASE_URL)
+    recreate_database(TEST_DATABASE_URL)
     migrate(TEST_DATABASE_URL)
     return TEST_DATABASE_URL
 
@@ -60,24 +52,6 @@ def settings(database_url: str) -> Settings:
         retry_max_backoff_ms=1000,
         retry_max_retries=3,
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process the same settings."""
-    return {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "CACHE_REDIS_URL": settings.cache_redis_url,
-        "TRON_NODE_URL": settings.tron_node_url,
-        "UNFREEZE_DELAY_SECONDS": str(settings.unfreeze_delay_seconds),
-        "RETRY_MIN_BACKOFF_MS": str(settings.retry_min_backoff_ms),
-        "RETRY_MAX_BACKOFF_MS": str(settings.retry_max_backoff_ms),
-        "RETRY_MAX_RETRIES": str(settings.retry_max_retries),
-        "QUEUE_NAME": settings.queue_name,
-        "POLL_INTERVAL": str(settings.poll_interval),
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 @pytest.fixture

@@ -8,7 +8,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ledger.config import Settings
 from tests.procs import Proc, python
 
 SIM_ACCOUNTS = (
@@ -75,3 +79,47 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int = 4) -> Proc:
+    """The web process as the Procfile runs it (granian, WSGI, app factory)."""
+    proc = Proc(
+        "web",
+        python("-m", "granian", "--interface", "wsgi", "--factory", "web.app:create_app", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(workers), "--blocking-threads", str(threads)),
+        env,
+    )
+    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health/live"), 30, "the web server")
+    return proc
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def recreate_database(url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings."""
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "CACHE_REDIS_URL": settings.cache_redis_url,
+        "TRON_NODE_URL": settings.tron_node_url,
+        "UNFREEZE_DELAY_SECONDS": str(settings.unfreeze_delay_seconds),
+        "RETRY_MIN_BACKOFF_MS": str(settings.retry_min_backoff_ms),
+        "RETRY_MAX_BACKOFF_MS": str(settings.retry_max_backoff_ms),
+        "RETRY_MAX_RETRIES": str(settings.retry_max_retries),
+        "QUEUE_NAME": settings.queue_name,
+        "POLL_INTERVAL": str(settings.poll_interval),
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,0 +1,117 @@
+"""The chain store: blocks by number and id, transactions by id, stake transactions in order.
+
+Thread-safe: the producer appends while HTTP threads read. Blocks are immutable, so readers take
+the lock only to look things up, never while rendering.
+
+Fork seam: `replace_from` drops the blocks from a height on and appends replacements. Rendered
+bytes are cached by block id (not number), so replaced blocks can never be served stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .model import Block, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class Heights:
+    head: int | None
+    solid: int | None
+
+
+class ChainStore:
+    def __init__(self, start_block: int, solid_lag: int) -> None:
+        self._lock = threading.RLock()
+        self._start = start_block
+        self._solid_lag = solid_lag
+        self._blocks: list[Block] = []  # index = number - start_block
+        self._by_id: dict[str, Block] = {}
+        self._txs: dict[str, tuple[Block, Tx]] = {}
+        self._stake: list[tuple[Block, Tx]] = []  # transactions that decompose into ledger rows
+
+    @property
+    def start_block(self) -> int:
+        return self._start
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def append(self, block: Block) -> None:
+        with self._lock:
+            head = self._blocks[-1] if self._blocks else None
+            expected = head.number + 1 if head else self._start
+            if block.number != expected:
+                raise ValueError(f"block {block.number} appended, expected {expected}")
+            if head is not None and block.parent_hash != head.block_id:
+                raise ValueError(f"block {block.number} does not link to {head.block_id}")
+            self._blocks.append(block)
+            self._by_id[block.block_id] = block
+            for tx in block.txs:
+                self._txs[tx.tx_id] = (block, tx)
+                if tx.rows:
+                    self._stake.append((block, tx))
+
+    def replace_from(self, number: int, blocks: list[Block]) -> None:
+        """Fork seam: forget blocks >= number (never below the solidified head), append `blocks`."""
+        with self._lock:
+            solid = self.heights().solid
+            if solid is not None and number <= solid:
+                raise ValueError("cannot replace solidified blocks")
+            dropped = self._blocks[number - self._start :]
+            del self._blocks[number - self._start :]
+            for block in dropped:
+                self._by_id.pop(block.block_id, None)
+                for tx in block.txs:
+                    self._txs.pop(tx.tx_id, None)
+            self._stake = [(b, tx) for b, tx in self._stake if b.number < number]
+            for block in blocks:
+                self.append(block)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def heights(self) -> Heights:
+        with self._lock:
+            if not self._blocks:
+                return Heights(None, None)
+            head = self._blocks[-1].number
+            solid = head - self._solid_lag
+            return Heights(head, solid if solid >= self._start else None)
+
+    def head(self) -> Block | None:
+        with self._lock:
+            return self._blocks[-1] if self._blocks else None
+
+    def block(self, number: int, limit: int | None = None) -> Block | None:
+        """Block `number`, or None if it does not exist or lies above `limit`."""
+        with self._lock:
+            if limit is not None and number > limit:
+                return None
+            index = number - self._start
+            return self._blocks[index] if 0 <= index < len(self._blocks) else None
+
+    def by_id(self, block_id: str) -> Block | None:
+        with self._lock:
+            return self._by_id.get(block_id)
+
+    def blocks(self, start: int, end: int, limit: int | None = None) -> list[Block]:
+        """Existing blocks in [start, end) that are <= limit."""
+        with self._lock:
+            if limit is not None:
+                end = min(end, limit + 1)
+            lo = max(start - self._start, 0)
+            hi = max(min(end - self._start, len(self._blocks)), lo)
+            return self._blocks[lo:hi]
+
+    def recent(self, count: int) -> list[Block]:
+        with self._lock:
+            return self._blocks[-count:]
+
+    def tx(self, tx_id: str) -> tuple[Block, Tx] | None:
+        with self._lock:
+            return self._txs.get(tx_id)
+
+    def stake_snapshot(self) -> tuple[Heights, list[tuple[Block, Tx]]]:
+        """Heights and stake transactions taken together, so truth statuses are consistent."""
+        with self._lock:
+            return self.heights(), list(self._stake)

@@ -1,0 +1,143 @@
+"""Command line and environment: every flag --some-name may also be given as SIM_SOME_NAME.
+
+A flag on the command line wins over the environment, which wins over the built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .addresses import base58_to_hex, derive_address, hex_to_base58
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    block_interval: float = 3.0
+    accounts: tuple[str, ...] = ()  # base58, as given or derived
+    seed: int = 1
+    start_block: int = 60_000_000
+    history_blocks: int = 0
+    ops_per_block: float = 2.0
+    noise_per_block: float = 4.0
+    failure_rate: float = 0.02
+    solid_lag: int = 19
+    unfreeze_delay_seconds: int = 1_209_600  # 14 days, the mainnet value
+    paused: bool = False
+    log_requests: bool = False
+
+    @property
+    def tracked_hex(self) -> tuple[str, ...]:
+        return tuple(base58_to_hex(address) for address in self.accounts)
+
+
+def demo_accounts(seed: int, count: int) -> tuple[str, ...]:
+    """Deterministic per seed, so a harness can know them before the simulator starts."""
+    return tuple(hex_to_base58(derive_address(f"sim:{seed}:demo-account:{i}")) for i in range(count))
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _ranged(kind: Callable[[str], float | int], low: float, high: float | None = None) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        try:
+            number = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
+        return number
+
+    return parse
+
+
+def _accounts(text: str) -> tuple[str, ...]:
+    accounts = tuple(part.strip() for part in text.split(",") if part.strip())
+    for address in accounts:
+        try:
+            base58_to_hex(address)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{address}: {exc}") from None
+    return accounts
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator",
+        description="Local TRON node simulator serving the java-tron HTTP API for an in-memory chain. "
+        "Every flag can also be set as SIM_<NAME> (e.g. SIM_PORT, SIM_BLOCK_INTERVAL).",
+    )
+    defaults = SimConfig()
+
+    def option(flag: str, kind: Callable[[str], object], default: object, help_text: str) -> None:
+        env_name = "SIM_" + flag.lstrip("-").replace("-", "_").upper()
+        env_value = environ.get(env_name)
+        extra: dict[str, object] = {}
+        if kind is _bool:
+            # A bare `--paused` means true; `--paused false` is accepted too.
+            extra = {"nargs": "?", "const": True}
+        # argparse converts a string default with `type`, so an env value is validated like a flag.
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=env_value if env_value is not None else default,
+            help=f"{help_text} (env {env_name}; default: %(default)s)",
+            **extra,  # type: ignore[arg-type]
+        )
+
+    option("--host", str, defaults.host, "address to listen on")
+    option("--port", _ranged(int, 0, 65535), defaults.port, "port; 0 picks a free one")
+    option("--block-interval", _ranged(float, 0.001), defaults.block_interval, "seconds between live blocks")
+    option("--accounts", _accounts, None, "comma-separated base58 tracked accounts (default: derived demo ones)")
+    option("--num-accounts", _ranged(int, 1), 3, "how many demo accounts to derive when --accounts is not given")
+    option("--seed", int, defaults.seed, "RNG seed for chain content and demo accounts")
+    option("--start-block", _ranged(int, 1), defaults.start_block, "number of the first block")
+    option("--history-blocks", _ranged(int, 0), defaults.history_blocks, "blocks generated at start, back-dated")
+    option("--ops-per-block", _ranged(float, 0), defaults.ops_per_block, "mean tracked stake ops per block")
+    option("--noise-per-block", _ranged(float, 0), defaults.noise_per_block, "mean unrelated txs per block")
+    option("--failure-rate", _ranged(float, 0, 1), defaults.failure_rate, "share of tracked stake txs that REVERT")
+    option("--solid-lag", _ranged(int, 0), defaults.solid_lag, "solidified head = head - this")
+    option(
+        "--unfreeze-delay-seconds",
+        _ranged(int, 0),
+        defaults.unfreeze_delay_seconds,
+        "chain-time delay before an unfreeze lot can be withdrawn",
+    )
+    option("--paused", _bool, defaults.paused, "start paused (true/false)")
+    option("--log-requests", _bool, defaults.log_requests, "log every HTTP request to stderr (true/false)")
+    return parser
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
+    args = build_parser(environ).parse_args(list(argv))
+    accounts = args.accounts or demo_accounts(args.seed, args.num_accounts)
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        block_interval=args.block_interval,
+        accounts=tuple(accounts),
+        seed=args.seed,
+        start_block=args.start_block,
+        history_blocks=args.history_blocks,
+        ops_per_block=args.ops_per_block,
+        noise_per_block=args.noise_per_block,
+        failure_rate=args.failure_rate,
+        solid_lag=args.solid_lag,
+        unfreeze_delay_seconds=args.unfreeze_delay_seconds,
+        paused=args.paused,
+        log_requests=args.log_requests,
+    )

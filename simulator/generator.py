@@ -1,0 +1,283 @@
+"""Block generation: realistic transaction mixes on top of consistent per-account stake state.
+
+Each block holds (all Poisson-distributed, in random order):
+- stake operations of the tracked accounts (`ops_per_block`), a `failure_rate` share of them
+  REVERTed, plus now and then a delegation TO a tracked account from an untracked one;
+- stake operations of other, untracked accounts, so the product's account filter is exercised;
+- unrelated traffic (`noise_per_block`): TRX transfers and TRC20 TriggerSmartContract calls.
+
+Everything is drawn from one seeded RNG, so a seed reproduces the same chain content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+
+from .addresses import derive_address
+from .model import Block, Log, Tx, TxInfo, contract_value
+from .ops import Effects, OpPlan, StakePlanner
+from .protobuf import encode_raw
+from .stake_state import StakeAccount
+from .truth import decompose
+
+WITNESS_COUNT = 27  # MAX_ACTIVE_WITNESS_NUM
+OTHER_STAKERS = 40
+INBOUND_DELEGATORS = 8  # the first few "other" stakers also delegate to tracked accounts
+CUSTOMERS = 80  # receivers of delegations (energy-rental customers)
+USERS = 300  # senders/receivers of unrelated traffic
+TOKENS = 4  # TRC20 contracts
+INBOUND_SHARE = 0.08  # share of tracked ops that are delegations from an untracked account
+TRACKED_TO_TRACKED = 0.1  # share of tracked delegations whose receiver is another tracked account
+MULTISIG_SHARE = 0.15  # rental operators sign with an active permission (Permission_id 2)
+EMPTY_HASH = "0" * 64  # txTrieRoot of a block without transactions
+# keccak("Transfer(address,address,uint256)"), the TRC20 Transfer event topic.
+TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+REVERT_MESSAGE = b"REVERT opcode executed".hex()
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method; fine for the small means used per block."""
+    if mean <= 0:
+        return 0
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+class ChainGenerator:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        tracked: Sequence[str],
+        ops_per_block: float,
+        noise_per_block: float,
+        failure_rate: float,
+        unfreeze_delay_ms: int,
+    ) -> None:
+        self._rng = random.Random(seed)
+        self._planner = StakePlanner(self._rng, unfreeze_delay_ms)
+        self._tracked = list(tracked)
+        self._ops_per_block = ops_per_block
+        self._noise_per_block = noise_per_block
+        self._failure_rate = failure_rate
+
+        def pool(kind: str, size: int) -> list[str]:
+            return [derive_address(f"sim:{seed}:{kind}:{index}") for index in range(size)]
+
+        self._witnesses = pool("witness", WITNESS_COUNT)
+        self._others = pool("staker", OTHER_STAKERS)
+        self._customers = pool("customer", CUSTOMERS)
+        self._users = pool("user", USERS)
+        self._tokens = pool("token", TOKENS)
+        self._accounts: dict[str, StakeAccount] = {}
+        self._tx_ids: set[str] = set()
+
+    def _account(self, address: str) -> StakeAccount:
+        account = self._accounts.get(address)
+        if account is None:
+            account = self._accounts[address] = StakeAccount(address)
+        return account
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def build_block(self, number: int, timestamp: int, parent_id: str, recent: Sequence[Block]) -> Block:
+        """The next block. `recent` are the last few blocks (oldest first), for ref_block_*."""
+        rng = self._rng
+        slots = (
+            ["tracked"] * (poisson(rng, self._ops_per_block) if self._tracked else 0)
+            + ["other"] * poisson(rng, max(0.5, self._ops_per_block / 2))
+            + ["noise"] * poisson(rng, self._noise_per_block)
+        )
+        # Shuffle before building: state changes apply in block order, so an op built later may
+        # depend on one built earlier in the same block, exactly as on chain.
+        rng.shuffle(slots)
+        refs = list(recent[-20:])
+        txs: list[Tx] = []
+        for slot in slots:
+            if slot == "tracked":
+                txs.append(self._tracked_tx(timestamp, number, parent_id, refs))
+            elif slot == "other":
+                owner = self._account(rng.choice(self._others))
+                plan = self._planner.plan_own(owner, timestamp, self._customers)
+                txs.append(self._stake_tx(plan, timestamp, number, parent_id, refs, failed=False))
+            else:
+                txs.append(self._noise_tx(timestamp, number, parent_id, refs))
+        witness = self._witnesses[number % WITNESS_COUNT]
+        trie = hashlib.sha256(b"".join(bytes.fromhex(t.tx_id) for t in txs)).hexdigest() if txs else EMPTY_HASH
+        digest = hashlib.sha256(f"{parent_id}:{number}:{timestamp}:{trie}:{witness}".encode()).hexdigest()
+        # blockID = 8-byte big-endian block number, then the last 24 bytes of the block hash.
+        block_id = f"{number:016x}" + digest[16:]
+        return Block(number, block_id, parent_id, timestamp, witness, trie, tuple(txs))
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def _tracked_tx(self, now_ms: int, number: int, parent_id: str, refs: list[Block]) -> Tx:
+        rng = self._rng
+        plan: OpPlan | None = None
+        if rng.random() < INBOUND_SHARE:
+            delegator = self._account(rng.choice(self._others[:INBOUND_DELEGATORS]))
+            plan = self._planner.plan_inbound(delegator, rng.choice(self._tracked), now_ms)
+        if plan is None:
+            owner = rng.choice(self._tracked)
+            receivers = self._customers
+            if len(self._tracked) > 1 and rng.random() < TRACKED_TO_TRACKED:
+                receivers = [a for a in self._tracked if a != owner]
+            plan = self._planner.plan_own(self._account(owner), now_ms, receivers)
+        failed = rng.random() < self._failure_rate
+        return self._stake_tx(plan, now_ms, number, parent_id, refs, failed=failed)
+
+    def _stake_tx(
+        self, plan: OpPlan, now_ms: int, number: int, parent_id: str, refs: list[Block], *, failed: bool
+    ) -> Tx:
+        rng = self._rng
+        # A failed transaction changes nothing on chain, so its state change is never applied.
+        effects = Effects() if failed else plan.apply()
+        if rng.random() < 0.8:
+            receipt: dict[str, int | str] = {"net_usage": rng.randint(240, 320)}
+            fee = 0
+        else:
+            fee = rng.randint(240, 320) * 1000  # bandwidth burned as TRX: 1000 sun per byte
+            receipt = {"net_fee": fee}
+        if failed:
+            receipt["result"] = "REVERT"
+        info = TxInfo(
+            fee=fee,
+            receipt=receipt,
+            unfreeze_amount=effects.unfreeze_amount,
+            withdraw_expire_amount=effects.withdraw_expire_amount,
+            cancel_unfreeze=effects.cancel_unfreeze,
+            res_message=REVERT_MESSAGE if failed else "",
+        )
+        multisig = rng.random() < MULTISIG_SHARE
+        tx = self._envelope(
+            plan.contract_type,
+            plan.value,
+            now_ms,
+            number,
+            parent_id,
+            refs,
+            success=not failed,
+            info=info,
+            permission_id=2 if multisig else 0,
+            fee_limit=rng.choice((30_000_000, 100_000_000)) if rng.random() < 0.2 else None,
+        )
+        tx.rows = decompose(tx)
+        return tx
+
+    def _noise_tx(self, now_ms: int, number: int, parent_id: str, refs: list[Block]) -> Tx:
+        rng = self._rng
+        owner = rng.choice(self._users)
+        if self._tracked and rng.random() < 0.05:
+            owner = rng.choice(self._tracked)  # tracked accounts also do things that are not stake
+        receiver = rng.choice(self._users)
+        if rng.random() < 0.6:
+            value = contract_value(
+                "TransferContract", owner_address=owner, to_address=receiver, amount=int(10 ** rng.uniform(0, 10))
+            )
+            if rng.random() < 0.7:
+                info = TxInfo(receipt={"net_usage": rng.randint(265, 270)})
+            else:
+                info = TxInfo(fee=267_000, receipt={"net_fee": 267_000})  # bandwidth paid in TRX
+            return self._envelope(
+                "TransferContract", value, now_ms, number, parent_id, refs, success=True, info=info,
+                permission_id=0, fee_limit=None,
+            )
+        token = rng.choice(self._tokens)
+        amount = int(10 ** rng.uniform(4, 11))
+        data = "a9059cbb" + receiver[2:].rjust(64, "0") + f"{amount:064x}"  # transfer(address,uint256)
+        value = contract_value("TriggerSmartContract", owner_address=owner, contract_address=token, data=data)
+        success = rng.random() >= 0.03  # TVM calls do fail in blocks, unlike system contracts
+        energy = rng.choice((14_650, 29_650, 64_285, 130_285))
+        energy_fee = energy * 210 if rng.random() < 0.6 else 0  # 0 when paid with staked energy
+        receipt: dict[str, int | str] = {"energy_usage_total": energy, "net_usage": rng.randint(340, 350)}
+        if energy_fee:
+            receipt = {"energy_fee": energy_fee, **receipt}
+        receipt["result"] = "SUCCESS" if success else "REVERT"
+        logs: tuple[Log, ...] = ()
+        if success:
+            topics = (TRANSFER_TOPIC, owner[2:].rjust(64, "0"), receiver[2:].rjust(64, "0"))
+            logs = (Log(token[2:], topics, f"{amount:064x}"),)
+        info = TxInfo(
+            fee=energy_fee,
+            receipt=receipt,
+            contract_result=f"{1:064x}" if success else "",
+            contract_address=token,
+            logs=logs,
+            res_message="" if success else REVERT_MESSAGE,
+        )
+        return self._envelope(
+            "TriggerSmartContract", value, now_ms, number, parent_id, refs, success=success, info=info,
+            permission_id=0, fee_limit=rng.choice((100_000_000, 150_000_000, 225_000_000)),
+        )
+
+    def _envelope(
+        self,
+        contract_type: str,
+        value: dict[str, object],
+        now_ms: int,
+        number: int,
+        parent_id: str,
+        refs: list[Block],
+        *,
+        success: bool,
+        info: TxInfo,
+        permission_id: int,
+        fee_limit: int | None,
+    ) -> Tx:
+        rng = self._rng
+        # ref_block_bytes/hash point at a recent block: its number's low 2 bytes, hash bytes 8..16.
+        if refs:
+            ref = rng.choice(refs)
+            ref_bytes, ref_hash = f"{ref.number & 0xFFFF:04x}", ref.block_id[16:32]
+        else:
+            ref_bytes, ref_hash = f"{(number - 1) & 0xFFFF:04x}", (parent_id[16:32] or "0" * 16)
+        client_ms = now_ms - rng.randint(200, 9_000)  # signed a little before it was packed
+        roll = rng.random()
+        if roll < 0.7:
+            expiration = client_ms + 60_000  # tronweb's default
+        elif roll < 0.85:
+            expiration = client_ms + 86_400_000  # rental platforms sign 24 h ahead
+        else:
+            expiration = client_ms + 21_600_000  # wallet-cli moves it ~6 h ahead when signing
+        timestamp = client_ms if rng.random() < 0.9 else None  # the client timestamp is optional
+        while True:
+            raw = encode_raw(
+                contract_type=contract_type,
+                value=value,
+                permission_id=permission_id,
+                ref_block_bytes=ref_bytes,
+                ref_block_hash=ref_hash,
+                expiration=expiration,
+                timestamp=timestamp,
+                fee_limit=fee_limit,
+            )
+            tx_id = hashlib.sha256(raw).hexdigest()
+            if tx_id not in self._tx_ids:
+                break
+            # Identical raw data (e.g. two withdraws by one owner without a client timestamp)
+            # would repeat a txID; a real client would differ in expiration, so nudge it.
+            expiration += 1
+        self._tx_ids.add(tx_id)
+        signatures = rng.choice((1, 2, 2, 3)) if permission_id else 1
+        return Tx(
+            tx_id=tx_id,
+            contract_type=contract_type,
+            value=value,
+            raw=raw,
+            ref_block_bytes=ref_bytes,
+            ref_block_hash=ref_hash,
+            expiration=expiration,
+            timestamp=timestamp,
+            fee_limit=fee_limit,
+            permission_id=permission_id,
+            signatures=signatures,
+            success=success,
+            info=info,
+        )
+

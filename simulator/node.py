@@ -1,0 +1,143 @@
+"""The simulated node: produces blocks (history at start, then live), pause/resume, truth.
+
+Block timestamps are chain time: ms, multiples of 3000, strictly increasing by >= 3000. History
+is back-dated so its last block is about now; a live block gets max(prev + 3000, now rounded
+down to 3000). With fast block intervals chain time runs ahead of the wall clock, on purpose:
+unfreeze lots mature by chain time, so tests can see withdrawals quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+
+from .addresses import AddressBook
+from .chain import ChainStore
+from .config import SimConfig
+from .generator import ChainGenerator
+from .model import Block
+from .truth import truth_rows
+
+BLOCK_MS = 3000
+
+
+def slot_floor(ms: int) -> int:
+    return ms // BLOCK_MS * BLOCK_MS
+
+
+class SimNode:
+    def __init__(self, config: SimConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.book = AddressBook()
+        self.store = ChainStore(config.start_block, config.solid_lag)
+        self._clock = clock
+        self._tracked = list(config.tracked_hex)
+        self._generator = ChainGenerator(
+            seed=config.seed,
+            tracked=self._tracked,
+            ops_per_block=config.ops_per_block,
+            noise_per_block=config.noise_per_block,
+            failure_rate=config.failure_rate,
+            unfreeze_delay_ms=config.unfreeze_delay_seconds * 1000,
+        )
+        # The parent of the first block: a stand-in for the block before the simulated window.
+        digest = hashlib.sha256(f"sim:{config.seed}:genesis".encode()).hexdigest()
+        self._pre_start_id = f"{config.start_block - 1:016x}" + digest[16:]
+        self._produce_lock = threading.Lock()  # producer thread and /sim/produce take turns
+        self._paused = threading.Event()
+        if config.paused:
+            self._paused.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def tracked_base58(self) -> list[str]:
+        return [self.book.b58(address) for address in self._tracked]
+
+    # -- production ----------------------------------------------------------------------------
+
+    def generate_history(self, count: int) -> None:
+        """`count` blocks at once, back-dated 3 s apart so the last one is about now."""
+        if count <= 0:
+            return
+        last = slot_floor(int(self._clock() * 1000))
+        with self._produce_lock:
+            head = self.store.head()
+            first = last - (count - 1) * BLOCK_MS
+            if head is not None:
+                first = max(first, head.timestamp + BLOCK_MS)
+            for index in range(count):
+                self._append(first + index * BLOCK_MS)
+
+    def produce(self, count: int = 1) -> Block | None:
+        """`count` live blocks now (regardless of pause); returns the new head."""
+        with self._produce_lock:
+            for _ in range(count):
+                head = self.store.head()
+                now = slot_floor(int(self._clock() * 1000))
+                self._append(now if head is None else max(head.timestamp + BLOCK_MS, now))
+            return self.store.head()
+
+    def _append(self, timestamp: int) -> None:
+        head = self.store.head()
+        number = head.number + 1 if head else self.store.start_block
+        parent = head.block_id if head else self._pre_start_id
+        block = self._generator.build_block(number, timestamp, parent, self.store.recent(20))
+        self.store.append(block)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        heights = self.store.heights()
+        head = self.store.head()
+        return {
+            "head": heights.head,
+            "solid": heights.solid,
+            "paused": self.paused,
+            "accounts": self.tracked_base58(),
+            "block_interval": self.config.block_interval,
+            "start_block": self.config.start_block,
+            "head_timestamp": head.timestamp if head else None,
+        }
+
+    def truth(self, accounts_hex: list[str] | None = None) -> dict[str, object]:
+        """Ledger operations over blocks <= head for the given accounts (default: all tracked)."""
+        heights, entries = self.store.stake_snapshot()
+        wanted = frozenset(accounts_hex if accounts_hex is not None else self._tracked)
+        solid = heights.solid if heights.solid is not None else self.config.start_block - 1
+        return {
+            "head": heights.head,
+            "solid": heights.solid,
+            "operations": truth_rows(entries, wanted, solid, self.book),
+        }
+
+
+class Producer(threading.Thread):
+    """Produces one block per `interval` seconds while the node is not paused."""
+
+    def __init__(self, node: SimNode, interval: float) -> None:
+        super().__init__(name="sim-producer", daemon=True)
+        self._node = node
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self._interval
+        while not self._stop_event.wait(max(0.0, deadline - time.monotonic())):
+            if not self._node.paused:
+                self._node.produce(1)
+            deadline += self._interval
+            # After a stall (a long /sim/produce, a suspended laptop) do not burst to catch up.
+            deadline = max(deadline, time.monotonic())

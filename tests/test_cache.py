@@ -1,0 +1,296 @@
+"""The Redis cache: generations, single-flight, staleness races, and Redis going away."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import psycopg
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from ledger.cache import VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts
+from ledger.config import Settings
+from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
+from web.app import close_app, create_app
+
+# -- a private redis-server, so a test can kill Redis without touching the shared one --------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        probe = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        probe.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def cache_client(settings: Settings, redis_clean: tuple[redis.Redis, redis.Redis]) -> Iterator[redis.Redis]:
+    client = create_cache_client(settings.cache_redis_url, 0.5)
+    yield client
+    client.close()
+
+
+def fill(body: bytes = b"page", ttl: int = 60) -> Fill:
+    return Fill(response=b"db:" + body, stored=b"cache:" + body, ttl=ttl)
+
+
+# -- generations ------------------------------------------------------------------------------------
+
+
+def test_invalidate_seeds_missing_generations_with_the_time_then_increments(cache_client: redis.Redis) -> None:
+    key_a, key_b = VERSION_KEY.format(address=ALICE), VERSION_KEY.format(address=BOB)
+    before_ms = int(time.time() * 1000)
+    invalidate_accounts(cache_client, [ALICE, BOB, ALICE])
+    first = int(cache_client.get(key_a))  # type: ignore[arg-type]
+    assert first >= before_ms and int(cache_client.get(key_b)) >= before_ms  # type: ignore[arg-type]
+    invalidate_accounts(cache_client, [ALICE])
+    assert int(cache_client.get(key_a)) == first + 1  # type: ignore[arg-type]
+    invalidate_accounts(cache_client, [])  # nothing to do, no error
+
+    # A lost generation comes back above every number it held, so old pages stay unreachable.
+    cache_client.delete(key_a)
+    time.sleep(0.005)
+    invalidate_accounts(cache_client, [ALICE])
+    assert int(cache_client.get(key_a)) > first + 1  # type: ignore[arg-type]
+
+
+def test_read_fill_hit_and_invalidate(cache_client: redis.Redis) -> None:
+    pages = PageCache(cache_client)
+    assert pages.fetch(ALICE, "p1", fill) == (b"db:page", False)
+    assert pages.fetch(ALICE, "p1", fill) == (b"cache:page", True)
+    assert pages.fetch(BOB, "p1", fill) == (b"db:page", False)  # accounts do not share pages
+    invalidate_accounts(cache_client, [ALICE])
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"new")) == (b"db:new", False)
+    assert pages.fetch(ALICE, "p1", fill) == (b"cache:new", True)
+    assert pages.fetch(BOB, "p1", fill) == (b"cache:page", True)
+    c = pages.counters
+    assert (c.hits, c.misses, c.fills, c.errors) == (3, 3, 3, 0)
+    assert pages.stats() == {"hits": 3, "misses": 3}
+    assert cache_client.keys("ledger:lock:*") == []  # every fill released its lock
+    pages.close()
+
+
+def test_a_page_filled_across_an_invalidation_is_never_served(cache_client: redis.Redis) -> None:
+    """The generation is read before the query, so rows read before a worker's commit are stored
+    under the old generation and the next reader misses."""
+    pages = PageCache(cache_client)
+
+    def load_while_a_worker_commits() -> Fill:
+        body = fill(b"old")  # the query ran
+        invalidate_accounts(cache_client, [ALICE])  # then a worker committed and bumped
+        return body
+
+    assert pages.fetch(ALICE, "p1", load_while_a_worker_commits) == (b"db:old", False)
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"new")) == (b"db:new", False)
+    assert pages.fetch(ALICE, "p1", fill) == (b"cache:new", True)
+    pages.close()
+
+
+def test_fill_that_is_not_to_be_stored_and_failing_loader_release_the_lock(cache_client: redis.Redis) -> None:
+    pages = PageCache(cache_client)
+    assert pages.fetch(ALICE, "x", lambda: Fill(b"r", None, 10)) == (b"r", False)
+    assert cache_client.keys("ledger:lock:*") == []
+
+    def broken() -> Fill:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        pages.fetch(ALICE, "y", broken)
+    assert cache_client.keys("ledger:lock:*") == []
+    assert pages.fetch(ALICE, "y", fill) == (b"db:page", False)
+    pages.close()
+
+
+def test_scripts_are_reloaded_after_a_script_flush(cache_client: redis.Redis) -> None:
+    pages = PageCache(cache_client)
+    pages.fetch(ALICE, "p1", fill)
+    cache_client.script_flush()
+    assert pages.fetch(ALICE, "p1", fill) == (b"cache:page", True)
+    pages.close()
+
+
+# -- single-flight ----------------------------------------------------------------------------------
+
+
+def test_concurrent_misses_query_once(cache_client: redis.Redis) -> None:
+    pages = PageCache(cache_client)
+    calls = []
+    start = threading.Barrier(16)
+    results: list[tuple[bytes, bool]] = []
+
+    def slow_load() -> Fill:
+        calls.append(1)
+        time.sleep(0.1)
+        return fill()
+
+    def reader() -> None:
+        start.wait()
+        results.append(pages.fetch(ALICE, "hot", slow_load))
+
+    threads = [threading.Thread(target=reader) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(results) == [(b"cache:page", True)] * 15 + [(b"db:page", False)]
+    assert pages.counters.coalesced == 15 and pages.counters.fills == 1
+    pages.close()
+
+
+def test_waiters_fall_back_to_the_database_after_a_bounded_wait(cache_client: redis.Redis) -> None:
+    pages = PageCache(cache_client, wait_seconds=0.05)
+    holder_started = threading.Event()
+
+    def stuck_load() -> Fill:
+        holder_started.set()
+        time.sleep(0.5)
+        return fill(b"late")
+
+    holder = threading.Thread(target=pages.fetch, args=(ALICE, "slow", stuck_load))
+    holder.start()
+    holder_started.wait(5)
+    began = time.monotonic()
+    assert pages.fetch(ALICE, "slow", lambda: fill(b"own")) == (b"db:own", False)
+    assert time.monotonic() - began < 0.3
+    assert pages.counters.fallbacks == 1
+    holder.join()
+    pages.close()
+
+
+def test_api_single_flight_on_one_hot_page(
+    settings: Settings, clean_db: str, redis_clean: tuple[redis.Redis, redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web.records
+
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        account = add_account(conn, ALICE)
+        insert_stake(conn, ALICE, 1)
+    queries = []
+    real = web.records.fetch_records
+
+    def counted(*args: object, **kwargs: object) -> object:
+        queries.append(1)
+        time.sleep(0.1)  # a slow query, so every request arrives while it runs
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(web.records, "fetch_records", counted)
+    app = create_app(settings)
+    app.extensions["ledger"].accounts.resolve(str(account))  # account lookups are not what is measured
+    start = threading.Barrier(12)
+    sources: list[str] = []
+
+    def request() -> None:
+        client = app.test_client()
+        start.wait()
+        sources.append(get_json(client, records_url("stake", account))["meta"]["source"])
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = get_json(app.test_client(), "/api/cache/stats")["data"]
+    close_app(app)
+    assert len(queries) == 1
+    assert sorted(sources) == ["cache"] * 11 + ["database"]
+    assert stats["process"]["fills"] == 1 and stats["process"]["coalesced"] == 11
+
+
+# -- Redis down ---------------------------------------------------------------------------------------
+
+
+def test_api_answers_from_postgres_while_redis_is_down(
+    settings: Settings, clean_db: str, private_redis: RedisServer
+) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        account = add_account(conn, ALICE)
+        row_id = insert_stake(conn, ALICE, 1, amount=2**60)
+    app = create_app(replace(settings, cache_redis_url=private_redis.url))
+    client: FlaskClient = app.test_client()
+    url = records_url("stake", account)
+    try:
+        assert get_json(client, url)["meta"]["source"] == "database"
+        assert get_json(client, url)["meta"]["source"] == "cache"
+
+        private_redis.kill()
+        began = time.monotonic()
+        for _ in range(20):
+            body = get_json(client, url)
+            assert body["meta"]["source"] == "database"
+            assert body["data"][0]["id"] == row_id and body["data"][0]["amount"] == 2**60
+        assert get_json(client, f"/api/accounts/{account}/summary")["meta"]["source"] == "database"
+        # The breaker skips Redis after the first failure: no request waits a timeout.
+        assert time.monotonic() - began < 2.0
+        stats = get_json(client, "/api/cache/stats")["data"]
+        assert stats["errors"] >= 1 and stats["process"]["bypassed"] >= 19
+        assert get_json(client, "/health/ready", 503)["checks"]["redis"]["ok"] is False
+
+        # Redis comes back (empty): after the breaker's pause the cache is used again.
+        private_redis.start()
+        time.sleep(app.extensions["ledger"].pages.breaker_seconds + 0.1)
+        assert get_json(client, url)["meta"]["source"] == "database"
+        assert get_json(client, url)["meta"]["source"] == "cache"
+    finally:
+        close_app(app)
+
+
+def test_api_answers_when_redis_never_was_there(settings: Settings, clean_db: str) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        account = add_account(conn, ALICE)
+        insert_stake(conn, ALICE, 1)
+    app = create_app(replace(settings, cache_redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        client = app.test_client()
+        for _ in range(3):
+            assert get_json(client, records_url("stake", account))["meta"]["source"] == "database"
+        assert get_json(client, "/api/cache/stats")["data"]["hits"] is None
+    finally:
+        close_app(app)

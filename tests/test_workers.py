@@ -1,0 +1,283 @@
+"""The worker as it runs in production: real `dramatiq workers.main:setup` processes, real Redis
+and PostgreSQL. Each test gets its own queue name, so workers of other tests never see its messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import dramatiq
+import psycopg
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from psycopg.conninfo import make_conninfo
+
+from ledger.address import to_base58
+from ledger.cache import create_cache_client
+from ledger.config import Settings
+from ledger.db import create_pool
+from ledger.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
+from ledger.domain import Operation
+from ledger.queue import PERSIST_OPERATION, confirm_message, create_broker, operation_message
+from tests.procs import Proc, python
+from tests.stack import settings_env
+from tests.tcpproxy import TcpProxy
+from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
+from workers import actors
+from workers.actors import Deps
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def wsettings(settings: Settings, clean_db: str, request: pytest.FixtureRequest) -> Settings:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40]
+    return dataclasses.replace(settings, queue_name=f"t_{name}_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def producer(wsettings: Settings) -> Iterator[RedisBroker]:
+    """The listener's side: a broker that only enqueues by actor name."""
+    broker = create_broker(wsettings.redis_url)
+    yield broker
+    broker.flush(wsettings.queue_name)  # this test's queue, delay queue and dead letters
+    broker.close()
+
+
+@pytest.fixture
+def start_worker(wsettings: Settings) -> Iterator[Callable[..., Proc]]:
+    procs: list[Proc] = []
+
+    def start(threads: int = 4, **env: str) -> Proc:
+        proc = Proc(
+            "worker",
+            python("-m", "dramatiq", "workers.main:setup", "--processes", "1", "--threads", str(threads)),
+            {**settings_env(wsettings), "dramatiq_worker_timeout": "100", **env},  # quick idle polls
+        )
+        procs.append(proc)
+        proc.wait_for(r"worker ready", timeout=20)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()  # SIGKILL: a graceful stop takes seconds, and this queue is thrown away
+
+
+@pytest.fixture
+def pg(wsettings: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(wsettings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def wait_until(check: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
+        time.sleep(0.05)
+
+
+def drained(broker: RedisBroker, queue: str) -> bool:
+    """True when every message sent is acked or dead-lettered (retries sit in the delay queue)."""
+    pending = broker.client.hlen(f"dramatiq:{queue}.msgs") + broker.client.hlen(f"dramatiq:{queue}.DQ.msgs")
+    return pending == 0
+
+
+def send(broker: RedisBroker, settings: Settings, *ops: Operation) -> None:
+    for op in ops:
+        broker.enqueue(operation_message(op, settings.queue_name))
+
+
+def wait_drained(broker: RedisBroker, settings: Settings, timeout: float = 20.0) -> None:
+    wait_until(lambda: drained(broker, settings.queue_name), timeout, f"queue {settings.queue_name} to drain")
+
+
+def rows(pg: psycopg.Connection, query: str, *params: Any) -> list[tuple]:
+    return pg.execute(query, params).fetchall()
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_same_message_twice_gives_one_row_and_invalidates(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    cache = redis.Redis.from_url(wsettings.cache_redis_url)
+    cache.delete(f"ledger:ver:{ALICE}", f"ledger:ver:{BOB}")
+    start_worker()
+    freeze, delegate = make_op("freeze", 100), make_op("delegate", 101)
+    message = operation_message(freeze, wsettings.queue_name)
+    producer.enqueue(message)
+    producer.enqueue(message)  # a redelivery: the same message id
+    send(producer, wsettings, freeze, delegate, delegate)  # a re-enqueue: new message ids
+    wait_drained(producer, wsettings)
+    assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]
+    assert rows(pg, "SELECT count(*) FROM delegate_records") == [(1,)]
+    # Each persist bumped the generation of the accounts it touched (seeded with a ms timestamp).
+    assert int(cache.get(f"ledger:ver:{ALICE}") or 0) > 1_600_000_000_000
+    assert int(cache.get(f"ledger:ver:{BOB}") or 0) > 1_600_000_000_000
+
+
+def test_out_of_order_messages_reach_the_same_state(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    start_worker()
+    # The confirmation comes first, then the withdraw, then the lot it settles (ALICE) ...
+    producer.enqueue(confirm_message(150, wsettings.queue_name))
+    wait_until(lambda: rows(pg, "SELECT solid_block FROM chain_state") == [(150,)], what="solid block")
+    send(producer, wsettings, make_op("withdraw_expire_unfreeze", 112))
+    wait_drained(producer, wsettings)
+    send(producer, wsettings, make_op("unfreeze", 100))
+    # ... and in chain order for CAROL: lot, withdraw, confirmation.
+    send(producer, wsettings, make_op("unfreeze", 100, tx_index=1, owner_address=CAROL))
+    wait_drained(producer, wsettings)
+    send(producer, wsettings, make_op("withdraw_expire_unfreeze", 112, tx_index=1, owner_address=CAROL))
+    producer.enqueue(confirm_message(150, wsettings.queue_name))
+    wait_drained(producer, wsettings)
+    state = rows(
+        pg,
+        "SELECT u.owner_address, u.status, u.confirmed, s.status, w.status FROM unfreeze_records u"
+        " JOIN stake_records s USING (tx_id, op_index) JOIN stake_records w ON w.tx_id = u.settled_tx_id"
+        " ORDER BY u.owner_address",
+    )
+    assert state == [
+        (ALICE, "withdrawn", True, "confirmed", "confirmed"),
+        (CAROL, "withdrawn", True, "confirmed", "confirmed"),
+    ]
+
+
+def test_concurrent_lots_and_withdraws_all_settle(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    # Two processes x 4 threads race each lot against the withdraw that settles it ...
+    start_worker(threads=4)
+    start_worker(threads=4)
+    owners = [to_base58("41" + f"{i + 1:040x}") for i in range(40)]
+    ops = []
+    for i, owner in enumerate(owners):
+        ops.append(make_op("unfreeze", 100, tx_index=i, owner_address=owner))
+        ops.append(make_op("withdraw_expire_unfreeze", 111 + i % 3, tx_index=i, owner_address=owner))
+    random.Random(7).shuffle(ops)
+    messages = [operation_message(op, wsettings.queue_name) for op in ops]
+    # ... and confirmations race the inserts: none may leave a row pending below the solid block.
+    for i in range(10, len(messages), 10):
+        messages.insert(i, confirm_message(120, wsettings.queue_name))
+    for message in messages:
+        producer.enqueue(message)
+    wait_drained(producer, wsettings)
+    assert rows(pg, "SELECT status, confirmed, count(*) FROM unfreeze_records GROUP BY 1, 2") == [
+        ("withdrawn", True, 40)
+    ]
+    assert rows(pg, "SELECT status, count(*) FROM stake_records GROUP BY status") == [("confirmed", 80)]
+    assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+
+
+def test_status_is_monotonic_and_values_exact(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    start_worker()
+    big = 2**62 + 1  # beyond 2^53: a float would round it
+    confirmed = make_op("freeze", 100, amount=big, status="confirmed")
+    failed = make_op("freeze", 101, status="failed", contract_ret="REVERT")
+    locked = make_op("delegate", 102, tx_index=0, amount=big, lock=True, lock_period=28_800, receiver_address=DAVE)
+    unlocked = make_op("delegate", 102, tx_index=1, amount=big + 2, receiver_address=DAVE)
+    send(producer, wsettings, confirmed, failed, locked, unlocked)
+    wait_drained(producer, wsettings)
+    send(producer, wsettings, confirmed.with_status("pending"), failed.with_status("pending"))
+    send(producer, wsettings, failed.with_status("confirmed"), locked.with_status("failed"))
+    wait_drained(producer, wsettings)
+    assert rows(pg, "SELECT block_num, amount, status FROM stake_records ORDER BY block_num") == [
+        (100, big, "confirmed"),
+        (101, 1_000_000, "failed"),
+    ]
+    assert rows(
+        pg,
+        "SELECT amount, lock, lock_period, lock_expire_time - block_time, status FROM delegate_records"
+        " WHERE owner_address = %s AND receiver_address = %s ORDER BY tx_index",
+        ALICE,
+        DAVE,
+    ) == [
+        (big, True, 28_800, timedelta(seconds=86_400), "failed"),  # pending -> failed is forward
+        (big + 2, False, 0, None, "pending"),
+    ]
+
+
+def test_poison_message_is_dead_lettered_at_once(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    worker = start_worker(threads=1)  # one thread: the good messages really are queued behind it
+    queue = wsettings.queue_name
+    poison = dramatiq.Message(
+        queue_name=queue, actor_name=PERSIST_OPERATION, args=({"tx_id": "not hex"},), kwargs={}, options={}
+    )
+    producer.enqueue(poison)
+    producer.enqueue(confirm_message("soon", queue))  # type: ignore[arg-type]
+    send(producer, wsettings, make_op("freeze", 100), make_op("freeze", 101))
+    wait_drained(producer, wsettings)
+
+    assert rows(pg, "SELECT count(*) FROM stake_records") == [(2,)]
+    letters = list_dead_letters(pg)
+    assert [(d["actor_name"], d["error_type"], d["retries"]) for d in letters] == [
+        ("confirm_blocks", "ledger.domain.PayloadError", 0),
+        ("persist_operation", "ledger.domain.PayloadError", 0),
+    ]
+    assert letters[1]["message_id"] == poison.message_id and letters[1]["args"] == [{"tx_id": "not hex"}]
+    assert broker_dead_letter_count(producer.client, queue) == 2
+    assert "Retrying message" not in worker.output()
+
+    # Requeue: enqueued again (and, still poison, dead-lettered again), the old row and XQ copy gone.
+    assert requeue_dead_letter(pg, producer, letters[1]["id"]) == poison.message_id
+    wait_until(lambda: len(list_dead_letters(pg)) == 2 and list_dead_letters(pg)[0]["id"] > letters[0]["id"])
+    wait_drained(producer, wsettings)
+    assert broker_dead_letter_count(producer.client, queue) == 2
+    assert requeue_dead_letter(pg, producer, 10**9) is None
+
+
+def test_database_outage_is_ridden_out(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        worker = start_worker(
+            threads=2,
+            DATABASE_URL=make_conninfo(wsettings.database_url, host="127.0.0.1", port=str(proxy.port)),
+            RETRY_MAX_RETRIES="20",
+        )
+        send(producer, wsettings, make_op("freeze", 100))
+        wait_drained(producer, wsettings)
+        assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]
+
+        proxy.close()  # PostgreSQL "goes away": open connections dropped, new ones refused
+        send(producer, wsettings, make_op("freeze", 101), make_op("delegate", 102))
+        worker.wait_for(r"Retrying message", timeout=20)
+        assert rows(pg, "SELECT count(*) FROM stake_records WHERE block_num > 100") == [(0,)]
+        proxy.open()
+
+        wait_drained(producer, wsettings, timeout=30)
+    assert rows(pg, "SELECT count(*) FROM stake_records") == [(2,)]
+    assert rows(pg, "SELECT count(*) FROM delegate_records") == [(1,)]
+    assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert broker_dead_letter_count(producer.client, wsettings.queue_name) == 0
+
+
+def test_cache_outage_raises_after_commit(wsettings: Settings, pg: psycopg.Connection) -> None:
+    # The actor body, in process: the row is committed, then the failed invalidation raises, so
+    # Dramatiq retries the message (the re-run upsert is a no-op and the invalidation is redone).
+    pool = create_pool(wsettings.database_url, max_size=1, name="test")
+    deps = Deps(settings=wsettings, pool=pool, cache=create_cache_client("redis://127.0.0.1:1/0", 0.2))
+    try:
+        with pytest.raises(redis.ConnectionError):
+            actors.persist_operation(deps, make_op("freeze", 100).to_message())
+    finally:
+        pool.close()
+    assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]

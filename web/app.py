@@ -1,0 +1,90 @@
+"""The Flask application factory.
+
+Served by granian, which imports this module and calls `create_app()` in each worker process, so
+the PostgreSQL pool and the Redis client are made after the fork, once per process:
+
+    granian --interface wsgi --factory web.app:create_app --host 0.0.0.0 --port $PORT \
+        --workers 2 --blocking-threads 4 --backpressure 4 --no-ws --log-level warning
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from ledger.cache import PageCache, create_cache_client
+from ledger.config import Settings, load_settings
+from ledger.db import create_pool
+from ledger.logs import setup_logging
+from web.directory import AccountDirectory
+from web.errors import register_error_handlers
+from web.responses import OrjsonProvider
+
+# Per process. granian runs the views on its blocking threads (4 per worker in the Procfile), and a
+# view holds at most one connection, so more would sit idle; STACK-NOTES section 3 sizes the pool
+# to the request threads.
+WEB_POOL_SIZE = 4
+
+# Server-side settings for the web's sessions: timestamps in UTC (so JSON carries "Z"), no query
+# left running after its client has long gone, and no writes by accident.
+_SESSION_OPTIONS = "-c TimeZone=UTC -c statement_timeout=5000 -c default_transaction_read_only=on"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the views use, made once per process by `create_app`."""
+
+    settings: Settings
+    pool: ConnectionPool
+    pages: PageCache
+    accounts: AccountDirectory
+
+
+def resources() -> Resources:
+    return current_app.extensions["ledger"]  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    if settings is None:
+        settings = load_settings()
+    setup_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.json = OrjsonProvider(app)
+
+    size = max(1, min(WEB_POOL_SIZE, settings.db_pool_size))
+    pool = create_pool(_web_conninfo(settings.database_url), max_size=size, min_size=size, name="web")
+    client = create_cache_client(settings.cache_redis_url, settings.cache_socket_timeout)
+    app.extensions["ledger"] = Resources(
+        settings=settings,
+        pool=pool,
+        pages=PageCache(client),
+        accounts=AccountDirectory(pool),
+    )
+
+    # Imported here so that importing web.app stays cheap and free of side effects.
+    from web.bench import bp as bench_bp
+    from web.deadletters import bp as deadletters_bp
+    from web.health import bp as health_bp
+    from web.records import bp as records_bp
+    from web.summary import bp as summary_bp
+
+    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, bench_bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Release the process's pool and Redis connections (tests make one app per test)."""
+    res: Resources = app.extensions["ledger"]
+    res.pages.close()
+    res.pool.close()
+
+
+def _web_conninfo(url: str) -> str:
+    options = conninfo_to_dict(url).get("options")
+    return make_conninfo(url, options=f"{options} {_SESSION_OPTIONS}" if options else _SESSION_OPTIONS)

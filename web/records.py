@@ -1,0 +1,99 @@
+"""GET /api/{stake,delegate,unfreeze}/records: keyset pages of an account's records, cached.
+
+A hit is one Redis call that returns the stored response bytes, sent as they are. On a miss the
+page is read from PostgreSQL and two encodings are made: the one returned now says
+`"source": "database"`, the one stored says `"source": "cache"`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from math import ceil
+
+from flask import Blueprint, Response, request
+
+from ledger.cache import Fill
+from web.app import resources
+from web.cursor import Cursor, CursorError, decode_cursor
+from web.params import parse_limit, parse_page, resolve_account
+from web.pg import read_connection
+from web.queries import KINDS, RecordPage, fetch_records
+from web.responses import bad_request, dumps
+
+bp = Blueprint("records", __name__)
+
+_CURSOR_HELP = "pass meta.next_cursor from the previous page of the same list, unchanged"
+
+
+@bp.get(f"/api/<any({', '.join(KINDS)}):kind>/records")
+def records(kind: str) -> Response:
+    res = resources()
+    args = request.args
+    limit = parse_limit(args)
+    cursor = _parse_cursor(args.get("cursor"))
+    if cursor is not None:
+        if "page" in args:
+            raise bad_request("give either page or cursor, not both")
+        page = cursor.page
+    else:
+        page = parse_page(args, limit)
+    account = resolve_account(res.accounts, args.get("pool_account_id"), "pool_account_id")
+
+    settings = res.settings
+    if cursor is not None:
+        if cursor.kind != kind or cursor.account_id != account.id:
+            raise bad_request(
+                f"cursor belongs to another list ({cursor.kind} records of account {cursor.account_id}, "
+                f"not {kind} records of account {account.id}); {_CURSOR_HELP}"
+            )
+        b, t, o, i = cursor.key
+        suffix = f"rec:{kind}:{limit}:c{page}.{b}.{t}.{o}.{i}"
+        ttl = settings.cache_ttl_historical
+    else:
+        suffix = f"rec:{kind}:{limit}:p{page}"
+        ttl = settings.cache_ttl_realtime
+
+    def load() -> Fill:
+        with read_connection(res.pool) as conn:
+            result = fetch_records(
+                conn,
+                kind,
+                account.address,
+                limit,
+                offset=(page - 1) * limit if cursor is None else 0,
+                after=cursor.key if cursor is not None else None,
+            )
+        return _fill(kind, account.id, page, limit, result, ttl)
+
+    body, _ = res.pages.fetch(account.address, suffix, load)
+    return Response(body, mimetype="application/json")
+
+
+def _parse_cursor(token: str | None) -> Cursor | None:
+    if token is None:
+        return None
+    try:
+        return decode_cursor(token.strip())
+    except CursorError as exc:
+        raise bad_request(f"cursor is not valid ({exc}); {_CURSOR_HELP}") from None
+
+
+def _fill(kind: str, account_id: int, page: int, limit: int, result: RecordPage, ttl: int) -> Fill:
+    next_cursor = None
+    if result.next_key is not None:
+        next_cursor = Cursor(kind, account_id, page + 1, result.next_key).encode()
+    meta = {"page": page, "limit": limit, "source": "database", "next_cursor": next_cursor}
+    payload = {"success": True, "data": result.rows, "meta": meta}
+    response = dumps(payload)
+    meta["source"] = "cache"
+    return Fill(response, dumps(payload), _page_ttl(result, ttl))
+
+
+def _page_ttl(result: RecordPage, ttl: int) -> int:
+    """A lot still pending turns 'withdrawable' with no write to invalidate the page; expire then."""
+    now = datetime.now(UTC)
+    for row in result.rows:
+        available = row.get("available_time")
+        if row["status"] == "pending" and available is not None and available > now:
+            ttl = min(ttl, ceil((available - now).total_seconds()))
+    return max(1, ttl)

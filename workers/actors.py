@@ -1,0 +1,91 @@
+"""The worker's actors, declared on a given broker with their dependencies passed in.
+
+Each actor persists in one transaction, commits, and only then bumps the cache generation of the
+accounts it touched (invalidate after commit, STACK-NOTES section 5). Any failure raises, so
+Dramatiq retries the whole message: re-running the upsert is a no-op, and the invalidation that
+failed is done again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool
+
+from ledger.cache import invalidate_accounts
+from ledger.config import Settings
+from ledger.domain import Operation, PayloadError
+from ledger.queue import CONFIRM_BLOCKS, PERSIST_OPERATION
+from workers import persist
+
+log = logging.getLogger(__name__)
+
+# Never retried: the same input fails the same way every time (poison), so it goes to the
+# dead-letter queue at once. DataError/IntegrityError are values the schema rejects (out of range,
+# NOT NULL, CHECK); connection loss, deadlocks and serialization failures are OperationalErrors
+# and are retried like Redis errors.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PayloadError, psycopg.DataError, psycopg.IntegrityError)
+
+TIME_LIMIT_MS = 60_000  # well under the broker's 60-s heartbeat window (STACK-NOTES 1.8)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the actors of one worker process use; built once per process, after the fork."""
+
+    settings: Settings
+    pool: ConnectionPool
+    cache: redis.Redis
+
+
+def persist_operation(deps: Deps, payload: Any) -> None:
+    try:
+        op = Operation.from_message(payload)
+    except PayloadError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. an unhashable `kind`: just as malformed, never retried
+        raise PayloadError(f"bad operation payload: {exc}") from None
+    with deps.pool.connection() as conn:
+        addresses = persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+        conn.commit()
+    invalidate_accounts(deps.cache, addresses)
+    log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)
+
+
+def confirm_blocks(deps: Deps, solid_block: Any) -> None:
+    with deps.pool.connection() as conn:
+        addresses = persist.confirm_blocks(conn, solid_block)
+        conn.commit()
+    invalidate_accounts(deps.cache, addresses)
+    if addresses:
+        log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses))
+
+
+def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor]:
+    """Declare both actors on `broker`, on the configured queue, with retries sized by settings."""
+    settings = deps.settings
+    options: dict[str, Any] = {
+        "queue_name": settings.queue_name,
+        "broker": broker,
+        "max_retries": settings.retry_max_retries,
+        "min_backoff": settings.retry_min_backoff_ms,
+        "max_backoff": settings.retry_max_backoff_ms,
+        "throws": PERMANENT_ERRORS,
+        "time_limit": TIME_LIMIT_MS,
+    }
+
+    def persist_operation_actor(payload: Any) -> None:
+        persist_operation(deps, payload)
+
+    def confirm_blocks_actor(solid_block: Any) -> None:
+        confirm_blocks(deps, solid_block)
+
+    return {
+        PERSIST_OPERATION: dramatiq.actor(persist_operation_actor, actor_name=PERSIST_OPERATION, **options),
+        CONFIRM_BLOCKS: dramatiq.actor(confirm_blocks_actor, actor_name=CONFIRM_BLOCKS, **options),
+    }

@@ -1,0 +1,261 @@
+"""Persistence of operations and confirmations: plain functions over a psycopg connection.
+
+Every function here runs its statements in the connection's current transaction and never commits:
+the caller commits (the actor, after which it invalidates the cache), or rolls back (tests).
+
+Messages arrive at least once, in any order, on several workers at once, so every write is an
+idempotent upsert keyed by the chain identity (tx_id, op_index), status only moves forward
+(pending -> confirmed, failed and confirmed are final) and the settlement of unfreeze lots is
+recomputed from the stored rows rather than applied as a delta. Two transaction-scoped advisory
+locks make the concurrent cases come out the same as the sequential ones (see `_lock_*`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ledger.domain import BLOCK_INTERVAL_MS, CANCEL, DELEGATE_KINDS, FAILED, UNFREEZE, WITHDRAW, Operation, PayloadError
+
+UNFREEZE_V2 = "UnfreezeBalanceV2Contract"
+
+# Advisory lock classes (first key of the two-int form), private to this module.
+_LOCK_CONFIRM = 0x4C434F4E  # "LCON": persist (shared) vs confirm_blocks (exclusive)
+_LOCK_OWNER = 0x4C4F574E  # "LOWN": lots and settlement events of one owner, one at a time
+
+_INT64_MAX = 2**63 - 1
+_INT32_MAX = 2**31 - 1
+_INT16_MAX = 2**15 - 1
+
+
+def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay_seconds: int) -> set[str]:
+    """Upsert one operation (and its unfreeze lot and lot settlements); return accounts to invalidate."""
+    _check_storable(op)
+    params = _params(op)
+    _lock_confirm_shared(conn)
+    is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
+    settles = op.kind in (WITHDRAW, CANCEL)
+    if is_lot or settles:
+        _lock_owner(conn, op.owner_address)
+
+    if op.kind in DELEGATE_KINDS:
+        conn.execute(_UPSERT_DELEGATE, params)
+        return {op.owner_address, op.receiver_address}  # type: ignore[arg-type]  # validated
+
+    conn.execute(_UPSERT_STAKE, params)
+    stored = conn.execute(
+        "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",
+        (op.tx_id, op.op_index),
+    ).fetchone()
+    assert stored is not None  # just upserted in this transaction
+    status, block_num, tx_index, block_time = stored
+
+    if is_lot:
+        if status == FAILED:
+            # A failed transaction never created a lot; drop one left by an earlier, pending copy.
+            conn.execute("DELETE FROM unfreeze_records WHERE tx_id = %s AND op_index = %s", (op.tx_id, op.op_index))
+        else:
+            conn.execute(_UPSERT_LOT, {**params, "delay": unfreeze_delay_seconds})
+            conn.execute(
+                _SETTLE.format(scope="u.tx_id = %(tx_id)s AND u.op_index = %(op_index)s"),
+                {"owner": op.owner_address, "tx_id": op.tx_id, "op_index": op.op_index},
+            )
+    elif settles:
+        # An event can only settle lots before it, and only change the outcome of lots still open,
+        # lots settled by a later (or same-time) event, or lots it settled itself (if it now failed).
+        conn.execute(
+            _SETTLE.format(
+                scope="(u.block_num, u.tx_index) <= (%(block_num)s, %(tx_index)s)"
+                " AND (u.status IN ('pending', 'withdrawable') OR u.settled_time >= %(block_time)s"
+                " OR u.settled_tx_id = %(tx_id)s)"
+            ),
+            {
+                "owner": op.owner_address,
+                "tx_id": op.tx_id,
+                "block_num": block_num,
+                "tx_index": tx_index,
+                "block_time": block_time,
+            },
+        )
+    return {op.owner_address}
+
+
+def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
+    """Record the solidified head and confirm pending rows at or below it; return accounts touched."""
+    if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= _INT64_MAX:
+        raise PayloadError(f"solid block {solid_block!r} is not a block number")
+    # Exclusive: waits for in-flight persists, so none can insert a pending row this update misses.
+    conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+    row = conn.execute(
+        "INSERT INTO chain_state (id, solid_block) VALUES (1, %(solid)s)"
+        " ON CONFLICT (id) DO UPDATE SET solid_block = greatest(chain_state.solid_block, EXCLUDED.solid_block),"
+        " updated_at = now()"
+        " RETURNING solid_block",
+        {"solid": solid_block},
+    ).fetchone()
+    assert row is not None
+    rows = conn.execute(_CONFIRM, {"solid": row[0]}).fetchall()
+    return {address for (address,) in rows if address}
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _lock_confirm_shared(conn: psycopg.Connection) -> None:
+    # Shared with other persists, exclusive with confirm_blocks. Without it a persist could read
+    # the old solid block and insert 'pending' while a concurrent confirm_blocks, not seeing that
+    # uncommitted row, confirms everything else: the row would stay pending until the next one.
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s::int, 0)", (_LOCK_CONFIRM,))
+
+
+def _lock_owner(conn: psycopg.Connection, owner: str) -> None:
+    # A lot and the withdraw that settles it may be written by two workers at once; under READ
+    # COMMITTED neither would see the other's row and the lot would stay open (write skew).
+    # Serialising one owner's lots and events makes the later transaction see the earlier one.
+    # Taken after the confirm lock, always in that order, so the two cannot deadlock.
+    conn.execute("SELECT pg_advisory_xact_lock(%s::int, hashtext(%s))", (_LOCK_OWNER, owner))
+
+
+def _check_storable(op: Operation) -> None:
+    """Reject, as poison, a valid-looking operation the schema can never hold."""
+    problems = []
+    for name, top in (
+        ("block_num", _INT64_MAX),
+        ("block_time_ms", _INT64_MAX // 1000),
+        ("amount", _INT64_MAX),
+        ("lock_period", _INT64_MAX // BLOCK_INTERVAL_MS),
+        ("tx_index", _INT32_MAX),
+        ("op_index", _INT16_MAX),
+    ):
+        if getattr(op, name) > top:
+            problems.append(f"{name} {getattr(op, name)} is out of range")
+    needs_resource = op.kind in DELEGATE_KINDS or (op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2)
+    if needs_resource and op.resource is None:
+        problems.append(f"{op.kind} needs a resource")
+    if problems:
+        raise PayloadError(f"operation {op.tx_id}/{op.op_index}: " + "; ".join(problems))
+
+
+def _params(op: Operation) -> dict[str, Any]:
+    values = op.to_message()
+    values["lock_expire_ms"] = op.lock_expire_time_ms
+    return values
+
+
+# Times are built from integer milliseconds with interval arithmetic, which is exact (a float
+# division would be too, at today's magnitudes, but this needs no argument).
+_MS = "(timestamptz 'epoch' + %({name})s::bigint * interval '1 millisecond')"
+_BLOCK_TIME = _MS.format(name="block_time_ms")
+
+# A pending message for a block already solidified is stored confirmed, so a confirmation that
+# raced ahead of the insert is not lost.
+_NEW_STATUS = (
+    "CASE WHEN %(status)s::text = 'pending'"
+    " AND %(block_num)s::bigint <= (SELECT solid_block FROM chain_state WHERE id = 1)"
+    " THEN 'confirmed' ELSE %(status)s::text END"
+)
+
+# ON CONFLICT ... WHERE: only a pending row takes the new data and status (which may itself be
+# pending, confirmed or failed); a confirmed or failed row is final and a replay changes nothing.
+_UPSERT_STAKE = f"""
+INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
+                                operation_type, contract_type, resource, amount, status, contract_ret)
+VALUES (%(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
+        %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s)
+ON CONFLICT (tx_id, op_index) DO UPDATE SET
+    block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
+    block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
+    operation_type = EXCLUDED.operation_type, contract_type = EXCLUDED.contract_type,
+    resource = EXCLUDED.resource, amount = EXCLUDED.amount, status = EXCLUDED.status,
+    contract_ret = EXCLUDED.contract_ret, updated_at = now()
+WHERE r.status = 'pending'
+"""
+
+_UPSERT_DELEGATE = f"""
+INSERT INTO delegate_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
+                                   receiver_address, operation_type, contract_type, resource, amount, lock,
+                                   lock_period, lock_expire_time, status, contract_ret)
+VALUES (%(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
+        %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
+        %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s)
+ON CONFLICT (tx_id, op_index) DO UPDATE SET
+    block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
+    block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
+    receiver_address = EXCLUDED.receiver_address, operation_type = EXCLUDED.operation_type,
+    contract_type = EXCLUDED.contract_type, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
+    lock = EXCLUDED.lock, lock_period = EXCLUDED.lock_period, lock_expire_time = EXCLUDED.lock_expire_time,
+    status = EXCLUDED.status, contract_ret = EXCLUDED.contract_ret, updated_at = now()
+WHERE r.status = 'pending'
+"""
+
+# The lot mirrors its stake row as stored (which a replay may not have changed). Its status is
+# left to the settlement below; `confirmed` only ever turns on.
+_UPSERT_LOT = """
+INSERT INTO unfreeze_records AS u (tx_id, op_index, block_num, tx_index, block_time, owner_address, resource,
+                                   amount, available_time, status, confirmed)
+SELECT s.tx_id, s.op_index, s.block_num, s.tx_index, s.block_time, s.owner_address, s.resource,
+       s.amount, s.block_time + %(delay)s::bigint * interval '1 second', 'pending', s.status = 'confirmed'
+FROM stake_records s
+WHERE s.tx_id = %(tx_id)s AND s.op_index = %(op_index)s
+ON CONFLICT (tx_id, op_index) DO UPDATE SET
+    block_num = EXCLUDED.block_num, tx_index = EXCLUDED.tx_index, block_time = EXCLUDED.block_time,
+    owner_address = EXCLUDED.owner_address, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
+    available_time = EXCLUDED.available_time, confirmed = u.confirmed OR EXCLUDED.confirmed, updated_at = now()
+"""
+
+# Settle (or re-open) the owner's lots in `scope` from scratch: a lot is closed by the first later
+# non-failed withdraw of the owner at or after its available_time (withdrawn), or cancel-all
+# (withdrawn if it had matured, else cancelled). Computed from stored rows only, so the result
+# does not depend on the order the messages arrived in.
+_SETTLE = """
+WITH decided AS (
+    SELECT u.id,
+           e.tx_id AS settled_tx_id,
+           e.block_time AS settled_time,
+           CASE WHEN e.tx_id IS NULL THEN 'pending'
+                WHEN e.block_time >= u.available_time THEN 'withdrawn'
+                ELSE 'cancelled' END AS status
+    FROM unfreeze_records u
+    LEFT JOIN LATERAL (
+        SELECT s.tx_id, s.block_time
+        FROM stake_records s
+        WHERE s.owner_address = u.owner_address
+          AND s.operation_type IN ('withdraw_expire_unfreeze', 'cancel_all_unfreeze')
+          AND s.status IN ('pending', 'confirmed')
+          AND (s.block_num, s.tx_index) > (u.block_num, u.tx_index)
+          AND (s.operation_type = 'cancel_all_unfreeze' OR s.block_time >= u.available_time)
+        ORDER BY s.block_num, s.tx_index, s.op_index
+        LIMIT 1
+    ) e ON true
+    WHERE u.owner_address = %(owner)s AND u.status <> 'orphaned' AND {scope}
+)
+UPDATE unfreeze_records u
+SET status = d.status, settled_tx_id = d.settled_tx_id, settled_time = d.settled_time, updated_at = now()
+FROM decided d
+WHERE u.id = d.id
+  AND (u.status, u.settled_tx_id, u.settled_time) IS DISTINCT FROM (d.status, d.settled_tx_id, d.settled_time)
+"""
+
+# Data-modifying CTEs all run to completion; the lots follow the stake rows confirmed here (a lot
+# whose stake row was confirmed earlier got `confirmed` when it was written).
+_CONFIRM = """
+WITH s AS (
+    UPDATE stake_records SET status = 'confirmed', updated_at = now()
+    WHERE status = 'pending' AND block_num <= %(solid)s
+    RETURNING tx_id, op_index, owner_address
+), lots AS (
+    UPDATE unfreeze_records u SET confirmed = true, updated_at = now()
+    FROM s
+    WHERE u.tx_id = s.tx_id AND u.op_index = s.op_index AND NOT u.confirmed
+    RETURNING u.owner_address
+), d AS (
+    UPDATE delegate_records SET status = 'confirmed', updated_at = now()
+    WHERE status = 'pending' AND block_num <= %(solid)s
+    RETURNING owner_address, receiver_address
+)
+SELECT owner_address FROM s
+UNION SELECT owner_address FROM lots
+UNION SELECT owner_address FROM d
+UNION SELECT receiver_address FROM d
+"""

@@ -13,6 +13,7 @@ from ledger.domain import Operation
 
 PERSIST_OPERATION = "persist_operation"  # args: (operation dict,)
 CONFIRM_BLOCKS = "confirm_blocks"  # args: (solid block number,)
+REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks that left the chain,)
 
 
 def create_broker(redis_url: str, **options: object) -> RedisBroker:
@@ -36,6 +37,16 @@ def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message:
         queue_name=queue_name,
         actor_name=CONFIRM_BLOCKS,
         args=(solid_block,),
+        kwargs={},
+        options={},
+    )
+
+
+def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.Message:
+    return dramatiq.Message(
+        queue_name=queue_name,
+        actor_name=REVERT_BLOCKS,
+        args=([[num, block_id] for num, block_id in blocks],),
         kwargs={},
         options={},
     )

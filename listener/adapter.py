@@ -28,6 +28,10 @@ class ChainAdapter(Protocol):
 
     def solid_number(self) -> int: ...
 
+    def block_id(self, num: int) -> str | None:
+        """The id of block `num` on the node's current chain (None if it has no such block)."""
+        ...
+
     def export(self, start: int, end: int, tracked: Container[str], solid: int) -> list[BlockParse]:
         """Parsed blocks start..end-1, in order, none missing; operations filtered to `tracked`."""
         ...
@@ -46,6 +50,10 @@ class NodeAdapter:
 
     def solid_number(self) -> int:
         return self._node.solid_block_number()
+
+    def block_id(self, num: int) -> str | None:
+        block = self._node.block(num)
+        return str(block["blockID"]) if block and "blockID" in block else None
 
     def export(self, start: int, end: int, tracked: Container[str], solid: int) -> list[BlockParse]:
         raw = self._fetch(start, end)

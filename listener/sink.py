@@ -8,13 +8,15 @@ from typing import Protocol
 import dramatiq
 
 from ledger.domain import Operation
-from ledger.queue import confirm_message, operation_message
+from ledger.queue import confirm_message, operation_message, revert_message
 
 
 class Sink(Protocol):
     def publish(self, operations: Iterable[Operation]) -> int: ...
 
     def confirm(self, solid_block: int) -> None: ...
+
+    def revert(self, blocks: list[tuple[int, str]]) -> None: ...
 
 
 class BrokerSink:
@@ -31,3 +33,6 @@ class BrokerSink:
 
     def confirm(self, solid_block: int) -> None:
         self._broker.enqueue(confirm_message(solid_block, self._queue))
+
+    def revert(self, blocks: list[tuple[int, str]]) -> None:
+        self._broker.enqueue(revert_message(blocks, self._queue))

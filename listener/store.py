@@ -35,29 +35,76 @@ class PgStore:
         if self._conn is not None:
             self._conn.close()
 
-    def load_checkpoint(self) -> int | None:
+    def load_checkpoint(self) -> tuple[int, str | None] | None:
+        """(block number, block id) of the last processed block, or None before the first run."""
         row = self._connection().execute(
-            "SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,)
+            "SELECT block_num, block_id FROM listener_checkpoint WHERE name = %s", (self.name,)
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
-    def save_checkpoint(self, block_num: int, block_id: str, head: int, solid: int) -> None:
-        """Advance the checkpoint; only the holder of the current term may (fencing)."""
+    def save_checkpoint(
+        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ()
+    ) -> None:
+        """Advance the checkpoint and remember the new blocks' ids; only the current term may (fencing)."""
         conn = self._connection()
         with conn.transaction():
-            cur = conn.execute(
-                "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
-                " block_id = EXCLUDED.block_id, updated_at = now()"
-                " WHERE listener_checkpoint.term = EXCLUDED.term",
-                (self.name, block_num, block_id, self.term),
-            )
-            if cur.rowcount != 1:
-                raise CheckpointFenced(f"checkpoint {self.name!r} is held by another term than {self.term}")
+            self._move_checkpoint(conn, block_num, block_id)
             conn.execute(
                 "UPDATE chain_state SET head_block = %s, solid_block = greatest(solid_block, %s), updated_at = now()",
                 (head, solid),
             )
+            if blocks:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO recent_blocks (block_num, block_id, parent_hash) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (block_num) DO UPDATE SET block_id = EXCLUDED.block_id,"
+                        " parent_hash = EXCLUDED.parent_hash",
+                        blocks,
+                    )
+            # Forks never reach below the solidified head; keep a margin for a lagging solidity node.
+            conn.execute("DELETE FROM recent_blocks WHERE block_num < %s", (solid - 100,))
+
+    def recent_block_id(self, block_num: int) -> str | None:
+        row = self._connection().execute(
+            "SELECT block_id FROM recent_blocks WHERE block_num = %s", (block_num,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]:
+        """Move the checkpoint back to `ancestor` after a fork; return the blocks that left the chain.
+
+        They are recorded as orphaned here, before anything of the new branch is enqueued, so a
+        worker stores any late record from them as orphaned whatever the message order.
+        """
+        conn = self._connection()
+        with conn.transaction():
+            self._move_checkpoint(conn, ancestor, ancestor_id)
+            gone = conn.execute(
+                "DELETE FROM recent_blocks WHERE block_num > %s RETURNING block_num, block_id", (ancestor,)
+            ).fetchall()
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    gone,
+                )
+        return sorted((num, block_id) for num, block_id in gone)
+
+    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]:
+        rows = self._connection().execute(
+            "SELECT block_num, block_id FROM recent_blocks WHERE block_num > %s ORDER BY block_num", (ancestor,)
+        ).fetchall()
+        return [(num, block_id) for num, block_id in rows]
+
+    def _move_checkpoint(self, conn: psycopg.Connection, block_num: int, block_id: str | None) -> None:
+        cur = conn.execute(
+            "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
+            " block_id = EXCLUDED.block_id, updated_at = now()"
+            " WHERE listener_checkpoint.term = EXCLUDED.term",
+            (self.name, block_num, block_id, self.term),
+        )
+        if cur.rowcount != 1:
+            raise CheckpointFenced(f"checkpoint {self.name!r} is held by another term than {self.term}")
 
     def tracked(self) -> frozenset[str]:
         return tracked_addresses(self._connection())

@@ -22,10 +22,22 @@ from listener.sink import Sink
 log = logging.getLogger(__name__)
 
 
-class Store(Protocol):
-    def load_checkpoint(self) -> int | None: ...
+class ChainMoved(RuntimeError):
+    """The node changed branches while a batch was being read; the batch is read again."""
 
-    def save_checkpoint(self, block_num: int, block_id: str, head: int, solid: int) -> None: ...
+
+class Store(Protocol):
+    def load_checkpoint(self) -> tuple[int, str | None] | None: ...
+
+    def save_checkpoint(
+        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ...
+    ) -> None: ...
+
+    def recent_block_id(self, block_num: int) -> str | None: ...
+
+    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]: ...
+
+    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]: ...
 
     def tracked(self) -> frozenset[str]: ...
 
@@ -43,6 +55,7 @@ class Progress:
     operations: int = 0
     issues: int = 0
     errors: int = 0
+    forks: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -77,6 +90,7 @@ class Streamer:
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
         self._confirmed_sent = -1
+        self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
 
@@ -108,6 +122,9 @@ class Streamer:
         end = min(head, checkpoint + self.batch_blocks)
         blocks = self.adapter.export(checkpoint + 1, end + 1, tracked, solid)
         self._check_contiguous(blocks, checkpoint + 1, end)
+        if not self._links(blocks):
+            self._roll_back(checkpoint, solid)
+            return False
         operations = [op for block in blocks for op in block.operations]
         issues = [issue for block in blocks for issue in block.issues]
         for issue in issues:
@@ -116,8 +133,10 @@ class Streamer:
             self.store.record_issues(issues)
         self.sink.publish(operations)
         self._send_confirmation(solid)
-        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid)
+        recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - 100]
+        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid, recent)
         self.progress.checkpoint = end
+        self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
         self.progress.operations += len(operations)
         self.progress.issues += len(issues)
@@ -131,9 +150,9 @@ class Streamer:
             return self.progress.checkpoint
         stored = self.store.load_checkpoint()
         if stored is not None:
+            checkpoint, self._last_id = stored
             if self.start_block is not None:
-                log.info("checkpoint %s found; START_BLOCK %s ignored", stored, self.start_block)
-            checkpoint = stored
+                log.info("checkpoint %s found; START_BLOCK %s ignored", checkpoint, self.start_block)
         elif self.start_block is not None:
             checkpoint = self.start_block - 1
         else:
@@ -156,6 +175,38 @@ class Streamer:
         if solid > self._confirmed_sent:
             self.sink.confirm(solid)
             self._confirmed_sent = solid
+
+    def _links(self, blocks: list[BlockParse]) -> bool:
+        """True if the batch extends the checkpoint's block; False if that block left the chain."""
+        if self._last_id is not None and blocks[0].parent_hash != self._last_id:
+            return False
+        for previous, block in zip(blocks, blocks[1:], strict=False):
+            if block.parent_hash != previous.block_id:
+                # The node switched branches between two blocks of this very batch: fetch again.
+                raise ChainMoved(f"block {block.number} does not follow block {previous.number}")
+        return True
+
+    def _roll_back(self, checkpoint: int, solid: int) -> None:
+        """A fork: walk back to the common ancestor, orphan what left the chain, resume from there."""
+        ancestor = checkpoint
+        ancestor_id = self._last_id
+        while ancestor > solid:
+            ours = self.store.recent_block_id(ancestor)
+            theirs = self.adapter.block_id(ancestor)
+            if ours is None or ours == theirs:
+                ancestor_id = theirs
+                break
+            ancestor -= 1
+        else:
+            ancestor_id = self.adapter.block_id(ancestor)
+        gone = self.store.orphan_candidates(ancestor)
+        # Workers orphan the records; the store also notes the blocks before the new branch is sent.
+        if gone:
+            self.sink.revert(gone)
+        self.store.rollback(ancestor, ancestor_id)
+        self.progress.checkpoint, self._last_id = ancestor, ancestor_id
+        self.progress.forks += 1
+        log.warning("fork: block %s left the chain; rolled back %d block(s) to %s", checkpoint, len(gone), ancestor)
 
     @staticmethod
     def _check_contiguous(blocks: list[BlockParse], first: int, last: int) -> None:

@@ -5,11 +5,13 @@ the lock only to look things up, never while rendering.
 
 Fork seam: `replace_from` drops the blocks from a height on and appends replacements. Rendered
 bytes are cached by block id (not number), so replaced blocks can never be served stale.
+Feed seam: `add_listener` callbacks see every appended block (a future blockTrigger feed).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .model import Block, Tx
@@ -30,6 +32,7 @@ class ChainStore:
         self._by_id: dict[str, Block] = {}
         self._txs: dict[str, tuple[Block, Tx]] = {}
         self._stake: list[tuple[Block, Tx]] = []  # transactions that decompose into ledger rows
+        self._listeners: list[Callable[[Block], None]] = []
 
     @property
     def start_block(self) -> int:
@@ -37,7 +40,17 @@ class ChainStore:
 
     # -- writes --------------------------------------------------------------------------------
 
+    def add_listener(self, listener: Callable[[Block], None]) -> None:
+        """Called after each append, outside the lock (so a slow listener cannot stall readers)."""
+        with self._lock:
+            self._listeners.append(listener)
+
     def append(self, block: Block) -> None:
+        self._append(block)
+        for listener in list(self._listeners):
+            listener(block)
+
+    def _append(self, block: Block) -> None:
         with self._lock:
             head = self._blocks[-1] if self._blocks else None
             expected = head.number + 1 if head else self._start
@@ -66,7 +79,10 @@ class ChainStore:
                     self._txs.pop(tx.tx_id, None)
             self._stake = [(b, tx) for b, tx in self._stake if b.number < number]
             for block in blocks:
-                self.append(block)
+                self._append(block)
+        for block in blocks:
+            for listener in list(self._listeners):
+                listener(block)
 
     # -- reads ---------------------------------------------------------------------------------
 

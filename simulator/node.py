@@ -9,6 +9,7 @@ unfreeze lots mature by chain time, so tests can see withdrawals quickly.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,7 +138,10 @@ class Producer(threading.Thread):
         deadline = time.monotonic() + self._interval
         while not self._stop_event.wait(max(0.0, deadline - time.monotonic())):
             if not self._node.paused:
-                self._node.produce(1)
+                try:
+                    self._node.produce(1)
+                except Exception as exc:  # a generator bug must be visible, not stop the chain silently
+                    print(f"simulator: block production failed: {exc!r}", file=sys.stderr, flush=True)
             deadline += self._interval
             # After a stall (a long /sim/produce, a suspended laptop) do not burst to catch up.
             deadline = max(deadline, time.monotonic())

@@ -230,10 +230,13 @@ class StakePlanner:
         return OpPlan("DelegateResourceContract", value, apply)
 
     def undelegate(self, account: StakeAccount, receiver: str | None, now_ms: int) -> OpPlan | None:
-        candidates = account.undelegatable_pairs(now_ms, receiver)
-        if not candidates:
-            return None
-        to, resource = self._rng.choice(candidates)
+        picked = self._sample_undelegatable(account, now_ms) if receiver is None else None
+        if picked is None:
+            candidates = account.undelegatable_pairs(now_ms, receiver)
+            if not candidates:
+                return None
+            picked = self._rng.choice(candidates)
+        to, resource = picked
         amount = self.part_of(account.undelegatable(to, resource, now_ms), minimum=1)
         value = contract_value(
             "UnDelegateResourceContract",
@@ -248,3 +251,13 @@ class StakePlanner:
             return Effects()
 
         return OpPlan("UnDelegateResourceContract", value, apply)
+
+    def _sample_undelegatable(self, account: StakeAccount, now_ms: int) -> tuple[str, str] | None:
+        """A few random tries before a full scan: busy accounts hold hundreds of delegation
+        records, and scanning them all for every undelegate dominated history generation."""
+        keys = list(account.delegations)
+        for _ in range(8):
+            to, resource, _ = self._rng.choice(keys)
+            if account.undelegatable(to, resource, now_ms) > 0:
+                return to, resource
+        return None

@@ -71,11 +71,9 @@ def encode_raw(
 ) -> bytes:
     """Transaction.raw: ref_block_bytes(1) ref_block_hash(4) expiration(8) contract(11)
     timestamp(14) fee_limit(18); Contract: type(1) parameter(2, Any) Permission_id(5)."""
-    type_no, _ = CONTRACT_SCHEMAS[contract_type]
-    any_msg = field_bytes(1, f"type.googleapis.com/protocol.{contract_type}".encode()) + field_bytes(
-        2, encode_value(contract_type, value)
-    )
-    contract = field_varint(1, type_no) + field_bytes(2, any_msg) + field_varint(5, permission_id)
+    type_field, url_field = _TYPE_FIELDS[contract_type]
+    any_msg = url_field + field_bytes(2, encode_value(contract_type, value))
+    contract = type_field + field_bytes(2, any_msg) + field_varint(5, permission_id)
     return (
         field_bytes(1, bytes.fromhex(ref_block_bytes))
         + field_bytes(4, bytes.fromhex(ref_block_hash))
@@ -84,3 +82,10 @@ def encode_raw(
         + field_varint(14, timestamp or 0)
         + field_varint(18, fee_limit or 0)
     )
+
+
+# Constant per contract type (Contract.type and Any.type_url), so computed once, not per tx.
+_TYPE_FIELDS: dict[str, tuple[bytes, bytes]] = {
+    name: (field_varint(1, number), field_bytes(1, f"type.googleapis.com/protocol.{name}".encode()))
+    for name, (number, _) in CONTRACT_SCHEMAS.items()
+}

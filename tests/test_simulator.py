@@ -524,3 +524,21 @@ def test_config_reads_environment_and_flags_win() -> None:
     assert parse_config(["--accounts", account], env).accounts == (account,)
     with pytest.raises(SystemExit):
         parse_config(["--accounts", "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHrX"], {})  # bad checksum
+
+
+def test_fork_seam_replaces_unsolidified_blocks() -> None:
+    from simulator.node import SimNode
+
+    node = SimNode(parse_config(["--history-blocks", "30", "--paused", "--solid-lag", "5"], {}))
+    node.generate_history(30)
+    head = node.store.heights().head
+    assert head is not None
+    dropped = node.store.block(head)
+    assert dropped is not None
+    node.store.replace_from(head - 1, [])
+    assert node.store.heights().head == head - 2
+    assert all(node.store.tx(tx.tx_id) is None for tx in dropped.txs)
+    replacement = node.produce(2)
+    assert replacement is not None and replacement.number == head and replacement.block_id != dropped.block_id
+    with pytest.raises(ValueError):
+        node.store.replace_from(START + 1, [])  # solidified blocks are final

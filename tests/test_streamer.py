@@ -13,20 +13,33 @@ from listener.streamer import Streamer
 OWNER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 
 
-def _op(num: int) -> Operation:
+def _op(num: int, block_id: str) -> Operation:
     return Operation(
-        tx_id=f"{num:064x}", op_index=0, block_num=num, block_id=f"{num:016x}" + "0" * 48, tx_index=0,
+        tx_id=f"{num:064x}", op_index=0, block_num=num, block_id=block_id, tx_index=0,
         block_time_ms=num * 3000, contract_type="FreezeBalanceV2Contract", kind="freeze",
         owner_address=OWNER, resource="ENERGY", amount=num,
     )
 
 
+def _block_id(n: int, branch: str = "a") -> str:
+    return f"{n:016x}" + branch * 48
+
+
 class StubAdapter:
+    """A chain of blocks whose ids carry a branch letter; `fork_from` switches the tail's branch."""
+
     def __init__(self, head: int, solid_lag: int = 19) -> None:
         self.head = head
         self.solid_lag = solid_lag
         self.fail_next: Exception | None = None
         self.exports: list[tuple[int, int]] = []
+        self.fork_at: int | None = None  # blocks from here on are on branch "b"
+
+    def _id(self, n: int) -> str:
+        return _block_id(n, "b" if self.fork_at is not None and n >= self.fork_at else "a")
+
+    def block_id(self, num: int) -> str | None:
+        return self._id(num) if num <= self.head else None
 
     def head_number(self) -> int:
         return self.head
@@ -41,8 +54,8 @@ class StubAdapter:
         self.exports.append((start, end))
         return [
             BlockParse(
-                number=n, block_id=f"{n:016x}" + "0" * 48, parent_hash="", timestamp_ms=n * 3000,
-                operations=[_op(n)], issues=[ParseIssue(n, "ab" * 32, "bad")] if n == 7 else [],
+                number=n, block_id=self._id(n), parent_hash=self._id(n - 1), timestamp_ms=n * 3000,
+                operations=[_op(n, self._id(n))], issues=[ParseIssue(n, "ab" * 32, "bad")] if n == 7 else [],
             )
             for n in range(start, end)
         ]
@@ -51,17 +64,37 @@ class StubAdapter:
 class MemoryStore:
     def __init__(self, checkpoint: int | None = None) -> None:
         self.checkpoint = checkpoint
+        self.checkpoint_id = _block_id(checkpoint) if checkpoint is not None else None
         self.issues: list[ParseIssue] = []
         self.fail_saves = 0
+        self.recent: dict[int, str] = {}
+        self.orphaned: list[tuple[int, str]] = []
 
-    def load_checkpoint(self) -> int | None:
-        return self.checkpoint
+    def load_checkpoint(self) -> tuple[int, str | None] | None:
+        return None if self.checkpoint is None else (self.checkpoint, self.checkpoint_id)
 
-    def save_checkpoint(self, block_num: int, block_id: str, head: int, solid: int) -> None:
+    def save_checkpoint(
+        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ()
+    ) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
             raise ConnectionError("database down")
-        self.checkpoint = block_num
+        self.checkpoint, self.checkpoint_id = block_num, block_id
+        self.recent.update({num: bid for num, bid, _ in blocks})
+
+    def recent_block_id(self, block_num: int) -> str | None:
+        return self.recent.get(block_num)
+
+    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]:
+        return sorted((n, b) for n, b in self.recent.items() if n > ancestor)
+
+    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]:
+        gone = self.orphan_candidates(ancestor)
+        for n, _ in gone:
+            del self.recent[n]
+        self.orphaned.extend(gone)
+        self.checkpoint, self.checkpoint_id = ancestor, ancestor_id
+        return gone
 
     def tracked(self) -> frozenset[str]:
         return frozenset({OWNER})
@@ -74,6 +107,7 @@ class ListSink:
     def __init__(self) -> None:
         self.ops: list[Operation] = []
         self.confirmed: list[int] = []
+        self.reverted: list[list[tuple[int, str]]] = []
         self.fail_next = False
 
     def publish(self, operations: list[Operation]) -> int:
@@ -85,6 +119,9 @@ class ListSink:
 
     def confirm(self, solid_block: int) -> None:
         self.confirmed.append(solid_block)
+
+    def revert(self, blocks: list[tuple[int, str]]) -> None:
+        self.reverted.append(blocks)
 
 
 def _streamer(adapter: StubAdapter, store: MemoryStore, sink: ListSink, **kw: object) -> Streamer:
@@ -161,3 +198,33 @@ def test_run_stops_on_event() -> None:
     stop.set()
     thread.join(5)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+def test_fork_rolls_back_to_the_common_ancestor_and_reprocesses_the_new_branch(depth: int) -> None:
+    # Given a listener at the head of branch "a"
+    adapter, store, sink = StubAdapter(head=100), MemoryStore(checkpoint=80), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    _run_until_caught_up(streamer)
+    # When the last `depth` blocks are replaced by a longer branch "b"
+    adapter.fork_at = 101 - depth
+    adapter.head = 101
+    _run_until_caught_up(streamer)
+    # Then exactly the replaced blocks are reverted, and the new branch is published
+    gone = [(n, _block_id(n, "a")) for n in range(101 - depth, 101)]
+    assert sink.reverted == [gone]
+    assert store.orphaned == gone
+    assert store.checkpoint == 101 and store.checkpoint_id == _block_id(101, "b")
+    republished = [op.block_id for op in sink.ops if op.block_num >= 101 - depth]
+    assert republished[-(depth + 1):] == [_block_id(n, "b") for n in range(101 - depth, 102)]
+    assert streamer.progress.forks == 1
+
+
+def test_fork_survives_a_restart_from_the_stored_checkpoint() -> None:
+    adapter, store, sink = StubAdapter(head=50), MemoryStore(checkpoint=40), ListSink()
+    _run_until_caught_up(_streamer(adapter, store, sink))
+    adapter.fork_at, adapter.head = 49, 52
+    restarted = _streamer(adapter, store, sink)
+    _run_until_caught_up(restarted)
+    assert store.orphaned == [(49, _block_id(49)), (50, _block_id(50))]
+    assert store.checkpoint_id == _block_id(52, "b")

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from ledger.cache import invalidate_accounts
 from ledger.config import Settings
 from ledger.domain import Operation, PayloadError
-from ledger.queue import CONFIRM_BLOCKS, PERSIST_OPERATION
+from ledger.queue import CONFIRM_BLOCKS, PERSIST_OPERATION, REVERT_BLOCKS
 from workers import persist
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,16 @@ def confirm_blocks(deps: Deps, solid_block: Any) -> None:
         log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses))
 
 
+def revert_blocks(deps: Deps, blocks: Any) -> None:
+    with deps.pool.connection() as conn:
+        addresses = persist.revert_blocks(conn, blocks)
+        conn.commit()
+    invalidate_accounts(deps.cache, addresses)
+    log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
+
+
 def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor]:
-    """Declare both actors on `broker`, on the configured queue, with retries sized by settings."""
+    """Declare the actors on `broker`, on the configured queue, with retries sized by settings."""
     settings = deps.settings
     options: dict[str, Any] = {
         "queue_name": settings.queue_name,
@@ -85,7 +93,11 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     def confirm_blocks_actor(solid_block: Any) -> None:
         confirm_blocks(deps, solid_block)
 
+    def revert_blocks_actor(blocks: Any) -> None:
+        revert_blocks(deps, blocks)
+
     return {
         PERSIST_OPERATION: dramatiq.actor(persist_operation_actor, actor_name=PERSIST_OPERATION, **options),
         CONFIRM_BLOCKS: dramatiq.actor(confirm_blocks_actor, actor_name=CONFIRM_BLOCKS, **options),
+        REVERT_BLOCKS: dramatiq.actor(revert_blocks_actor, actor_name=REVERT_BLOCKS, **options),
     }

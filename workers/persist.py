@@ -99,6 +99,42 @@ def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
     return {address for (address,) in rows if address}
 
 
+def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]:
+    """Orphan the records of blocks that left the chain (`[[block_num, block_id], ...]`).
+
+    Only pending records can be orphaned: forks never reach below the solidified head. Lots of
+    orphaned unfreezes are orphaned too, and the owners' other lots are settled again, since a
+    withdraw or cancel that settled them may be among the orphaned records.
+    """
+    pairs = _block_pairs(blocks)
+    if not pairs:
+        return set()
+    conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+    ids = [block_id for _, block_id in pairs]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", pairs
+        )
+    rows = conn.execute(_REVERT, {"ids": ids}).fetchall()
+    touched = {address for (address,) in rows if address}
+    for owner in sorted(touched):
+        _lock_owner(conn, owner)
+        conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
+    return touched
+
+
+def _block_pairs(blocks: Any) -> list[tuple[int, str]]:
+    if not isinstance(blocks, list):
+        raise PayloadError(f"blocks {blocks!r} is not a list of [block_num, block_id]")
+    pairs = []
+    for item in blocks:
+        ok = isinstance(item, list | tuple) and len(item) == 2
+        if not ok or not isinstance(item[0], int) or not isinstance(item[1], str) or not item[1]:
+            raise PayloadError(f"block {item!r} is not [block_num, block_id]")
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
@@ -150,14 +186,18 @@ _BLOCK_TIME = _MS.format(name="block_time_ms")
 
 # A pending message for a block already solidified is stored confirmed, so a confirmation that
 # raced ahead of the insert is not lost.
+# A record from a block that left the chain (a fork) is stored orphaned, whenever it arrives.
 _NEW_STATUS = (
-    "CASE WHEN %(status)s::text = 'pending'"
+    "CASE WHEN EXISTS (SELECT 1 FROM orphaned_blocks WHERE block_id = %(block_id)s) THEN 'orphaned'"
+    " WHEN %(status)s::text = 'pending'"
     " AND %(block_num)s::bigint <= (SELECT solid_block FROM chain_state WHERE id = 1)"
     " THEN 'confirmed' ELSE %(status)s::text END"
 )
 
 # ON CONFLICT ... WHERE: only a pending row takes the new data and status (which may itself be
 # pending, confirmed or failed); a confirmed or failed row is final and a replay changes nothing.
+# After a fork an orphaned row takes the data of the block the transaction reappeared in, and a
+# late message from an orphaned block never overwrites the row of the canonical one.
 _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                 operation_type, contract_type, resource, amount, status, contract_ret)
@@ -169,7 +209,8 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
     operation_type = EXCLUDED.operation_type, contract_type = EXCLUDED.contract_type,
     resource = EXCLUDED.resource, amount = EXCLUDED.amount, status = EXCLUDED.status,
     contract_ret = EXCLUDED.contract_ret, updated_at = now()
-WHERE r.status = 'pending'
+WHERE (r.status IN ('pending', 'orphaned') AND EXCLUDED.status <> 'orphaned')
+   OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
 """
 
 _UPSERT_DELEGATE = f"""
@@ -186,7 +227,8 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
     contract_type = EXCLUDED.contract_type, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
     lock = EXCLUDED.lock, lock_period = EXCLUDED.lock_period, lock_expire_time = EXCLUDED.lock_expire_time,
     status = EXCLUDED.status, contract_ret = EXCLUDED.contract_ret, updated_at = now()
-WHERE r.status = 'pending'
+WHERE (r.status IN ('pending', 'orphaned') AND EXCLUDED.status <> 'orphaned')
+   OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
 """
 
 # The lot mirrors its stake row as stored (which a replay may not have changed). Its status is
@@ -195,13 +237,18 @@ _UPSERT_LOT = """
 INSERT INTO unfreeze_records AS u (tx_id, op_index, block_num, tx_index, block_time, owner_address, resource,
                                    amount, available_time, status, confirmed)
 SELECT s.tx_id, s.op_index, s.block_num, s.tx_index, s.block_time, s.owner_address, s.resource,
-       s.amount, s.block_time + %(delay)s::bigint * interval '1 second', 'pending', s.status = 'confirmed'
+       s.amount, s.block_time + %(delay)s::bigint * interval '1 second',
+       CASE WHEN s.status = 'orphaned' THEN 'orphaned' ELSE 'pending' END, s.status = 'confirmed'
 FROM stake_records s
 WHERE s.tx_id = %(tx_id)s AND s.op_index = %(op_index)s
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, tx_index = EXCLUDED.tx_index, block_time = EXCLUDED.block_time,
     owner_address = EXCLUDED.owner_address, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
-    available_time = EXCLUDED.available_time, confirmed = u.confirmed OR EXCLUDED.confirmed, updated_at = now()
+    available_time = EXCLUDED.available_time, confirmed = u.confirmed OR EXCLUDED.confirmed,
+    -- an orphaned lot whose unfreeze reappeared on the canonical chain opens again (then settles)
+    status = CASE WHEN EXCLUDED.status = 'orphaned' THEN 'orphaned'
+                  WHEN u.status = 'orphaned' THEN 'pending' ELSE u.status END,
+    updated_at = now()
 """
 
 # Settle (or re-open) the owner's lots in `scope` from scratch: a lot is closed by the first later
@@ -243,6 +290,7 @@ _CONFIRM = """
 WITH s AS (
     UPDATE stake_records SET status = 'confirmed', updated_at = now()
     WHERE status = 'pending' AND block_num <= %(solid)s
+      AND block_id NOT IN (SELECT block_id FROM orphaned_blocks)
     RETURNING tx_id, op_index, owner_address
 ), lots AS (
     UPDATE unfreeze_records u SET confirmed = true, updated_at = now()
@@ -252,6 +300,28 @@ WITH s AS (
 ), d AS (
     UPDATE delegate_records SET status = 'confirmed', updated_at = now()
     WHERE status = 'pending' AND block_num <= %(solid)s
+      AND block_id NOT IN (SELECT block_id FROM orphaned_blocks)
+    RETURNING owner_address, receiver_address
+)
+SELECT owner_address FROM s
+UNION SELECT owner_address FROM lots
+UNION SELECT owner_address FROM d
+UNION SELECT receiver_address FROM d
+"""
+
+_REVERT = """
+WITH s AS (
+    UPDATE stake_records SET status = 'orphaned', updated_at = now()
+    WHERE status = 'pending' AND block_id = ANY(%(ids)s)
+    RETURNING tx_id, op_index, owner_address
+), lots AS (
+    UPDATE unfreeze_records u SET status = 'orphaned', updated_at = now()
+    FROM s
+    WHERE u.tx_id = s.tx_id AND u.op_index = s.op_index
+    RETURNING u.owner_address
+), d AS (
+    UPDATE delegate_records SET status = 'orphaned', updated_at = now()
+    WHERE status = 'pending' AND block_id = ANY(%(ids)s)
     RETURNING owner_address, receiver_address
 )
 SELECT owner_address FROM s

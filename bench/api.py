@@ -1,0 +1,314 @@
+"""Benchmark the API under granian: a cached page, the constant ceiling, and uncached pages.
+
+    .venv/bin/python -m bench.api [--duration 10] [--connections 32] [--blocking-threads 4] ...
+
+Seeds a database (default `ledger_bench`, created and migrated if needed) with `--rows` stake records
+for one pool account (plus other accounts' rows around them), starts the web app under granian with
+the Procfile's settings, and runs `wrk --latency` against three routes of the same server:
+
+- cached:   the account's first page of 20, warmed first; every request is a Redis hit.
+- constant: `GET /bench/constant`, a fixed body through the same server, Flask and process: the
+            ceiling a cached page is measured against.
+- uncached: pages after a different cursor on every request (a wrk script walks a list of cursors,
+            one per seeded row, each used once), so every request is a cache miss: Redis lookup and
+            lock, keyset query in PostgreSQL, and the page stored.
+
+Prints requests/s, p50 and p99 of each and the ratio cached/constant. Needs `wrk`, PostgreSQL and
+Redis; the cache uses its own Redis DB (`--cache-redis-url`), whose bench pages are deleted after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import redis
+
+from ledger.address import to_base58
+from ledger.cache import PAGE_PREFIX, invalidate_accounts
+from ledger.db import ensure_database, migrate
+from web.cursor import Cursor
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = to_base58("41" + "be" * 20)
+NOISE_ACCOUNTS = 50  # other owners, so the account is a slice of a bigger index
+
+TARGETS = {"cached_rps": 3_000, "cached_p99_ms": 25.0, "cached_vs_ceiling": 0.80, "uncached_rps": 1_000}
+
+_WRK_SCRIPT = """
+local paths = {}
+local n = 0
+function init(args)
+    for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
+    n = id
+end
+function request()
+    local path = paths[(n %% #paths) + 1]
+    n = n + %(threads)d
+    return wrk.format("GET", path)
+end
+"""
+
+_WRK_SETUP = """
+local next_id = 0
+function setup(thread)
+    thread:set("id", next_id)
+    next_id = next_id + 1
+end
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed", file=sys.stderr)
+        return 2
+    account_id = seed(args.database_url, args.rows)
+    cache = redis.Redis.from_url(args.cache_redis_url)
+    invalidate_accounts(cache, [ACCOUNT])  # start from a cold cache for this account
+    port = args.port or _free_port()
+    server = start_server(args, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        cached_path = f"/api/stake/records?pool_account_id={account_id}&limit=20"
+        for expected in ("database", "cache"):
+            source = _get_json(base + cached_path)["meta"]["source"]
+            assert source == expected, f"warm-up got source {source!r}, expected {expected!r}"
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = Path(tmp, "paths.txt")
+            paths.write_text("\n".join(uncached_paths(args.database_url, account_id, args.cursors)) + "\n")
+            script = Path(tmp, "uncached.lua")
+            script.write_text(_WRK_SETUP + _WRK_SCRIPT % {"paths": paths, "threads": args.threads})
+
+            results = {}
+            for name, path, lua in (
+                ("cached", cached_path, None),
+                ("constant", "/bench/constant", None),
+                ("uncached", "/", script),
+            ):
+                before = _get_json(base + "/api/cache/stats")["data"]
+                results[name] = run_wrk(args, base + path, lua)
+                after = _get_json(base + "/api/cache/stats")["data"]
+                results[name]["hits"] = after["hits"] - before["hits"]
+                results[name]["misses"] = after["misses"] - before["misses"]
+    finally:
+        stop_server(server)
+        _drop_pages(cache)
+    report(args, results)
+    return 0
+
+
+# -- data ---------------------------------------------------------------------------------------------
+
+
+def seed(database_url: str, rows: int) -> int:
+    """Create, migrate and fill the bench database (once: a rerun reuses it); return the account id."""
+    ensure_database(database_url)
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pool_accounts (address, label) VALUES (%s, 'bench') ON CONFLICT DO NOTHING", (ACCOUNT,)
+        )
+        account_id = conn.execute("SELECT id FROM pool_accounts WHERE address = %s", (ACCOUNT,)).fetchone()[0]  # type: ignore[index]
+        have = conn.execute("SELECT count(*) FROM stake_records WHERE owner_address = %s", (ACCOUNT,)).fetchone()[0]  # type: ignore[index]
+        if have >= rows:
+            return int(account_id)
+        print(f"seeding {rows} records for {ACCOUNT} (+ {rows // 2} for {NOISE_ACCOUNTS} other accounts) ...")
+        conn.execute("TRUNCATE stake_records")
+        # Four operations per block, amounts up to 2^40 sun, one tx id per row.
+        insert = """
+            INSERT INTO stake_records (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
+                                       operation_type, contract_type, resource, amount, status)
+            SELECT md5(%(tag)s || g) || md5(g || %(tag)s), 0, 50000000 + g / 4, md5(g::text), g %% 4,
+                   timestamp with time zone '2025-01-01 00:00:00+00' + (g / 4) * interval '3 s',
+                   %(owner)s, CASE WHEN g %% 5 = 0 THEN 'unfreeze' ELSE 'freeze' END,
+                   CASE WHEN g %% 5 = 0 THEN 'UnfreezeBalanceV2Contract' ELSE 'FreezeBalanceV2Contract' END,
+                   CASE WHEN g %% 3 = 0 THEN 'BANDWIDTH' ELSE 'ENERGY' END,
+                   (g * 7919) %% 1099511627776, 'confirmed'
+            FROM generate_series(1, %(n)s) g
+        """
+        conn.execute(insert, {"tag": "main", "owner": ACCOUNT, "n": rows})
+        for i in range(NOISE_ACCOUNTS):
+            owner = to_base58("41" + f"{i + 1:040x}")
+            conn.execute(insert, {"tag": f"noise{i}", "owner": owner, "n": max(1, rows // 2 // NOISE_ACCOUNTS)})
+        conn.execute("ANALYZE stake_records")
+    return int(account_id)
+
+
+def uncached_paths(database_url: str, account_id: int, count: int) -> list[str]:
+    """One distinct cursor per row (the page after that row), so no two requests share a cache key."""
+    with psycopg.connect(database_url) as conn:
+        keys = conn.execute(
+            "SELECT block_num, tx_index, op_index, id FROM stake_records WHERE owner_address = %s"
+            " ORDER BY block_num DESC, tx_index DESC, op_index DESC, id DESC LIMIT %s",
+            (ACCOUNT, count),
+        ).fetchall()
+    base = f"/api/stake/records?pool_account_id={account_id}&limit=20&cursor="
+    return [base + Cursor("stake", account_id, 2, key).encode() for key in keys]
+
+
+def _drop_pages(cache: redis.Redis) -> None:
+    # Bench clean-up only (not a write path): the uncached run stores thousands of distinct pages.
+    for key in cache.scan_iter(f"{PAGE_PREFIX}{ACCOUNT}:*", count=1000):
+        cache.unlink(key)
+
+
+# -- server and load ----------------------------------------------------------------------------------
+
+
+def granian_argv(args: argparse.Namespace, port: int) -> list[str]:
+    argv = [
+        str(Path(sys.executable).with_name("granian")),
+        "--interface", "wsgi",
+        "--factory", "web.app:create_app",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", str(args.workers),
+        "--blocking-threads", str(args.blocking_threads),
+        "--no-ws",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    if args.backpressure:
+        argv += ["--backpressure", str(args.backpressure)]
+    if args.runtime_threads:
+        argv += ["--runtime-threads", str(args.runtime_threads)]
+    return argv
+
+
+def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "CACHE_REDIS_URL": args.cache_redis_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    argv = granian_argv(args, port)
+    print("server:", " ".join(argv[1:]))
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"granian exited with {proc.returncode}")
+        try:
+            if _get_json(f"http://127.0.0.1:{port}/health/ready")["status"] == "ready":
+                # Every worker process must be up, not just the first to answer.
+                time.sleep(1.0)
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.1)
+    stop_server(proc)
+    raise RuntimeError("granian did not become ready in 30 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def run_wrk(args: argparse.Namespace, url: str, script: Path | None) -> dict[str, float]:
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    if args.verbose:
+        print(out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50_ms": _latency(out, "50%"),
+        "p99_ms": _latency(out, "99%"),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+def _latency(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+# -- output -------------------------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> None:
+    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {os.cpu_count()} CPUs")
+    columns = ("req/s", "p50 ms", "p99 ms", "requests", "hits", "misses", "errors")
+    print(f"{'route':<10} " + " ".join(f"{c:>9}" for c in columns))
+    for name, r in results.items():
+        errors = int(r["non_2xx"] + r["socket_errors"])
+        print(
+            f"{name:<10} {r['rps']:>9.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {int(r['requests']):>9}"
+            f" {int(r['hits']):>9} {int(r['misses']):>9} {errors:>9}"
+        )
+    cached, ceiling, uncached = results["cached"], results["constant"], results["uncached"]
+    ratio = cached["rps"] / ceiling["rps"]
+    print(f"\ncached/ceiling = {ratio:.0%}")
+    checks = [
+        (f"cached >= {TARGETS['cached_rps']} req/s", cached["rps"] >= TARGETS["cached_rps"]),
+        (f"cached p99 < {TARGETS['cached_p99_ms']} ms", cached["p99_ms"] < TARGETS["cached_p99_ms"]),
+        (f"cached >= {TARGETS['cached_vs_ceiling']:.0%} of ceiling", ratio >= TARGETS["cached_vs_ceiling"]),
+        (f"uncached >= {TARGETS['uncached_rps']} req/s", uncached["rps"] >= TARGETS["uncached_rps"]),
+    ]
+    for label, ok in checks:
+        print(f"  [{'ok' if ok else 'MISS'}] {label}")
+    if args.json:
+        print(json.dumps({"results": results, "cached_vs_ceiling": ratio}))
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
+    p.add_argument("--blocking-threads", type=int, default=4, help="granian threads per worker (default 4)")
+    p.add_argument("--backpressure", type=int, default=4, help="granian backpressure per worker (0: default)")
+    p.add_argument("--runtime-threads", type=int, default=0, help="granian runtime threads (0: default)")
+    p.add_argument("--rows", type=int, default=200_000, help="records of the benchmarked account")
+    p.add_argument("--cursors", type=int, default=100_000, help="distinct cursors for the uncached run")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/ledger_bench")
+    p.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/12")
+    p.add_argument("--verbose", action="store_true", help="print wrk's own output")
+    p.add_argument("--json", action="store_true", help="also print the results as JSON")
+    return p.parse_args(argv)
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

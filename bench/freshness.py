@@ -52,7 +52,7 @@ def main() -> None:
                              cache_redis_url="redis://127.0.0.1:6379/13")
     redis.Redis.from_url(settings.redis_url).flushdb()
     redis.Redis.from_url(settings.cache_redis_url).flushdb()
-    env = {**settings_env(settings), "QUEUE_NAME": f"fresh-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "WARNING",
+    env = {**settings_env(settings), "QUEUE_NAME": f"fresh-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "POLL_INTERVAL": str(args.poll_interval)}
     sim, url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", "3")
     env["TRON_NODE_URL"] = url

@@ -80,7 +80,7 @@ def main() -> None:
     settings = load_settings({}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12",
                              cache_redis_url="redis://127.0.0.1:6379/13")
     redis.Redis.from_url(settings.redis_url).flushdb()
-    env = {**settings_env(settings), "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "WARNING",
+    env = {**settings_env(settings), "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "LISTENER_BATCH_BLOCKS": "100", "POLL_INTERVAL": "0.2"}
 
     t0 = time.monotonic()

@@ -27,6 +27,7 @@ class Settings:
     tron_api_key: str = ""
     tron_requests_per_second: float = 0.0  # 0 = no client-side limit (TronGrid: about 10-15)
     tron_timeout_seconds: float = 10.0
+    tron_ws_url: str = ""  # empty: no push; a blockTrigger feed here only wakes the poller early
     pool_accounts: tuple[str, ...] = ()
     start_block: int | None = None  # None: the current head
     poll_interval: float = 1.0
@@ -59,6 +60,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "tron_api_key": ("TRON_API_KEY", str),
     "tron_requests_per_second": ("TRON_REQUESTS_PER_SECOND", float),
     "tron_timeout_seconds": ("TRON_TIMEOUT_SECONDS", float),
+    "tron_ws_url": ("TRON_WS_URL", str),
     "poll_interval": ("POLL_INTERVAL", float),
     "listener_batch_blocks": ("LISTENER_BATCH_BLOCKS", int),
     "port": ("PORT", int),

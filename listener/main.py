@@ -1,4 +1,9 @@
-"""`python -m listener`: the listener process (a thin entry point over Streamer)."""
+"""`python -m listener`: the listener process, and `python -m listener backfill` for past ranges.
+
+The listener runs as active or standby (listener/leader.py): start as many as you like, exactly one
+indexes at a time. With TRON_WS_URL set, a WebSocket block feed wakes it as soon as a block is
+announced (listener/wakeup.py); polling from the checkpoint stays the source of truth.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +12,220 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 import psycopg
 
-from ledger.accounts import add_accounts
-from ledger.config import load_settings
+from ledger.accounts import add_accounts, tracked_addresses
+from ledger.address import AddressError, to_base58
+from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
 from ledger.queue import create_broker
 from ledger.tron_node import TronNode
 from listener.adapter import NodeAdapter
+from listener.backfill import (
+    Backfill,
+    BackfillError,
+    BackfillStore,
+    checkpoint_name,
+    first_block_since,
+    parse_since,
+)
+from listener.leader import Leader, Lease
 from listener.sink import BrokerSink
-from listener.store import PgStore
+from listener.store import CheckpointFenced, PgStore
 from listener.streamer import Streamer
+from listener.wakeup import WakeupFeed
 
 log = logging.getLogger("listener")
 
+MAIN_CHECKPOINT = "main"
+# The running listener re-reads pool_accounts every 10 s (Streamer.tracked_refresh_seconds); an
+# open-ended backfill after --add-account follows the head for twice that, so no block falls
+# between the backfill's end and the moment the listener tracks the new account.
+ADD_ACCOUNT_SETTLE_SECONDS = 20.0
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m listener",
         description=(
             "Poll a java-tron HTTP API (TRON_NODE_URL) from the checkpoint, enqueue one message per "
-            "Stake 2.0 operation of the tracked pool accounts, then advance the checkpoint. "
+            "Stake 2.0 operation of the tracked pool accounts, then advance the checkpoint. Several may "
+            "run: one is active, the others wait on a PostgreSQL lease and take over when it goes away. "
             "Configuration comes from the environment (see README)."
         ),
     )
     parser.add_argument("--start-block", type=int, default=None, help="first block when no checkpoint exists")
-    args = parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command", metavar="{backfill}")
+    bf = sub.add_parser(
+        "backfill",
+        help="index a past block range for some pool accounts (resumable)",
+        description=(
+            "Index blocks A..B (or from a date) for the given pool accounts through the listener's queue. "
+            "Progress goes to stderr and to a checkpoint row of its own: run the same command again to resume. "
+            "Without --to-block the range ends at the head. Batch size: LISTENER_BATCH_BLOCKS."
+        ),
+    )
+    start = bf.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-block", type=int, metavar="A", help="first block of the range")
+    start.add_argument("--since", metavar="DATE",
+                       help="first block at or after this date/time, UTC unless given (2025-01-01[T12:00])")
+    bf.add_argument("--to-block", type=int, metavar="B", help="last block of the range (default: the head)")
+    bf.add_argument("--account", action="append", default=[], metavar="T...",
+                    help="account to backfill (repeatable; default: every pool account)")
+    bf.add_argument("--add-account", action="store_true", help="add the --account(s) to pool_accounts first")
+    bf.add_argument("--label", default=None, help="label for accounts added with --add-account")
+    bf.add_argument("--rate", type=float, default=None, metavar="REQ_PER_S",
+                    help="node requests per second (default: TRON_REQUESTS_PER_SECOND; 0 = no limit)")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
     if not settings.tron_node_url:
         parser.error("TRON_NODE_URL is not set")
+    if args.command == "backfill":
+        return run_backfill(args, settings)
+    return run_listener(args, settings)
+
+
+def _node(settings: Settings, rate: float | None = None) -> TronNode:
+    return TronNode(
+        settings.tron_node_url,
+        solidity_url=settings.solidity_url,
+        api_key=settings.tron_api_key,
+        timeout=settings.tron_timeout_seconds,
+        requests_per_second=settings.tron_requests_per_second if rate is None else rate,
+    )
+
+
+# -- the listener ------------------------------------------------------------------------------
+
+
+def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     if settings.pool_accounts:
         with psycopg.connect(settings.database_url) as conn:
             add_accounts(conn, list(settings.pool_accounts), label="POOL_ACCOUNTS")
 
+    wake = threading.Event()
+    leader = Leader(Lease(settings.database_url, MAIN_CHECKPOINT), stop=threading.Event(), wake=wake)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping after the current batch", signum)
+        leader.request_stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    node = _node(settings)
+    broker = create_broker(settings.redis_url)
+    sink = BrokerSink(broker, settings.queue_name)
+    feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None
+    start_block = args.start_block if args.start_block is not None else settings.start_block
+    last_checkpoint: list[int] = []
+
+    def active(term: int, term_stop: threading.Event) -> None:
+        # A fresh store and streamer per term: the checkpoint is re-read from PostgreSQL, since
+        # another listener may have advanced it while this one was standby.
+        store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term)
+        streamer = Streamer(
+            NodeAdapter(node),
+            leader.fenced_store(store),
+            sink,
+            start_block=start_block,
+            batch_blocks=settings.listener_batch_blocks,
+            poll_interval=settings.poll_interval,
+            stop=term_stop,
+            wake=wake,
+        )
+        try:
+            streamer.run()
+        finally:
+            store.close()
+            last_checkpoint.append(streamer.progress.checkpoint)
+
+    if feed is not None:
+        feed.start()
+    log.info(
+        "listener started: node %s, queue %s, wake-up feed %s",
+        settings.tron_node_url, settings.queue_name, settings.tron_ws_url or "off (polling only)",
+    )
+    try:
+        leader.run(active)
+    finally:
+        if feed is not None:
+            feed.close()
+        leader.lease.release()
+        node.close()
+        broker.close()
+    log.info("listener stopped at block %s", last_checkpoint[-1] if last_checkpoint else "- (never active)")
+    return 0
+
+
+# -- backfill ----------------------------------------------------------------------------------
+
+
+def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return _backfill(args, settings)
+    except BackfillError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rate is not None and args.rate < 0:
+        raise BackfillError("--rate must be >= 0")
+    if args.add_account and not args.account:
+        raise BackfillError("--add-account needs at least one --account")
+    try:
+        accounts = sorted({to_base58(a) for a in args.account})
+    except AddressError as exc:
+        raise BackfillError(str(exc)) from None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if args.add_account:
+            add_accounts(conn, accounts, label=args.label or "backfill")
+        pool = tracked_addresses(conn)
+    accounts = accounts or sorted(pool)
+    if not accounts:
+        raise BackfillError("no pool accounts: pass --account T... --add-account")
+    unknown = [a for a in accounts if a not in pool]
+    if unknown:
+        # The API only serves pool accounts: records of others would be stored and never shown.
+        raise BackfillError(f"not pool accounts: {', '.join(unknown)} (add them with --add-account)")
+
+    node = _node(settings, args.rate)
+    adapter = NodeAdapter(node)
+    try:
+        head = adapter.head_number()
+        if args.from_block is not None:
+            start = args.from_block
+        else:
+            start = first_block_since(node, parse_since(args.since), head)
+        if start < 0 or (args.to_block is not None and args.to_block < start):
+            raise BackfillError(f"empty range {start}..{args.to_block}")
+        if args.to_block is not None and args.to_block > head:
+            raise BackfillError(f"--to-block {args.to_block} is past the head {head}")
+        return _run_range(args, settings, node, adapter, accounts, start)
+    finally:
+        node.close()
+
+
+def _run_range(
+    args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
+) -> int:
+    name = checkpoint_name(start, args.to_block, accounts)
+    lease = Lease(settings.database_url, name)
+    if not lease.try_acquire():
+        info = lease.holder_info()
+        lease.release()
+        raise BackfillError(f"{name} is already running ({info})")
+    store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
+    broker = create_broker(settings.redis_url)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -51,33 +234,35 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-
-    node = TronNode(
-        settings.tron_node_url,
-        solidity_url=settings.solidity_url,
-        api_key=settings.tron_api_key,
-        timeout=settings.tron_timeout_seconds,
-        requests_per_second=settings.tron_requests_per_second,
+    settle = args.add_account and args.to_block is None
+    rate = args.rate if args.rate is not None else settings.tron_requests_per_second
+    log.info(
+        "backfill %s: blocks %d..%s for %d account(s), %s",
+        name, start, "head" if args.to_block is None else args.to_block, len(accounts),
+        f"{rate:g} requests/s" if rate else "no request limit",
     )
-    broker = create_broker(settings.redis_url)
-    store = PgStore(settings.database_url)
-    streamer = Streamer(
-        NodeAdapter(node),
-        store,
-        BrokerSink(broker, settings.queue_name),
-        start_block=args.start_block if args.start_block is not None else settings.start_block,
-        batch_blocks=settings.listener_batch_blocks,
-        poll_interval=settings.poll_interval,
-        stop=stop,
+    backfill = Backfill(
+        adapter, store, BrokerSink(broker, settings.queue_name),
+        accounts=accounts, start=start, end=args.to_block, batch_blocks=settings.listener_batch_blocks,
+        settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
+        poll_interval=settings.poll_interval, stop=stop,
     )
-    log.info("listener started: node %s, queue %s", settings.tron_node_url, settings.queue_name)
     try:
-        streamer.run()
+        result = backfill.run()
+    except CheckpointFenced as exc:
+        raise BackfillError(f"another run took this backfill over: {exc}") from None
     finally:
         store.close()
-        node.close()
+        lease.release()
         broker.close()
-    log.info("listener stopped at block %s", streamer.progress.checkpoint)
+    if not result.completed:
+        print(f"backfill interrupted after block {result.last}; run the same command to resume", file=sys.stderr)
+        return 130
+    print(
+        f"backfill complete: blocks {start}..{result.last}, {result.blocks} block(s) and "
+        f"{result.operations} operation(s) this run",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -74,6 +74,7 @@ class Streamer:
         max_backoff: float = 30.0,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
+        wake: threading.Event | None = None,
     ) -> None:
         self.adapter = adapter
         self.store = store
@@ -86,6 +87,8 @@ class Streamer:
         self.max_backoff = max_backoff
         self.stop = stop or threading.Event()
         self._sleep = sleep or self.stop.wait
+        # Set by a push (listener/wakeup.py) to end the idle wait early; whoever sets `stop` sets it too.
+        self.wake = wake
         self.progress = Progress()
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
@@ -107,7 +110,12 @@ class Streamer:
                 log.info("recovered after %d failed cycle(s)", self._failures)
                 self._failures = 0
             if caught_up:
-                self._sleep(self.poll_interval)
+                if self.wake is None:
+                    self._sleep(self.poll_interval)
+                else:
+                    # Freshness follows the push; the poll interval only bounds the wait.
+                    self.wake.wait(self.poll_interval)
+                    self.wake.clear()
 
     def sync_cycle(self) -> bool:
         """Process one batch past the checkpoint. True when there was nothing to do."""

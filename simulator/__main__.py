@@ -12,6 +12,8 @@ from types import FrameType
 from .api import NodeApi
 from .config import parse_config
 from .control import ControlApi
+from .faults import FaultInjector
+from .feed import BlockFeed
 from .node import Producer, SimNode
 from .render import Renderer
 from .server import SimServer
@@ -35,10 +37,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulator: tracked accounts {','.join(config.accounts)}", file=sys.stderr, flush=True)
 
     renderer = Renderer(node.book)
+    # Listeners are added after the history, which no client can have watched being made.
+    node.store.add_listener(lambda removed, added, heights: renderer.forget(removed))
+    feed = BlockFeed(config.solid_lag, node.store.heights().head, config.ws_drop_every)
+    node.store.add_listener(feed.on_chain)
+    faults = FaultInjector(
+        node.store,
+        renderer,
+        rate=config.fault_rate,
+        kinds=config.faults,
+        suspend_seconds=config.suspend_seconds,
+        timeout_seconds=config.timeout_seconds,
+        seed=config.seed,
+    )
     server = SimServer(
         (config.host, config.port),
-        [NodeApi(node.store, renderer).handle, ControlApi(node).handle],
+        [NodeApi(node.store, renderer).handle, ControlApi(node, faults, feed).handle],
+        response_filter=faults,
         log_requests=config.log_requests,
+        feed=feed,
     )
     host, port = str(server.server_address[0]), int(server.server_address[1])
     producer = Producer(node, config.block_interval)
@@ -52,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         producer.stop()
+        feed.stop()
         server.server_close()
     return 0
 

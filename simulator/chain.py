@@ -3,15 +3,16 @@
 Thread-safe: the producer appends while HTTP threads read. Blocks are immutable, so readers take
 the lock only to look things up, never while rendering.
 
-Fork seam: `replace_from` drops the blocks from a height on and appends replacements. Rendered
-bytes are cached by block id (not number), so replaced blocks can never be served stale.
-Feed seam: `add_listener` callbacks see every appended block (a future blockTrigger feed).
+Forks: `replace_from` drops the blocks from a height on and appends replacements. Rendered
+bytes are cached by block id (not number), so replaced blocks can never be served stale. Stake
+transactions of dropped blocks that do not come back are kept as orphans, for /sim/truth.
+Listeners (the blockTrigger feed, the render cache) see every change as (removed, added) blocks.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .model import Block, Tx
@@ -23,6 +24,10 @@ class Heights:
     solid: int | None
 
 
+# (removed blocks newest first, added blocks oldest first, heights after the change)
+ChainListener = Callable[[Sequence[Block], Sequence[Block], Heights], None]
+
+
 class ChainStore:
     def __init__(self, start_block: int, solid_lag: int) -> None:
         self._lock = threading.RLock()
@@ -32,7 +37,9 @@ class ChainStore:
         self._by_id: dict[str, Block] = {}
         self._txs: dict[str, tuple[Block, Tx]] = {}
         self._stake: list[tuple[Block, Tx]] = []  # transactions that decompose into ledger rows
-        self._listeners: list[Callable[[Block], None]] = []
+        # tx id -> (the last replaced block it was in, tx): stake txs that left the canonical chain
+        self._orphans: dict[str, tuple[Block, Tx]] = {}
+        self._listeners: list[ChainListener] = []
 
     @property
     def start_block(self) -> int:
@@ -40,15 +47,20 @@ class ChainStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_listener(self, listener: Callable[[Block], None]) -> None:
-        """Called after each append, outside the lock (so a slow listener cannot stall readers)."""
+    def add_listener(self, listener: ChainListener) -> None:
+        """Called after each change, outside the lock (so a slow listener cannot stall readers).
+        Writers are serialised by the node, so listeners see changes in chain order."""
         with self._lock:
             self._listeners.append(listener)
 
     def append(self, block: Block) -> None:
         self._append(block)
+        self._notify((), (block,))
+
+    def _notify(self, removed: Sequence[Block], added: Sequence[Block]) -> None:
+        heights = self.heights()
         for listener in list(self._listeners):
-            listener(block)
+            listener(removed, added, heights)
 
     def _append(self, block: Block) -> None:
         with self._lock:
@@ -65,24 +77,29 @@ class ChainStore:
                 if tx.rows:
                     self._stake.append((block, tx))
 
-    def replace_from(self, number: int, blocks: list[Block]) -> None:
-        """Fork seam: forget blocks >= number (never below the solidified head), append `blocks`."""
+    def replace_from(self, number: int, blocks: Sequence[Block]) -> list[Block]:
+        """Forget blocks >= number (never below the solidified head), append `blocks`.
+        Returns the dropped blocks, oldest first."""
         with self._lock:
             solid = self.heights().solid
             if solid is not None and number <= solid:
                 raise ValueError("cannot replace solidified blocks")
-            dropped = self._blocks[number - self._start :]
-            del self._blocks[number - self._start :]
+            dropped = self._blocks[max(number - self._start, 0) :]
+            del self._blocks[max(number - self._start, 0) :]
             for block in dropped:
                 self._by_id.pop(block.block_id, None)
                 for tx in block.txs:
                     self._txs.pop(tx.tx_id, None)
+                    if tx.rows:
+                        self._orphans[tx.tx_id] = (block, tx)
             self._stake = [(b, tx) for b, tx in self._stake if b.number < number]
             for block in blocks:
                 self._append(block)
-        for block in blocks:
-            for listener in list(self._listeners):
-                listener(block)
+            # Re-included transactions are canonical again, not orphans.
+            for tx_id in [tx_id for tx_id in self._orphans if tx_id in self._txs]:
+                del self._orphans[tx_id]
+        self._notify(dropped[::-1], blocks)
+        return dropped
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -127,7 +144,8 @@ class ChainStore:
         with self._lock:
             return self._txs.get(tx_id)
 
-    def stake_snapshot(self) -> tuple[Heights, list[tuple[Block, Tx]]]:
-        """Heights and stake transactions taken together, so truth statuses are consistent."""
+    def stake_snapshot(self) -> tuple[Heights, list[tuple[Block, Tx]], list[tuple[Block, Tx]]]:
+        """Heights, canonical stake transactions and orphaned ones, taken together so truth
+        statuses are consistent."""
         with self._lock:
-            return self.heights(), list(self._stake)
+            return self.heights(), list(self._stake), list(self._orphans.values())

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .addresses import base58_to_hex, derive_address, hex_to_base58
+from .faults import FAULT_KINDS
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -31,6 +32,13 @@ class SimConfig:
     unfreeze_delay_seconds: int = 1_209_600  # 14 days, the mainnet value
     paused: bool = False
     log_requests: bool = False
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    suspend_seconds: float = 2.0
+    timeout_seconds: float = 12.0
+    fork_rate: float = 0.0
+    fork_depth: int = 1
+    ws_drop_every: float = 0.0
 
     @property
     def tracked_hex(self) -> tuple[str, ...]:
@@ -73,6 +81,14 @@ def _accounts(text: str) -> tuple[str, ...]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{address}: {exc}") from None
     return accounts
+
+
+def _fault_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault kind(s) {unknown}; known: {','.join(FAULT_KINDS)}")
+    return kinds
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -119,6 +135,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     option("--paused", _bool, defaults.paused, "start paused (true/false)")
     option("--log-requests", _bool, defaults.log_requests, "log every HTTP request to stderr (true/false)")
+    option("--fault-rate", _ranged(float, 0, 1), defaults.fault_rate, "probability of a fault per node request")
+    option("--faults", _fault_kinds, ",".join(defaults.faults), "comma-separated fault kinds to draw from")
+    option("--suspend-seconds", _ranged(float, 0.001), defaults.suspend_seconds, "rate-limit suspension length")
+    option("--timeout-seconds", _ranged(float, 0), defaults.timeout_seconds, "how late a 'timeout' fault answers")
+    option("--fork-rate", _ranged(float, 0, 1), defaults.fork_rate, "probability per live block of a reorg")
+    option("--fork-depth", _ranged(int, 1), defaults.fork_depth, "max blocks a random reorg replaces (< solid lag)")
+    option("--ws-drop-every", _ranged(float, 0), defaults.ws_drop_every, "close all /ws connections every N s")
     return parser
 
 
@@ -140,4 +163,11 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         unfreeze_delay_seconds=args.unfreeze_delay_seconds,
         paused=args.paused,
         log_requests=args.log_requests,
+        fault_rate=args.fault_rate,
+        faults=tuple(args.faults),
+        suspend_seconds=args.suspend_seconds,
+        timeout_seconds=args.timeout_seconds,
+        fork_rate=args.fork_rate,
+        fork_depth=args.fork_depth,
+        ws_drop_every=args.ws_drop_every,
     )

@@ -20,6 +20,7 @@ from .addresses import derive_address
 from .model import Block, Log, Tx, TxInfo, contract_value
 from .ops import Effects, OpPlan, StakePlanner
 from .protobuf import encode_raw
+from .replay import StateJournal, reexecute
 from .stake_state import StakeAccount
 from .truth import decompose
 
@@ -59,6 +60,7 @@ class ChainGenerator:
         noise_per_block: float,
         failure_rate: float,
         unfreeze_delay_ms: int,
+        journal_blocks: int = 32,
     ) -> None:
         self._rng = random.Random(seed)
         self._planner = StakePlanner(self._rng, unfreeze_delay_ms)
@@ -77,6 +79,9 @@ class ChainGenerator:
         self._tokens = pool("token", TOKENS)
         self._accounts: dict[str, StakeAccount] = {}
         self._tx_ids: set[str] = set()
+        self._delay_ms = unfreeze_delay_ms
+        # Undo records for the newest blocks, so a fork can roll the stake state back.
+        self.journal = StateJournal(self._accounts, journal_blocks)
 
     def _account(self, address: str) -> StakeAccount:
         account = self._accounts.get(address)
@@ -86,9 +91,21 @@ class ChainGenerator:
 
     # -- blocks --------------------------------------------------------------------------------
 
-    def build_block(self, number: int, timestamp: int, parent_id: str, recent: Sequence[Block]) -> Block:
-        """The next block. `recent` are the last few blocks (oldest first), for ref_block_*."""
+    def build_block(
+        self,
+        number: int,
+        timestamp: int,
+        parent_id: str,
+        recent: Sequence[Block],
+        carried: Sequence[Tx] = (),
+        witness_shift: int = 0,
+    ) -> Block:
+        """The next block. `recent` are the last few blocks (oldest first), for ref_block_*.
+        `carried` are transactions from blocks a fork replaced: re-executed first, in order, and
+        left out if they no longer validate. `witness_shift` gives a fork branch other producers."""
         rng = self._rng
+        self.journal.begin(number)
+        txs: list[Tx] = [again for tx in carried if (again := self._reexecute(tx, timestamp)) is not None]
         slots = (
             ["tracked"] * (poisson(rng, self._ops_per_block) if self._tracked else 0)
             + ["other"] * poisson(rng, max(0.5, self._ops_per_block / 2))
@@ -98,7 +115,6 @@ class ChainGenerator:
         # depend on one built earlier in the same block, exactly as on chain.
         rng.shuffle(slots)
         refs = list(recent[-20:])
-        txs: list[Tx] = []
         for slot in slots:
             if slot == "tracked":
                 txs.append(self._tracked_tx(timestamp, number, parent_id, refs))
@@ -108,12 +124,23 @@ class ChainGenerator:
                 txs.append(self._stake_tx(plan, timestamp, number, parent_id, refs, failed=False))
             else:
                 txs.append(self._noise_tx(timestamp, number, parent_id, refs))
-        witness = self._witnesses[number % WITNESS_COUNT]
+        witness = self._witnesses[(number + witness_shift) % WITNESS_COUNT]
         trie = hashlib.sha256(b"".join(bytes.fromhex(t.tx_id) for t in txs)).hexdigest() if txs else EMPTY_HASH
         digest = hashlib.sha256(f"{parent_id}:{number}:{timestamp}:{trie}:{witness}".encode()).hexdigest()
         # blockID = 8-byte big-endian block number, then the last 24 bytes of the block hash.
         block_id = f"{number:016x}" + digest[16:]
         return Block(number, block_id, parent_id, timestamp, witness, trie, tuple(txs))
+
+    def rollback(self, number: int) -> None:
+        """The stake state as it was before block `number` (for a fork replacing it)."""
+        self.journal.rollback(number)
+
+    def _reexecute(self, tx: Tx, now_ms: int) -> Tx | None:
+        if not tx.success or not tx.rows:
+            return tx  # changes no stake state, so it is packed again as it was
+        owner = str(tx.value["owner_address"])
+        self.journal.touch(owner)
+        return reexecute(tx, self._account(owner), now_ms, self._delay_ms)
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -137,6 +164,8 @@ class ChainGenerator:
     ) -> Tx:
         rng = self._rng
         # A failed transaction changes nothing on chain, so its state change is never applied.
+        if not failed:
+            self.journal.touch(str(plan.value["owner_address"]))
         effects = Effects() if failed else plan.apply()
         if rng.random() < 0.8:
             receipt: dict[str, int | str] = {"net_usage": rng.randint(240, 320)}

@@ -9,6 +9,7 @@ unfreeze lots mature by chain time, so tests can see withdrawals quickly.
 from __future__ import annotations
 
 import hashlib
+import random
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from .addresses import AddressBook
 from .chain import ChainStore
 from .config import SimConfig
+from .forks import Forker
 from .generator import ChainGenerator
 from .model import Block
 from .truth import truth_rows
@@ -34,6 +36,8 @@ class SimNode:
         self.book = AddressBook()
         self.store = ChainStore(config.start_block, config.solid_lag)
         self._clock = clock
+        # Forks reach below head by < solid_lag blocks; two more leave room for a fork in progress.
+        self._journal_blocks = config.solid_lag + 2
         self._tracked = list(config.tracked_hex)
         self._generator = ChainGenerator(
             seed=config.seed,
@@ -42,7 +46,14 @@ class SimNode:
             noise_per_block=config.noise_per_block,
             failure_rate=config.failure_rate,
             unfreeze_delay_ms=config.unfreeze_delay_seconds * 1000,
+            journal_blocks=self._journal_blocks,
         )
+        # Forks draw from their own RNG, so a chain without forks is the same as before forks existed.
+        self._forker = Forker(self.store, self._generator, config.solid_lag, random.Random(f"sim:{config.seed}:forks"))
+        self._fork_rng = random.Random(f"sim:{config.seed}:fork-rate")
+        self.fork_rate = config.fork_rate  # changeable at runtime (/sim/fork)
+        self.fork_max_depth = config.fork_depth
+        self.forks = 0
         # The parent of the first block: a stand-in for the block before the simulated window.
         digest = hashlib.sha256(f"sim:{config.seed}:genesis".encode()).hexdigest()
         self._pre_start_id = f"{config.start_block - 1:016x}" + digest[16:]
@@ -77,16 +88,43 @@ class SimNode:
             if head is not None:
                 first = max(first, head.timestamp + BLOCK_MS)
             for index in range(count):
+                # Undo records only matter for the newest blocks; skipping them keeps history fast.
+                self._generator.journal.enabled = index >= count - self._journal_blocks
                 self._append(first + index * BLOCK_MS)
+            self._generator.journal.enabled = True
 
     def produce(self, count: int = 1) -> Block | None:
-        """`count` live blocks now (regardless of pause); returns the new head."""
+        """`count` live blocks now (regardless of pause); returns the new head. With a fork rate,
+        a step may be a reorganisation instead, which also moves the head up by one."""
         with self._produce_lock:
             for _ in range(count):
                 head = self.store.head()
                 now = slot_floor(int(self._clock() * 1000))
+                if self.fork_rate > 0 and self._fork_rng.random() < self.fork_rate:
+                    depth = min(self.fork_max_depth, self._forker.max_depth())
+                    if depth > 0:
+                        self._fork(self._fork_rng.randint(1, depth), now)
+                        continue
                 self._append(now if head is None else max(head.timestamp + BLOCK_MS, now))
             return self.store.head()
+
+    def fork(self, depth: int) -> dict[str, object]:
+        """Reorganise now (even when paused): the newest `depth` blocks replaced by depth + 1."""
+        with self._produce_lock:
+            return self._fork(depth, slot_floor(int(self._clock() * 1000)))
+
+    def fork_settings(self) -> dict[str, object]:
+        return {
+            "rate": self.fork_rate,
+            "max_depth": self.fork_max_depth,
+            "forks": self.forks,
+            "possible_depth": self._forker.max_depth(),
+        }
+
+    def _fork(self, depth: int, now_ms: int) -> dict[str, object]:
+        result = self._forker.fork(depth, now_ms)
+        self.forks += 1
+        return result
 
     def _append(self, timestamp: int) -> None:
         head = self.store.head()
@@ -108,18 +146,18 @@ class SimNode:
             "block_interval": self.config.block_interval,
             "start_block": self.config.start_block,
             "head_timestamp": head.timestamp if head else None,
+            "forks": self.forks,
         }
 
     def truth(self, accounts_hex: list[str] | None = None) -> dict[str, object]:
         """Ledger operations over blocks <= head for the given accounts (default: all tracked)."""
-        heights, entries = self.store.stake_snapshot()
+        heights, entries, orphans = self.store.stake_snapshot()
         wanted = frozenset(accounts_hex if accounts_hex is not None else self._tracked)
         solid = heights.solid if heights.solid is not None else self.config.start_block - 1
-        return {
-            "head": heights.head,
-            "solid": heights.solid,
-            "operations": truth_rows(entries, wanted, solid, self.book),
-        }
+        # Canonical rows in chain order, then the ones forks removed for good ("orphaned").
+        operations = truth_rows(entries, wanted, solid, self.book)
+        operations += truth_rows(orphans, wanted, solid, self.book, orphaned=True)
+        return {"head": heights.head, "solid": heights.solid, "operations": operations}
 
 
 class Producer(threading.Thread):

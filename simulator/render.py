@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 from .addresses import AddressBook
 from .model import ADDRESS_FIELDS, Block, Tx
@@ -64,11 +64,22 @@ class ByteCache:
                     self._size -= len(old)
         return data
 
+    def discard(self, block_ids: set[str]) -> None:
+        """Forget renderings of these blocks (a fork replaced them): they can never be asked for
+        again, so they would only take room from live blocks until the LRU got to them."""
+        with self._lock:
+            for key in [k for k in self._items if isinstance(k, tuple) and len(k) > 1 and k[1] in block_ids]:
+                self._size -= len(self._items.pop(key))
+
 
 class Renderer:
     def __init__(self, book: AddressBook, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._book = book
         self._cache = ByteCache(cache_bytes)
+
+    def forget(self, blocks: Sequence[Block]) -> None:
+        if blocks:
+            self._cache.discard({block.block_id for block in blocks})
 
     # -- cached byte renderings ------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 Every response goes through exactly one place, `SimHandler._serve`, which asks the apps for a
 response and passes it through the server's `ResponseFilter` (the fault-injection seam) before
-writing it. Status line, headers and body go out in one write with TCP_NODELAY: two small writes
-on a keep-alive connection would otherwise meet Nagle plus delayed ACK and stall ~40 ms each.
+writing it. The one exception is GET /ws, upgraded to a WebSocket and handed to the block feed
+(faults are a property of the node's HTTP API, not of the feed).
+
+Status line, headers and body go out in one write with TCP_NODELAY: two small writes on a
+keep-alive connection would otherwise meet Nagle plus delayed ACK and stall ~40 ms each.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from . import websocket
 from .faults import PassThrough, ResponseFilter
 from .httpio import Request, Response
 
+if TYPE_CHECKING:
+    from .feed import BlockFeed
+
 App = Callable[[Request], "Response | None"]
 MAX_BODY = 4 * 1024 * 1024  # java-tron rejects oversized bodies too (HTTP 413)
+WS_PATH = "/ws"
 
 
 class SimServer(ThreadingHTTPServer):
@@ -34,11 +43,13 @@ class SimServer(ThreadingHTTPServer):
         apps: Sequence[App],
         response_filter: ResponseFilter | None = None,
         log_requests: bool = False,
+        feed: BlockFeed | None = None,
     ) -> None:
         super().__init__(address, SimHandler)
         self.apps = list(apps)
         self.response_filter: ResponseFilter = response_filter or PassThrough()
         self.log_requests = log_requests
+        self.feed = feed
 
     def dispatch(self, request: Request) -> Response:
         for app in self.apps:
@@ -57,7 +68,23 @@ class SimHandler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
-        self._serve()
+        if urlsplit(self.path).path == WS_PATH and self.server.feed is not None:
+            self._websocket(self.server.feed)
+        else:
+            self._serve()
+
+    def _websocket(self, feed: BlockFeed) -> None:
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        problem = websocket.handshake_problem(self.command, headers)
+        if problem is not None:
+            # 426 tells a plain HTTP client what this path wants (RFC 6455 section 4.2.2).
+            upgrade = {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+            self._write(Response(426, problem.encode(), "text/plain", headers=upgrade, close=True))
+            return
+        self.close_connection = True  # after the feed is done the socket is not HTTP any more
+        if self.server.log_requests:
+            self.log_request(101, 0)
+        feed.serve(self.connection, self.rfile, websocket.handshake_reply(headers["sec-websocket-key"]))
 
     def do_POST(self) -> None:  # noqa: N802
         self._serve()
@@ -107,7 +134,11 @@ class SimHandler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
             self.close_connection = True
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + response.body)
+        try:
+            self.wfile.write(head + response.body)
+        except OSError:  # the client gave up (a delayed "timeout" fault, say): not our error
+            self.close_connection = True
+            return
         if self.server.log_requests:
             self.log_request(response.status, len(response.body))
 

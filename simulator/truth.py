@@ -83,12 +83,16 @@ def truth_rows(
     accounts: frozenset[str],
     solid: int,
     book: AddressBook,
+    orphaned: bool = False,
 ) -> list[dict[str, object]]:
     """/sim/truth operations for `accounts` (hex): rows they own, plus delegations they receive.
-    A row matching two accounts (tracked-to-tracked delegation) is listed once."""
+    A row matching two accounts (tracked-to-tracked delegation) is listed once. With `orphaned`,
+    `entries` are transactions a fork removed for good, listed with the block they were last in."""
     out: list[dict[str, object]] = []
     for block, tx in entries:
         status = ("confirmed" if block.number <= solid else "pending") if tx.success else "failed"
+        if orphaned:
+            status = "orphaned"
         for r in tx.rows:
             if r.owner not in accounts and r.receiver not in accounts:
                 continue

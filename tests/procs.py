@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -33,6 +34,8 @@ class Proc:
             start_new_session=True,  # so kill() reaches the dramatiq worker children too
         )
         threading.Thread(target=self._pump, daemon=True).start()
+        # A test or benchmark that dies half-way must not leave workers consuming behind it.
+        atexit.register(self.kill)
 
     def _pump(self) -> None:
         assert self.popen.stdout is not None

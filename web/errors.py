@@ -7,7 +7,7 @@ import logging
 import psycopg
 from flask import Flask, Response, request
 from psycopg_pool import PoolTimeout
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from web.responses import ApiError, error_response
 
@@ -34,8 +34,8 @@ def _http_error(exc: HTTPException) -> Response:
     else:
         message = exc.description or exc.name or "error"
     response = error_response(status, code, message)
-    if status == 405 and exc.get_response().headers.get("Allow"):
-        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 
 

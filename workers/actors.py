@@ -50,7 +50,8 @@ def persist_operation(deps: Deps, payload: Any) -> None:
         raise
     except (TypeError, ValueError) as exc:  # e.g. an unhashable `kind`: just as malformed, never retried
         raise PayloadError(f"bad operation payload: {exc}") from None
-    with deps.pool.connection() as conn:
+    with deps.pool.connection() as conn, conn.pipeline():
+        # Pipeline mode: BEGIN, the upsert and COMMIT travel together, one round trip in the common case.
         addresses = persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
         conn.commit()
     invalidate_accounts(deps.cache, addresses)

@@ -33,10 +33,12 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
     """Upsert one operation (and its unfreeze lot and lot settlements); return accounts to invalidate."""
     _check_storable(op)
     params = _params(op)
-    _lock_confirm_shared(conn)
     is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
     settles = op.kind in (WITHDRAW, CANCEL)
     if is_lot or settles:
+        # The upsert takes the confirm lock itself; take it first here so the two locks are always
+        # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
+        _lock_confirm_shared(conn)
         _lock_owner(conn, op.owner_address)
 
     if op.kind in DELEGATE_KINDS:
@@ -44,6 +46,8 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
         return {op.owner_address, op.receiver_address}  # type: ignore[arg-type]  # validated
 
     conn.execute(_UPSERT_STAKE, params)
+    if not (is_lot or settles):
+        return {op.owner_address}
     stored = conn.execute(
         "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",
         (op.tx_id, op.op_index),
@@ -186,6 +190,10 @@ _BLOCK_TIME = _MS.format(name="block_time_ms")
 
 # A pending message for a block already solidified is stored confirmed, so a confirmation that
 # raced ahead of the insert is not lost.
+# The shared confirm lock (see _lock_confirm_shared), taken by the upsert statement itself so the
+# common case costs one statement, not two.
+_CONFIRM_LOCK_SHARED = f"(SELECT pg_advisory_xact_lock_shared({_LOCK_CONFIRM}, 0)) AS confirm_lock"
+
 # A record from a block that left the chain (a fork) is stored orphaned, whenever it arrives.
 _NEW_STATUS = (
     "CASE WHEN EXISTS (SELECT 1 FROM orphaned_blocks WHERE block_id = %(block_id)s) THEN 'orphaned'"
@@ -201,8 +209,9 @@ _NEW_STATUS = (
 _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                 operation_type, contract_type, resource, amount, status, contract_ret)
-VALUES (%(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
-        %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s)
+SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
+       %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s
+FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
@@ -217,9 +226,10 @@ _UPSERT_DELEGATE = f"""
 INSERT INTO delegate_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                    receiver_address, operation_type, contract_type, resource, amount, lock,
                                    lock_period, lock_expire_time, status, contract_ret)
-VALUES (%(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
-        %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
-        %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s)
+SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
+       %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
+       %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s
+FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,

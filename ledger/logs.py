@@ -10,3 +10,5 @@ def setup_logging(level: str = "INFO") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: at one request per block that drowns what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -8,6 +8,8 @@ answered HTTP 200 with an `Error` key, e.g. a bad parameter).
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import threading
 import time
@@ -15,6 +17,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+log = logging.getLogger(__name__)
 
 # TronGrid's rate limiting answers 403, 429 or 503 with "suspended for N s" in the body.
 _RATE_LIMIT_STATUSES = frozenset({403, 429, 503})
@@ -43,6 +47,7 @@ class TronNode:
         api_key: str = "",
         timeout: float = 10.0,
         requests_per_second: float = 0.0,
+        retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not base_url:
@@ -55,6 +60,8 @@ class TronNode:
         self._solidity = (solidity_url or base_url).rstrip("/")
         self._min_interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
         self._next_slot = 0.0
+        self._retries = retries
+        self._failures = 0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -99,8 +106,6 @@ class TronNode:
         return reply
 
     def _throttle(self) -> None:
-        if not self._min_interval:
-            return
         with self._lock:
             now = time.monotonic()
             wait = self._next_slot - now
@@ -109,6 +114,53 @@ class TronNode:
             time.sleep(wait)
 
     def _call(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
+        """One request, retried a few times on transient failures (every call here is a read).
+
+        Retrying here, per request, matters: a catch-up batch makes dozens of requests, and with a
+        flaky node the chance that all of them succeed at once can be nil.
+        """
+        for attempt in range(self._retries + 1):
+            try:
+                reply = self._call_once(base, path, body)
+            except (NodeUnavailable, NodeError) as exc:
+                self._note_failure(exc)
+                # An `Error` reply to a well-formed read is the node's trouble (java-tron answers
+                # BadItemException and the like while it is busy): worth another try as well.
+                if attempt == self._retries:
+                    raise
+                delay = min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)
+                if isinstance(exc, NodeUnavailable) and exc.retry_after:
+                    # Rate limited: TronGrid extends the suspension for every request made during
+                    # it, so every thread of this client waits it out, not just this one.
+                    delay = max(delay, exc.retry_after)
+                    self._suspend(delay)
+                time.sleep(delay)
+            else:
+                self._note_success()
+                return reply
+        raise AssertionError("unreachable")
+
+    def _note_failure(self, exc: Exception) -> None:
+        # One line per burst of failures, and one when it ends: a flaky node must not flood the log.
+        with self._lock:
+            self._failures += 1
+            first = self._failures == 1
+        if first:
+            log.warning("node: %s; retrying (more failures in this burst are not logged)", exc)
+
+    def _note_success(self) -> None:
+        if not self._failures:
+            return
+        with self._lock:
+            failures, self._failures = self._failures, 0
+        if failures:
+            log.warning("node: answering again after %d failed request(s)", failures)
+
+    def _suspend(self, seconds: float) -> None:
+        with self._lock:
+            self._next_slot = max(self._next_slot, time.monotonic() + seconds)
+
+    def _call_once(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
         self._throttle()
         url = base + path
         try:

@@ -6,6 +6,7 @@ nothing of HTTP or JSON, so it is tested with a stub adapter.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Container
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -77,12 +78,19 @@ class NodeAdapter:
                 if num not in by_number:
                     # A node behind a load balancer may return fewer blocks than asked: fetch the
                     # gap one by one rather than skipping it.
-                    block = self._node.block(num)
-                    if block is None:
-                        raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
+                    block = self._missing_block(num)
                     by_number[num] = block
                 blocks.append(by_number[num])
         return blocks
+
+    def _missing_block(self, num: int) -> dict[str, Any]:
+        # `{}` for a block below the head is a lagging or flaky node, not the end of the chain.
+        for attempt in range(4):
+            block = self._node.block(num)
+            if block is not None:
+                return block
+            time.sleep(0.2 * 2**attempt)
+        raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
 
     def _parse(self, block: dict[str, Any], tracked: Container[str], solid: int) -> BlockParse:
         status = CONFIRMED if block_number(block) <= solid else PENDING

@@ -119,10 +119,11 @@ class ProgressLine:
         self._last = float("-inf")
         self._width = 0
 
-    def update(self, text: str, force: bool = False) -> None:
+    def update(self, text: str, force: bool = False) -> bool:
+        """Write the line unless one was written less than `every` seconds ago; True if written."""
         now = time.monotonic()
         if not force and now - self._last < self.every:
-            return
+            return False
         self._last = now
         if self.tty:
             self.out.write("\r" + text.ljust(self._width))
@@ -130,6 +131,7 @@ class ProgressLine:
         else:
             self.out.write(text + "\n")
         self.out.flush()
+        return True
 
     def finish(self) -> None:
         if self.tty and self._width:
@@ -192,6 +194,7 @@ class Backfill:
         started = time.monotonic()
         failures = 0
         solid = -1
+        shown = position  # the block of the last progress line written
         while not self.stop.is_set():
             try:
                 head = self.adapter.head_number()
@@ -224,9 +227,10 @@ class Backfill:
             position = result.last = hi
             result.blocks += len(blocks)
             result.operations += count
-            self.progress.update(self._line(result, end, started))
-        if result.blocks:
-            self.progress.update(self._line(result, max(result.last, self.end or 0), started), force=True)
+            if self.progress.update(self._line(result, end, started)):
+                shown = result.last
+        if result.last != shown:  # the final position, unless the last line already showed it
+            self.progress.update(self._line(result, result.last, started), force=True)
         self.progress.finish()
         if solid >= 0:
             # Rows above the solidified head went out 'pending'; without a running listener
@@ -243,7 +247,7 @@ class Backfill:
             log.error("skipped malformed transaction: block %s tx %s: %s", issue.block_num, issue.tx_id, issue.message)
         if issues:
             self.store.record_issues(issues)
-        return self.sink.publish(op for block in blocks for op in block.operations)
+        return self.sink.publish([op for block in blocks for op in block.operations])
 
     def _line(self, result: Result, end: int, started: float) -> str:
         elapsed = max(time.monotonic() - started, 1e-9)

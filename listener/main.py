@@ -124,6 +124,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     node = _node(settings)
     broker = create_broker(settings.redis_url)
     sink = BrokerSink(broker, settings.queue_name)
+    adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None
     start_block = args.start_block if args.start_block is not None else settings.start_block
     last_checkpoint: list[int] = []
@@ -133,7 +134,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         # another listener may have advanced it while this one was standby.
         store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term)
         streamer = Streamer(
-            NodeAdapter(node),
+            adapter,
             leader.fenced_store(store),
             sink,
             start_block=start_block,
@@ -170,6 +171,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    # One INFO line per HTTP request would bury the progress line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return _backfill(args, settings)
     except BackfillError as exc:

@@ -93,6 +93,8 @@ class Streamer:
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
         self._confirmed_sent = -1
+        self._highest_head = -1
+        self._head_behind = False
         self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
@@ -121,6 +123,17 @@ class Streamer:
         """Process one batch past the checkpoint. True when there was nothing to do."""
         tracked = self._tracked_accounts()
         head = self.adapter.head_number()
+        if head < self._highest_head:
+            # A lagging node behind a load balancer: nothing is lost by waiting for it, and
+            # reading "back" from it would only refetch blocks already enqueued.
+            if not self._head_behind:
+                log.warning("node head went backwards from %s to %s (lagging node?); waiting", self._highest_head, head)
+            self._head_behind = True
+            return True
+        if self._head_behind:
+            log.info("node head moving forward again at %s", head)
+        self._head_behind = False
+        self._highest_head = head
         checkpoint = self._checkpoint(head)
         solid = self.adapter.solid_number()
         self.progress.head, self.progress.solid = head, solid

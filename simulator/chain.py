@@ -11,6 +11,7 @@ Listeners (the blockTrigger feed, the render cache) see every change as (removed
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,9 +96,15 @@ class ChainStore:
             self._stake = [(b, tx) for b, tx in self._stake if b.number < number]
             for block in blocks:
                 self._append(block)
-            # Re-included transactions are canonical again, not orphans.
+            # Re-included transactions are canonical again, not orphans; but a row the new
+            # execution no longer yields (e.g. an auto-withdraw with nothing matured any more)
+            # left the chain for good and stays an orphan.
             for tx_id in [tx_id for tx_id in self._orphans if tx_id in self._txs]:
-                del self._orphans[tx_id]
+                old_block, old_tx = self._orphans.pop(tx_id)
+                kept = {r.op_index for r in self._txs[tx_id][1].rows}
+                gone = tuple(r for r in old_tx.rows if r.op_index not in kept)
+                if gone:
+                    self._orphans[tx_id] = (old_block, dataclasses.replace(old_tx, rows=gone))
         self._notify(dropped[::-1], blocks)
         return dropped
 

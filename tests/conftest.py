@@ -8,6 +8,7 @@ Unit tests get a connection whose work is rolled back (`db`); tests that run rea
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -16,7 +17,8 @@ import redis
 
 from ledger.config import Settings, load_settings
 from ledger.db import migrate
-from tests.stack import recreate_database, settings_env  # noqa: F401 (settings_env re-exported for tests)
+from tests.procs import Proc
+from tests.stack import SIM_ACCOUNTS, recreate_database, settings_env
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -64,11 +66,17 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture
 def clean_db(database_url: str) -> Iterator[str]:
-    """Empty tables (committed), for tests whose processes must see each other's writes."""
+    """Empty tables (committed), for tests whose processes must see each other's writes. Emptied
+    again afterwards: unit tests on `db` (e.g. test_persist) expect no committed rows."""
+    _empty_tables(database_url)
+    yield database_url
+    _empty_tables(database_url)
+
+
+def _empty_tables(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE " + ", ".join(TABLES) + " RESTART IDENTITY")
         conn.execute("UPDATE chain_state SET head_block = 0, solid_block = 0")
-    yield database_url
 
 
 @pytest.fixture
@@ -81,3 +89,17 @@ def redis_clean(settings: Settings) -> Iterator[tuple[redis.Redis, redis.Redis]]
     yield broker, cache
     broker.close()
     cache.close()
+
+
+@pytest.fixture
+def env(settings: Settings, clean_db: str, redis_clean: object) -> dict[str, str]:
+    return {**settings_env(settings), "QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}", "POLL_INTERVAL": "0.1",
+            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS)}
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.stop(timeout=10)

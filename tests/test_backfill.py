@@ -3,22 +3,26 @@ for a range and an account; resume after SIGKILL)."""
 
 from __future__ import annotations
 
+import io
+import threading
+import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
+from flask.testing import FlaskClient
 
 from ledger.accounts import add_accounts
 from ledger.config import Settings
-from listener.backfill import BackfillError, checkpoint_name, first_block_since, parse_since
+from listener.backfill import Backfill, BackfillError, ProgressLine, checkpoint_name, first_block_since, parse_since
 from tests.conftest import settings_env
 from tests.procs import Proc, python
 from tests.stack import SIM_ACCOUNTS, Simulator, start_simulator, start_worker, wait_until
 from tests.test_pipeline import Row, ledger_rows
-from web.app import create_app
+from tests.test_streamer import OWNER, ListSink, StubAdapter
+from web.app import close_app, create_app
 
 # -- the date search, without a node -----------------------------------------------------------
 
@@ -68,6 +72,63 @@ def test_the_checkpoint_name_is_the_same_for_the_same_command() -> None:
     assert checkpoint_name(10, None, [a]).startswith("backfill:10-head:")
 
 
+# -- the walk, with the streamer tests' stub adapter and sink ----------------------------------
+
+
+class MemoryBackfillStore:
+    name = "backfill:test"
+
+    def __init__(self, position: int | None = None) -> None:
+        self.done = position
+        self.issues: list[object] = []
+
+    def position(self) -> int | None:
+        return self.done
+
+    def advance(self, block_num: int, block_id: str) -> None:
+        self.done = block_num
+
+    def record_issues(self, issues: list[object]) -> None:
+        self.issues.extend(issues)
+
+
+def _walk(adapter: StubAdapter, store: MemoryBackfillStore, sink: ListSink, **kw: Any) -> Backfill:
+    return Backfill(adapter, store, sink, accounts=[OWNER], batch_blocks=10,  # type: ignore[arg-type]
+                    poll_interval=0.01, progress=ProgressLine(io.StringIO()), **kw)
+
+
+def test_walks_the_range_in_batches_and_checkpoints_each() -> None:
+    adapter, store, sink = StubAdapter(head=100), MemoryBackfillStore(), ListSink()
+    result = _walk(adapter, store, sink, start=5, end=30).run()
+    assert result.completed and result.last == 30 and store.done == 30
+    assert adapter.exports == [(5, 15), (15, 25), (25, 31)]
+    assert [op.block_num for op in sink.ops] == list(range(5, 31))
+    assert sink.confirmed == [100 - 19]  # rows that went out pending get confirmed at the end
+
+
+def test_resumes_after_its_checkpoint_and_retries_a_failed_batch() -> None:
+    adapter, store, sink = StubAdapter(head=100), MemoryBackfillStore(position=19), ListSink()
+    adapter.fail_next = TimeoutError("node timed out")
+    result = _walk(adapter, store, sink, start=5, end=30).run()
+    assert result.completed and [op.block_num for op in sink.ops] == list(range(20, 31))
+
+
+def test_an_open_range_follows_the_head_until_the_listener_tracks_a_new_account() -> None:
+    adapter, store, sink = StubAdapter(head=50), MemoryBackfillStore(), ListSink()
+    walk = _walk(adapter, store, sink, start=45, end=None, settle_until=time.monotonic() + 0.5)
+    thread = threading.Thread(target=walk.run)
+    thread.start()
+    time.sleep(0.2)
+    adapter.head = 55  # blocks the running listener may have passed before re-reading pool_accounts
+    thread.join(5)
+    assert [op.block_num for op in sink.ops] == list(range(45, 56))
+
+
+def test_a_range_past_the_head_is_refused() -> None:
+    with pytest.raises(BackfillError):
+        _walk(StubAdapter(head=20), MemoryBackfillStore(), ListSink(), start=5, end=30).run()
+
+
 # -- real runs -----------------------------------------------------------------------------------
 
 
@@ -83,7 +144,14 @@ def truth_in_range(sim: Simulator, account: str, lo: int, hi: int) -> set[Row]:
 def assert_range_matches_truth(
     settings: Settings, sim: Simulator, env: dict[str, str], accounts: list[str], lo: int, hi: int
 ) -> None:
-    client = create_app(Settings(**{**settings.__dict__, "queue_name": env["QUEUE_NAME"]})).test_client()
+    app = create_app(Settings(**{**settings.__dict__, "queue_name": env["QUEUE_NAME"]}))
+    try:
+        _compare(app.test_client(), sim, accounts, lo, hi)
+    finally:
+        close_app(app)
+
+
+def _compare(client: FlaskClient, sim: Simulator, accounts: list[str], lo: int, hi: int) -> None:
     for account in accounts:
         expected = truth_in_range(sim, account, lo, hi)
         assert expected, f"no truth rows for {account} in {lo}..{hi}"
@@ -106,14 +174,6 @@ def backfill_position(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name LIKE 'backfill:%'").fetchone()
         return row[0] if row else -1
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop(timeout=10)
 
 
 def _stack(settings: Settings, procs: list[Proc], history: int) -> tuple[Simulator, dict[str, str]]:

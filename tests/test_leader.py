@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -122,15 +123,38 @@ def test_leader_steps_down_when_superseded_and_takes_the_lease_again(clean_db: s
     assert not thread.is_alive()
 
 
+def test_a_fenced_checkpoint_ends_the_term(clean_db: str, lease_name: str) -> None:
+    # The race the lock cannot close alone: an old holder wrote the first checkpoint row after the
+    # new term began. The new holder is then fenced, must step down, and comes back with a term
+    # that the checkpoint row carries.
+    stop = threading.Event()
+    leader = Leader(Lease(clean_db, lease_name, "me"), stop=stop, retry_seconds=0.1, check_seconds=0.1)
+    terms: list[int] = []
+
+    class StaleRowStore:
+        def save_checkpoint(self, *args: object) -> None:
+            if len(terms) == 1:
+                raise CheckpointFenced("held by another term")
+
+    def work(term: int, term_stop: threading.Event) -> None:
+        terms.append(term)
+        store = leader.fenced_store(StaleRowStore())
+        with contextlib.suppress(CheckpointFenced):
+            store.save_checkpoint(1, BLOCK_ID, 2, 0)
+        term_stop.wait(30)
+
+    thread = threading.Thread(target=leader.run, args=(work,))
+    thread.start()
+    try:
+        wait_until(lambda: len(terms) == 2, 5, "a step down and a new term")
+        assert leader.terms_lost == 1
+    finally:
+        leader.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
 # -- real processes ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop(timeout=10)
 
 
 def test_standby_takes_over_from_a_killed_active_listener(
@@ -153,7 +177,7 @@ def test_standby_takes_over_from_a_killed_active_listener(
     procs.append(second)
     second.wait_for(r"standby: waiting for the lease", 10)
     # When the active one is SIGKILLed mid-catch-up
-    wait_until(lambda: main_checkpoint(clean_db) >= head - 1000, 60, "some progress")
+    wait_until(lambda: main_checkpoint(clean_db) >= head - 1300, 60, "some progress", interval=0.05)
     first.kill()
     first.popen.wait(10)
     killed_at = time.monotonic()

@@ -7,16 +7,12 @@ extra, statuses right.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from flask.testing import FlaskClient
 
 from ledger.config import Settings
-from tests.conftest import settings_env
 from tests.procs import Proc
 from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_worker, wait_until
 from web.app import create_app
@@ -65,20 +61,6 @@ def checkpoint(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT block_num FROM listener_checkpoint").fetchone()
         return row[0] if row else -1
-
-
-@pytest.fixture
-def env(settings: Settings, clean_db: str, redis_clean: object) -> dict[str, str]:
-    return {**settings_env(settings), "QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}", "POLL_INTERVAL": "0.1",
-            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS)}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop(timeout=10)
 
 
 def assert_ledger_matches_truth(settings: Settings, sim: Simulator, env: dict[str, str]) -> None:

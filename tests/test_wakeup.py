@@ -164,14 +164,6 @@ def main_checkpoint(url: str) -> int:
         return row[0] if row else -1
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop(timeout=10)
-
-
 def _env(settings: Settings, url: str, **extra: str) -> dict[str, str]:
     return {**settings_env(settings), "QUEUE_NAME": f"ws-{uuid.uuid4().hex[:8]}", "TRON_NODE_URL": url,
             "TRON_WS_URL": url.replace("http://", "ws://") + "/ws", "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), **extra}

@@ -1,0 +1,75 @@
+"""The listener against a misbehaving chain: forks and faulty nodes, each run ending with the
+zero-loss check (the ledger equals the simulator's final truth: nothing missing, nothing extra,
+statuses right, orphaned records included)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.config import Settings
+from tests.procs import Proc
+from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
+from tests.test_pipeline import assert_ledger_matches_truth, checkpoint
+
+
+def _run_pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_args: str) -> Simulator:
+    sim_proc, url = start_simulator("--block-interval", "0.3", "--history-blocks", "60", "--ops-per-block", "3",
+                                    "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds), *sim_args)
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    env.update({"TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["head"] - 59), "TRON_TIMEOUT_SECONDS": "2"})
+    procs.append(start_worker(env))
+    procs.append(start_listener(env))
+    return sim
+
+
+def _finish(settings: Settings, sim: Simulator, env: dict[str, str]) -> None:
+    sim.pause()
+    head = sim.status()["head"]
+    wait_until(lambda: checkpoint(settings.database_url) == head, 120, "the listener to reach the head")
+    assert_ledger_matches_truth(settings, sim, env)
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+def test_forks_leave_the_ledger_equal_to_the_final_chain(
+    settings: Settings, env: dict[str, str], procs: list[Proc], depth: int
+) -> None:
+    # Given a listener following the head
+    sim = _run_pipeline(settings, env, procs)
+    for _ in range(3):
+        wait_until(lambda: checkpoint(settings.database_url) >= sim.status()["head"], 60, "the head")
+        # When blocks it already processed are replaced by a longer branch
+        sim.http.post("/sim/fork", json={"depth": depth})
+        sim.produce(2)
+    # Then records of dropped transactions are orphaned, re-included ones moved, the rest confirmed
+    assert sim.status()["forks"] == 3
+    truth = sim.truth()["operations"]
+    _finish(settings, sim, env)
+    assert "fork:" in procs[-1].output()
+    assert {op["status"] for op in truth} >= {"confirmed", "pending"}
+
+
+@pytest.mark.parametrize(
+    "kind", ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block", "head_backwards"]
+)
+def test_node_faults_delay_but_never_lose_or_double(
+    settings: Settings, env: dict[str, str], procs: list[Proc], kind: str
+) -> None:
+    # Given a node that answers a third of the requests with this fault
+    rate = "0.1" if kind == "rate_limit" else "0.35"
+    sim = _run_pipeline(settings, env, procs, "--fault-rate", rate, "--faults", kind, "--suspend-seconds", "1",
+                        "--timeout-seconds", "3")
+    # When the listener has caught up and followed the head for a while
+    wait_until(lambda: checkpoint(settings.database_url) >= sim.status()["head"] - 2, 120, "catch-up")
+    sim.produce(10)
+    faults = sim.http.get("/sim/faults").json()
+    assert faults["counts"].get(kind, 0) > 0, faults
+    # Then, faults off, the ledger equals the truth, and the listener said so once per burst
+    sim.http.post("/sim/faults", json={"rate": 0, "suspended": False})
+    _finish(settings, sim, env)
+    listener_log = procs[-1].output()
+    said = "head went backwards" if kind == "head_backwards" else "node: answering again after"
+    assert said in listener_log
+    if kind == "rate_limit":
+        # The client waits out the suspension instead of hammering (which would extend it forever).
+        assert faults["suspensions"] <= faults["counts"]["rate_limit"]

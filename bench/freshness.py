@@ -1,16 +1,19 @@
-"""Freshness: block timestamp -> first visible in the API, while following the head at 3 s blocks.
+"""Freshness: block timestamp -> first visible in the API, while following the head at 3 s blocks,
+with the WebSocket wake-up and with polling alone, side by side in the same run.
 
     .venv/bin/python -m bench.freshness --duration 300     # the recorded run
     .venv/bin/python -m bench.freshness --duration 60      # a short one
 
-Runs the real simulator, listener, worker and web server, polls the API's first pages every 50 ms
-and notes when each new record first shows. Uses database ledger_bench and Redis DBs 12/13.
+One simulator feeds two complete pipelines (listener, worker, web; each with its own database
+and Redis DBs): "ws" has TRON_WS_URL set, "poll" does not. Both use the same POLL_INTERVAL. A
+thread polls each API's first pages every 50 ms and notes when each new record first shows.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -20,6 +23,7 @@ import redis
 
 from ledger.config import load_settings
 from ledger.db import migrate
+from tests.procs import Proc
 from tests.stack import (
     SIM_ACCOUNTS,
     recreate_database,
@@ -30,7 +34,10 @@ from tests.stack import (
     start_worker,
 )
 
-DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench"
+VARIANTS = {  # name -> (database, broker Redis DB, cache Redis DB, web port)
+    "ws": ("ledger_bench_ws", 12, 13, 8123),
+    "poll": ("ledger_bench_poll", 6, 7, 8124),
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -38,55 +45,77 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def start_pipeline(name: str, sim_url: str, poll_interval: float) -> list[Proc]:
+    database, broker_db, cache_db, port = VARIANTS[name]
+    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    recreate_database(url)
+    migrate(url)
+    settings = load_settings({}, database_url=url, redis_url=f"redis://127.0.0.1:6379/{broker_db}",
+                             cache_redis_url=f"redis://127.0.0.1:6379/{cache_db}")
+    for db_url in (settings.redis_url, settings.cache_redis_url):
+        redis.Redis.from_url(db_url).flushdb()
+    env = {**settings_env(settings), "QUEUE_NAME": f"fresh-{name}-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
+           "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "POLL_INTERVAL": str(poll_interval), "TRON_NODE_URL": sim_url}
+    if name == "ws":
+        env["TRON_WS_URL"] = sim_url.replace("http://", "ws://") + "/ws"
+    return [start_worker(env), start_listener(env), start_web(env, port)]
+
+
+def watch(name: str, stop: threading.Event, lags: list[float]) -> None:
+    port = VARIANTS[name][3]
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    seen: set[tuple[str, int]] = set()
+    first_poll = True
+    while not stop.is_set():
+        for account in SIM_ACCOUNTS:
+            for path in ("/api/stake/records", "/api/delegate/records"):
+                body = http.get(path, params={"pool_account_id": account, "limit": 50}).json()
+                now_ms = time.time() * 1000
+                for row in body.get("data", []):
+                    key = (row["tx_id"], row["op_index"])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if not first_poll:  # rows already there at the start say nothing about lag
+                        block_ms = datetime.fromisoformat(row["block_time"]).timestamp() * 1000
+                        lags.append((now_ms - block_ms) / 1000)
+        first_poll = False
+        stop.wait(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of measurement")
     parser.add_argument("--block-interval", type=float, default=3.0)
-    parser.add_argument("--poll-interval", type=float, default=1.0, help="the listener's POLL_INTERVAL")
-    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="the listeners' POLL_INTERVAL")
     args = parser.parse_args()
 
-    recreate_database(DB_URL)
-    migrate(DB_URL)
-    settings = load_settings({}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12",
-                             cache_redis_url="redis://127.0.0.1:6379/13")
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    redis.Redis.from_url(settings.cache_redis_url).flushdb()
-    env = {**settings_env(settings), "QUEUE_NAME": f"fresh-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
-           "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "POLL_INTERVAL": str(args.poll_interval)}
     sim, url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", "3")
-    env["TRON_NODE_URL"] = url
-    procs = [sim, start_worker(env), start_listener(env), start_web(env, args.port)]
-    seen: dict[tuple[str, int], float] = {}
-    lags: list[float] = []
-    http = httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=5)
+    procs = [sim]
+    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    stop = threading.Event()
     try:
-        time.sleep(2 * args.block_interval)  # let the listener reach the head
-        first_poll = True
-        deadline = time.monotonic() + args.duration
-        while time.monotonic() < deadline:
-            for account in SIM_ACCOUNTS:
-                for path in ("/api/stake/records", "/api/delegate/records"):
-                    body = http.get(path, params={"pool_account_id": account, "limit": 50}).json()
-                    now_ms = time.time() * 1000
-                    for row in body.get("data", []):
-                        key = (row["tx_id"], row["op_index"])
-                        if key in seen:
-                            continue
-                        seen[key] = now_ms
-                        if not first_poll:  # rows already there at the start say nothing about lag
-                            block_ms = datetime.fromisoformat(row["block_time"]).timestamp() * 1000
-                            lags.append((now_ms - block_ms) / 1000)
-            first_poll = False
-            time.sleep(0.05)
+        for name in VARIANTS:
+            procs += start_pipeline(name, url, args.poll_interval)
+        time.sleep(2 * args.block_interval)  # let both listeners reach the head
+        watchers = [threading.Thread(target=watch, args=(n, stop, results[n])) for n in VARIANTS]
+        for thread in watchers:
+            thread.start()
+        time.sleep(args.duration)
+        stop.set()
+        for thread in watchers:
+            thread.join()
     finally:
         for proc in reversed(procs):
             proc.stop()
-    if not lags:
-        raise SystemExit("no new records were seen")
-    print(f"freshness over {args.duration:.0f}s at {args.block_interval}s blocks, listener POLL_INTERVAL "
-          f"{args.poll_interval}s: {len(lags)} records, p50 {statistics.median(lags):.2f}s, "
-          f"p99 {percentile(lags, 0.99):.2f}s, max {max(lags):.2f}s")
+    print(f"freshness over {args.duration:.0f}s at {args.block_interval}s blocks, POLL_INTERVAL {args.poll_interval}s "
+          "(block timestamp -> first seen in the API, seconds):")
+    for name, lags in results.items():
+        if not lags:
+            print(f"  {name:5s}: no new records seen")
+            continue
+        print(f"  {name:5s}: {len(lags)} records, p50 {statistics.median(lags):.2f}, "
+              f"p99 {percentile(lags, 0.99):.2f}, max {max(lags):.2f}")
 
 
 if __name__ == "__main__":

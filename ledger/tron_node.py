@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 _RATE_LIMIT_STATUSES = frozenset({403, 429, 503})
 _SUSPENDED = re.compile(r"suspended for\s*(\d+)\s*s", re.IGNORECASE)
 MAX_BLOCKS_PER_REQUEST = 100  # getblockbylimitnext: 0 < end - start <= 100
+AFTER_SUSPENSION_INTERVAL = 0.25  # seconds between requests until one succeeds after a rate limit
 
 
 class NodeUnavailable(RuntimeError):
@@ -62,6 +63,7 @@ class TronNode:
         self._next_slot = 0.0
         self._retries = retries
         self._failures = 0
+        self._cautious = False
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -109,7 +111,10 @@ class TronNode:
         with self._lock:
             now = time.monotonic()
             wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self._min_interval
+            # Right after a rate limit, let the threads back one at a time: all of them at once,
+            # a moment too early, would each extend the suspension again.
+            interval = max(self._min_interval, AFTER_SUSPENSION_INTERVAL if self._cautious else 0.0)
+            self._next_slot = max(now, self._next_slot) + interval
         if wait > 0:
             time.sleep(wait)
 
@@ -131,8 +136,9 @@ class TronNode:
                 delay = min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)
                 if isinstance(exc, NodeUnavailable) and exc.retry_after:
                     # Rate limited: TronGrid extends the suspension for every request made during
-                    # it, so every thread of this client waits it out, not just this one.
-                    delay = max(delay, exc.retry_after)
+                    # it, so every thread of this client waits it out (plus a margin, as the
+                    # announced seconds are rounded), not just this one.
+                    delay = max(delay, exc.retry_after + 0.5)
                     self._suspend(delay)
                 time.sleep(delay)
             else:
@@ -149,16 +155,18 @@ class TronNode:
             log.warning("node: %s; retrying (more failures in this burst are not logged)", exc)
 
     def _note_success(self) -> None:
-        if not self._failures:
+        if not self._failures and not self._cautious:
             return
         with self._lock:
             failures, self._failures = self._failures, 0
+            self._cautious = False
         if failures:
             log.warning("node: answering again after %d failed request(s)", failures)
 
     def _suspend(self, seconds: float) -> None:
         with self._lock:
             self._next_slot = max(self._next_slot, time.monotonic() + seconds)
+            self._cautious = True
 
     def _call_once(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
         self._throttle()

@@ -89,6 +89,8 @@ class NodeAdapter:
             block = self._node.block(num)
             if block is not None:
                 return block
+            if attempt == 0:
+                log.warning("block %s: the node answered {} for a block below its head; retrying", num)
             time.sleep(0.2 * 2**attempt)
         raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
 

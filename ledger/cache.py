@@ -129,6 +129,9 @@ def invalidate_accounts(client: redis.Redis, addresses: Iterable[str]) -> None:
         client.eval(_BUMP, len(keys), *keys)
 
 
+_LOCAL_PAGES_MAX = 4096
+
+
 @dataclass(frozen=True)
 class Fill:
     """What a loader built on a miss: the body to answer with now and the one to store."""
@@ -147,6 +150,7 @@ class CacheCounters:
     misses: int = 0  # it was not: filled, or coalesced, or a fallback
     errors: int = 0  # Redis failed; answered from PostgreSQL
     bypassed: int = 0  # Redis skipped while the circuit breaker was open
+    local_hits: int = 0  # served from this process's micro-cache, no Redis call at all
     fills: int = 0  # misses this process queried and stored as the single-flight filler
     coalesced: int = 0  # misses answered from Redis after waiting for another caller's fill
     fallbacks: int = 0  # misses whose wait timed out and went to PostgreSQL
@@ -168,8 +172,14 @@ class PageCache:
         wait_seconds: float = 0.25,
         poll_seconds: float = 0.005,
         breaker_seconds: float = 1.5,
+        local_ttl: float = 0.0,
     ) -> None:
         self.client = client
+        # A page just read from Redis is kept in-process for `local_ttl` seconds: a hot page
+        # polled by many dashboards then costs no round trip at all. The price is that an
+        # invalidation reaches this process up to `local_ttl` late (0 turns it off).
+        self.local_ttl = local_ttl
+        self._local_pages: dict[tuple[str, str], tuple[float, bytes]] = {}
         self.lock_ms = str(lock_ms)
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
@@ -191,7 +201,13 @@ class PageCache:
         Never raises a Redis error: Redis down or slow is a miss answered by `load`, and after a
         failure Redis is skipped for `breaker_seconds` so requests do not each wait a timeout.
         """
-        if time.monotonic() < self._down_until:
+        now = time.monotonic()
+        if self.local_ttl:
+            entry = self._local_pages.get((address, suffix))
+            if entry is not None and entry[0] > now:
+                self._count("local_hits")
+                return entry[1], True
+        if now < self._down_until:
             self._count("bypassed")
             return load().response, False
         token = self._token_prefix + str(next(self._tokens))
@@ -207,6 +223,10 @@ class PageCache:
             return load().response, False
         if body is not None:
             self._count("hits")
+            if self.local_ttl:
+                if len(self._local_pages) >= _LOCAL_PAGES_MAX:
+                    self._local_pages.clear()  # crude, but bounded; hot pages come back at once
+                self._local_pages[(address, suffix)] = (now + self.local_ttl, body)
             return body, True
         self._count("misses")
         page_key = f"{PAGE_PREFIX}{address}:{version.decode()}:{suffix}"

@@ -43,6 +43,7 @@ class Settings:
     cache_ttl_summary: int = 1_800
     cache_ttl_historical: int = 3_600
     cache_socket_timeout: float = 0.05
+    cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
     log_level: str = "INFO"
 
     @property
@@ -74,6 +75,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "cache_ttl_summary": ("CACHE_TTL_SUMMARY", int),
     "cache_ttl_historical": ("CACHE_TTL_HISTORICAL", int),
     "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
+    "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
     "log_level": ("LOG_LEVEL", str),
 }
 

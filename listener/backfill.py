@@ -27,7 +27,7 @@ from ledger.parser import BlockParse
 from ledger.tron_node import NodeUnavailable, TronNode
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
-from listener.store import CheckpointFenced, PgStore
+from listener.store import CheckpointFenced, PgStore, move_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,7 @@ class BackfillStore(PgStore):
         return row[0] if row else None
 
     def advance(self, block_num: int, block_id: str) -> None:
-        cur = self._connection().execute(
-            "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
-            " block_id = EXCLUDED.block_id, updated_at = now()"
-            " WHERE listener_checkpoint.term = EXCLUDED.term",
-            (self.name, block_num, block_id, self.term),
-        )
-        if cur.rowcount != 1:
-            raise CheckpointFenced(f"{self.name!r} was taken over by a newer run than term {self.term}")
+        move_checkpoint(self._connection(), self.name, self.term, block_num, block_id)
 
 
 class ProgressLine:

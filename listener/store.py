@@ -96,15 +96,7 @@ class PgStore:
         return [(num, block_id) for num, block_id in rows]
 
     def _move_checkpoint(self, conn: psycopg.Connection, block_num: int, block_id: str | None) -> None:
-        cur = conn.execute(
-            "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
-            " block_id = EXCLUDED.block_id, updated_at = now()"
-            " WHERE listener_checkpoint.term = EXCLUDED.term",
-            (self.name, block_num, block_id, self.term),
-        )
-        if cur.rowcount != 1:
-            raise CheckpointFenced(f"checkpoint {self.name!r} is held by another term than {self.term}")
+        move_checkpoint(conn, self.name, self.term, block_num, block_id)
 
     def tracked(self) -> frozenset[str]:
         return tracked_addresses(self._connection())
@@ -118,3 +110,16 @@ class PgStore:
                     " ON CONFLICT DO NOTHING",
                     (issue.block_num, issue.tx_id, issue.message),
                 )
+
+
+def move_checkpoint(conn: psycopg.Connection, name: str, term: int, block_num: int, block_id: str | None) -> None:
+    """Set checkpoint `name`, only for the holder of `term` (fencing); CheckpointFenced otherwise."""
+    cur = conn.execute(
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
+        " block_id = EXCLUDED.block_id, updated_at = now()"
+        " WHERE listener_checkpoint.term = EXCLUDED.term",
+        (name, block_num, block_id, term),
+    )
+    if cur.rowcount != 1:
+        raise CheckpointFenced(f"checkpoint {name!r} is held by another term than {term}")

@@ -53,6 +53,7 @@ def settings(database_url: str) -> Settings:
         retry_min_backoff_ms=100,
         retry_max_backoff_ms=1000,
         retry_max_retries=3,
+        cache_local_ttl=0.0,  # tests read their writes at once; the micro-cache has its own test
     )
 
 

@@ -294,3 +294,18 @@ def test_api_answers_when_redis_never_was_there(settings: Settings, clean_db: st
         assert get_json(client, "/api/cache/stats")["data"]["hits"] is None
     finally:
         close_app(app)
+
+
+def test_micro_cache_serves_a_hot_page_without_redis_for_its_ttl_only(cache_client: redis.Redis) -> None:
+    # Given a page read once from Redis by a process with a 0.3 s micro-cache
+    pages = PageCache(cache_client, local_ttl=0.3)
+    pages.fetch(ALICE, "p1", lambda: fill(b"v1"))
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"never")) == (b"cache:v1", True)
+    # When the account is invalidated
+    invalidate_accounts(cache_client, [ALICE])
+    # Then this process may serve the old page for the micro-cache's TTL, and no longer
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"cache:v1", True)
+    assert pages.counters.local_hits == 1
+    time.sleep(0.35)
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"db:v2", False)
+    pages.close()

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ledger"] = Resources(
         settings=settings,
         pool=pool,
-        pages=PageCache(client),
+        pages=PageCache(client, local_ttl=settings.cache_local_ttl),
         accounts=AccountDirectory(pool),
     )
 

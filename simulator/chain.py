@@ -39,7 +39,10 @@ class ChainStore:
         self._txs: dict[str, tuple[Block, Tx]] = {}
         self._stake: list[tuple[Block, Tx]] = []  # transactions that decompose into ledger rows
         # tx id -> (the last replaced block it was in, tx): stake txs that left the canonical chain
-        self._orphans: dict[str, tuple[Block, Tx]] = {}
+        # One entry per truth row (tx_id, op_index): a transaction re-included after a fork may
+        # yield fewer rows than before, and a later fork may drop it again; each row that ever
+        # left the chain stays an orphan until the same row is canonical again.
+        self._orphans: dict[tuple[str, int], tuple[Block, Tx]] = {}
         self._listeners: list[ChainListener] = []
 
     @property
@@ -91,20 +94,15 @@ class ChainStore:
                 self._by_id.pop(block.block_id, None)
                 for tx in block.txs:
                     self._txs.pop(tx.tx_id, None)
-                    if tx.rows:
-                        self._orphans[tx.tx_id] = (block, tx)
+                    for row in tx.rows:
+                        self._orphans[(tx.tx_id, row.op_index)] = (block, dataclasses.replace(tx, rows=(row,)))
             self._stake = [(b, tx) for b, tx in self._stake if b.number < number]
             for block in blocks:
                 self._append(block)
-            # Re-included transactions are canonical again, not orphans; but a row the new
-            # execution no longer yields (e.g. an auto-withdraw with nothing matured any more)
-            # left the chain for good and stays an orphan.
-            for tx_id in [tx_id for tx_id in self._orphans if tx_id in self._txs]:
-                old_block, old_tx = self._orphans.pop(tx_id)
-                kept = {r.op_index for r in self._txs[tx_id][1].rows}
-                gone = tuple(r for r in old_tx.rows if r.op_index not in kept)
-                if gone:
-                    self._orphans[tx_id] = (old_block, dataclasses.replace(old_tx, rows=gone))
+            # Rows of re-included transactions are canonical again, not orphans.
+            for key in [key for key in self._orphans if key[0] in self._txs]:
+                if any(row.op_index == key[1] for row in self._txs[key[0]][1].rows):
+                    del self._orphans[key]
         self._notify(dropped[::-1], blocks)
         return dropped
 

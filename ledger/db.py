@@ -20,19 +20,30 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _MIGRATION_LOCK = 0x5354414B45  # "STAKE"
 
 
-def create_pool(url: str, *, max_size: int = 8, min_size: int = 1, name: str = "ledger") -> ConnectionPool:
-    # check_connection: the pool does not test idle connections itself, and without it the first
-    # request after a PostgreSQL restart would fail on a dead socket.
+def create_pool(
+    url: str,
+    *,
+    max_size: int = 8,
+    min_size: int = 1,
+    name: str = "ledger",
+    autocommit: bool = False,
+    check: bool = True,
+) -> ConnectionPool:
+    """A psycopg pool, opened without waiting for PostgreSQL.
+
+    `check` tests each connection as it is handed out (one round trip): without it the first use
+    after a PostgreSQL restart fails on a dead socket. Callers that retry anyway (workers) skip it.
+    """
     pool = ConnectionPool(
         url,
         min_size=min(min_size, max_size),
         max_size=max_size,
         name=name,
         open=False,
-        check=ConnectionPool.check_connection,
+        check=ConnectionPool.check_connection if check else None,
         timeout=5.0,
         reconnect_timeout=3600,
-        kwargs={"autocommit": False, "connect_timeout": 3},
+        kwargs={"autocommit": autocommit, "connect_timeout": 3},
     )
     # Opening does not wait: a process may start while PostgreSQL is still down and catch up.
     pool.open(wait=False)

@@ -32,6 +32,8 @@ TABLES = (
     "listener_checkpoint",
     "ingest_errors",
     "dead_letters",
+    "recent_blocks",
+    "orphaned_blocks",
 )
 
 
@@ -61,6 +63,9 @@ def settings(database_url: str) -> Settings:
 def db(database_url: str) -> Iterator[psycopg.Connection]:
     """A connection inside a transaction that is rolled back after the test."""
     with psycopg.connect(database_url) as conn:
+        # Open the transaction now, so a `conn.transaction()` in the code under test is a
+        # savepoint inside it, not a transaction of its own that would commit.
+        conn.execute("SELECT 1")
         yield conn
         conn.rollback()
 

@@ -50,10 +50,8 @@ def persist_operation(deps: Deps, payload: Any) -> None:
         raise
     except (TypeError, ValueError) as exc:  # e.g. an unhashable `kind`: just as malformed, never retried
         raise PayloadError(f"bad operation payload: {exc}") from None
-    with deps.pool.connection() as conn, conn.pipeline():
-        # Pipeline mode: BEGIN, the upsert and COMMIT travel together, one round trip in the common case.
+    with deps.pool.connection() as conn:  # autocommit: see workers.persist
         addresses = persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
-        conn.commit()
     invalidate_accounts(deps.cache, addresses)
     log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)
 
@@ -61,7 +59,6 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 def confirm_blocks(deps: Deps, solid_block: Any) -> None:
     with deps.pool.connection() as conn:
         addresses = persist.confirm_blocks(conn, solid_block)
-        conn.commit()
     invalidate_accounts(deps.cache, addresses)
     if addresses:
         log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses))
@@ -70,7 +67,6 @@ def confirm_blocks(deps: Deps, solid_block: Any) -> None:
 def revert_blocks(deps: Deps, blocks: Any) -> None:
     with deps.pool.connection() as conn:
         addresses = persist.revert_blocks(conn, blocks)
-        conn.commit()
     invalidate_accounts(deps.cache, addresses)
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 

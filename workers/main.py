@@ -47,7 +47,9 @@ def create_worker_broker(settings: Settings, *, threads: int) -> tuple[RedisBrok
     """A broker with the dead-letter middleware and both actors, plus the dependencies they use."""
     broker = create_broker(settings.redis_url)
     # One connection per worker thread: an actor holds one for its whole transaction.
-    pool = create_pool(settings.database_url, max_size=threads, name="worker")
+    # Autocommit: a one-statement upsert is its own transaction (see workers.persist). No check
+    # on checkout: a connection that died with PostgreSQL fails its message, which is retried.
+    pool = create_pool(settings.database_url, max_size=threads, name="worker", autocommit=True, check=False)
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
     deps = Deps(settings=settings, pool=pool, cache=cache)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).

@@ -1,7 +1,8 @@
 """Persistence of operations and confirmations: plain functions over a psycopg connection.
 
-Every function here runs its statements in the connection's current transaction and never commits:
-the caller commits (the actor, after which it invalidates the cache), or rolls back (tests).
+The worker calls these on an autocommit connection: a single upsert is then its own transaction
+(one round trip), and every multi-statement write runs in `conn.transaction()`. Tests call them
+inside an open transaction they roll back, where `conn.transaction()` is a savepoint.
 
 Messages arrive at least once, in any order, on several workers at once, so every write is an
 idempotent upsert keyed by the chain identity (tx_id, op_index), status only moves forward
@@ -35,19 +36,27 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
     params = _params(op)
     is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
     settles = op.kind in (WITHDRAW, CANCEL)
-    if is_lot or settles:
-        # The upsert takes the confirm lock itself; take it first here so the two locks are always
-        # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
-        _lock_confirm_shared(conn)
-        _lock_owner(conn, op.owner_address)
-
+    # Most operations are one statement, which on an autocommit connection is its own transaction:
+    # one round trip. Lots and settlement events need several statements in one transaction.
     if op.kind in DELEGATE_KINDS:
         conn.execute(_UPSERT_DELEGATE, params)
         return {op.owner_address, op.receiver_address}  # type: ignore[arg-type]  # validated
-
-    conn.execute(_UPSERT_STAKE, params)
     if not (is_lot or settles):
+        conn.execute(_UPSERT_STAKE, params)
         return {op.owner_address}
+    with conn.transaction():
+        _persist_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
+    return {op.owner_address}
+
+
+def _persist_lot_or_settlement(
+    conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
+) -> None:
+    # The upsert takes the confirm lock itself; take it first here so the two locks are always
+    # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
+    _lock_confirm_shared(conn)
+    _lock_owner(conn, op.owner_address)
+    conn.execute(_UPSERT_STAKE, params)
     stored = conn.execute(
         "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",
         (op.tx_id, op.op_index),
@@ -65,7 +74,7 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
                 _SETTLE.format(scope="u.tx_id = %(tx_id)s AND u.op_index = %(op_index)s"),
                 {"owner": op.owner_address, "tx_id": op.tx_id, "op_index": op.op_index},
             )
-    elif settles:
+    else:
         # An event can only settle lots before it, and only change the outcome of lots still open,
         # lots settled by a later (or same-time) event, or lots it settled itself (if it now failed).
         conn.execute(
@@ -82,24 +91,24 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
                 "block_time": block_time,
             },
         )
-    return {op.owner_address}
 
 
 def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
     """Record the solidified head and confirm pending rows at or below it; return accounts touched."""
     if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= _INT64_MAX:
         raise PayloadError(f"solid block {solid_block!r} is not a block number")
-    # Exclusive: waits for in-flight persists, so none can insert a pending row this update misses.
-    conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
-    row = conn.execute(
-        "INSERT INTO chain_state (id, solid_block) VALUES (1, %(solid)s)"
-        " ON CONFLICT (id) DO UPDATE SET solid_block = greatest(chain_state.solid_block, EXCLUDED.solid_block),"
-        " updated_at = now()"
-        " RETURNING solid_block",
-        {"solid": solid_block},
-    ).fetchone()
-    assert row is not None
-    rows = conn.execute(_CONFIRM, {"solid": row[0]}).fetchall()
+    with conn.transaction():
+        # Exclusive: waits for in-flight persists, so none can insert a pending row this update misses.
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+        row = conn.execute(
+            "INSERT INTO chain_state (id, solid_block) VALUES (1, %(solid)s)"
+            " ON CONFLICT (id) DO UPDATE SET solid_block = greatest(chain_state.solid_block, EXCLUDED.solid_block),"
+            " updated_at = now()"
+            " RETURNING solid_block",
+            {"solid": solid_block},
+        ).fetchone()
+        assert row is not None
+        rows = conn.execute(_CONFIRM, {"solid": row[0]}).fetchall()
     return {address for (address,) in rows if address}
 
 
@@ -113,17 +122,18 @@ def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]
     pairs = _block_pairs(blocks)
     if not pairs:
         return set()
-    conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
     ids = [block_id for _, block_id in pairs]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", pairs
-        )
-    rows = conn.execute(_REVERT, {"ids": ids}).fetchall()
-    touched = {address for (address,) in rows if address}
-    for owner in sorted(touched):
-        _lock_owner(conn, owner)
-        conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", pairs
+            )
+        rows = conn.execute(_REVERT, {"ids": ids}).fetchall()
+        touched = {address for (address,) in rows if address}
+        for owner in sorted(touched):
+            _lock_owner(conn, owner)
+            conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
     return touched
 
 

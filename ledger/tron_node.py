@@ -75,8 +75,10 @@ class TronNode:
         return self._object(self._call(self._base, "/wallet/getnowblock", None), "getnowblock")
 
     def solid_block_number(self) -> int:
+        """The solidified head; -1 when the node has none to show (`{}`: a young chain, or a
+        solidity node catching up). Records then stay pending until it answers."""
         block = self._object(self._call(self._solidity, "/walletsolidity/getnowblock", None), "solid getnowblock")
-        return block_number(block)
+        return block_number(block) if block else -1
 
     def block(self, num: int) -> dict[str, Any] | None:
         """The block, or None if the node has no such block (it answers `{}`)."""

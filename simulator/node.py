@@ -174,6 +174,11 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         deadline = time.monotonic() + self._interval
+        if self._interval >= BLOCK_MS / 1000:
+            # A real producer builds its block at the slot time the block carries: start on a
+            # wall-clock slot boundary, so a block appears when its timestamp says (freshness is
+            # measured from that timestamp).
+            deadline = time.monotonic() + (-time.time()) % self._interval
         while not self._stop_event.wait(max(0.0, deadline - time.monotonic())):
             if not self._node.paused:
                 try:

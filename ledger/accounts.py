@@ -39,22 +39,43 @@ def tracked_addresses(conn: psycopg.Connection) -> frozenset[str]:
     return frozenset(row[0] for row in conn.execute("SELECT address FROM pool_accounts"))
 
 
-def find_account(conn: psycopg.Connection, key: str) -> PoolAccount | None:
+_INT64_MAX = 2**63 - 1
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class AccountKeyError(ValueError):
+    """Text that is neither an account id nor a TRON address."""
+
+
+def parse_account_key(key: str) -> int | str:
+    """An account id (int) or a base58 address (str) from what a user gave (id, hex or base58)."""
+    key = key.strip()
+    # A hex address can be all digits, so it is recognised before the numeric id.
+    if len(key) == 42 and key.startswith("41") and all(c in _HEX_DIGITS for c in key):
+        return _base58(key)
+    if key.isdigit() and key.isascii():
+        number = int(key)
+        if not 1 <= number <= _INT64_MAX:
+            raise AccountKeyError(f"account id {key} is out of range (1 to {_INT64_MAX})")
+        return number
+    return _base58(key)
+
+
+def _base58(key: str) -> str:
+    try:
+        return to_base58(key)
+    except AddressError as exc:
+        raise AccountKeyError(f"pool_account_id must be an account id or a TRON address: {exc}") from None
+
+
+def find_account(conn: psycopg.Connection, key: int | str) -> PoolAccount | None:
     """Look an account up by its id or its address (either form). None if unknown.
 
-    Raises ValueError when `key` is neither a positive integer nor an address.
+    Raises AccountKeyError when `key` is neither an account id nor an address.
     """
-    key = key.strip()
-    if key.isdigit():
-        row = conn.execute(
-            "SELECT id, address, label, added_at FROM pool_accounts WHERE id = %s", (int(key),)
-        ).fetchone()
-    else:
-        try:
-            address = to_base58(key)
-        except AddressError as exc:
-            raise ValueError(f"pool_account_id must be an account id or a TRON address: {exc}") from None
-        row = conn.execute(
-            "SELECT id, address, label, added_at FROM pool_accounts WHERE address = %s", (address,)
-        ).fetchone()
+    normal = parse_account_key(key) if isinstance(key, str) else key
+    column = "id" if isinstance(normal, int) else "address"
+    row = conn.execute(
+        f"SELECT id, address, label, added_at FROM pool_accounts WHERE {column} = %s", (normal,)
+    ).fetchone()
     return PoolAccount(*row) if row else None

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from ledger.domain import CONFIRMED, PENDING
 from ledger.parser import (
     BlockParse,
-    ChainDataError,
     MissingTransactionInfo,
     needs_transaction_info,
     parse_block,
@@ -108,5 +107,3 @@ class NodeAdapter:
                 log.warning("block %s: %s (attempt %d)", num, exc, attempt + 1)
         raise NodeUnavailable(f"block {num}: TransactionInfo incomplete")
 
-
-__all__ = ["ChainAdapter", "ChainDataError", "NodeAdapter"]

@@ -13,37 +13,8 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from ledger.accounts import PoolAccount, find_account
-from ledger.address import AddressError, to_base58
+from ledger.accounts import PoolAccount, find_account, parse_account_key
 from web.pg import read_connection
-
-_INT64_MAX = 2**63 - 1
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
-
-
-class AccountKeyError(ValueError):
-    """Text that is neither an account id nor a TRON address."""
-
-
-def normalise_key(key: str) -> int | str:
-    """An account id (int) or a base58 address (str) from what a client sent."""
-    key = key.strip()
-    # A hex address can be all digits, so it is recognised before the numeric id.
-    if len(key) == 42 and key.startswith("41") and all(c in _HEX_DIGITS for c in key):
-        return _base58(key)
-    if key.isdigit() and key.isascii():
-        number = int(key)
-        if not 1 <= number <= _INT64_MAX:
-            raise AccountKeyError(f"account id {key} is out of range (1 to {_INT64_MAX})")
-        return number
-    return _base58(key)
-
-
-def _base58(key: str) -> str:
-    try:
-        return to_base58(key)
-    except AddressError as exc:
-        raise AccountKeyError(str(exc)) from None
 
 
 class AccountDirectory:
@@ -60,7 +31,7 @@ class AccountDirectory:
 
         Raises AccountKeyError when `key` is neither.
         """
-        normal = normalise_key(key)
+        normal = parse_account_key(key)
         account = self._known.get(normal)
         if account is not None:
             return account
@@ -68,7 +39,7 @@ class AccountDirectory:
         if expires is not None and time.monotonic() < expires:
             return None
         with read_connection(self._pool) as conn:
-            account = find_account(conn, str(normal))
+            account = find_account(conn, normal)
         with self._lock:
             if len(self._known) + len(self._unknown) >= self._max_entries:
                 self._unknown.clear()  # unknown keys are the ones a scan can make numerous
@@ -79,3 +50,4 @@ class AccountDirectory:
                 self._known[account.address] = account
                 self._unknown.pop(normal, None)
         return account
+

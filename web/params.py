@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ledger.accounts import PoolAccount
-from web.directory import AccountDirectory, AccountKeyError
+from ledger.accounts import AccountKeyError, PoolAccount
+from web.directory import AccountDirectory
 from web.responses import bad_request, not_found
 
 MAX_LIMIT = 100

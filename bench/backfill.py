@@ -44,19 +44,23 @@ def main() -> None:
     parser.add_argument("--limited-blocks", type=int, default=300, help="blocks for the --rate 10 run")
     args = parser.parse_args()
 
-    sim_proc, url = start_simulator("--history-blocks", str(args.blocks), "--ops-per-block", str(args.ops_per_block),
-                                    "--paused")
+    sim_proc, url = start_simulator(
+        "--history-blocks", str(args.blocks), "--ops-per-block", str(args.ops_per_block), "--paused"
+    )
     try:
         head = Simulator(url).status()["head"]
         first = head - args.blocks + 1
         for rate, count in ((None, args.blocks), (10.0, args.limited_blocks)):
             recreate_database(DB_URL)
             migrate(DB_URL)
-            settings = load_settings({}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12",
-                                     cache_redis_url="redis://127.0.0.1:6379/13")
+            settings = load_settings(
+                {},
+                database_url=DB_URL,
+                redis_url="redis://127.0.0.1:6379/12",
+                cache_redis_url="redis://127.0.0.1:6379/13",
+            )
             redis.Redis.from_url(settings.redis_url).flushdb()
-            env = {**settings_env(settings), "QUEUE_NAME": f"backfill-{uuid.uuid4().hex[:6]}",
-                   "TRON_NODE_URL": url}
+            env = {**settings_env(settings), "QUEUE_NAME": f"backfill-{uuid.uuid4().hex[:6]}", "TRON_NODE_URL": url}
             elapsed = run_backfill(env, first, first + count - 1, rate)
             label = f"--rate {rate:g}" if rate else "no rate limit"
             print(f"backfill {count} blocks ({label}): {elapsed:.1f}s = {count / elapsed:,.0f} blocks/s")

@@ -50,12 +50,22 @@ def start_pipeline(name: str, sim_url: str, poll_interval: float) -> list[Proc]:
     url = f"postgresql://postgres@127.0.0.1:5432/{database}"
     recreate_database(url)
     migrate(url)
-    settings = load_settings({}, database_url=url, redis_url=f"redis://127.0.0.1:6379/{broker_db}",
-                             cache_redis_url=f"redis://127.0.0.1:6379/{cache_db}")
+    settings = load_settings(
+        {},
+        database_url=url,
+        redis_url=f"redis://127.0.0.1:6379/{broker_db}",
+        cache_redis_url=f"redis://127.0.0.1:6379/{cache_db}",
+    )
     for db_url in (settings.redis_url, settings.cache_redis_url):
         redis.Redis.from_url(db_url).flushdb()
-    env = {**settings_env(settings), "QUEUE_NAME": f"fresh-{name}-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
-           "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "POLL_INTERVAL": str(poll_interval), "TRON_NODE_URL": sim_url}
+    env = {
+        **settings_env(settings),
+        "QUEUE_NAME": f"fresh-{name}-{uuid.uuid4().hex[:6]}",
+        "LOG_LEVEL": "INFO",
+        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+        "POLL_INTERVAL": str(poll_interval),
+        "TRON_NODE_URL": sim_url,
+    }
     if name == "ws":
         env["TRON_WS_URL"] = sim_url.replace("http://", "ws://") + "/ws"
     return [start_worker(env), start_listener(env), start_web(env, port)]
@@ -108,14 +118,18 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             proc.stop()
-    print(f"freshness over {args.duration:.0f}s at {args.block_interval}s blocks, POLL_INTERVAL {args.poll_interval}s "
-          "(block timestamp -> first seen in the API, seconds):")
+    print(
+        f"freshness over {args.duration:.0f}s at {args.block_interval}s blocks, POLL_INTERVAL {args.poll_interval}s "
+        "(block timestamp -> first seen in the API, seconds):"
+    )
     for name, lags in results.items():
         if not lags:
             print(f"  {name:5s}: no new records seen")
             continue
-        print(f"  {name:5s}: {len(lags)} records, p50 {statistics.median(lags):.2f}, "
-              f"p99 {percentile(lags, 0.99):.2f}, max {max(lags):.2f}")
+        print(
+            f"  {name:5s}: {len(lags)} records, p50 {statistics.median(lags):.2f}, "
+            f"p99 {percentile(lags, 0.99):.2f}, max {max(lags):.2f}"
+        )
 
 
 if __name__ == "__main__":

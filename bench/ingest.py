@@ -49,8 +49,11 @@ def noop_drain_rate(env: dict[str, str], messages: int, processes: int, threads:
     for _ in range(messages):
         broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="noop", args=(payload,), kwargs={}, options={}))
     client = redis.Redis.from_url(env["REDIS_URL"])
-    worker = Proc("noop-worker", python("-m", "dramatiq", "bench.noop_worker:setup", "--processes", str(processes),
-                                         "--threads", str(threads)), {**env, "BENCH_NOOP_QUEUE": queue})
+    worker = Proc(
+        "noop-worker",
+        python("-m", "dramatiq", "bench.noop_worker:setup", "--processes", str(processes), "--threads", str(threads)),
+        {**env, "BENCH_NOOP_QUEUE": queue},
+    )
     try:
         started = None
         while True:
@@ -77,15 +80,23 @@ def main() -> None:
 
     recreate_database(DB_URL)
     migrate(DB_URL)
-    settings = load_settings({}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12",
-                             cache_redis_url="redis://127.0.0.1:6379/13")
+    settings = load_settings(
+        {}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12", cache_redis_url="redis://127.0.0.1:6379/13"
+    )
     redis.Redis.from_url(settings.redis_url).flushdb()
-    env = {**settings_env(settings), "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:6]}", "LOG_LEVEL": "INFO",
-           "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "LISTENER_BATCH_BLOCKS": "100", "POLL_INTERVAL": "0.2"}
+    env = {
+        **settings_env(settings),
+        "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:6]}",
+        "LOG_LEVEL": "INFO",
+        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+        "LISTENER_BATCH_BLOCKS": "100",
+        "POLL_INTERVAL": "0.2",
+    }
 
     t0 = time.monotonic()
-    sim_proc, url = start_simulator("--history-blocks", str(args.blocks), "--ops-per-block", str(args.ops_per_block),
-                                    "--paused")
+    sim_proc, url = start_simulator(
+        "--history-blocks", str(args.blocks), "--ops-per-block", str(args.ops_per_block), "--paused"
+    )
     sim = Simulator(url)
     status = sim.status()
     expected = len(sim.truth()["operations"])
@@ -106,8 +117,10 @@ def main() -> None:
             listener.stop()
             worker.stop()
         rate = expected / elapsed
-        print(f"end to end: {expected} operations in {elapsed:.1f}s = {rate:,.0f} operations/s "
-              f"({args.blocks / elapsed:,.0f} blocks/s)")
+        print(
+            f"end to end: {expected} operations in {elapsed:.1f}s = {rate:,.0f} operations/s "
+            f"({args.blocks / elapsed:,.0f} blocks/s)"
+        )
         print(f"ratio to the no-op ceiling: {rate / ceiling:.0%}")
     finally:
         sim_proc.stop()

@@ -7,7 +7,7 @@ the environment. The README lists every variable with its default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -45,14 +45,23 @@ class Settings:
     cache_socket_timeout: float = 0.05
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
     log_level: str = "INFO"
+    bench_routes: bool = False  # serve /bench/constant (bench/api.py's ceiling); never in production
 
     @property
     def solidity_url(self) -> str:
         return self.tron_solidity_url or self.tron_node_url
 
 
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 # name in Settings -> (environment variable, parser)
-_ENV: dict[str, tuple[str, type]] = {
+_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "database_url": ("DATABASE_URL", str),
     "redis_url": ("REDIS_URL", str),
     "cache_redis_url": ("CACHE_REDIS_URL", str),
@@ -77,6 +86,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
     "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
     "log_level": ("LOG_LEVEL", str),
+    "bench_routes": ("BENCH_ROUTES", _flag),
 }
 
 
@@ -91,7 +101,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         try:
             values[name] = kind(raw)
         except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+            raise ConfigError(
+                f"{var}={raw!r} is not a valid {getattr(kind, '__name__', 'value').lstrip('_')}"
+            ) from None
     accounts = env.get("POOL_ACCOUNTS", "")
     values["pool_accounts"] = tuple(a.strip() for a in accounts.split(",") if a.strip())
     start = env.get("START_BLOCK", "").strip()

@@ -106,4 +106,3 @@ class NodeAdapter:
                 # The two calls are not atomic: the node may not have indexed the infos yet.
                 log.warning("block %s: %s (attempt %d)", num, exc, attempt + 1)
         raise NodeUnavailable(f"block {num}: TransactionInfo incomplete")
-

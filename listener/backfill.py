@@ -92,9 +92,11 @@ class BackfillStore(PgStore):
 
     def position(self) -> int | None:
         """The last block done, or None before the first batch."""
-        row = self._connection().execute(
-            "SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,))
+            .fetchone()
+        )
         return row[0] if row else None
 
     def advance(self, block_num: int, block_id: str) -> None:

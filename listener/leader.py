@@ -126,9 +126,11 @@ class Lease:
     def holder_info(self) -> str:
         """Who took the lease last, for the standby's log line; best effort."""
         try:
-            row = self._connect().execute(
-                "SELECT holder, term FROM listener_terms WHERE name = %s", (self.name,)
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute("SELECT holder, term FROM listener_terms WHERE name = %s", (self.name,))
+                .fetchone()
+            )
         except psycopg.Error:
             return "unknown"
         return f"{row[0]}, term {row[1]}" if row else "nobody yet"

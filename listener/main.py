@@ -69,15 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start = bf.add_mutually_exclusive_group(required=True)
     start.add_argument("--from-block", type=int, metavar="A", help="first block of the range")
-    start.add_argument("--since", metavar="DATE",
-                       help="first block at or after this date/time, UTC unless given (2025-01-01[T12:00])")
+    start.add_argument(
+        "--since", metavar="DATE", help="first block at or after this date/time, UTC unless given (2025-01-01[T12:00])"
+    )
     bf.add_argument("--to-block", type=int, metavar="B", help="last block of the range (default: the head)")
-    bf.add_argument("--account", action="append", default=[], metavar="T...",
-                    help="account to backfill (repeatable; default: every pool account)")
+    bf.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="T...",
+        help="account to backfill (repeatable; default: every pool account)",
+    )
     bf.add_argument("--add-account", action="store_true", help="add the --account(s) to pool_accounts first")
     bf.add_argument("--label", default=None, help="label for accounts added with --add-account")
-    bf.add_argument("--rate", type=float, default=None, metavar="REQ_PER_S",
-                    help="node requests per second (default: TRON_REQUESTS_PER_SECOND; 0 = no limit)")
+    bf.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="REQ_PER_S",
+        help="node requests per second (default: TRON_REQUESTS_PER_SECOND; 0 = no limit)",
+    )
     return parser
 
 
@@ -153,7 +164,9 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         feed.start()
     log.info(
         "listener started: node %s, queue %s, wake-up feed %s",
-        settings.tron_node_url, settings.queue_name, settings.tron_ws_url or "off (polling only)",
+        settings.tron_node_url,
+        settings.queue_name,
+        settings.tron_ws_url or "off (polling only)",
     )
     try:
         leader.run(active)
@@ -241,14 +254,23 @@ def _run_range(
     rate = args.rate if args.rate is not None else settings.tron_requests_per_second
     log.info(
         "backfill %s: blocks %d..%s for %d account(s), %s",
-        name, start, "head" if args.to_block is None else args.to_block, len(accounts),
+        name,
+        start,
+        "head" if args.to_block is None else args.to_block,
+        len(accounts),
         f"{rate:g} requests/s" if rate else "no request limit",
     )
     backfill = Backfill(
-        adapter, store, BrokerSink(broker, settings.queue_name),
-        accounts=accounts, start=start, end=args.to_block, batch_blocks=settings.listener_batch_blocks,
+        adapter,
+        store,
+        BrokerSink(broker, settings.queue_name),
+        accounts=accounts,
+        start=start,
+        end=args.to_block,
+        batch_blocks=settings.listener_batch_blocks,
         settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
-        poll_interval=settings.poll_interval, stop=stop,
+        poll_interval=settings.poll_interval,
+        stop=stop,
     )
     try:
         result = backfill.run()

@@ -37,9 +37,11 @@ class PgStore:
 
     def load_checkpoint(self) -> tuple[int, str | None] | None:
         """(block number, block id) of the last processed block, or None before the first run."""
-        row = self._connection().execute(
-            "SELECT block_num, block_id FROM listener_checkpoint WHERE name = %s", (self.name,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT block_num, block_id FROM listener_checkpoint WHERE name = %s", (self.name,))
+            .fetchone()
+        )
         return (row[0], row[1]) if row else None
 
     def save_checkpoint(
@@ -65,9 +67,11 @@ class PgStore:
             conn.execute("DELETE FROM recent_blocks WHERE block_num < %s", (solid - 100,))
 
     def recent_block_id(self, block_num: int) -> str | None:
-        row = self._connection().execute(
-            "SELECT block_id FROM recent_blocks WHERE block_num = %s", (block_num,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT block_id FROM recent_blocks WHERE block_num = %s", (block_num,))
+            .fetchone()
+        )
         return row[0] if row else None
 
     def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]:
@@ -90,9 +94,13 @@ class PgStore:
         return sorted((num, block_id) for num, block_id in gone)
 
     def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]:
-        rows = self._connection().execute(
-            "SELECT block_num, block_id FROM recent_blocks WHERE block_num > %s ORDER BY block_num", (ancestor,)
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT block_num, block_id FROM recent_blocks WHERE block_num > %s ORDER BY block_num", (ancestor,)
+            )
+            .fetchall()
+        )
         return [(num, block_id) for num, block_id in rows]
 
     def _move_checkpoint(self, conn: psycopg.Connection, block_num: int, block_id: str | None) -> None:
@@ -106,8 +114,7 @@ class PgStore:
         with conn.transaction():
             for issue in issues:
                 conn.execute(
-                    "INSERT INTO ingest_errors (block_num, tx_id, message) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
+                    "INSERT INTO ingest_errors (block_num, tx_id, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                     (issue.block_num, issue.tx_id, issue.message),
                 )
 

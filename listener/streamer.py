@@ -246,7 +246,12 @@ class Streamer:
         eta = f"{behind / rate:.0f}s" if rate > 0 and behind > 0 else "-"
         log.info(
             "block %s / head %s (%s behind), %.1f blocks/s, %d operations, ETA %s",
-            checkpoint, head, behind, rate, self.progress.operations, eta,
+            checkpoint,
+            head,
+            behind,
+            rate,
+            self.progress.operations,
+            eta,
         )
         self._last_progress = now
 
@@ -261,6 +266,10 @@ class Streamer:
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning(
                 "cycle failed (%d in a row): %s: %s; retrying in %.1fs from block %s",
-                self._failures, exc.__class__.__name__, exc, delay, self.progress.checkpoint + 1,
+                self._failures,
+                exc.__class__.__name__,
+                exc,
+                delay,
+                self.progress.checkpoint + 1,
             )
         self._sleep(delay)

@@ -126,8 +126,9 @@ class WakeupFeed:
             # Logged, never fatal: the poll does the work anyway. Every 100th after the first
             # few, so a feed that only speaks garbage cannot flood the log.
             if self.malformed <= 3 or self.malformed % 100 == 0:
-                log.warning("wake-up feed: ignoring malformed message (%d so far): %s: %.120r",
-                            self.malformed, exc, data)
+                log.warning(
+                    "wake-up feed: ignoring malformed message (%d so far): %s: %.120r", self.malformed, exc, data
+                )
             return
         self.messages += 1
         if isinstance(trigger, BlockTrigger):
@@ -140,8 +141,11 @@ class WakeupFeed:
         delay *= random.uniform(0.5, 1.0)  # jitter: many listeners must not reconnect in step
         # Once per burst: the first failure says what happened; the rest of the burst is quiet.
         if failures == 1:
-            log.warning("wake-up feed %s: %s; reconnecting with backoff (polling every POLL_INTERVAL meanwhile)",
-                        self.url, reason)
+            log.warning(
+                "wake-up feed %s: %s; reconnecting with backoff (polling every POLL_INTERVAL meanwhile)",
+                self.url,
+                reason,
+            )
         else:
             log.debug("wake-up feed %s: %s (failure %d); next try in %.1fs", self.url, reason, failures, delay)
         self._stop.wait(delay)

@@ -68,9 +68,7 @@ class Forker:
             if index > 0:
                 carried = self._carry(old[index - 1], index == depth, visible, timestamp)
             recent = [*ancestors, *new][-REF_WINDOW:]
-            block = self._generator.build_block(
-                first + index, timestamp, parent, recent, carried, witness_shift=1
-            )
+            block = self._generator.build_block(first + index, timestamp, parent, recent, carried, witness_shift=1)
             new.append(block)
             visible.add(_ref_key(block))
             parent, previous_ms = block.block_id, timestamp

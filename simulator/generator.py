@@ -214,8 +214,16 @@ class ChainGenerator:
             else:
                 info = TxInfo(fee=267_000, receipt={"net_fee": 267_000})  # bandwidth paid in TRX
             return self._envelope(
-                "TransferContract", value, now_ms, number, parent_id, refs, success=True, info=info,
-                permission_id=0, fee_limit=None,
+                "TransferContract",
+                value,
+                now_ms,
+                number,
+                parent_id,
+                refs,
+                success=True,
+                info=info,
+                permission_id=0,
+                fee_limit=None,
             )
         token = rng.choice(self._tokens)
         amount = int(10 ** rng.uniform(4, 11))
@@ -241,8 +249,16 @@ class ChainGenerator:
             res_message="" if success else REVERT_MESSAGE,
         )
         return self._envelope(
-            "TriggerSmartContract", value, now_ms, number, parent_id, refs, success=success, info=info,
-            permission_id=0, fee_limit=rng.choice((100_000_000, 150_000_000, 225_000_000)),
+            "TriggerSmartContract",
+            value,
+            now_ms,
+            number,
+            parent_id,
+            refs,
+            success=success,
+            info=info,
+            permission_id=0,
+            fee_limit=rng.choice((100_000_000, 150_000_000, 225_000_000)),
         )
 
     def _envelope(
@@ -309,4 +325,3 @@ class ChainGenerator:
             success=success,
             info=info,
         )
-

@@ -83,9 +83,7 @@ class StakePlanner:
     def plan_own(self, account: StakeAccount, now_ms: int, receivers: Sequence[str]) -> OpPlan:
         """Any stake operation owned by `account`; freeze is always possible, so this never fails."""
         options: list[tuple[str, int]] = [("freeze", 22), ("legacy_freeze", 1)]
-        if account.pending_lots(now_ms) < MAX_UNFREEZE_LOTS and any(
-            account.available(r) > 0 for r in account.frozen
-        ):
+        if account.pending_lots(now_ms) < MAX_UNFREEZE_LOTS and any(account.available(r) > 0 for r in account.frozen):
             options.append(("unfreeze", 14))
         if any(account.available(r) >= MIN_STAKE for r in DELEGATABLE):
             options.append(("delegate", 24))

@@ -99,8 +99,12 @@ def redis_clean(settings: Settings) -> Iterator[tuple[redis.Redis, redis.Redis]]
 
 @pytest.fixture
 def env(settings: Settings, clean_db: str, redis_clean: object) -> dict[str, str]:
-    return {**settings_env(settings), "QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}", "POLL_INTERVAL": "0.1",
-            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS)}
+    return {
+        **settings_env(settings),
+        "QUEUE_NAME": f"e2e-{uuid.uuid4().hex[:8]}",
+        "POLL_INTERVAL": "0.1",
+        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+    }
 
 
 @pytest.fixture

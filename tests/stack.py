@@ -85,9 +85,25 @@ def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int 
     """The web process as the Procfile runs it (granian, WSGI, app factory)."""
     proc = Proc(
         "web",
-        python("-m", "granian", "--interface", "wsgi", "--factory", "web.app:create_app", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers), "--blocking-threads", str(threads),
-               "--backpressure", str(threads), "--no-ws"),
+        python(
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--factory",
+            "web.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            str(threads),
+            "--backpressure",
+            str(threads),
+            "--no-ws",
+        ),
         env,
     )
     wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health/live"), 30, "the web server")

@@ -549,8 +549,13 @@ def test_ready_is_503_when_redis_is_unreachable(settings: Settings, clean_db: st
     assert body["checks"]["redis"] == {"ok": False, "error": "ConnectionError"}
 
 
-def test_constant_route(client: FlaskClient) -> None:
-    assert get_json(client, "/bench/constant") == {"success": True, "data": {"constant": True}}
+def test_constant_route_only_when_benchmarking(client: FlaskClient, settings: Settings) -> None:
+    get_json(client, "/bench/constant", 404)
+    bench = create_app(replace(settings, bench_routes=True))
+    try:
+        assert get_json(bench.test_client(), "/bench/constant") == {"success": True, "data": {"constant": True}}
+    finally:
+        close_app(bench)
 
 
 def test_unknown_route_and_method_are_json(client: FlaskClient) -> None:

@@ -93,8 +93,16 @@ class MemoryBackfillStore:
 
 
 def _walk(adapter: StubAdapter, store: MemoryBackfillStore, sink: ListSink, **kw: Any) -> Backfill:
-    return Backfill(adapter, store, sink, accounts=[OWNER], batch_blocks=10,  # type: ignore[arg-type]
-                    poll_interval=0.01, progress=ProgressLine(io.StringIO()), **kw)
+    return Backfill(
+        adapter,
+        store,
+        sink,
+        accounts=[OWNER],
+        batch_blocks=10,  # type: ignore[arg-type]
+        poll_interval=0.01,
+        progress=ProgressLine(io.StringIO()),
+        **kw,
+    )
 
 
 def test_walks_the_range_in_batches_and_checkpoints_each() -> None:
@@ -134,8 +142,17 @@ def test_a_range_past_the_head_is_refused() -> None:
 
 def truth_in_range(sim: Simulator, account: str, lo: int, hi: int) -> set[Row]:
     return {
-        (op["tx_id"], op["op_index"], op["kind"], op["resource"], op["amount"],
-         op["receiver_address"], op["lock"], op["lock_period"], op["status"])
+        (
+            op["tx_id"],
+            op["op_index"],
+            op["kind"],
+            op["resource"],
+            op["amount"],
+            op["receiver_address"],
+            op["lock"],
+            op["lock_period"],
+            op["status"],
+        )
         for op in sim.truth(account)["operations"]
         if lo <= op["block_num"] <= hi
     }
@@ -177,11 +194,22 @@ def backfill_position(url: str) -> int:
 
 
 def _stack(settings: Settings, procs: list[Proc], history: int) -> tuple[Simulator, dict[str, str]]:
-    sim_proc, url = start_simulator("--history-blocks", str(history), "--ops-per-block", "2", "--paused",
-                                    "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    sim_proc, url = start_simulator(
+        "--history-blocks",
+        str(history),
+        "--ops-per-block",
+        "2",
+        "--paused",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
     procs.append(sim_proc)
-    env = {**settings_env(settings), "QUEUE_NAME": f"bf-{uuid.uuid4().hex[:8]}", "TRON_NODE_URL": url,
-           "LISTENER_BATCH_BLOCKS": "20"}
+    env = {
+        **settings_env(settings),
+        "QUEUE_NAME": f"bf-{uuid.uuid4().hex[:8]}",
+        "TRON_NODE_URL": url,
+        "LISTENER_BATCH_BLOCKS": "20",
+    }
     procs.append(start_worker(env))
     return Simulator(url), env
 

@@ -13,8 +13,17 @@ from tests.test_pipeline import assert_ledger_matches_truth, checkpoint
 
 
 def _run_pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_args: str) -> Simulator:
-    sim_proc, url = start_simulator("--block-interval", "0.3", "--history-blocks", "60", "--ops-per-block", "3",
-                                    "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds), *sim_args)
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.3",
+        "--history-blocks",
+        "60",
+        "--ops-per-block",
+        "3",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+        *sim_args,
+    )
     procs.append(sim_proc)
     sim = Simulator(url)
     env.update({"TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["head"] - 59), "TRON_TIMEOUT_SECONDS": "2"})
@@ -57,8 +66,9 @@ def test_node_faults_delay_but_never_lose_or_double(
 ) -> None:
     # Given a node that answers a third of the requests with this fault
     rate = "0.1" if kind == "rate_limit" else "0.35"
-    sim = _run_pipeline(settings, env, procs, "--fault-rate", rate, "--faults", kind, "--suspend-seconds", "1",
-                        "--timeout-seconds", "3")
+    sim = _run_pipeline(
+        settings, env, procs, "--fault-rate", rate, "--faults", kind, "--suspend-seconds", "1", "--timeout-seconds", "3"
+    )
     # When the listener has caught up and followed the head for a while
     wait_until(lambda: checkpoint(settings.database_url) >= sim.status()["head"] - 2, 120, "catch-up")
     sim.produce(10)

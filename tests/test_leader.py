@@ -161,14 +161,29 @@ def test_standby_takes_over_from_a_killed_active_listener(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:
     # Given a long history, a worker, and two listeners: one active, one standby
-    sim_proc, url = start_simulator("--block-interval", "0.5", "--history-blocks", "1500", "--ops-per-block", "2",
-                                    "--paused", "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.5",
+        "--history-blocks",
+        "1500",
+        "--ops-per-block",
+        "2",
+        "--paused",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
     procs.append(sim_proc)
     sim = Simulator(url)
     head = sim.status()["head"]
-    env = {**settings_env(settings), "QUEUE_NAME": f"ha-{uuid.uuid4().hex[:8]}", "POLL_INTERVAL": "0.1",
-           "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), "TRON_NODE_URL": url, "START_BLOCK": str(head - 1499),
-           "LISTENER_BATCH_BLOCKS": "20"}
+    env = {
+        **settings_env(settings),
+        "QUEUE_NAME": f"ha-{uuid.uuid4().hex[:8]}",
+        "POLL_INTERVAL": "0.1",
+        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+        "TRON_NODE_URL": url,
+        "START_BLOCK": str(head - 1499),
+        "LISTENER_BATCH_BLOCKS": "20",
+    }
     procs.append(start_worker(env))
     first = start_listener(env)
     procs.append(first)

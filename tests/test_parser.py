@@ -1,8 +1,9 @@
 """Tests for the chain parser (ledger.parser), addresses and the account/trigger readers.
 
-Part 1 walks every file in the shared TRON fixtures folder against an explicit table, so a new
-fixture fails until someone classifies it. Part 2 checks each parsing rule on real fixture data,
-edited where a rule needs a variant (the edits keep the fixtures' shapes).
+Part 1 walks every file in tests/fixtures/tron/ (real chain samples; SOURCES.md there says where
+each came from) against an explicit table, so a new fixture fails until someone classifies it.
+Part 2 checks each parsing rule on real fixture data, edited where a rule needs a variant (the
+edits keep the fixtures' shapes).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from ledger.parser import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("TRON_FIXTURES_DIR", REPO.parent / "shared" / "fixtures" / "tron"))
+FIXTURES = REPO / "tests" / "fixtures" / "tron"
 
 # File names used by more than one test.
 BLOCK_UNDELEGATE = "mainnet_getblockbynum_67674988_trimmed_undelegateresource.json"

@@ -23,8 +23,15 @@ Row = tuple[Any, ...]
 def truth_rows(sim: Simulator, account: str) -> set[Row]:
     return {
         (
-            op["tx_id"], op["op_index"], op["kind"], op["resource"], op["amount"],
-            op["receiver_address"], op["lock"], op["lock_period"], op["status"],
+            op["tx_id"],
+            op["op_index"],
+            op["kind"],
+            op["resource"],
+            op["amount"],
+            op["receiver_address"],
+            op["lock"],
+            op["lock_period"],
+            op["status"],
         )
         for op in sim.truth(account)["operations"]
     }
@@ -49,11 +56,23 @@ def walk(client: FlaskClient, path: str, account: str) -> list[dict[str, Any]]:
 def ledger_rows(client: FlaskClient, account: str) -> list[Row]:
     rows = []
     for r in walk(client, "/api/stake/records", account):
-        rows.append((r["tx_id"], r["op_index"], r["operation_type"], r["resource"], r["amount"], None, False, 0,
-                     r["status"]))
+        rows.append(
+            (r["tx_id"], r["op_index"], r["operation_type"], r["resource"], r["amount"], None, False, 0, r["status"])
+        )
     for r in walk(client, "/api/delegate/records", account):
-        rows.append((r["tx_id"], r["op_index"], r["operation_type"], r["resource"], r["amount"],
-                     r["receiver_address"], r["lock"], r["lock_period"], r["status"]))
+        rows.append(
+            (
+                r["tx_id"],
+                r["op_index"],
+                r["operation_type"],
+                r["resource"],
+                r["amount"],
+                r["receiver_address"],
+                r["lock"],
+                r["lock_period"],
+                r["status"],
+            )
+        )
     return rows
 
 
@@ -83,12 +102,18 @@ def assert_ledger_matches_truth(settings: Settings, sim: Simulator, env: dict[st
         assert len(rows) == len(set(rows)), "a record appears twice"
 
 
-def test_simulated_chain_lands_in_the_api_exactly(
-    settings: Settings, env: dict[str, str], procs: list[Proc]
-) -> None:
+def test_simulated_chain_lands_in_the_api_exactly(settings: Settings, env: dict[str, str], procs: list[Proc]) -> None:
     # Given a chain with history and live blocks, a worker and a listener from its first block
-    sim_proc, url = start_simulator("--block-interval", "0.2", "--history-blocks", "120", "--ops-per-block", "2",
-                                    "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.2",
+        "--history-blocks",
+        "120",
+        "--ops-per-block",
+        "2",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
     procs.append(sim_proc)
     sim = Simulator(url)
     first = sim.status()["head"] - 119
@@ -109,8 +134,17 @@ def test_listener_killed_mid_catch_up_leaves_no_gap_and_no_duplicate(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
     # Given a long history and a listener that checkpoints every 20 blocks
-    sim_proc, url = start_simulator("--block-interval", "0.5", "--history-blocks", "1500", "--ops-per-block", "2",
-                                    "--paused", "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.5",
+        "--history-blocks",
+        "1500",
+        "--ops-per-block",
+        "2",
+        "--paused",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
     procs.append(sim_proc)
     sim = Simulator(url)
     head = sim.status()["head"]

@@ -101,23 +101,34 @@ def _start(*args: str) -> Iterator[Sim]:
 def rich() -> Iterator[Sim]:
     yield from _start(
         "--paused",
-        "--seed", "7",
-        "--history-blocks", "80",
-        "--ops-per-block", "5",
-        "--failure-rate", "0.1",
-        "--unfreeze-delay-seconds", "30",
+        "--seed",
+        "7",
+        "--history-blocks",
+        "80",
+        "--ops-per-block",
+        "5",
+        "--failure-rate",
+        "0.1",
+        "--unfreeze-delay-seconds",
+        "30",
     )
 
 
 @pytest.fixture(scope="module")
 def quiet() -> Iterator[Sim]:
     yield from _start(
-        "--seed", "3",
-        "--history-blocks", "40",
-        "--ops-per-block", "0",
-        "--noise-per-block", "0",
-        "--block-interval", "0.1",
-        "--solid-lag", "5",
+        "--seed",
+        "3",
+        "--history-blocks",
+        "40",
+        "--ops-per-block",
+        "0",
+        "--noise-per-block",
+        "0",
+        "--block-interval",
+        "0.1",
+        "--solid-lag",
+        "5",
     )
 
 
@@ -129,9 +140,9 @@ def chain(rich: Sim) -> dict[str, Any]:
     for start in range(START, status["head"] + 1, 100):
         end = min(start + 100, status["head"] + 1)
         blocks += rich.post("/wallet/getblockbylimitnext", {"startNum": start, "endNum": end})["block"]
-        blocks_visible += rich.post(
-            "/wallet/getblockbylimitnext", {"startNum": start, "endNum": end, "visible": True}
-        )["block"]
+        blocks_visible += rich.post("/wallet/getblockbylimitnext", {"startNum": start, "endNum": end, "visible": True})[
+            "block"
+        ]
     infos = {}
     for block in blocks:
         for info in rich.post("/wallet/gettransactioninfobyblocknum", {"num": _num(block)}):
@@ -391,8 +402,11 @@ def test_truth_matches_blocks_and_infos(chain: dict[str, Any], rich: Sim) -> Non
     assert {row["status"] for row in expected} == {"confirmed", "pending", "failed"}
     # Delegations TO a tracked account from an untracked one, and stake by untracked accounts.
     assert any(r["owner_address"] not in tracked and r["receiver_address"] in tracked for r in expected)
-    owners = {_b58(_value(tx)["owner_address"]) for _, tx in _txs(chain["blocks"])
-              if tx["raw_data"]["contract"][0]["type"] in STAKE_TYPES}
+    owners = {
+        _b58(_value(tx)["owner_address"])
+        for _, tx in _txs(chain["blocks"])
+        if tx["raw_data"]["contract"][0]["type"] in STAKE_TYPES
+    }
     assert owners - tracked
 
 

@@ -40,8 +40,19 @@ TRIGGER_KEYS = [
 @pytest.fixture(scope="module")
 def forky() -> Iterator[Sim]:
     yield from _start(
-        "--paused", "--seed", "21", "--history-blocks", "40", "--ops-per-block", "6",
-        "--solid-lag", "8", "--unfreeze-delay-seconds", "30", "--failure-rate", "0.05",
+        "--paused",
+        "--seed",
+        "21",
+        "--history-blocks",
+        "40",
+        "--ops-per-block",
+        "6",
+        "--solid-lag",
+        "8",
+        "--unfreeze-delay-seconds",
+        "30",
+        "--failure-rate",
+        "0.05",
     )
 
 
@@ -53,8 +64,22 @@ def streaming() -> Iterator[Sim]:
 @pytest.fixture(scope="module")
 def wild() -> Iterator[Sim]:
     yield from _start(
-        "--seed", "9", "--history-blocks", "20", "--solid-lag", "6", "--block-interval", "0.05",
-        "--fork-rate", "0.3", "--fork-depth", "4", "--ops-per-block", "1", "--noise-per-block", "1",
+        "--seed",
+        "9",
+        "--history-blocks",
+        "20",
+        "--solid-lag",
+        "6",
+        "--block-interval",
+        "0.05",
+        "--fork-rate",
+        "0.3",
+        "--fork-depth",
+        "4",
+        "--ops-per-block",
+        "1",
+        "--noise-per-block",
+        "1",
     )
 
 

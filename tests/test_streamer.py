@@ -15,9 +15,17 @@ OWNER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 
 def _op(num: int, block_id: str) -> Operation:
     return Operation(
-        tx_id=f"{num:064x}", op_index=0, block_num=num, block_id=block_id, tx_index=0,
-        block_time_ms=num * 3000, contract_type="FreezeBalanceV2Contract", kind="freeze",
-        owner_address=OWNER, resource="ENERGY", amount=num,
+        tx_id=f"{num:064x}",
+        op_index=0,
+        block_num=num,
+        block_id=block_id,
+        tx_index=0,
+        block_time_ms=num * 3000,
+        contract_type="FreezeBalanceV2Contract",
+        kind="freeze",
+        owner_address=OWNER,
+        resource="ENERGY",
+        amount=num,
     )
 
 
@@ -54,8 +62,12 @@ class StubAdapter:
         self.exports.append((start, end))
         return [
             BlockParse(
-                number=n, block_id=self._id(n), parent_hash=self._id(n - 1), timestamp_ms=n * 3000,
-                operations=[_op(n, self._id(n))], issues=[ParseIssue(n, "ab" * 32, "bad")] if n == 7 else [],
+                number=n,
+                block_id=self._id(n),
+                parent_hash=self._id(n - 1),
+                timestamp_ms=n * 3000,
+                operations=[_op(n, self._id(n))],
+                issues=[ParseIssue(n, "ab" * 32, "bad")] if n == 7 else [],
             )
             for n in range(start, end)
         ]
@@ -216,7 +228,7 @@ def test_fork_rolls_back_to_the_common_ancestor_and_reprocesses_the_new_branch(d
     assert store.orphaned == gone
     assert store.checkpoint == 101 and store.checkpoint_id == _block_id(101, "b")
     republished = [op.block_id for op in sink.ops if op.block_num >= 101 - depth]
-    assert republished[-(depth + 1):] == [_block_id(n, "b") for n in range(101 - depth, 102)]
+    assert republished[-(depth + 1) :] == [_block_id(n, "b") for n in range(101 - depth, 102)]
     assert streamer.progress.forks == 1
 
 

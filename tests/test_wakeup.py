@@ -47,11 +47,16 @@ class ScriptedWsServer:
             request = b""
             while b"\r\n\r\n" not in request:
                 request += sock.recv(4096)
-            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key:"))
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
             accept = base64.b64encode(hashlib.sha1(key + WS_GUID.encode()).digest())
-            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            sock.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
             with self._lock:
                 self.clients.append(sock)
 
@@ -76,12 +81,19 @@ class ScriptedWsServer:
 
 
 def trigger(number: int, removed: bool = False) -> str:
-    return orjson.dumps({
-        "timeStamp": 1_700_000_000_000 + number * 3000, "triggerName": "blockTrigger", "blockNumber": number,
-        "blockHash": f"{number:016x}" + "0" * 48, "parentHash": f"{number - 1:016x}" + "0" * 48,
-        "transactionSize": 0, "latestSolidifiedBlockNumber": number - 19, "removed": removed,
-        "transactionList": [],
-    }).decode()
+    return orjson.dumps(
+        {
+            "timeStamp": 1_700_000_000_000 + number * 3000,
+            "triggerName": "blockTrigger",
+            "blockNumber": number,
+            "blockHash": f"{number:016x}" + "0" * 48,
+            "parentHash": f"{number - 1:016x}" + "0" * 48,
+            "transactionSize": 0,
+            "latestSolidifiedBlockNumber": number - 19,
+            "removed": removed,
+            "transactionList": [],
+        }
+    ).decode()
 
 
 @pytest.fixture
@@ -165,8 +177,14 @@ def main_checkpoint(url: str) -> int:
 
 
 def _env(settings: Settings, url: str, **extra: str) -> dict[str, str]:
-    return {**settings_env(settings), "QUEUE_NAME": f"ws-{uuid.uuid4().hex[:8]}", "TRON_NODE_URL": url,
-            "TRON_WS_URL": url.replace("http://", "ws://") + "/ws", "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS), **extra}
+    return {
+        **settings_env(settings),
+        "QUEUE_NAME": f"ws-{uuid.uuid4().hex[:8]}",
+        "TRON_NODE_URL": url,
+        "TRON_WS_URL": url.replace("http://", "ws://") + "/ws",
+        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+        **extra,
+    }
 
 
 def test_push_bounds_freshness_not_the_poll_interval(
@@ -193,9 +211,18 @@ def test_feed_dropped_repeatedly_loses_nothing(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:
     # Given a live chain whose feed closes every connection every 0.3 s, a worker and a listener
-    sim_proc, url = start_simulator("--block-interval", "0.2", "--history-blocks", "100", "--ops-per-block", "2",
-                                    "--ws-drop-every", "0.3",
-                                    "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.2",
+        "--history-blocks",
+        "100",
+        "--ops-per-block",
+        "2",
+        "--ws-drop-every",
+        "0.3",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
     procs.append(sim_proc)
     sim = Simulator(url)
     env = _env(settings, url, POLL_INTERVAL="2", START_BLOCK=str(sim.status()["head"] - 99))

@@ -9,11 +9,8 @@ the PostgreSQL pool and the Redis client are made after the fork, once per proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from flask import Flask, current_app
+from flask import Flask
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
 
 from ledger.cache import PageCache, create_cache_client
 from ledger.config import Settings, load_settings
@@ -21,30 +18,17 @@ from ledger.db import create_pool
 from ledger.logs import setup_logging
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
+from web.resources import Resources
 from web.responses import OrjsonProvider
 
 # Per process. granian runs the views on its blocking threads (4 per worker in the Procfile), and a
-# view holds at most one connection, so more would sit idle; STACK-NOTES section 3 sizes the pool
-# to the request threads.
+# view holds at most one connection, so more would sit idle: the pool is sized to the request threads
+# (psycopg-pool docs: connections beyond the threads that can use them only hold server memory).
 WEB_POOL_SIZE = 4
 
 # Server-side settings for the web's sessions: timestamps in UTC (so JSON carries "Z"), no query
 # left running after its client has long gone, and no writes by accident.
 _SESSION_OPTIONS = "-c TimeZone=UTC -c statement_timeout=5000 -c default_transaction_read_only=on"
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What the views use, made once per process by `create_app`."""
-
-    settings: Settings
-    pool: ConnectionPool
-    pages: PageCache
-    accounts: AccountDirectory
-
-
-def resources() -> Resources:
-    return current_app.extensions["ledger"]  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -66,14 +50,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     # Imported here so that importing web.app stays cheap and free of side effects.
-    from web.bench import bp as bench_bp
     from web.deadletters import bp as deadletters_bp
     from web.health import bp as health_bp
     from web.records import bp as records_bp
     from web.summary import bp as summary_bp
 
-    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, bench_bp):
+    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp):
         app.register_blueprint(blueprint)
+    if settings.bench_routes:
+        from web.bench import bp as bench_bp
+
+        app.register_blueprint(bench_bp)
     register_error_handlers(app)
     return app
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ledger.deadletters import get_dead_letter, list_dead_letters
-from web.app import resources
 from web.params import int_param
 from web.pg import read_connection
+from web.resources import resources
 from web.responses import bad_request, json_response, not_found
 
 bp = Blueprint("deadletters", __name__)

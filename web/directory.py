@@ -50,4 +50,3 @@ class AccountDirectory:
                 self._known[account.address] = account
                 self._unknown.pop(normal, None)
         return account
-

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response
 
-from web.app import resources
 from web.pg import read_connection
+from web.resources import resources
 from web.responses import json_response
 
 bp = Blueprint("health", __name__)

@@ -13,11 +13,11 @@ from math import ceil
 from flask import Blueprint, Response, request
 
 from ledger.cache import Fill
-from web.app import resources
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.params import parse_limit, parse_page, resolve_account
 from web.pg import read_connection
 from web.queries import KINDS, RecordPage, fetch_records
+from web.resources import resources
 from web.responses import bad_request, dumps
 
 bp = Blueprint("records", __name__)

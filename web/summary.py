@@ -8,10 +8,10 @@ from math import ceil
 from flask import Blueprint, Response
 
 from ledger.cache import Fill
-from web.app import resources
 from web.params import resolve_account
 from web.pg import read_connection
 from web.queries import fetch_summary
+from web.resources import resources
 from web.responses import dumps
 
 bp = Blueprint("summary", __name__)

@@ -1,0 +1,30 @@
+"""What the views use, made once per process by `create_app` and reached through `resources()`.
+
+Kept apart from `web.app` so that blueprints import this module, not the factory that imports them
+(the same split as Flask's tutorial, where views call `get_db()` from `flaskr.db`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from psycopg_pool import ConnectionPool
+
+from ledger.cache import PageCache
+from ledger.config import Settings
+from web.directory import AccountDirectory
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the views use, made once per process by `create_app`."""
+
+    settings: Settings
+    pool: ConnectionPool
+    pages: PageCache
+    accounts: AccountDirectory
+
+
+def resources() -> Resources:
+    return current_app.extensions["ledger"]  # type: ignore[no-any-return]

@@ -21,4 +21,4 @@ def setup() -> None:
     settings = load_settings()
     broker = create_broker(settings.redis_url)
     dramatiq.set_broker(broker)
-    dramatiq.actor(noop, actor_name="noop", queue_name=os.environ["BENCH_NOOP_QUEUE"], broker=broker, max_retries=0)
+    dramatiq.actor(actor_name="noop", queue_name=os.environ["BENCH_NOOP_QUEUE"], broker=broker, max_retries=0)(noop)

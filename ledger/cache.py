@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -101,7 +102,7 @@ end
 return 1
 """
 
-_SHA = {source: hashlib.sha1(source.encode()).hexdigest() for source in (_READ, _STORE, _RELEASE)}
+_READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()
 
 # Errors that mean "Redis is not there": they open the circuit breaker.
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -175,6 +176,10 @@ class PageCache:
         local_ttl: float = 0.0,
     ) -> None:
         self.client = client
+        # Fills and releases are rare next to hits: redis-py's Script (EVALSHA, reloading the
+        # script after a Redis restart) on the pooled client is plenty.
+        self._store = client.register_script(_STORE)
+        self._release_lock = client.register_script(_RELEASE)
         # A page just read from Redis is kept in-process for `local_ttl` seconds: a hot page
         # polled by many dashboards then costs no round trip at all. The price is that an
         # invalidation reaches this process up to `local_ttl` late (0 turns it off).
@@ -213,8 +218,7 @@ class PageCache:
         token = self._token_prefix + str(next(self._tokens))
         version_key = VERSION_KEY.format(address=address)
         try:
-            version, body, locked = self._script(
-                _READ,
+            version, body, locked = self._read(
                 [version_key],
                 [PAGE_PREFIX + address + ":", suffix, token, self.lock_ms, STATS_KEY, LOCK_PREFIX],
             )
@@ -241,6 +245,7 @@ class PageCache:
         except redis.RedisError as exc:
             self._failed(exc)
             return {"hits": None, "misses": None}
+        assert isinstance(raw, list)
         return {"hits": int(raw[0] or 0), "misses": int(raw[1] or 0)}
 
     def close(self) -> None:
@@ -259,10 +264,9 @@ class PageCache:
         self._count("fills")
         if fill.stored is not None:
             try:
-                self._script(
-                    _STORE,
-                    [page_key, LOCK_PREFIX + page_key],
-                    [fill.stored, str(max(1, fill.ttl)), token],
+                self._store(
+                    keys=[page_key, LOCK_PREFIX + page_key],
+                    args=[fill.stored, str(max(1, fill.ttl)), token],
                 )
             except redis.RedisError as exc:
                 self._failed(exc)
@@ -280,7 +284,7 @@ class PageCache:
             except redis.RedisError as exc:
                 self._failed(exc)
                 break
-            if body is not None:
+            if isinstance(body, bytes):
                 self._count("coalesced")
                 return body, True
         self._count("fallbacks")
@@ -288,7 +292,7 @@ class PageCache:
 
     def _release(self, page_key: str, token: str) -> None:
         try:
-            self._script(_RELEASE, [LOCK_PREFIX + page_key], [token])
+            self._release_lock(keys=[LOCK_PREFIX + page_key], args=[token])
         except redis.RedisError as exc:
             self._failed(exc)
 
@@ -315,12 +319,16 @@ class PageCache:
             conn.disconnect()
             raise
 
-    def _script(self, source: str, keys: list[str], args: list[object]) -> list:
+    def _read(self, keys: list[str], args: list[object]) -> list[Any]:
+        # The hit path, on this thread's own connection (see the class docstring), so it cannot
+        # go through redis-py's `Script`, which calls the pooled client. Same fallback as Script.
         try:
-            return self._call("EVALSHA", _SHA[source], len(keys), *keys, *args)  # type: ignore[return-value]
+            reply = self._call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
         except NoScriptError:
             # First use after a Redis restart or SCRIPT FLUSH: EVAL loads it for next time.
-            return self._call("EVAL", source, len(keys), *keys, *args)  # type: ignore[return-value]
+            reply = self._call("EVAL", _READ, len(keys), *keys, *args)
+        assert isinstance(reply, list)
+        return reply
 
     def _failed(self, exc: redis.RedisError) -> None:
         self._count("errors")

@@ -83,7 +83,7 @@ def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
                 if path.name in done:
                     continue
                 with conn.transaction():
-                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute(path.read_text())
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.name,))
                 log.info("applied migration %s", path.name)
                 applied.append(path.name)

@@ -43,7 +43,9 @@ def record_dead_letter(
     return int(row[0])
 
 
-def list_dead_letters(conn: psycopg.Connection, *, limit: int = 50, before_id: int | None = None) -> list[dict]:
+def list_dead_letters(
+    conn: psycopg.Connection, *, limit: int = 50, before_id: int | None = None
+) -> list[dict[str, Any]]:
     """Newest first; pass the last id of a page as `before_id` for the next one (keyset paging)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -54,7 +56,7 @@ def list_dead_letters(conn: psycopg.Connection, *, limit: int = 50, before_id: i
         return [_json_safe(row) for row in cur.fetchall()]
 
 
-def get_dead_letter(conn: psycopg.Connection, dl_id: int) -> dict | None:
+def get_dead_letter(conn: psycopg.Connection, dl_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = %s", (dl_id,))
         row = cur.fetchone()
@@ -74,7 +76,7 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: in
     row = get_dead_letter(conn, dl_id)
     if row is None:
         return None
-    message = dramatiq.Message(
+    message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=row["queue_name"],
         actor_name=row["actor_name"],
         args=tuple(row["args"]),

@@ -6,6 +6,8 @@ is plain JSON, so a producer only needs this module.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
@@ -18,11 +20,11 @@ REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks
 
 def create_broker(redis_url: str, **options: object) -> RedisBroker:
     """A Redis broker for this process. Call at process start, after any fork."""
-    broker = RedisBroker(url=redis_url, **options)  # type: ignore[arg-type]
+    broker = RedisBroker(url=redis_url, **options)
     return broker
 
 
-def operation_message(op: Operation, queue_name: str) -> dramatiq.Message:
+def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=PERSIST_OPERATION,
@@ -32,7 +34,7 @@ def operation_message(op: Operation, queue_name: str) -> dramatiq.Message:
     )
 
 
-def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message:
+def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=CONFIRM_BLOCKS,
@@ -42,7 +44,7 @@ def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message:
     )
 
 
-def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.Message:
+def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=REVERT_BLOCKS,

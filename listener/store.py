@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import psycopg
 
@@ -45,7 +45,7 @@ class PgStore:
         return (row[0], row[1]) if row else None
 
     def save_checkpoint(
-        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ()
+        self, block_num: int, block_id: str, head: int, solid: int, blocks: Sequence[tuple[int, str, str]] = ()
     ) -> None:
         """Advance the checkpoint and remember the new blocks' ids; only the current term may (fencing)."""
         conn = self._connection()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Sequence
-from typing import BinaryIO
+from io import BufferedIOBase
 
 from .chain import Heights
 from .model import Block
@@ -76,7 +76,7 @@ class BlockFeed:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def serve(self, sock: socket.socket, rfile: BinaryIO, handshake: bytes) -> None:
+    def serve(self, sock: socket.socket, rfile: BufferedIOBase, handshake: bytes) -> None:
         """Answer the upgrade with `handshake` and run the connection until it closes (in the
         HTTP server's connection thread). The client is registered before the handshake goes
         out, so a block made right after the client sees the 101 is never missed."""

@@ -16,7 +16,7 @@ import queue
 import socket
 import threading
 from collections.abc import Mapping
-from typing import BinaryIO
+from io import BufferedIOBase
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # fixed by RFC 6455 section 1.3
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -71,7 +71,7 @@ class ProtocolError(Exception):
 
 
 class WsConnection:
-    def __init__(self, sock: socket.socket, rfile: BinaryIO, max_queue: int = 10_000) -> None:
+    def __init__(self, sock: socket.socket, rfile: BufferedIOBase, max_queue: int = 10_000) -> None:
         self._sock = sock
         self._rfile = rfile
         self._queue: queue.Queue[bytes] = queue.Queue(max_queue)

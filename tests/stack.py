@@ -56,7 +56,8 @@ class Simulator:
         self.http = httpx.Client(base_url=url, timeout=30)
 
     def status(self) -> dict[str, Any]:
-        return self.http.get("/sim/status").json()
+        body: dict[str, Any] = self.http.get("/sim/status").json()
+        return body
 
     def pause(self) -> None:
         self.http.post("/sim/pause")
@@ -69,7 +70,8 @@ class Simulator:
 
     def truth(self, account: str | None = None) -> dict[str, Any]:
         params = {"account": account} if account else {}
-        return self.http.get("/sim/truth", params=params).json()
+        body: dict[str, Any] = self.http.get("/sim/truth", params=params).json()
+        return body
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:

@@ -195,7 +195,7 @@ def _net_positions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "amount": int(row["amount"]),
             "lock_expire_time": row["lock_expire_time"],
         }
-    positions = []
+    positions: list[dict[str, Any]] = []
     for by_lock in pairs.values():
         unlocked, locked = by_lock.get(False), by_lock.get(True)
         if unlocked is not None and locked is not None and unlocked["amount"] < 0:

@@ -26,9 +26,10 @@ def summary(account_key: str) -> Response:
         with read_connection(res.pool) as conn:
             result = fetch_summary(conn, account.address)
         data = {"account_id": account.id, "label": account.label, **result.data}
-        payload = {"success": True, "data": data, "meta": {"source": "database"}}
+        meta = {"source": "database"}
+        payload = {"success": True, "data": data, "meta": meta}
         response = dumps(payload)
-        payload["meta"]["source"] = "cache"
+        meta["source"] = "cache"
         ttl = res.settings.cache_ttl_summary
         if result.next_change is not None:
             # A lot maturing changes withdrawable_now without any write: expire the page then.

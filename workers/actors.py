@@ -71,7 +71,7 @@ def revert_blocks(deps: Deps, blocks: Any) -> None:
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 
 
-def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor]:
+def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor[Any, None]]:
     """Declare the actors on `broker`, on the configured queue, with retries sized by settings."""
     settings = deps.settings
     options: dict[str, Any] = {
@@ -94,7 +94,7 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
         revert_blocks(deps, blocks)
 
     return {
-        PERSIST_OPERATION: dramatiq.actor(persist_operation_actor, actor_name=PERSIST_OPERATION, **options),
-        CONFIRM_BLOCKS: dramatiq.actor(confirm_blocks_actor, actor_name=CONFIRM_BLOCKS, **options),
-        REVERT_BLOCKS: dramatiq.actor(revert_blocks_actor, actor_name=REVERT_BLOCKS, **options),
+        PERSIST_OPERATION: dramatiq.actor(actor_name=PERSIST_OPERATION, **options)(persist_operation_actor),
+        CONFIRM_BLOCKS: dramatiq.actor(actor_name=CONFIRM_BLOCKS, **options)(confirm_blocks_actor),
+        REVERT_BLOCKS: dramatiq.actor(actor_name=REVERT_BLOCKS, **options)(revert_blocks_actor),
     }

@@ -1,6 +1,7 @@
 """TRON address forms: hex (`41` + 20 bytes, what nodes print by default) and base58check (`T...`).
 
-The ledger stores base58 only (TRON-NOTES section 8, fact 2); nodes and TronGrid hand us either form
+The ledger stores base58 only (java-tron prints hex unless `visible=true`,
+framework/.../services/http/Util.java); nodes and TronGrid hand us either form
 depending on `visible`, so every address is converted here, at the edge.
 """
 

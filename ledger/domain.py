@@ -30,7 +30,8 @@ CONFIRMED = "confirmed"
 FAILED = "failed"
 STATUSES = frozenset({PENDING, CONFIRMED, FAILED})
 
-# Chain constants (TRON-NOTES section 5).
+# Chain constants: BLOCK_PRODUCED_INTERVAL (common/.../config/Parameter.java), the 3-day default lock
+# (DelegateResourceActuator: lock_period 0 means 86 400 blocks), TRX_PRECISION.
 BLOCK_INTERVAL_MS = 3000
 DEFAULT_LOCK_PERIOD_BLOCKS = 86_400  # a lock without lock_period lasts 3 days
 SUN_PER_TRX = 1_000_000

@@ -1,6 +1,7 @@
 """Turn java-tron blocks (and TronGrid v1 transaction records) into ledger `Operation`s.
 
-Rules (TRON-NOTES sections 1, 3, 5 and 8; the simulator applies the same decomposition):
+Rules (java-tron's HTTP JSON printer, framework/.../services/http/JsonFormat.java and Util.java; the
+contract shapes in protocol/src/main/protos/core/contract/balance_contract.proto; TronGrid v1 records):
 - event time is the block header timestamp, never the transaction's client-set one;
 - exactly one contract per transaction; only stake contracts are parsed, others are skipped silently;
 - absent fields take their proto3 default (resource = BANDWIDTH, amounts = 0, lock = false);
@@ -148,7 +149,8 @@ class _Stake:
 
     @property
     def failed(self) -> bool:
-        # A missing contractRet is "unknown", not a failure (TRON-NOTES 1.2).
+        # A missing contractRet is "unknown", not a failure: DEFAULT=0 in Tron.proto's contractResult
+        # is the one value proto3 printing omits.
         return self.contract_ret is not None and self.contract_ret != SUCCESS
 
     @property

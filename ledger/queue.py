@@ -1,6 +1,7 @@
 """The message contract between the listener (producer) and the workers (consumers).
 
-The listener enqueues by actor name and never imports the actor code (STACK-NOTES 1.3): a message
+The listener enqueues by actor name and never imports the actor code (a Dramatiq message names its actor;
+broker.enqueue needs no actor object): a message
 is plain JSON, so a producer only needs this module.
 """
 

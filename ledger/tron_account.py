@@ -1,6 +1,7 @@
 """Account stake state from `/wallet/getaccount`, TronGrid `/v1/accounts` and `getdelegatedresourcev2`.
 
-These are the chain's own totals, read to reconcile the ledger against (TRON-NOTES section 2).
+These are the chain's own totals, read to reconcile the ledger against (java-tron docs:
+docs/api/http/account/getaccount.md, docs/api/http/stake-v2/).
 Zero values are omitted by java-tron, so every total defaults to 0 and every resource key is present.
 """
 

@@ -1,6 +1,7 @@
 """Strict readers for java-tron / TronGrid JSON values, and the errors they raise.
 
-java-tron prints proto3 messages with defaults omitted (TRON-NOTES section 1.2), so "absent" has a
+java-tron prints proto3 messages with defaults omitted (JsonFormat prints getAllFields(), which skips defaults:
+framework/src/main/java/org/tron/core/services/http/JsonFormat.java), so "absent" has a
 meaning for every field; these helpers encode those defaults once and reject anything whose type is
 wrong. Parsing modules (`parser`, `tron_account`, `tron_trigger`) build on them.
 """

@@ -1,4 +1,5 @@
-"""Event-plugin (ZeroMQ / Kafka) `blockTrigger` and `transactionTrigger` messages (TRON-NOTES section 4).
+"""Event-plugin (ZeroMQ / Kafka) `blockTrigger` and `transactionTrigger` messages
+(java-tron docs/architecture/event.md; TransactionLogTrigger.java).
 
 Only the fields a poller needs to notice new blocks and rollbacks are kept; a transaction trigger
 carries no resource or lock, so stake operations are still parsed from the block itself.

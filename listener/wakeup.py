@@ -2,7 +2,8 @@
 
 Each message only *wakes* the listener (sets an Event its idle wait is blocked on); what to index
 is still decided by polling the HTTP API from the checkpoint. So the feed may drop, repeat, reorder
-or lose messages (ZMQ and relays do: TRON-NOTES section 4) without any effect on correctness:
+or lose messages (java-tron's ZeroMQ queue drops past `sendqueuelength`: docs/architecture/event.md)
+without any effect on correctness:
 freshness is bounded by the push while it works, and by POLL_INTERVAL when it does not.
 """
 

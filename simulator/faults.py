@@ -1,6 +1,8 @@
 """The fault-injection seam: every response passes through one `ResponseFilter` before it is sent.
 
-`FaultInjector` makes the node misbehave the ways TronGrid and java-tron do (TRON-NOTES §3, §8),
+`FaultInjector` makes the node misbehave the ways TronGrid and java-tron do (TronGrid rate limits:
+developers.tron.network/reference/rate-limits; errors as HTTP 200 `{"Error": ...}`: java-tron
+framework/src/main/java/org/tron/core/services/http/Util.java),
 with probability `rate` per node request, one kind drawn from `kinds` among those that fit:
 
 - rate_limit: HTTP 403, 429 or 503 with TronGrid's "suspended for N s" body. While suspended,

@@ -1,6 +1,7 @@
 """The /ws block feed: java-tron event-plugin blockTrigger JSON, pushed over a WebSocket.
 
-Real nodes have no WebSocket (TRON-NOTES §4); this is what a self-run node's event subscription
+Real nodes have no WebSocket (java-tron maintainers in tronprotocol/java-tron#5776 and #5811);
+this is what a self-run node's event subscription
 relayed over one would carry, so the product can be tested against a push source. Per canonical
 block one message, field order as the 2021 testnet fixture plus `parentHash` (java-tron PR
 #6294) and `removed` (v4.8.2, PR #6833):

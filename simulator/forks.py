@@ -1,6 +1,7 @@
 """Chain reorganisations: replace the newest d blocks with a new branch of d+1 blocks.
 
-This is what a TRON full node sees on a short fork (TRON-NOTES §5): another producer's branch
+This is what a TRON full node sees on a short fork (DPoS with longest-chain fork choice;
+maintainers call a switch "a normal occurrence" in tronprotocol/java-tron#3965): another producer's branch
 turns out longer, the node switches to it, and the transactions of the abandoned blocks go back
 to the mempool. The new branch therefore re-packs most of them (same txID, same raw_data) in
 other blocks, re-executed against the rolled-back state at the new block time, and loses some:

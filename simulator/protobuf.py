@@ -2,7 +2,7 @@
 
 txID is sha256 of the Transaction.raw bytes, exactly as java-tron computes it, so a consumer that
 checks sha256(raw_data_hex) == txID (or decodes raw_data_hex) sees consistent data. The layout
-was checked byte for byte against the signed fixtures in shared/fixtures/tron/.
+was checked byte for byte against the signed fixtures in tests/fixtures/tron/.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """java-tron JSON rendering of blocks, transactions and TransactionInfo, with a byte cache.
 
-Shapes follow the real samples in shared/fixtures/tron/: proto3 defaults are omitted (that
+Shapes follow the real samples in tests/fixtures/tron/ and java-tron's printer
+(framework/src/main/java/org/tron/core/services/http/JsonFormat.java): proto3 defaults are omitted (that
 happens once, in model.contract_value), enums are names, int64 are JSON numbers, map entries are
 {"key","value"} objects, and visible=true turns address fields into base58 and adds
 `"visible": true` to every transaction object.

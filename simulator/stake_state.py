@@ -1,6 +1,7 @@
 """Per-account Stake 2.0 state, so every generated operation is one a real chain would accept.
 
-Rules follow java-tron's actuators (see TRON-NOTES §5): unfreeze only what is frozen and not
+Rules follow java-tron's actuators (actuator/src/main/java/org/tron/core/actuator/*V2Actuator.java):
+unfreeze only what is frozen and not
 delegated out, at most 32 pending unfreeze lots, lots mature at block time + the unfreeze delay,
 UnfreezeBalanceV2 and CancelAllUnfreezeV2 withdraw matured lots as a side effect, undelegate only
 unlocked (or lock-expired) delegated amounts, and locked and unlocked delegations are separate

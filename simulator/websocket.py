@@ -4,7 +4,7 @@ Only what a push feed needs: the server sends unmasked text frames; from the cli
 frames only to answer pings, honour a close, and otherwise ignores data. Each connection has a
 bounded outbound queue drained by the connection's own thread, so a broadcast never blocks on a
 slow client; a client that falls `max_queue` frames behind is dropped, as java-tron's event
-queue drops messages beyond `sendqueuelength` (TRON-NOTES §4).
+queue drops messages beyond `sendqueuelength` (java-tron docs: docs/architecture/event.md, native queue).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def value_of(tx: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_computed_txid(unsigned: dict[str, Any]) -> dict[str, Any]:
-    # wallet-cli's unsigned JSON has no txID; it is sha256 of the raw_data bytes (TRON-NOTES 1.2).
+    # wallet-cli's unsigned JSON has no txID; it is sha256 of the raw_data bytes (java-tron Util.java).
     tx = dict(unsigned)
     tx["txID"] = hashlib.sha256(bytes.fromhex(unsigned["raw_data_hex"])).hexdigest()
     return tx

@@ -1,7 +1,8 @@
 """The worker's actors, declared on a given broker with their dependencies passed in.
 
 Each actor persists in one transaction, commits, and only then bumps the cache generation of the
-accounts it touched (invalidate after commit, STACK-NOTES section 5). Any failure raises, so
+accounts it touched (invalidate after commit: invalidating
+before would let a reader cache the old rows again). Any failure raises, so
 Dramatiq retries the whole message: re-running the upsert is a no-op, and the invalidation that
 failed is done again.
 """
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 # and are retried like Redis errors.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PayloadError, psycopg.DataError, psycopg.IntegrityError)
 
-TIME_LIMIT_MS = 60_000  # well under the broker's 60-s heartbeat window (STACK-NOTES 1.8)
+TIME_LIMIT_MS = 60_000  # well under the Redis broker's 60-s heartbeat window (dramatiq/brokers/redis.py)
 
 
 @dataclass(frozen=True)

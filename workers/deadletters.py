@@ -1,7 +1,8 @@
 """Middleware recording each message's final failure in the `dead_letters` table.
 
 Dramatiq's own dead-letter copy (the Redis XQ) carries the traceback of the attempt *before* the
-last one, and none for a message that failed on its first attempt (STACK-NOTES 1.6), so the final
+last one, and none for a message that failed on its first attempt (dramatiq/middleware/retries.py stores
+`options.traceback` on the re-enqueued copy), so the final
 exception is written here, while the worker still has it.
 
 Placement matters: `after_*` hooks run in reverse middleware order, so this must sit *before*

@@ -8,6 +8,7 @@ from datetime import datetime
 import psycopg
 
 from ledger.address import AddressError, to_base58
+from ledger.domain import INT64_MAX
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,6 @@ def tracked_addresses(conn: psycopg.Connection) -> frozenset[str]:
     return frozenset(row[0] for row in conn.execute("SELECT address FROM pool_accounts"))
 
 
-_INT64_MAX = 2**63 - 1
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -55,8 +55,8 @@ def parse_account_key(key: str) -> int | str:
         return _base58(key)
     if key.isdigit() and key.isascii():
         number = int(key)
-        if not 1 <= number <= _INT64_MAX:
-            raise AccountKeyError(f"account id {key} is out of range (1 to {_INT64_MAX})")
+        if not 1 <= number <= INT64_MAX:
+            raise AccountKeyError(f"account id {key} is out of range (1 to {INT64_MAX})")
         return number
     return _base58(key)
 

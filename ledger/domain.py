@@ -35,6 +35,17 @@ STATUSES = frozenset({PENDING, CONFIRMED, FAILED})
 BLOCK_INTERVAL_MS = 3000
 DEFAULT_LOCK_PERIOD_BLOCKS = 86_400  # a lock without lock_period lasts 3 days
 SUN_PER_TRX = 1_000_000
+INT64_MAX = 2**63 - 1  # protobuf int64 / PostgreSQL BIGINT: every amount, block number and id fits
+
+# Contract type names as java-tron prints them (`raw_data.contract[0].type`; Tron.proto ContractType).
+FREEZE_V1 = "FreezeBalanceContract"
+UNFREEZE_V1 = "UnfreezeBalanceContract"
+FREEZE_V2 = "FreezeBalanceV2Contract"
+UNFREEZE_V2 = "UnfreezeBalanceV2Contract"
+WITHDRAW_EXPIRE = "WithdrawExpireUnfreezeContract"
+DELEGATE_RESOURCE = "DelegateResourceContract"
+UNDELEGATE_RESOURCE = "UnDelegateResourceContract"
+CANCEL_ALL_UNFREEZE = "CancelAllUnfreezeV2Contract"
 
 
 class PayloadError(ValueError):

@@ -21,16 +21,24 @@ from typing import Any
 
 from ledger.domain import (
     CANCEL,
+    CANCEL_ALL_UNFREEZE,
     DEFAULT_LOCK_PERIOD_BLOCKS,
     DELEGATE,
+    DELEGATE_RESOURCE,
     FAILED,
     FREEZE,
+    FREEZE_V1,
+    FREEZE_V2,
     PENDING,
     RESOURCES,
     STATUSES,
     UNDELEGATE,
+    UNDELEGATE_RESOURCE,
     UNFREEZE,
+    UNFREEZE_V1,
+    UNFREEZE_V2,
     WITHDRAW,
+    WITHDRAW_EXPIRE,
     Operation,
     PayloadError,
 )
@@ -80,14 +88,6 @@ __all__ = [
     "parse_trongrid_record",
 ]
 
-FREEZE_V1 = "FreezeBalanceContract"
-UNFREEZE_V1 = "UnfreezeBalanceContract"
-FREEZE_V2 = "FreezeBalanceV2Contract"
-UNFREEZE_V2 = "UnfreezeBalanceV2Contract"
-WITHDRAW_EXPIRE = "WithdrawExpireUnfreezeContract"
-DELEGATE_RESOURCE = "DelegateResourceContract"
-UNDELEGATE_RESOURCE = "UnDelegateResourceContract"
-CANCEL_ALL_UNFREEZE = "CancelAllUnfreezeV2Contract"
 STAKE_CONTRACTS = frozenset(
     {
         FREEZE_V1,

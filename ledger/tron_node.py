@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import orjson
 
+from ledger.tron_json import NodeError
+
 log = logging.getLogger(__name__)
 
 # TronGrid's rate limiting answers 403, 429 or 503 with "suspended for N s" in the body.
@@ -33,10 +35,6 @@ class NodeUnavailable(RuntimeError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class NodeError(RuntimeError):
-    """The node answered, but with an `Error` key (HTTP 200)."""
 
 
 class TronNode:

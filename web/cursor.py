@@ -12,10 +12,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from ledger.domain import INT64_MAX
+
 _VERSION = "c1"
-_INT64_MAX = 2**63 - 1
 # Column types of the sort key: bigint, integer, smallint, bigint.
-_KEY_MAX = (_INT64_MAX, 2**31 - 1, 2**15 - 1, _INT64_MAX)
+_KEY_MAX = (INT64_MAX, 2**31 - 1, 2**15 - 1, INT64_MAX)
 _MAX_TOKEN = 200  # a real one is about 60 characters
 
 
@@ -49,7 +50,7 @@ def decode_cursor(token: str) -> Cursor:
     if not all(n.isdigit() and n.isascii() and len(n) <= 19 for n in numbers):
         raise CursorError("fields are not non-negative integers")
     account_id, page, *key = map(int, numbers)
-    if not 1 <= account_id <= _INT64_MAX or page < 2:
+    if not 1 <= account_id <= INT64_MAX or page < 2:
         raise CursorError("account or page out of range")
     if any(value > limit for value, limit in zip(key, _KEY_MAX, strict=True)):
         raise CursorError("sort key out of range")

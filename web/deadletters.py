@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from ledger.deadletters import get_dead_letter, list_dead_letters
+from ledger.domain import INT64_MAX
 from web.params import int_param
 from web.pg import read_connection
 from web.resources import resources
@@ -13,13 +14,12 @@ from web.responses import bad_request, json_response, not_found
 bp = Blueprint("deadletters", __name__)
 
 _MAX_LIMIT = 200
-_INT64_MAX = 2**63 - 1
 
 
 @bp.get("/api/dead-letters")
 def dead_letters() -> Response:
     limit = int_param(request.args, "limit", 50, 1, _MAX_LIMIT)
-    before_id = int_param(request.args, "before_id", 0, 1, _INT64_MAX) or None
+    before_id = int_param(request.args, "before_id", 0, 1, INT64_MAX) or None
     with read_connection(resources().pool) as conn:
         rows = list_dead_letters(conn, limit=limit + 1, before_id=before_id)  # one extra: is there more?
     more = len(rows) > limit
@@ -30,7 +30,7 @@ def dead_letters() -> Response:
 
 @bp.get("/api/dead-letters/<dl_id>")
 def dead_letter(dl_id: str) -> Response:
-    if not (dl_id.isdigit() and dl_id.isascii() and 1 <= int(dl_id) <= _INT64_MAX):
+    if not (dl_id.isdigit() and dl_id.isascii() and 1 <= int(dl_id) <= INT64_MAX):
         raise bad_request(f"dead letter id must be a positive integer (got {dl_id!r})")
     with read_connection(resources().pool) as conn:
         row = get_dead_letter(conn, int(dl_id))

@@ -16,11 +16,12 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ledger.domain import FREEZE_V1, RESOURCES, UNFREEZE_V1, UNFREEZE_V2
+
 Key = tuple[int, int, int, int]
 
-RESOURCES = ("BANDWIDTH", "ENERGY", "TRON_POWER")
-LEGACY_CONTRACTS = ("FreezeBalanceContract", "UnfreezeBalanceContract")
-UNFREEZE_V2_CONTRACT = "UnfreezeBalanceV2Contract"  # the only contract that creates unfreeze lots
+LEGACY_CONTRACTS = (FREEZE_V1, UNFREEZE_V1)
+UNFREEZE_V2_CONTRACT = UNFREEZE_V2  # the only contract that creates unfreeze lots
 
 _ORDER = "ORDER BY block_num DESC, tx_index DESC, op_index DESC, id DESC"
 # Casts match the column types, so the row comparison is an index condition.

@@ -8,10 +8,9 @@ module creates nothing.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Sequence
 
 import dramatiq
+from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries
 
@@ -37,19 +36,21 @@ def setup() -> None:
     # The CLI configured the root logger already (so basicConfig above was a no-op); apply our level.
     for name in ("ledger", "workers"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
-    threads = cli_threads(sys.argv) or settings.db_pool_size
-    broker, _ = create_worker_broker(settings, threads=threads)
+    broker, _ = create_worker_broker(settings)
     dramatiq.set_broker(broker)
-    log.info("worker ready on queue %r (%d threads)", settings.queue_name, threads)
+    log.info("worker ready on queue %r", settings.queue_name)
 
 
-def create_worker_broker(settings: Settings, *, threads: int) -> tuple[RedisBroker, Deps]:
+def create_worker_broker(settings: Settings) -> tuple[RedisBroker, Deps]:
     """A broker with the dead-letter middleware and both actors, plus the dependencies they use."""
     broker = create_broker(settings.redis_url)
-    # One connection per worker thread: an actor holds one for its whole transaction.
-    # Autocommit: a one-statement upsert is its own transaction (see workers.persist). No check
-    # on checkout: a connection that died with PostgreSQL fails its message, which is retried.
-    pool = create_pool(settings.database_url, max_size=threads, name="worker", autocommit=True, check=False)
+    # One connection per worker thread (the pool is resized to the thread count at worker boot):
+    # an actor holds one for its whole transaction. Autocommit: a one-statement upsert is its own
+    # transaction (see workers.persist). No check on checkout: a connection that died with
+    # PostgreSQL fails its message, which is retried.
+    pool = create_pool(
+        settings.database_url, max_size=settings.db_pool_size, name="worker", autocommit=True, check=False
+    )
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
     deps = Deps(settings=settings, pool=pool, cache=cache)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
@@ -59,26 +60,16 @@ def create_worker_broker(settings: Settings, *, threads: int) -> tuple[RedisBrok
     return broker, deps
 
 
-def cli_threads(argv: Sequence[str]) -> int | None:
-    """The `--threads`/`-t` value the dramatiq CLI was started with (its children inherit argv)."""
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("--threads", "-t") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--threads="):
-            value = arg.split("=", 1)[1]
-        elif arg.startswith("-t") and arg[2:].isdigit():
-            value = arg[2:]
-        if value is not None and value.isdigit() and int(value) > 0:
-            return int(value)
-    return None
-
-
 class _CloseOnShutdown(Middleware):
-    """Close the pool and cache client once the worker threads have stopped."""
+    """Size the pool to the worker's threads at boot; close it and the cache client at shutdown."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
+        threads = worker.worker_threads  # the CLI's --threads, as dramatiq itself parsed it
+        self.deps.pool.resize(min_size=min(self.deps.pool.min_size, threads), max_size=threads)
+        log.info("worker pool sized to %d threads", threads)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
         self.deps.pool.close()

@@ -17,15 +17,23 @@ from typing import Any
 
 import psycopg
 
-from ledger.domain import BLOCK_INTERVAL_MS, CANCEL, DELEGATE_KINDS, FAILED, UNFREEZE, WITHDRAW, Operation, PayloadError
-
-UNFREEZE_V2 = "UnfreezeBalanceV2Contract"
+from ledger.domain import (
+    BLOCK_INTERVAL_MS,
+    CANCEL,
+    DELEGATE_KINDS,
+    FAILED,
+    INT64_MAX,
+    UNFREEZE,
+    UNFREEZE_V2,
+    WITHDRAW,
+    Operation,
+    PayloadError,
+)
 
 # Advisory lock classes (first key of the two-int form), private to this module.
 _LOCK_CONFIRM = 0x4C434F4E  # "LCON": persist (shared) vs confirm_blocks (exclusive)
 _LOCK_OWNER = 0x4C4F574E  # "LOWN": lots and settlement events of one owner, one at a time
 
-_INT64_MAX = 2**63 - 1
 _INT32_MAX = 2**31 - 1
 _INT16_MAX = 2**15 - 1
 
@@ -95,7 +103,7 @@ def _persist_lot_or_settlement(
 
 def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
     """Record the solidified head and confirm pending rows at or below it; return accounts touched."""
-    if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= _INT64_MAX:
+    if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= INT64_MAX:
         raise PayloadError(f"solid block {solid_block!r} is not a block number")
     with conn.transaction():
         # Exclusive: waits for in-flight persists, so none can insert a pending row this update misses.
@@ -171,10 +179,10 @@ def _check_storable(op: Operation) -> None:
     """Reject, as poison, a valid-looking operation the schema can never hold."""
     problems = []
     for name, top in (
-        ("block_num", _INT64_MAX),
-        ("block_time_ms", _INT64_MAX // 1000),
-        ("amount", _INT64_MAX),
-        ("lock_period", _INT64_MAX // BLOCK_INTERVAL_MS),
+        ("block_num", INT64_MAX),
+        ("block_time_ms", INT64_MAX // 1000),
+        ("amount", INT64_MAX),
+        ("lock_period", INT64_MAX // BLOCK_INTERVAL_MS),
         ("tx_index", _INT32_MAX),
         ("op_index", _INT16_MAX),
     ):

@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node.store,
         renderer,
         rate=config.fault_rate,
+        every=config.fault_every,
         kinds=config.faults,
         suspend_seconds=config.suspend_seconds,
         timeout_seconds=config.timeout_seconds,

@@ -33,6 +33,7 @@ class SimConfig:
     paused: bool = False
     log_requests: bool = False
     fault_rate: float = 0.0
+    fault_every: int = 0
     faults: tuple[str, ...] = FAULT_KINDS
     suspend_seconds: float = 2.0
     timeout_seconds: float = 12.0
@@ -136,6 +137,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--paused", _bool, defaults.paused, "start paused (true/false)")
     option("--log-requests", _bool, defaults.log_requests, "log every HTTP request to stderr (true/false)")
     option("--fault-rate", _ranged(float, 0, 1), defaults.fault_rate, "probability of a fault per node request")
+    option(
+        "--fault-every",
+        _ranged(int, 0),
+        defaults.fault_every,
+        "deterministic faults: every Nth request that a fault kind fits (overrides --fault-rate; 0 = off)",
+    )
     option("--faults", _fault_kinds, ",".join(defaults.faults), "comma-separated fault kinds to draw from")
     option("--suspend-seconds", _ranged(float, 0.001), defaults.suspend_seconds, "rate-limit suspension length")
     option("--timeout-seconds", _ranged(float, 0), defaults.timeout_seconds, "how late a 'timeout' fault answers")
@@ -164,6 +171,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         paused=args.paused,
         log_requests=args.log_requests,
         fault_rate=args.fault_rate,
+        fault_every=args.fault_every,
         faults=tuple(args.faults),
         suspend_seconds=args.suspend_seconds,
         timeout_seconds=args.timeout_seconds,

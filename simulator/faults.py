@@ -3,7 +3,8 @@
 `FaultInjector` makes the node misbehave the ways TronGrid and java-tron do (TronGrid rate limits:
 developers.tron.network/reference/rate-limits; errors as HTTP 200 `{"Error": ...}`: java-tron
 framework/src/main/java/org/tron/core/services/http/Util.java),
-with probability `rate` per node request, one kind drawn from `kinds` among those that fit:
+with probability `rate` per node request, one kind drawn from `kinds` among those that fit (or,
+deterministically, on every `every`-th request that a kind fits):
 
 - rate_limit: HTTP 403, 429 or 503 with TronGrid's "suspended for N s" body. While suspended,
   EVERY node request gets the same refusal, and each one extends the suspension (TronGrid's
@@ -82,6 +83,7 @@ class FaultInjector:
         *,
         rate: float,
         kinds: Sequence[str],
+        every: int = 0,
         suspend_seconds: float,
         timeout_seconds: float,
         seed: int,
@@ -93,6 +95,8 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._rng = random.Random(f"sim:{seed}:faults")
         self._rate = 0.0
+        self._every = 0  # > 0: a fault on every Nth request that some kind fits, instead of `rate`
+        self._fitting = 0
         self._kinds: tuple[str, ...] = FAULT_KINDS
         self._suspend_seconds = 2.0
         self._timeout_seconds = 12.0
@@ -101,17 +105,26 @@ class FaultInjector:
         self._requests = 0
         self._suspensions = 0
         self._counts = dict.fromkeys(FAULT_KINDS, 0)
-        self.update(rate=rate, kinds=list(kinds), suspend_seconds=suspend_seconds, timeout_seconds=timeout_seconds)
+        self.update(
+            rate=rate, every=every, kinds=list(kinds), suspend_seconds=suspend_seconds, timeout_seconds=timeout_seconds
+        )
 
     # -- settings ------------------------------------------------------------------------------
 
     def update(self, **settings: object) -> dict[str, object]:
-        """Keys: rate, kinds, suspend_seconds, timeout_seconds, suspended (true starts a
-        suspension now, false lifts it), reset_counts. Raises ValueError on a bad value."""
-        unknown = set(settings) - {"rate", "kinds", "suspend_seconds", "timeout_seconds", "suspended", "reset_counts"}
+        """Keys: rate, every, kinds, suspend_seconds, timeout_seconds, suspended (true starts a
+        suspension now, false lifts it), reset_counts. Raises ValueError on a bad value.
+
+        `every` N > 0 makes faults deterministic: every Nth request that one of `kinds` fits gets
+        a fault, the kinds taking turns, so a test sees each kind however slow the machine is."""
+        known = {"rate", "every", "kinds", "suspend_seconds", "timeout_seconds", "suspended", "reset_counts"}
+        unknown = set(settings) - known
         if unknown:
             raise ValueError(f"unknown fault setting(s) {sorted(unknown)}")
         rate = _number(settings, "rate", 0, 1)
+        every = _number(settings, "every", 0, None)
+        if every is not None and every != int(every):
+            raise ValueError("every must be a whole number")
         suspend = _number(settings, "suspend_seconds", 0.001, None)
         timeout = _number(settings, "timeout_seconds", 0, None)
         kinds = settings.get("kinds")
@@ -120,6 +133,8 @@ class FaultInjector:
         with self._lock:
             if rate is not None:
                 self._rate = rate
+            if every is not None:
+                self._every, self._fitting = int(every), 0
             if suspend is not None:
                 self._suspend_seconds = suspend
             if timeout is not None:
@@ -140,6 +155,7 @@ class FaultInjector:
             remaining = max(0.0, self._suspended_until - self._clock())
             return {
                 "rate": self._rate,
+                "every": self._every,
                 "kinds": list(self._kinds),
                 "suspend_seconds": self._suspend_seconds,
                 "timeout_seconds": self._timeout_seconds,
@@ -161,12 +177,21 @@ class FaultInjector:
                 self._suspend()  # a request during the suspension extends it
                 self._counts["rate_limit"] += 1
                 return self._refused()
-            if self._rate <= 0 or self._rng.random() >= self._rate:
-                return response
-            kinds = [kind for kind in self._kinds if self._fits(kind, request, response)]
-            if not kinds:
-                return response
-            kind = self._rng.choice(kinds)
+            if self._every > 0:
+                kinds = [kind for kind in self._kinds if self._fits(kind, request, response)]
+                if not kinds:
+                    return response
+                self._fitting += 1
+                if self._fitting % self._every:
+                    return response
+                kind = kinds[(self._fitting // self._every - 1) % len(kinds)]
+            else:
+                if self._rate <= 0 or self._rng.random() >= self._rate:
+                    return response
+                kinds = [kind for kind in self._kinds if self._fits(kind, request, response)]
+                if not kinds:
+                    return response
+                kind = self._rng.choice(kinds)
             self._counts[kind] += 1
             if kind == "rate_limit":
                 self._start_suspension()

@@ -29,9 +29,9 @@ def sim() -> Iterator[Sim]:
 
 @pytest.fixture(autouse=True)
 def no_faults_after(sim: Sim) -> Iterator[None]:
-    sim.post("/sim/faults", {"rate": 0, "suspended": False, "reset_counts": True, "timeout_seconds": 12})
+    sim.post("/sim/faults", {"rate": 0, "every": 0, "suspended": False, "reset_counts": True, "timeout_seconds": 12})
     yield
-    sim.post("/sim/faults", {"rate": 0, "suspended": False, "kinds": ALL_KINDS})
+    sim.post("/sim/faults", {"rate": 0, "every": 0, "suspended": False, "kinds": ALL_KINDS})
 
 
 ALL_KINDS = ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block", "head_backwards"]
@@ -176,8 +176,29 @@ def test_faults_never_change_chain_or_truth(sim: Sim) -> None:
     assert sim.post("/wallet/getblockbylimitnext", {"startNum": START, "endNum": HEAD + 1}) == blocks
 
 
+def test_every_nth_fitting_request_is_faulty_whatever_the_timing(sim: Sim) -> None:
+    # Given faults on every 3rd request that a kind fits, empty_block taking turns with error_key
+    sim.post("/sim/faults", {"every": 3, "kinds": ["empty_block", "error_key"], "reset_counts": True})
+    # When 6 requests that only error_key fits and 6 block requests (both kinds fit) are made
+    replies = [call(sim, "/wallet/gettransactioninfobyblocknum", {"num": START + 1})[2] for _ in range(6)]
+    replies += [call(sim, "/wallet/getblockbynum", {"num": START + 1})[2] for _ in range(6)]
+    # Then exactly requests 3, 6, 9 and 12 failed; on block requests the two kinds took turns
+    faulty = [i + 1 for i, body in enumerate(replies) if body == b"{}" or b'"Error"' in body]
+    assert faulty == [3, 6, 9, 12], faulty
+    assert replies[8] == b"{}" and b'"Error"' in replies[11]
+    assert counts(sim)["empty_block"] == 1 and counts(sim)["error_key"] == 3
+
+
 def test_bad_fault_settings_are_refused(sim: Sim) -> None:
-    for body in ({"rate": 2}, {"kinds": ["nope"]}, {"suspend_seconds": 0}, {"colour": 1}, [1]):
+    for body in (
+        {"rate": 2},
+        {"every": 1.5},
+        {"every": -1},
+        {"kinds": ["nope"]},
+        {"suspend_seconds": 0},
+        {"colour": 1},
+        [1],
+    ):
         status, _, reply = call(sim, "/sim/faults", body)
         assert status == 400 and "error" in json.loads(reply)
 

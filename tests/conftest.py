@@ -37,6 +37,21 @@ TABLES = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_keys_left_behind() -> Iterator[None]:
+    """The test Redis DBs are flushed at the start of the tests that use them and once more at the
+    end of the session, so a test run leaves no keys behind."""
+    yield
+    for url in (TEST_REDIS_URL, TEST_CACHE_REDIS_URL):
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+        except redis.RedisError:
+            pass  # a test that stopped Redis on purpose; nothing is left in a server that is gone
+        finally:
+            client.close()
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
     recreate_database(TEST_DATABASE_URL)

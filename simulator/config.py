@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from .addresses import base58_to_hex, derive_address, hex_to_base58
 from .faults import FAULT_KINDS
+from .opening import parse_opening
+from .ops import LOCK_PERIODS
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -40,6 +42,8 @@ class SimConfig:
     fork_rate: float = 0.0
     fork_depth: int = 1
     ws_drop_every: float = 0.0
+    opening_state: str = ""  # "", "random", JSON or @file (see simulator.opening)
+    lock_periods: tuple[int, ...] = LOCK_PERIODS
 
     @property
     def tracked_hex(self) -> tuple[str, ...]:
@@ -90,6 +94,24 @@ def _fault_kinds(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown fault kind(s) {unknown}; known: {','.join(FAULT_KINDS)}")
     return kinds
+
+
+def _opening(text: str) -> str:
+    try:
+        parse_opening(text)
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(f"invalid opening state: {exc}") from None
+    return text
+
+
+def _lock_periods(text: str) -> tuple[int, ...]:
+    try:
+        periods = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of block counts: {text!r}") from None
+    if not periods or any(period < 0 for period in periods):
+        raise argparse.ArgumentTypeError("lock periods must be block counts >= 0 (0 = the 86400 default)")
+    return periods
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -149,6 +171,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--fork-rate", _ranged(float, 0, 1), defaults.fork_rate, "probability per live block of a reorg")
     option("--fork-depth", _ranged(int, 1), defaults.fork_depth, "max blocks a random reorg replaces (< solid lag)")
     option("--ws-drop-every", _ranged(float, 0), defaults.ws_drop_every, "close all /ws connections every N s")
+    option(
+        "--opening-state",
+        _opening,
+        defaults.opening_state,
+        "stake held before the first block: 'random' (all tracked accounts), inline JSON or @file "
+        "(see simulator/opening.py); empty = none",
+    )
+    option(
+        "--lock-periods",
+        _lock_periods,
+        ",".join(map(str, defaults.lock_periods)),
+        "comma-separated lock_period values (blocks) generated delegations draw from",
+    )
     return parser
 
 
@@ -178,4 +213,6 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         fork_rate=args.fork_rate,
         fork_depth=args.fork_depth,
         ws_drop_every=args.ws_drop_every,
+        opening_state=args.opening_state,
+        lock_periods=tuple(args.lock_periods),
     )

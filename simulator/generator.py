@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .addresses import derive_address
 from .model import Block, Log, Tx, TxInfo, contract_value
-from .ops import Effects, OpPlan, StakePlanner
+from .ops import LOCK_PERIODS, OpPlan, StakePlanner
 from .protobuf import encode_raw
 from .replay import StateJournal, reexecute
-from .stake_state import StakeAccount
+from .stake_state import BLOCK_MS, Effects, Rejected, StakeAccount, StakeBook
 from .truth import decompose
+
+# The opening state: accounts as they stood before the first block, given the time "now" of that
+# block's transactions (its parent's timestamp), so relative expire times can be resolved.
+Opening = Callable[[int], dict[str, StakeAccount]]
 
 WITNESS_COUNT = 27  # MAX_ACTIVE_WITNESS_NUM
 OTHER_STAKERS = 40
@@ -61,9 +65,11 @@ class ChainGenerator:
         failure_rate: float,
         unfreeze_delay_ms: int,
         journal_blocks: int = 32,
+        opening: Opening | None = None,
+        lock_periods: Sequence[int] = LOCK_PERIODS,
     ) -> None:
         self._rng = random.Random(seed)
-        self._planner = StakePlanner(self._rng, unfreeze_delay_ms)
+        self._planner = StakePlanner(self._rng, lock_periods)
         self._tracked = list(tracked)
         self._ops_per_block = ops_per_block
         self._noise_per_block = noise_per_block
@@ -77,17 +83,31 @@ class ChainGenerator:
         self._customers = pool("customer", CUSTOMERS)
         self._users = pool("user", USERS)
         self._tokens = pool("token", TOKENS)
-        self._accounts: dict[str, StakeAccount] = {}
+        self.book = StakeBook(unfreeze_delay_ms)
+        self._accounts = self.book.accounts  # the live state, changed block by block
         self._tx_ids: set[str] = set()
-        self._delay_ms = unfreeze_delay_ms
+        self._opening = opening
+        # Set when the first block is built: the time "now" of its transactions, and the state
+        # before it (the opening state), which simulator.state_view replays from.
+        self.first_parent_ms: int | None = None
+        self.opening_book = StakeBook(unfreeze_delay_ms)
         # Undo records for the newest blocks, so a fork can roll the stake state back.
         self.journal = StateJournal(self._accounts, journal_blocks)
 
     def _account(self, address: str) -> StakeAccount:
-        account = self._accounts.get(address)
-        if account is None:
-            account = self._accounts[address] = StakeAccount(address)
-        return account
+        return self.book.account(address)
+
+    def parent_time(self, timestamp: int, parent_id: str, recent: Sequence[Block]) -> int:
+        """The actuators' "now" for a block: its parent's timestamp. The first block's parent
+        lies before the simulated window; it is fixed once, 3 s before the first block."""
+        if recent and recent[-1].block_id == parent_id:
+            return recent[-1].timestamp
+        if self.first_parent_ms is None:
+            self.first_parent_ms = timestamp - BLOCK_MS
+            if self._opening is not None:
+                self._accounts.update(self._opening(self.first_parent_ms))
+            self.opening_book = self.book.clone()
+        return self.first_parent_ms
 
     # -- blocks --------------------------------------------------------------------------------
 
@@ -104,8 +124,9 @@ class ChainGenerator:
         `carried` are transactions from blocks a fork replaced: re-executed first, in order, and
         left out if they no longer validate. `witness_shift` gives a fork branch other producers."""
         rng = self._rng
+        now = self.parent_time(timestamp, parent_id, recent)
         self.journal.begin(number)
-        txs: list[Tx] = [again for tx in carried if (again := self._reexecute(tx, timestamp)) is not None]
+        txs: list[Tx] = [again for tx in carried if (again := self._reexecute(tx, now)) is not None]
         slots = (
             ["tracked"] * (poisson(rng, self._ops_per_block) if self._tracked else 0)
             + ["other"] * poisson(rng, max(0.5, self._ops_per_block / 2))
@@ -117,13 +138,42 @@ class ChainGenerator:
         refs = list(recent[-20:])
         for slot in slots:
             if slot == "tracked":
-                txs.append(self._tracked_tx(timestamp, number, parent_id, refs))
+                txs.append(self._tracked_tx(now, timestamp, number, parent_id, refs))
             elif slot == "other":
                 owner = self._account(rng.choice(self._others))
-                plan = self._planner.plan_own(owner, timestamp, self._customers)
-                txs.append(self._stake_tx(plan, timestamp, number, parent_id, refs, failed=False))
+                plan = self._planner.plan_own(owner, now, self._customers)
+                txs.append(self._stake_tx(plan, now, timestamp, number, parent_id, refs, failed=False))
             else:
                 txs.append(self._noise_tx(timestamp, number, parent_id, refs))
+        return self._seal(number, timestamp, parent_id, txs, witness_shift)
+
+    def build_scripted_block(
+        self,
+        number: int,
+        timestamp: int,
+        parent_id: str,
+        recent: Sequence[Block],
+        contracts: Sequence[tuple[str, dict[str, object]]],
+    ) -> Block:
+        """A block holding exactly `contracts` ((type, value) pairs, hex addresses), executed in
+        order at the parent block's time. Raises Rejected (state unchanged, nothing built) if one
+        would not validate, naming its index."""
+        now = self.parent_time(timestamp, parent_id, recent)
+        self.journal.begin(number)
+        refs = list(recent[-20:])
+        txs: list[Tx] = []
+        try:
+            for index, (contract_type, value) in enumerate(contracts):
+                try:
+                    txs.append(self._stake_tx(OpPlan(contract_type, value), now, timestamp, number, parent_id, refs))
+                except Rejected as exc:
+                    raise Rejected(f"transaction {index} ({contract_type}): {exc}") from None
+        except Rejected:
+            self.journal.rollback(number)
+            raise
+        return self._seal(number, timestamp, parent_id, txs, 0)
+
+    def _seal(self, number: int, timestamp: int, parent_id: str, txs: list[Tx], witness_shift: int) -> Block:
         witness = self._witnesses[(number + witness_shift) % WITNESS_COUNT]
         trie = hashlib.sha256(b"".join(bytes.fromhex(t.tx_id) for t in txs)).hexdigest() if txs else EMPTY_HASH
         digest = hashlib.sha256(f"{parent_id}:{number}:{timestamp}:{trie}:{witness}".encode()).hexdigest()
@@ -138,13 +188,13 @@ class ChainGenerator:
     def _reexecute(self, tx: Tx, now_ms: int) -> Tx | None:
         if not tx.success or not tx.rows:
             return tx  # changes no stake state, so it is packed again as it was
-        owner = str(tx.value["owner_address"])
-        self.journal.touch(owner)
-        return reexecute(tx, self._account(owner), now_ms, self._delay_ms)
+        for address in StakeBook.touched(tx.value):
+            self.journal.touch(address)
+        return reexecute(tx, self.book, now_ms)
 
     # -- transactions --------------------------------------------------------------------------
 
-    def _tracked_tx(self, now_ms: int, number: int, parent_id: str, refs: list[Block]) -> Tx:
+    def _tracked_tx(self, now_ms: int, timestamp: int, number: int, parent_id: str, refs: list[Block]) -> Tx:
         rng = self._rng
         plan: OpPlan | None = None
         if rng.random() < INBOUND_SHARE:
@@ -157,16 +207,35 @@ class ChainGenerator:
                 receivers = [a for a in self._tracked if a != owner]
             plan = self._planner.plan_own(self._account(owner), now_ms, receivers)
         failed = rng.random() < self._failure_rate
-        return self._stake_tx(plan, now_ms, number, parent_id, refs, failed=failed)
+        return self._stake_tx(plan, now_ms, timestamp, number, parent_id, refs, failed=failed)
 
     def _stake_tx(
-        self, plan: OpPlan, now_ms: int, number: int, parent_id: str, refs: list[Block], *, failed: bool
+        self,
+        plan: OpPlan,
+        now_ms: int,
+        timestamp: int,
+        number: int,
+        parent_id: str,
+        refs: list[Block],
+        *,
+        failed: bool | None = None,
     ) -> Tx:
+        """`failed` None = a scripted transaction: executed, Rejected propagates. False = a
+        generated one: a plan the rules reject (none should be) becomes a freeze, which always
+        validates. True = a REVERT that changes nothing."""
         rng = self._rng
-        # A failed transaction changes nothing on chain, so its state change is never applied.
+        effects = Effects()
         if not failed:
-            self.journal.touch(str(plan.value["owner_address"]))
-        effects = Effects() if failed else plan.apply()
+            for address in StakeBook.touched(plan.value):
+                self.journal.touch(address)
+            try:
+                effects = self.book.execute(plan.contract_type, plan.value, now_ms)
+            except Rejected:
+                if failed is None:
+                    raise
+                owner = self._account(str(plan.value["owner_address"]))
+                plan = self._planner.freeze(owner)
+                effects = self.book.execute(plan.contract_type, plan.value, now_ms)
         if rng.random() < 0.8:
             receipt: dict[str, int | str] = {"net_usage": rng.randint(240, 320)}
             fee = 0
@@ -187,7 +256,7 @@ class ChainGenerator:
         tx = self._envelope(
             plan.contract_type,
             plan.value,
-            now_ms,
+            timestamp,
             number,
             parent_id,
             refs,

@@ -21,6 +21,9 @@ from .config import SimConfig
 from .forks import Forker
 from .generator import ChainGenerator
 from .model import Block
+from .opening import build_opening, parse_opening
+from .stake_state import StakeAccount, StakeBook
+from .state_view import StateView
 from .truth import truth_rows
 
 BLOCK_MS = 3000
@@ -39,15 +42,26 @@ class SimNode:
         # Forks reach below head by < solid_lag blocks; two more leave room for a fork in progress.
         self._journal_blocks = config.solid_lag + 2
         self._tracked = list(config.tracked_hex)
+        opening_spec = parse_opening(config.opening_state)
+        delay_ms = config.unfreeze_delay_seconds * 1000
+
+        def opening(now_ms: int) -> dict[str, StakeAccount]:
+            return build_opening(opening_spec, now_ms, config.seed, self._tracked, delay_ms)
+
         self._generator = ChainGenerator(
             seed=config.seed,
             tracked=self._tracked,
             ops_per_block=config.ops_per_block,
             noise_per_block=config.noise_per_block,
             failure_rate=config.failure_rate,
-            unfreeze_delay_ms=config.unfreeze_delay_seconds * 1000,
+            unfreeze_delay_ms=delay_ms,
             journal_blocks=self._journal_blocks,
+            opening=opening,
+            lock_periods=config.lock_periods,
         )
+        generator = self._generator
+        # Account state for the endpoints, replayed from the stored chain, not the live state.
+        self.view = StateView(self.store, lambda: (generator.first_parent_ms, generator.opening_book.clone()))
         # Forks draw from their own RNG, so a chain without forks is the same as before forks existed.
         self._forker = Forker(self.store, self._generator, config.solid_lag, random.Random(f"sim:{config.seed}:forks"))
         self._fork_rng = random.Random(f"sim:{config.seed}:fork-rate")
@@ -107,6 +121,28 @@ class SimNode:
                         continue
                 self._append(now if head is None else max(head.timestamp + BLOCK_MS, now))
             return self.store.head()
+
+    def submit(self, contracts: list[tuple[str, dict[str, object]]], timestamp: int | None = None) -> Block:
+        """One block holding exactly `contracts` ((type, value) with hex addresses), even when
+        paused. `timestamp` (ms, a multiple of 3000, after the head's) defaults to head + 3 s; a
+        later one leaves missed slots, so the parent time ("now") is the head's timestamp either
+        way. Raises simulator.stake_state.Rejected (nothing produced) for an invalid contract."""
+        with self._produce_lock:
+            head = self.store.head()
+            if timestamp is None:
+                timestamp = head.timestamp + BLOCK_MS if head else slot_floor(int(self._clock() * 1000))
+            if timestamp % BLOCK_MS or (head is not None and timestamp <= head.timestamp):
+                raise ValueError("timestamp must be a multiple of 3000 ms after the head block's")
+            number = head.number + 1 if head else self.store.start_block
+            parent = head.block_id if head else self._pre_start_id
+            block = self._generator.build_scripted_block(number, timestamp, parent, self.store.recent(20), contracts)
+            self.store.append(block)
+            return block
+
+    def live_state(self) -> StakeBook:
+        """The generator's own state after the head block (tests compare it with `view`)."""
+        with self._produce_lock:
+            return self._generator.book.clone()
 
     def fork(self, depth: int) -> dict[str, object]:
         """Reorganise now (even when paused): the newest `depth` blocks replaced by depth + 1."""

@@ -1,50 +1,39 @@
 """Choosing the next stake operation for an account: always one the chain would accept.
 
-A plan carries the contract value to put in the transaction and an `apply` callback that changes
-the account state and returns the TransactionInfo amounts. The generator calls `apply` only for
-transactions that succeed, so a failed (REVERT) transaction leaves the state untouched.
+A plan is a contract type and value chosen from the account's current state (simulator.stake_state);
+the generator executes it with StakeBook.execute, which validates it again by java-tron's rules and
+applies it, so a plan that would be rejected is never packed (system contracts never fail in a
+block: framework/src/main/java/org/tron/common/runtime/RuntimeImpl.java rejects them before).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .model import contract_value
-from .stake_state import DELEGATABLE, MAX_UNFREEZE_LOTS, StakeAccount
+from .stake_state import BLOCK_MS, DEFAULT_LOCK_PERIOD, DELEGATABLE, MAX_UNFREEZE_LOTS, TRX, StakeAccount
 
-SUN = 1_000_000
-MIN_STAKE = SUN  # FreezeV2 and Delegate need at least 1 TRX
-BLOCK_MS = 3000
-DEFAULT_LOCK_PERIOD = 86400  # blocks: lock=true without lock_period means 3 days
-# lock_period values seen in the wild (blocks). The short ones exist so that locks expire within
-# a test run and the "undelegate an expired lock" path is exercised.
-LOCK_PERIODS = (28800, 28800, 86400, 201600, 1200, 100)
+SUN = TRX
+MIN_STAKE = TRX  # FreezeV2 and Delegate need at least 1 TRX
+# lock_period values (blocks). Mainnet ones, plus short ones so that locks expire (and are merged
+# by the next delegate/undelegate) within a test-length run.
+LOCK_PERIODS = (28800, 86400, 201600, 1200, 100, 100, 20, 20, 5, 5)
 FREEZE_RESOURCES = (("BANDWIDTH", 42), ("ENERGY", 53), ("TRON_POWER", 5))
-
-
-@dataclass(slots=True)
-class Effects:
-    """What a successful stake transaction reports in its TransactionInfo."""
-
-    unfreeze_amount: int = 0
-    withdraw_expire_amount: int = 0
-    cancel_unfreeze: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(slots=True)
 class OpPlan:
     contract_type: str
     value: dict[str, object]
-    apply: Callable[[], Effects]
 
 
 class StakePlanner:
-    def __init__(self, rng: random.Random, unfreeze_delay_ms: int) -> None:
+    def __init__(self, rng: random.Random, lock_periods: Sequence[int] = LOCK_PERIODS) -> None:
         self._rng = rng
-        self._delay_ms = unfreeze_delay_ms
+        self._lock_periods = tuple(lock_periods)
 
     # -- amounts -------------------------------------------------------------------------------
 
@@ -81,13 +70,14 @@ class StakePlanner:
     # -- plans ---------------------------------------------------------------------------------
 
     def plan_own(self, account: StakeAccount, now_ms: int, receivers: Sequence[str]) -> OpPlan:
-        """Any stake operation owned by `account`; freeze is always possible, so this never fails."""
-        options: list[tuple[str, int]] = [("freeze", 22), ("legacy_freeze", 1)]
-        if account.pending_lots(now_ms) < MAX_UNFREEZE_LOTS and any(account.available(r) > 0 for r in account.frozen):
+        """Any stake operation owned by `account`; freeze is always possible, so this never fails.
+        `now_ms` is the parent block's time, the actuators' "now"."""
+        options: list[tuple[str, int]] = [("freeze", 22)]
+        if account.pending_lots(now_ms) < MAX_UNFREEZE_LOTS and any(v > 0 for v in account.frozen.values()):
             options.append(("unfreeze", 14))
         if any(account.available(r) >= MIN_STAKE for r in DELEGATABLE):
             options.append(("delegate", 24))
-        if account.delegations:
+        if account.records:
             options.append(("undelegate", 18))
         if account.matured(now_ms) > 0:
             options.append(("withdraw", 8))
@@ -95,29 +85,39 @@ class StakePlanner:
             # Made likelier when all 32 slots are taken, which is how real users get unstuck.
             full = account.pending_lots(now_ms) >= MAX_UNFREEZE_LOTS
             options.append(("cancel", 12 if full else 3))
-        if any(account.legacy_frozen.values()):
-            options.append(("legacy_unfreeze", 2))
+        if account.v1_unfreezable(now_ms):
+            options.append(("legacy_unfreeze", 4))  # V1 stake only exists in an opening state
         choice = self._weighted(options)
-        if choice == "freeze":
-            return self.freeze(account)
-        if choice == "legacy_freeze":
-            return self.legacy_freeze(account)
         if choice == "unfreeze":
-            return self.unfreeze(account, now_ms)
+            return self.unfreeze(account)
         if choice == "delegate":
-            return self.delegate(account, self._rng.choice(receivers), now_ms)
+            others = [r for r in receivers if r != account.address]
+            if others:
+                return self.delegate(account, self._rng.choice(others), now_ms)
         if choice == "undelegate":
             plan = self.undelegate(account, None, now_ms)
-            # All delegations may still be locked; then stake more instead.
-            return plan if plan is not None else self.freeze(account)
+            if plan is not None:  # all delegations may still be locked; then stake more instead
+                return plan
         if choice == "withdraw":
-            return self.withdraw(account, now_ms)
+            return OpPlan(
+                "WithdrawExpireUnfreezeContract",
+                contract_value("WithdrawExpireUnfreezeContract", owner_address=account.address),
+            )
         if choice == "cancel":
-            return self.cancel_all(account, now_ms)
-        return self.legacy_unfreeze(account)
+            return OpPlan(
+                "CancelAllUnfreezeV2Contract",
+                contract_value("CancelAllUnfreezeV2Contract", owner_address=account.address),
+            )
+        if choice == "legacy_unfreeze":
+            resource = self._rng.choice(sorted(account.v1_unfreezable(now_ms)))
+            value = contract_value("UnfreezeBalanceContract", owner_address=account.address, resource=resource)
+            return OpPlan("UnfreezeBalanceContract", value)
+        return self.freeze(account)
 
     def plan_inbound(self, delegator: StakeAccount, receiver: str, now_ms: int) -> OpPlan | None:
         """A delegate/undelegate from `delegator` to `receiver`, or None if neither is possible."""
+        if delegator.address == receiver:
+            return None
         if self._rng.random() < 0.4:
             plan = self.undelegate(delegator, receiver, now_ms)
             if plan is not None:
@@ -128,71 +128,21 @@ class StakePlanner:
 
     def freeze(self, account: StakeAccount) -> OpPlan:
         resource = self._weighted(FREEZE_RESOURCES)
-        amount = self.fresh_amount()
         value = contract_value(
-            "FreezeBalanceV2Contract", owner_address=account.address, frozen_balance=amount, resource=resource
-        )
-
-        def apply() -> Effects:
-            account.freeze(resource, amount)
-            return Effects()
-
-        return OpPlan("FreezeBalanceV2Contract", value, apply)
-
-    def legacy_freeze(self, account: StakeAccount) -> OpPlan:
-        resource = self._rng.choice(DELEGATABLE)
-        amount = self.fresh_amount()
-        value = contract_value(
-            "FreezeBalanceContract",
+            "FreezeBalanceV2Contract",
             owner_address=account.address,
-            frozen_balance=amount,
-            frozen_duration=3,  # V1 only allowed 3 days
+            frozen_balance=self.fresh_amount(),
             resource=resource,
         )
+        return OpPlan("FreezeBalanceV2Contract", value)
 
-        def apply() -> Effects:
-            account.legacy_freeze(resource, amount)
-            return Effects()
-
-        return OpPlan("FreezeBalanceContract", value, apply)
-
-    def legacy_unfreeze(self, account: StakeAccount) -> OpPlan:
-        resource = self._rng.choice(sorted(r for r, amount in account.legacy_frozen.items() if amount))
-        value = contract_value("UnfreezeBalanceContract", owner_address=account.address, resource=resource)
-
-        def apply() -> Effects:
-            return Effects(unfreeze_amount=account.legacy_unfreeze(resource))
-
-        return OpPlan("UnfreezeBalanceContract", value, apply)
-
-    def unfreeze(self, account: StakeAccount, now_ms: int) -> OpPlan:
-        resource = self._rng.choice(sorted(r for r in account.frozen if account.available(r) > 0))
-        amount = self.part_of(account.available(resource))
+    def unfreeze(self, account: StakeAccount) -> OpPlan:
+        resource = self._rng.choice(sorted(r for r, v in account.frozen.items() if v > 0))
+        amount = self.part_of(account.available(resource), minimum=1)
         value = contract_value(
             "UnfreezeBalanceV2Contract", owner_address=account.address, unfreeze_balance=amount, resource=resource
         )
-
-        def apply() -> Effects:
-            return Effects(withdraw_expire_amount=account.unfreeze(resource, amount, now_ms, self._delay_ms))
-
-        return OpPlan("UnfreezeBalanceV2Contract", value, apply)
-
-    def withdraw(self, account: StakeAccount, now_ms: int) -> OpPlan:
-        value = contract_value("WithdrawExpireUnfreezeContract", owner_address=account.address)
-
-        def apply() -> Effects:
-            return Effects(withdraw_expire_amount=account.withdraw(now_ms))
-
-        return OpPlan("WithdrawExpireUnfreezeContract", value, apply)
-
-    def cancel_all(self, account: StakeAccount, now_ms: int) -> OpPlan:
-        value = contract_value("CancelAllUnfreezeV2Contract", owner_address=account.address)
-
-        def apply() -> Effects:
-            cancelled, withdrawn = account.cancel_all(now_ms)
-            return Effects(withdraw_expire_amount=withdrawn, cancel_unfreeze=tuple(cancelled.items()))
-
-        return OpPlan("CancelAllUnfreezeV2Contract", value, apply)
+        return OpPlan("UnfreezeBalanceV2Contract", value)
 
     def delegate(self, account: StakeAccount, receiver: str, now_ms: int) -> OpPlan:
         rng = self._rng
@@ -200,13 +150,11 @@ class StakePlanner:
         amount = self.part_of(account.available(resource))
         roll = rng.random()
         lock, lock_period = False, 0
-        if roll < 0.5:
-            pass  # unlocked: rental platforms and self-delegation alike
-        else:
+        if roll >= 0.45:
             lock = True
             # lock=true alone (15% of all) means the 86400-block default, rendered without the key.
-            lock_period = rng.choice(LOCK_PERIODS) if roll < 0.85 else 0
-            # A new lock to the same receiver may not end before the current one does.
+            lock_period = rng.choice(self._lock_periods) if roll < 0.85 else 0
+            # A new lock may not end before the remaining one (validRemainTime).
             remaining = math.ceil(account.lock_remaining_ms(receiver, resource, now_ms) / BLOCK_MS)
             if (lock_period or DEFAULT_LOCK_PERIOD) < remaining:
                 lock_period = remaining
@@ -219,22 +167,18 @@ class StakePlanner:
             lock=lock,
             lock_period=lock_period,
         )
-        lock_expire = now_ms + (lock_period or DEFAULT_LOCK_PERIOD) * BLOCK_MS if lock else None
-
-        def apply() -> Effects:
-            account.delegate(receiver, resource, amount, lock_expire)
-            return Effects()
-
-        return OpPlan("DelegateResourceContract", value, apply)
+        return OpPlan("DelegateResourceContract", value)
 
     def undelegate(self, account: StakeAccount, receiver: str | None, now_ms: int) -> OpPlan | None:
-        picked = self._sample_undelegatable(account, now_ms) if receiver is None else None
-        if picked is None:
-            candidates = account.undelegatable_pairs(now_ms, receiver)
-            if not candidates:
-                return None
-            picked = self._rng.choice(candidates)
-        to, resource = picked
+        pairs = [
+            (to, resource)
+            for to in ([receiver] if receiver is not None else self._sample_receivers(account))
+            for resource in DELEGATABLE
+            if account.undelegatable(to, resource, now_ms) > 0
+        ]
+        if not pairs:
+            return None
+        to, resource = self._rng.choice(pairs)
         amount = self.part_of(account.undelegatable(to, resource, now_ms), minimum=1)
         value = contract_value(
             "UnDelegateResourceContract",
@@ -243,19 +187,12 @@ class StakePlanner:
             balance=amount,
             receiver_address=to,
         )
+        return OpPlan("UnDelegateResourceContract", value)
 
-        def apply() -> Effects:
-            account.undelegate(to, resource, amount, now_ms)
-            return Effects()
-
-        return OpPlan("UnDelegateResourceContract", value, apply)
-
-    def _sample_undelegatable(self, account: StakeAccount, now_ms: int) -> tuple[str, str] | None:
-        """A few random tries before a full scan: busy accounts hold hundreds of delegation
-        records, and scanning them all for every undelegate dominated history generation."""
-        keys = list(account.delegations)
-        for _ in range(8):
-            to, resource, _ = self._rng.choice(keys)
-            if account.undelegatable(to, resource, now_ms) > 0:
-                return to, resource
-        return None
+    def _sample_receivers(self, account: StakeAccount) -> list[str]:
+        """A few random receivers: busy accounts hold hundreds of records, and scanning them all
+        for every undelegate dominated history generation."""
+        receivers = account.receivers()
+        if len(receivers) <= 8:
+            return receivers
+        return self._rng.sample(receivers, 8)

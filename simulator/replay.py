@@ -17,8 +17,7 @@ import dataclasses
 from collections import deque
 
 from .model import Tx
-from .ops import BLOCK_MS, DEFAULT_LOCK_PERIOD, MIN_STAKE, Effects
-from .stake_state import MAX_UNFREEZE_LOTS, StakeAccount
+from .stake_state import Rejected, StakeAccount, StakeBook
 from .truth import decompose
 
 
@@ -70,14 +69,14 @@ class StateJournal:
                     self._accounts[address] = account
 
 
-def reexecute(tx: Tx, account: StakeAccount, now_ms: int, delay_ms: int) -> Tx | None:
-    """`tx` re-executed on `account` at block time `now_ms`; None if it no longer validates.
-
-    A transaction that failed (REVERT) changes no state and fails again the same way."""
+def reexecute(tx: Tx, book: StakeBook, now_ms: int) -> Tx | None:
+    """`tx` re-executed on `book` at chain time `now_ms` (the new parent block's time); None if
+    it no longer validates. A transaction that failed (REVERT) changes no state and fails again."""
     if not tx.success or not tx.rows:
         return tx
-    effects = _apply(tx.contract_type, tx.value, account, now_ms, delay_ms)
-    if effects is None:
+    try:
+        effects = book.execute(tx.contract_type, tx.value, now_ms)
+    except Rejected:
         return None
     info = dataclasses.replace(
         tx.info,
@@ -88,50 +87,3 @@ def reexecute(tx: Tx, account: StakeAccount, now_ms: int, delay_ms: int) -> Tx |
     again = dataclasses.replace(tx, info=info)
     again.rows = decompose(again)
     return again
-
-
-def _apply(kind: str, value: dict[str, object], account: StakeAccount, now_ms: int, delay_ms: int) -> Effects | None:
-    """The actuator rules of stake_state, checked then applied; None when validation fails."""
-    resource = str(value.get("resource", "BANDWIDTH"))
-    amount = int(str(value.get("frozen_balance") or value.get("unfreeze_balance") or value.get("balance") or 0))
-    if kind == "FreezeBalanceV2Contract":
-        account.freeze(resource, amount)
-        return Effects()
-    if kind == "FreezeBalanceContract":
-        account.legacy_freeze(resource, amount)
-        return Effects()
-    if kind == "UnfreezeBalanceContract":
-        if not account.legacy_frozen.get(resource):
-            return None
-        return Effects(unfreeze_amount=account.legacy_unfreeze(resource))
-    if kind == "UnfreezeBalanceV2Contract":
-        if not 0 < amount <= account.available(resource) or account.pending_lots(now_ms) >= MAX_UNFREEZE_LOTS:
-            return None
-        return Effects(withdraw_expire_amount=account.unfreeze(resource, amount, now_ms, delay_ms))
-    if kind == "WithdrawExpireUnfreezeContract":
-        if account.matured(now_ms) <= 0:
-            return None
-        return Effects(withdraw_expire_amount=account.withdraw(now_ms))
-    if kind == "CancelAllUnfreezeV2Contract":
-        if not account.lots:
-            return None
-        cancelled, withdrawn = account.cancel_all(now_ms)
-        return Effects(withdraw_expire_amount=withdrawn, cancel_unfreeze=tuple(cancelled.items()))
-    receiver = str(value.get("receiver_address", ""))
-    if kind == "DelegateResourceContract":
-        if not MIN_STAKE <= amount <= account.available(resource):
-            return None
-        lock_expire = None
-        if value.get("lock"):
-            period_ms = int(str(value.get("lock_period") or DEFAULT_LOCK_PERIOD)) * BLOCK_MS
-            if period_ms < account.lock_remaining_ms(receiver, resource, now_ms):
-                return None  # a new lock may not end before the current one
-            lock_expire = now_ms + period_ms
-        account.delegate(receiver, resource, amount, lock_expire)
-        return Effects()
-    if kind == "UnDelegateResourceContract":
-        if not 0 < amount <= account.undelegatable(receiver, resource, now_ms):
-            return None
-        account.undelegate(receiver, resource, amount, now_ms)
-        return Effects()
-    return None

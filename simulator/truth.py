@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from .addresses import AddressBook
 from .model import Block, TruthRow, Tx
-from .ops import DEFAULT_LOCK_PERIOD
+from .stake_state import DEFAULT_LOCK_PERIOD
 
 # CancelAllUnfreezeV2 rows come in this order, whatever order the node prints the map in.
 CANCEL_ROW_ORDER = ("BANDWIDTH", "ENERGY", "TRON_POWER")

@@ -21,7 +21,6 @@ import websocket
 from simulator.config import parse_config
 from simulator.node import SimNode
 from simulator.replay import reexecute
-from simulator.stake_state import StakeAccount
 from tests.test_simulator import STAKE_TYPES, START, Sim, _expected_rows, _num, _start, _txs
 
 TRIGGER_KEYS = [
@@ -199,28 +198,36 @@ def test_fork_rate_set_at_runtime(forky: Sim) -> None:
 
 
 def test_state_rolls_back_with_forks() -> None:
-    """In process: after forks, replaying the canonical chain from nothing gives the generator's
-    own state and the same TransactionInfo amounts, so no fork left state of a lost block behind."""
+    """In process: after forks, replaying the canonical chain from the opening state (each block
+    at its parent's time) gives the generator's own state and the same TransactionInfo amounts,
+    so no fork left state of a lost block behind; the account-state view agrees too."""
     config = parse_config(
-        ["--paused", "--seed", "5", "--ops-per-block", "6", "--solid-lag", "8", "--unfreeze-delay-seconds", "30"], {}
+        ["--paused", "--seed", "5", "--ops-per-block", "6", "--solid-lag", "8", "--unfreeze-delay-seconds", "30"]
+        + ["--opening-state", "random"],
+        {},
     )
     node = SimNode(config)
     node.generate_history(60)
     for depth in (1, 5, 7, 3, 1, 2):
         node.fork(depth)
         node.produce(2)
-    accounts: dict[str, StakeAccount] = {}
-    for block in node.store.blocks(START, START + 10_000):
+    book = node._generator.opening_book.clone()
+    blocks = node.store.blocks(START, START + 10_000)
+    parent_ms = node._generator.first_parent_ms
+    assert parent_ms is not None and parent_ms == blocks[0].timestamp - 3000
+    for block in blocks:
         for tx in block.txs:
             if tx.rows and tx.success:
-                owner = str(tx.value["owner_address"])
-                account = accounts.setdefault(owner, StakeAccount(owner))
-                again = reexecute(tx, account, block.timestamp, 30_000)
+                again = reexecute(tx, book, parent_ms)
                 assert again is not None and again.info == tx.info, (block.number, tx.contract_type)
-    state = node._generator._accounts
-    assert {a: s for a, s in state.items() if s != StakeAccount(a)} == {
-        a: s for a, s in accounts.items() if s != StakeAccount(a)
+        parent_ms = block.timestamp
+    live = node.live_state().accounts
+    assert {a: s for a, s in live.items() if not s.is_empty()} == {
+        a: s for a, s in book.accounts.items() if not s.is_empty()
     }
+    head = blocks[-1].number
+    for address, state in live.items():
+        assert node.view.account(address, head) == state
 
 
 # -- the WebSocket feed -----------------------------------------------------------------------

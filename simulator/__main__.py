@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from .account_api import AccountApi
 from .api import NodeApi
 from .config import parse_config
 from .control import ControlApi
@@ -17,6 +18,7 @@ from .feed import BlockFeed
 from .node import Producer, SimNode
 from .render import Renderer
 from .server import SimServer
+from .trongrid import TronGridApi
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -51,9 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_seconds=config.timeout_seconds,
         seed=config.seed,
     )
+    accounts = AccountApi(node.store, node.view, node.book)
+    trongrid = TronGridApi(node.store, node.view, renderer, accounts)
     server = SimServer(
         (config.host, config.port),
-        [NodeApi(node.store, renderer).handle, ControlApi(node, faults, feed).handle],
+        [NodeApi(node.store, renderer).handle, accounts.handle, trongrid.handle, ControlApi(node, faults, feed).handle],
         response_filter=faults,
         log_requests=config.log_requests,
         feed=feed,

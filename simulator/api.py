@@ -52,6 +52,25 @@ def _int_param(params: dict[str, Any], name: str) -> int:
     return value
 
 
+def request_params(request: Request, name: str) -> tuple[dict[str, Any], bool]:
+    """(parameters, visible) as java-tron's servlets read them: the query string for GET, the
+    JSON body only for POST (getnowblock's POST body is never parsed)."""
+    if request.method == "GET":
+        return dict(request.query), _truthy(request.query.get("visible"))
+    if name == "getnowblock":
+        return {}, _truthy(request.query.get("visible"))
+    text = request.body.decode("utf-8", "replace").strip()
+    if not text:
+        return {}, False
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise NodeError(str(exc), "com.alibaba.fastjson.JSONException") from None
+    if not isinstance(params, dict):
+        raise NodeError("JSON body must be an object", "com.alibaba.fastjson.JSONException")
+    return params, _truthy(params.get("visible"))
+
+
 class NodeApi:
     def __init__(self, store: ChainStore, renderer: Renderer) -> None:
         self._store = store
@@ -83,20 +102,7 @@ class NodeApi:
 
     @staticmethod
     def _params(request: Request, name: str) -> tuple[dict[str, Any], bool]:
-        if request.method == "GET":
-            return dict(request.query), _truthy(request.query.get("visible"))
-        if name == "getnowblock":
-            return {}, _truthy(request.query.get("visible"))
-        text = request.body.decode("utf-8", "replace").strip()
-        if not text:
-            return {}, False
-        try:
-            params = json.loads(text)
-        except ValueError as exc:
-            raise NodeError(str(exc), "com.alibaba.fastjson.JSONException") from None
-        if not isinstance(params, dict):
-            raise NodeError("JSON body must be an object", "com.alibaba.fastjson.JSONException")
-        return params, _truthy(params.get("visible"))
+        return request_params(request, name)
 
     # -- blocks --------------------------------------------------------------------------------
 

@@ -100,6 +100,9 @@ class DelegatedRecord:
             return DelegatedRecord(self.bandwidth, self.energy + amount, self.expire_bandwidth, expire_ms)
         return DelegatedRecord(self.bandwidth + amount, self.energy, expire_ms, self.expire_energy)
 
+    def is_empty(self) -> bool:
+        return self.bandwidth == 0 and self.energy == 0
+
     def cleared(self, resource: str) -> DelegatedRecord:
         """setFrozenBalanceFor*(0, 0)."""
         if resource == "ENERGY":

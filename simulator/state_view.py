@@ -39,6 +39,15 @@ class StateView:
             book = self._book_at(number)
             return None if book is None else book.peek(address).clone()
 
+    def known(self, address: str, number: int | None) -> bool:
+        """Whether the account exists on chain after block `number`: it had stake before the
+        first block or took part in a stake transaction (the only accounts simulated)."""
+        if number is None:
+            return False
+        with self._lock:
+            book = self._book_at(number)
+            return book is not None and address in book.accounts
+
     def _canonical(self, number: int, block_id: str) -> bool:
         block = self._store.block(number)
         return block is not None and block.block_id == block_id

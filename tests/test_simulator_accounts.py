@@ -54,7 +54,7 @@ def get_status(sim: Sim, path: str) -> tuple[int, bytes]:
 def scripted() -> Iterator[Sim]:
     args = ["--paused", "--accounts", A, "--solid-lag", "3", "--unfreeze-delay-seconds", "60"]
     for sim in _start(*args, "--opening-state", json.dumps(OPENING)):
-        submit = [
+        submit: list[tuple[int, list[dict[str, Any]]]] = [
             (T0, [{"type": "DelegateResourceContract", "owner_address": A, "receiver_address": B, "resource": "ENERGY",
                    "balance": 10 * TRX, "lock": True, "lock_period": 2}]),
             (T0 + 3000, [{"type": "DelegateResourceContract", "owner_address": A, "receiver_address": B,

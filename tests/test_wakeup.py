@@ -225,7 +225,7 @@ def test_feed_dropped_repeatedly_loses_nothing(
     )
     procs.append(sim_proc)
     sim = Simulator(url)
-    env = _env(settings, url, POLL_INTERVAL="2", START_BLOCK=str(sim.status()["head"] - 99))
+    env = _env(settings, url, POLL_INTERVAL="2", START_BLOCK=str(sim.status()["start_block"]))
     procs.append(start_worker(env))
     listener = start_listener(env)
     procs.append(listener)

@@ -19,6 +19,6 @@ def noop(*args: object) -> None:
 
 def setup() -> None:
     settings = load_settings()
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
     dramatiq.set_broker(broker)
     dramatiq.actor(actor_name="noop", queue_name=os.environ["BENCH_NOOP_QUEUE"], broker=broker, max_retries=0)(noop)

@@ -22,6 +22,13 @@ class Settings:
     # (KEYS) never walks cache keys and a cache flush never touches queues.
     redis_url: str = "redis://127.0.0.1:6379/0"
     cache_redis_url: str = "redis://127.0.0.1:6379/1"
+    # Empty: the Redis broker at redis_url. amqp://user:pass@host:5672/vhost: RabbitMQ (durable
+    # queues, publisher confirms; see ledger/queue.py and docs/RELIABILITY.md).
+    broker_url: str = ""
+    broker_require_persistence: bool = False  # refuse to start on a broker Redis seen without AOF
+    # Seconds an operation recorded at the checkpoint may stay unpersisted before the listener
+    # enqueues it again (ledger/accounting.py); short in tests.
+    repair_grace_seconds: float = 30.0
     tron_node_url: str = ""  # empty: the run script starts the simulator
     tron_solidity_url: str = ""  # empty: same as tron_node_url (TronGrid serves both)
     tron_api_key: str = ""
@@ -51,6 +58,10 @@ class Settings:
     def solidity_url(self) -> str:
         return self.tron_solidity_url or self.tron_node_url
 
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
 
 def _flag(raw: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
@@ -65,6 +76,9 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "database_url": ("DATABASE_URL", str),
     "redis_url": ("REDIS_URL", str),
     "cache_redis_url": ("CACHE_REDIS_URL", str),
+    "broker_url": ("BROKER_URL", str),
+    "broker_require_persistence": ("BROKER_REQUIRE_PERSISTENCE", _flag),
+    "repair_grace_seconds": ("REPAIR_GRACE_SECONDS", float),
     "tron_node_url": ("TRON_NODE_URL", str),
     "tron_solidity_url": ("TRON_SOLIDITY_URL", str),
     "tron_api_key": ("TRON_API_KEY", str),
@@ -113,6 +127,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["start_block"] = int(start)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
+    if not settings.repair_grace_seconds > 0:
+        raise ConfigError(f"REPAIR_GRACE_SECONDS={settings.repair_grace_seconds!r} must be > 0")
     if settings.tron_node_url:
         object.__setattr__(settings, "tron_node_url", settings.tron_node_url.rstrip("/"))
     return settings

@@ -64,14 +64,19 @@ def get_dead_letter(conn: psycopg.Connection, dl_id: int) -> dict[str, Any] | No
 
 
 def broker_dead_letter_count(broker_redis: redis.Redis, queue_name: str, namespace: str = "dramatiq") -> int:
-    """How many messages the broker itself holds dead-lettered for `queue_name` (its XQ)."""
+    """How many messages the Redis broker itself holds dead-lettered for `queue_name` (its XQ).
+
+    (On RabbitMQ: `RabbitmqBroker.get_queue_message_counts(queue_name)[2]`.)"""
     return int(broker_redis.zcard(f"{namespace}:{queue_name}.XQ"))
 
 
-def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: int) -> str | None:
+def requeue_dead_letter(conn: psycopg.Connection, broker: dramatiq.Broker, dl_id: int) -> str | None:
     """Send a dead letter's message again, drop the broker's XQ copy and the row, and commit.
 
     Returns the message id enqueued, or None if there is no such row. Retries start from zero.
+    On RabbitMQ the broker's copy stays in the `<queue>.XQ` queue until RabbitMQ expires it
+    (Dramatiq's dead-message TTL, 7 days): AMQP cannot remove one message from the middle of a
+    queue. The row, the source of truth here, is gone either way.
     """
     row = get_dead_letter(conn, dl_id)
     if row is None:
@@ -85,7 +90,7 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: in
         message_id=row["message_id"],  # the same id, so logs tie the new attempts to the old ones
     )
     broker.enqueue(message)
-    if row["redis_message_id"]:
+    if row["redis_message_id"] and isinstance(broker, RedisBroker):
         xq = f"{broker.namespace}:{row['queue_name']}.XQ"
         pipe = broker.client.pipeline()
         pipe.zrem(xq, row["redis_message_id"])

@@ -7,22 +7,98 @@ is plain JSON, so a producer only needs this module.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import dramatiq
+import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
 
 from ledger.domain import Operation
+
+log = logging.getLogger(__name__)
 
 PERSIST_OPERATION = "persist_operation"  # args: (operation dict,)
 CONFIRM_BLOCKS = "confirm_blocks"  # args: (solid block number,)
 REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks that left the chain,)
 
+AMQP_SCHEMES = ("amqp", "amqps")
 
-def create_broker(redis_url: str, **options: object) -> RedisBroker:
-    """A Redis broker for this process. Call at process start, after any fork."""
-    broker = RedisBroker(url=redis_url, **options)
-    return broker
+
+class BrokerNotDurable(RuntimeError):
+    """The broker would lose queued messages on a restart and the settings say to refuse."""
+
+
+def create_broker(url: str) -> dramatiq.Broker:
+    """The broker for this process (Settings.broker_url): RabbitMQ for amqp(s)://, else Redis.
+
+    Call at process start, after any fork. RabbitMQ gets publisher confirms: without them
+    `enqueue` returns once the bytes are written to the socket, so a broker crash right after
+    would lose a message the listener has already counted as sent, and its checkpoint moves on.
+    Dramatiq declares RabbitMQ queues durable and publishes with delivery_mode=2 (persistent).
+    """
+    if is_amqp(url):
+        return RabbitmqBroker(url=url, confirm_delivery=True)
+    return RedisBroker(url=url)
+
+
+def is_amqp(url: str) -> bool:
+    return urlsplit(url).scheme in AMQP_SCHEMES
+
+
+def ready_messages(broker: dramatiq.Broker, queue_name: str) -> int:
+    """Messages waiting in `queue_name` (not delayed retries, not in flight)."""
+    name = q_name(queue_name)
+    if isinstance(broker, RabbitmqBroker):
+        broker.declare_queue(name, ensure=True)
+        return int(broker.channel.queue_declare(queue=name, passive=True).method.message_count)
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.llen(f"{broker.namespace}:{name}"))
+    raise TypeError(f"unknown broker {type(broker).__name__}")
+
+
+def check_broker_durability(broker: dramatiq.Broker, *, require: bool) -> str:
+    """Say (log) whether the broker keeps queued messages across a restart; return the verdict.
+
+    Redis keeps them only with AOF (`appendonly yes`); RDB snapshots alone lose everything since
+    the last snapshot. Managed Redis services often disable CONFIG: then nothing can be checked,
+    a warning says so, and `require` does not refuse (only a setting seen to be off refuses).
+    The end-to-end accounting (ledger/accounting.py) repairs what a broker loses either way; this
+    check is about not relying on it for routine restarts.
+    """
+    if isinstance(broker, RabbitmqBroker):
+        verdict = "durable: RabbitMQ, durable queues, persistent messages, publisher confirms"
+        log.info("broker %s", verdict)
+        return verdict
+    if not isinstance(broker, RedisBroker):
+        return "unknown broker"
+    try:
+        config = broker.client.config_get("appendonly")
+        config.update(broker.client.config_get("save"))
+    except redis.ResponseError as exc:
+        verdict = f"unknown: CONFIG GET refused ({exc}); make sure the broker Redis runs with appendonly yes"
+        log.warning("broker persistence %s", verdict)
+        return verdict
+    if config.get("appendonly") == "yes":
+        log.info("broker Redis persistence: AOF on")
+        return "durable: AOF"
+    snapshots = config.get("save", "")
+    risk = (
+        f"only RDB snapshots (save {snapshots!r}): a restart loses the messages queued since the last one"
+        if snapshots
+        else "no persistence (no AOF, no snapshots): a restart loses every queued message"
+    )
+    message = (
+        f"broker Redis has {risk}; the end-to-end accounting re-enqueues them after its grace period,"
+        " but run it with appendonly yes (see docs/RELIABILITY.md)"
+    )
+    if require:
+        raise BrokerNotDurable(message + "; refusing to start (BROKER_REQUIRE_PERSISTENCE=1)")
+    log.warning("%s", message)
+    return "not durable: " + risk
 
 
 def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:

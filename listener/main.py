@@ -8,11 +8,13 @@ announced (listener/wakeup.py); polling from the checkpoint stays the source of 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 import time
+from dataclasses import asdict
 
 import psycopg
 
@@ -20,7 +22,7 @@ from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
-from ledger.queue import create_broker
+from ledger.queue import check_broker_durability, create_broker
 from ledger.tron_node import TronNode
 from listener.adapter import NodeAdapter
 from listener.backfill import (
@@ -32,6 +34,7 @@ from listener.backfill import (
     parse_since,
 )
 from listener.leader import Leader, Lease
+from listener.repair import repair_once
 from listener.sink import BrokerSink
 from listener.store import CheckpointFenced, PgStore
 from listener.streamer import Streamer
@@ -57,7 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--start-block", type=int, default=None, help="first block when no checkpoint exists")
-    sub = parser.add_subparsers(dest="command", metavar="{backfill}")
+    sub = parser.add_subparsers(dest="command", metavar="{backfill,repair}")
+    rp = sub.add_parser(
+        "repair",
+        help="one accounting pass now: re-enqueue operations missing longer than the grace period",
+        description=(
+            "Drop recorded operations that have landed in PostgreSQL, move the persisted watermark, and "
+            "enqueue again those missing for longer than --grace seconds (default REPAIR_GRACE_SECONDS). "
+            "The active listener does this every few seconds by itself; this is for operators and scripts."
+        ),
+    )
+    rp.add_argument("--grace", type=float, default=None, metavar="SECONDS", help="0: re-send everything missing")
     bf = sub.add_parser(
         "backfill",
         help="index a past block range for some pool accounts (resumable)",
@@ -101,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("TRON_NODE_URL is not set")
     if args.command == "backfill":
         return run_backfill(args, settings)
+    if args.command == "repair":
+        result = repair_once(settings, grace_seconds=args.grace)
+        print(json.dumps(asdict(result)))
+        return 0
     return run_listener(args, settings)
 
 
@@ -133,7 +150,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     node = _node(settings)
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
+    check_broker_durability(broker, require=settings.broker_require_persistence)
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None
@@ -153,6 +171,10 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             poll_interval=settings.poll_interval,
             stop=term_stop,
             wake=wake,
+            repair=lambda: store.repair(sink, settings.repair_grace_seconds),
+            # Often enough that the watermark in /health/ready is fresh and a loss is re-sent
+            # soon after its grace period; one pass costs a few small queries.
+            repair_interval=min(5.0, settings.repair_grace_seconds / 2),
         )
         try:
             streamer.run()
@@ -241,7 +263,7 @@ def _run_range(
         lease.release()
         raise BackfillError(f"{name} is already running ({info})")
     store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -9,7 +9,7 @@ from typing import Protocol
 import dramatiq
 
 from ledger.domain import Operation
-from ledger.queue import confirm_message, operation_message, revert_message
+from ledger.queue import confirm_message, operation_message, ready_messages, revert_message
 
 
 class Sink(Protocol):
@@ -18,6 +18,8 @@ class Sink(Protocol):
     def confirm(self, solid_block: int) -> None: ...
 
     def revert(self, blocks: list[tuple[int, str]]) -> None: ...
+
+    def backlog(self) -> int: ...
 
 
 class BrokerSink:
@@ -44,3 +46,7 @@ class BrokerSink:
 
     def revert(self, blocks: list[tuple[int, str]]) -> None:
         self._broker.enqueue(revert_message(blocks, self._queue))
+
+    def backlog(self) -> int:
+        """Messages waiting in the queue (the accounting's repair holds back behind a backlog)."""
+        return ready_messages(self._broker, self._queue)

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import psycopg
 
+from ledger import accounting
 from ledger.accounts import tracked_addresses
+from ledger.domain import Operation
 from ledger.parser import ParseIssue
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,20 @@ class PgStore:
         return (row[0], row[1]) if row else None
 
     def save_checkpoint(
-        self, block_num: int, block_id: str, head: int, solid: int, blocks: Sequence[tuple[int, str, str]] = ()
+        self,
+        block_num: int,
+        block_id: str,
+        head: int,
+        solid: int,
+        blocks: Sequence[tuple[int, str, str]] = (),
+        operations: Sequence[Operation] = (),
     ) -> None:
-        """Advance the checkpoint and remember the new blocks' ids; only the current term may (fencing)."""
+        """Advance the checkpoint, remember the new blocks' ids and record the operations they must
+        produce (ledger/accounting.py), all in one transaction; only the current term may (fencing)."""
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, block_num, block_id)
+            accounting.record_expected(conn, operations)
             conn.execute(
                 "UPDATE chain_state SET head_block = %s, solid_block = greatest(solid_block, %s), updated_at = now()",
                 (head, solid),
@@ -83,6 +93,7 @@ class PgStore:
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, ancestor, ancestor_id)
+            accounting.forget_after(conn, self.name, ancestor)
             gone = conn.execute(
                 "DELETE FROM recent_blocks WHERE block_num > %s RETURNING block_num, block_id", (ancestor,)
             ).fetchall()
@@ -102,6 +113,10 @@ class PgStore:
             .fetchall()
         )
         return [(num, block_id) for num, block_id in rows]
+
+    def repair(self, sink: accounting.Resender, grace_seconds: float) -> accounting.Repair:
+        """One accounting pass (ledger.accounting.repair) for this checkpoint."""
+        return accounting.repair(self._connection(), sink, grace_seconds=grace_seconds, name=self.name)
 
     def _move_checkpoint(self, conn: psycopg.Connection, block_num: int, block_id: str | None) -> None:
         move_checkpoint(conn, self.name, self.term, block_num, block_id)

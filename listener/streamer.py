@@ -1,8 +1,10 @@
 """The checkpoint loop: from the last committed block to the head, then follow the head.
 
 Order of effects per batch: fetch and parse blocks, enqueue their operations, THEN advance the
-checkpoint. A crash anywhere re-enqueues at most one batch (harmless: workers upsert by chain
-identity) and never skips a block.
+checkpoint (recording, in the same transaction, what the blocks must produce). A crash anywhere
+re-enqueues at most one batch (harmless: workers upsert by chain identity) and never skips a
+block. Every `repair_interval` seconds the loop also runs the accounting's repair pass
+(ledger/accounting.py), which re-sends what the broker lost after the checkpoint moved on.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ledger.domain import Operation
 from ledger.parser import BlockParse, ParseIssue
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
@@ -30,7 +33,13 @@ class Store(Protocol):
     def load_checkpoint(self) -> tuple[int, str | None] | None: ...
 
     def save_checkpoint(
-        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ...
+        self,
+        block_num: int,
+        block_id: str,
+        head: int,
+        solid: int,
+        blocks: Sequence[tuple[int, str, str]] = ...,
+        operations: Sequence[Operation] = ...,
     ) -> None: ...
 
     def recent_block_id(self, block_num: int) -> str | None: ...
@@ -75,6 +84,8 @@ class Streamer:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
         wake: threading.Event | None = None,
+        repair: Callable[[], object] | None = None,
+        repair_interval: float = 5.0,
     ) -> None:
         self.adapter = adapter
         self.store = store
@@ -89,6 +100,9 @@ class Streamer:
         self._sleep = sleep or self.stop.wait
         # Set by a push (listener/wakeup.py) to end the idle wait early; whoever sets `stop` sets it too.
         self.wake = wake
+        self.repair = repair
+        self.repair_interval = repair_interval
+        self._repaired_at = float("-inf")
         self.progress = Progress()
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
@@ -105,6 +119,7 @@ class Streamer:
         while not self.stop.is_set():
             try:
                 caught_up = self.sync_cycle()
+                self._maybe_repair()
             except Exception as exc:  # noqa: BLE001 - every failure is retried from the checkpoint
                 self._on_failure(exc)
                 continue
@@ -155,7 +170,7 @@ class Streamer:
         self.sink.publish(operations)
         self._send_confirmation(solid)
         recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - 100]
-        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid, recent)
+        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid, recent, operations)
         self.progress.checkpoint = end
         self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
@@ -165,6 +180,15 @@ class Streamer:
         return False
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _maybe_repair(self) -> None:
+        # Between cycles, in this thread: only the active listener repairs, and never while it
+        # is half-way through a batch.
+        now = time.monotonic()
+        if self.repair is None or now - self._repaired_at < self.repair_interval:
+            return
+        self._repaired_at = now
+        self.repair()
 
     def _checkpoint(self, head: int) -> int:
         if self.progress.checkpoint >= 0:

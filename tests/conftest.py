@@ -34,6 +34,7 @@ TABLES = (
     "dead_letters",
     "recent_blocks",
     "orphaned_blocks",
+    "expected_operations",
 )
 
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import psycopg
 
-from tests.test_persist import ALICE, make_op, persist
+from tests.test_persist import ALICE, BOB, make_op, persist
 from workers.persist import confirm_blocks, revert_blocks
 
 OLD = "0000000000000064" + "aa" * 24  # block 100 on the branch that left
@@ -87,3 +87,45 @@ def test_orphaned_unfreeze_orphans_its_lot_and_reappearance_reopens_it(db: psyco
     assert db.execute(lot_status, (lot.tx_id,)).fetchone() == ("orphaned", 100)
     persist(db, dataclasses.replace(lot, block_num=101, block_id=NEW))
     assert db.execute(lot_status, (lot.tx_id,)).fetchone() == ("pending", 101)
+
+
+# Failed transactions in a block that left the chain: a failed row is final only once its block is
+# solidified, so a fork orphans it like a pending one and a re-inclusion moves it to its new block.
+
+
+def test_revert_orphans_failed_rows_and_a_reappearance_takes_the_new_block(db: psycopg.Connection) -> None:
+    op = make_op("delegate", 100, block_id=OLD, status="failed", contract_ret="OUT_OF_ENERGY")
+    persist(db, op)
+    assert revert_blocks(db, [[100, OLD]]) == {ALICE, BOB}
+    assert status(db, "delegate_records", op.tx_id) == ("orphaned", 100, OLD)
+    persist(db, dataclasses.replace(op, block_num=101, block_id=NEW))
+    assert status(db, "delegate_records", op.tx_id) == ("failed", 101, NEW)
+
+
+def test_failed_row_reappearing_before_the_revert_takes_the_new_block(db: psycopg.Connection) -> None:
+    # The listener records the orphaned block before it enqueues anything of the new branch; the
+    # new branch's message may still be handled before the revert message.
+    op = make_op("freeze", 100, block_id=OLD, status="failed", contract_ret="OUT_OF_ENERGY")
+    persist(db, op)
+    db.execute("INSERT INTO orphaned_blocks (block_num, block_id) VALUES (100, %s)", (OLD,))
+    persist(db, dataclasses.replace(op, block_num=101, block_id=NEW, status="pending", contract_ret="SUCCESS"))
+    assert status(db, "stake_records", op.tx_id) == ("pending", 101, NEW)
+    revert_blocks(db, [[100, OLD]])
+    assert status(db, "stake_records", op.tx_id) == ("pending", 101, NEW)
+
+
+def test_late_failed_message_from_an_orphaned_block_is_orphaned_and_never_overwrites(db: psycopg.Connection) -> None:
+    op = make_op("freeze", 100, block_id=OLD, status="failed", contract_ret="OUT_OF_ENERGY")
+    revert_blocks(db, [[100, OLD]])
+    persist(db, op)
+    assert status(db, "stake_records", op.tx_id) == ("orphaned", 100, OLD)
+    persist(db, dataclasses.replace(op, block_num=101, block_id=NEW))
+    persist(db, op)  # a redelivery of the orphaned copy
+    assert status(db, "stake_records", op.tx_id) == ("failed", 101, NEW)
+
+
+def test_failed_row_of_a_solidified_block_is_final(db: psycopg.Connection) -> None:
+    op = make_op("freeze", 100, status="failed", contract_ret="OUT_OF_ENERGY")
+    persist(db, op)
+    persist(db, dataclasses.replace(op, status="pending", contract_ret="SUCCESS"))
+    assert status(db, "stake_records", op.tx_id)[0] == "failed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 
@@ -81,18 +82,26 @@ class MemoryStore:
         self.fail_saves = 0
         self.recent: dict[int, str] = {}
         self.orphaned: list[tuple[int, str]] = []
+        self.expected: list[Operation] = []
 
     def load_checkpoint(self) -> tuple[int, str | None] | None:
         return None if self.checkpoint is None else (self.checkpoint, self.checkpoint_id)
 
     def save_checkpoint(
-        self, block_num: int, block_id: str, head: int, solid: int, blocks: list[tuple[int, str, str]] = ()
+        self,
+        block_num: int,
+        block_id: str,
+        head: int,
+        solid: int,
+        blocks: Sequence[tuple[int, str, str]] = (),
+        operations: Sequence[Operation] = (),
     ) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
             raise ConnectionError("database down")
         self.checkpoint, self.checkpoint_id = block_num, block_id
         self.recent.update({num: bid for num, bid, _ in blocks})
+        self.expected.extend(operations)
 
     def recent_block_id(self, block_num: int) -> str | None:
         return self.recent.get(block_num)
@@ -159,6 +168,8 @@ def test_catches_up_from_start_block_in_batches_and_checkpoints_each() -> None:
     assert store.checkpoint == 35
     assert sink.confirmed[-1] == 35 - 19
     assert [i.block_num for i in store.issues] == [7]
+    # each checkpoint recorded exactly what its batch enqueued (the accounting's expectations)
+    assert store.expected == sink.ops
 
 
 def test_default_start_is_the_head() -> None:
@@ -240,3 +251,32 @@ def test_fork_survives_a_restart_from_the_stored_checkpoint() -> None:
     _run_until_caught_up(restarted)
     assert store.orphaned == [(49, _block_id(49)), (50, _block_id(50))]
     assert store.checkpoint_id == _block_id(52, "b")
+
+
+def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
+    adapter, store, sink = StubAdapter(head=40), MemoryStore(), ListSink()
+    calls: list[int | None] = []
+    stop = threading.Event()
+
+    def repair() -> None:
+        calls.append(store.checkpoint)
+        if len(calls) == 2:
+            stop.set()
+
+    streamer = Streamer(
+        adapter,  # type: ignore[arg-type]
+        store,
+        sink,
+        start_block=1,
+        batch_blocks=10,
+        poll_interval=0,
+        stop=stop,
+        repair=repair,
+        repair_interval=0.05,
+    )
+    thread = threading.Thread(target=streamer.run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    # the first pass right after the first batch; the next one an interval later, never mid-batch
+    assert calls[0] == 10 and calls[1] is not None and calls[1] >= 10

@@ -11,14 +11,13 @@ import logging
 
 import dramatiq
 from dramatiq import Worker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries
 
 from ledger.cache import create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
 from ledger.logs import setup_logging
-from ledger.queue import create_broker
+from ledger.queue import check_broker_durability, create_broker
 from workers.actors import Deps, register_actors
 from workers.deadletters import DeadLetters
 
@@ -41,9 +40,11 @@ def setup() -> None:
     log.info("worker ready on queue %r", settings.queue_name)
 
 
-def create_worker_broker(settings: Settings) -> tuple[RedisBroker, Deps]:
+def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     """A broker with the dead-letter middleware and both actors, plus the dependencies they use."""
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
+    # Raises BrokerNotDurable when the settings say to refuse a broker Redis without AOF.
+    check_broker_durability(broker, require=settings.broker_require_persistence)
     # One connection per worker thread (the pool is resized to the thread count at worker boot):
     # an actor holds one for its whole transaction. Autocommit: a one-statement upsert is its own
     # transaction (see workers.persist). No check on checkout: a connection that died with

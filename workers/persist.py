@@ -123,7 +123,8 @@ def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
 def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]:
     """Orphan the records of blocks that left the chain (`[[block_num, block_id], ...]`).
 
-    Only pending records can be orphaned: forks never reach below the solidified head. Lots of
+    Only pending and failed records can be orphaned: forks never reach below the solidified head,
+    and a failed transaction leaves the chain with its block like any other. Lots of
     orphaned unfreezes are orphaned too, and the owners' other lots are settled again, since a
     withdraw or cancel that settled them may be among the orphaned records.
     """
@@ -224,6 +225,16 @@ _NEW_STATUS = (
 # pending, confirmed or failed); a confirmed or failed row is final and a replay changes nothing.
 # After a fork an orphaned row takes the data of the block the transaction reappeared in, and a
 # late message from an orphaned block never overwrites the row of the canonical one.
+# "Failed" is final only on its own block: a failed transaction in a block that left the chain is
+# orphaned like any other (the chain no longer holds it), and if it reappears in a later block its
+# row moves there, even when that message is handled before the revert (the listener records the
+# orphaned block before it enqueues anything of the new branch, so the EXISTS below sees it).
+_UPDATABLE = """(
+    (EXCLUDED.status <> 'orphaned'
+     AND (r.status IN ('pending', 'orphaned')
+          OR (r.status = 'failed' AND EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = r.block_id))))
+    OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
+    OR (r.status = 'failed' AND r.block_id = EXCLUDED.block_id AND EXCLUDED.status = 'orphaned'))"""
 _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                 operation_type, contract_type, resource, amount, status, contract_ret)
@@ -236,8 +247,7 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
     operation_type = EXCLUDED.operation_type, contract_type = EXCLUDED.contract_type,
     resource = EXCLUDED.resource, amount = EXCLUDED.amount, status = EXCLUDED.status,
     contract_ret = EXCLUDED.contract_ret, updated_at = now()
-WHERE (r.status IN ('pending', 'orphaned') AND EXCLUDED.status <> 'orphaned')
-   OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
+WHERE {_UPDATABLE}
 """
 
 _UPSERT_DELEGATE = f"""
@@ -255,8 +265,7 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
     contract_type = EXCLUDED.contract_type, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
     lock = EXCLUDED.lock, lock_period = EXCLUDED.lock_period, lock_expire_time = EXCLUDED.lock_expire_time,
     status = EXCLUDED.status, contract_ret = EXCLUDED.contract_ret, updated_at = now()
-WHERE (r.status IN ('pending', 'orphaned') AND EXCLUDED.status <> 'orphaned')
-   OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
+WHERE {_UPDATABLE}
 """
 
 # The lot mirrors its stake row as stored (which a replay may not have changed). Its status is
@@ -340,7 +349,7 @@ UNION SELECT receiver_address FROM d
 _REVERT = """
 WITH s AS (
     UPDATE stake_records SET status = 'orphaned', updated_at = now()
-    WHERE status = 'pending' AND block_id = ANY(%(ids)s)
+    WHERE status IN ('pending', 'failed') AND block_id = ANY(%(ids)s)
     RETURNING tx_id, op_index, owner_address
 ), lots AS (
     UPDATE unfreeze_records u SET status = 'orphaned', updated_at = now()
@@ -349,7 +358,7 @@ WITH s AS (
     RETURNING u.owner_address
 ), d AS (
     UPDATE delegate_records SET status = 'orphaned', updated_at = now()
-    WHERE status = 'pending' AND block_id = ANY(%(ids)s)
+    WHERE status IN ('pending', 'failed') AND block_id = ANY(%(ids)s)
     RETURNING owner_address, receiver_address
 )
 SELECT owner_address FROM s

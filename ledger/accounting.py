@@ -1,0 +1,243 @@
+"""End-to-end accounting: "every operation of every block up to the checkpoint is in PostgreSQL"
+as a checked fact, not a hope about the broker.
+
+- The listener records, in the very transaction that advances its checkpoint, each operation its
+  new blocks must produce, with the message it just enqueued (`record_expected`).
+- Workers do nothing special: an operation has landed once its row holds that very block id (a
+  transaction re-included after a fork counts only in its new block).
+- `repair` drops what has landed, moves the *persisted watermark* (`persisted_block` beside the
+  checkpoint: every block at or below it complete), and enqueues again what stays missing past the
+  grace period. Idempotent upserts make a repeat harmless. The active listener runs it every few
+  seconds; it is safe to call from anywhere (the fault suite, an operator), since it only reads
+  state, re-sends messages, and writes the watermark under the checkpoint row's lock.
+- A missing operation may simply be waiting in a long queue (a catch-up runs ahead of the
+  workers), so while the broker still holds ready messages only operations older than
+  `BACKLOG_PATIENCE` grace periods are re-sent: a backlog is never doubled by its own repair.
+- Forks: the blocks that left the chain leave the accounting with the checkpoint (`forget_after`,
+  in `PgStore.rollback`). Two single messages can be lost as well: a `revert_blocks` (rows of an
+  orphaned block still pending or failed) and a `confirm_blocks` (rows pending at or below the
+  solidified block); both are sent again once overdue.
+
+What this cannot see: operations of blocks the listener never recorded (before migration 005)
+and backfill runs (resumable by hand; docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ledger.domain import Operation
+
+log = logging.getLogger(__name__)
+
+MAIN = "main"  # the listener's checkpoint row
+BACKLOG_PATIENCE = 10  # grace periods an operation may wait behind a backlog before it is re-sent
+RESEND_LIMIT = 5_000  # operations re-sent per pass (the next pass takes the rest)
+MAX_BACKOFF_DOUBLINGS = 5  # a repeat waits grace * 2**n, n <= this (30 s grace: at most 16 min)
+
+
+class Resender(Protocol):
+    """What a repair sends through (listener.sink.BrokerSink is one)."""
+
+    def publish(self, operations: Iterable[Operation]) -> int: ...
+
+    def confirm(self, solid_block: int) -> None: ...
+
+    def revert(self, blocks: list[tuple[int, str]]) -> None: ...
+
+    def backlog(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One pass: where the two heads are and what was done."""
+
+    checkpoint: int | None
+    persisted: int | None  # the watermark after this pass
+    landed: int  # recorded operations found persisted (and forgotten)
+    missing: int  # recorded operations not persisted yet
+    resent: int  # operations enqueued again
+    deferred: int  # overdue, but left for later: the broker still had a backlog
+    reconfirmed: int | None  # solid block whose confirmation was sent again
+    reverted: int  # orphaned blocks whose revert was sent again
+
+
+@dataclass(frozen=True)
+class Heads:
+    """The chain head, the listener's checkpoint and the persisted watermark, as last recorded."""
+
+    head: int
+    solid: int
+    checkpoint: int | None
+    persisted: int | None
+    persisted_at: str | None  # when the watermark was last computed (ISO 8601)
+    in_flight: int  # operations recorded at the checkpoint not seen persisted at the last pass
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        cp, pw = self.checkpoint, self.persisted
+        # "lag" the way a user means it: blocks whose records are not all in the ledger yet.
+        out["lag_blocks"] = {
+            "listener": None if cp is None else max(0, self.head - cp),  # chain read, not yet enqueued
+            "workers": None if cp is None or pw is None else max(0, cp - pw),  # enqueued, not yet persisted
+            "total": None if pw is None else max(0, self.head - pw),
+        }
+        return out
+
+
+def record_expected(conn: psycopg.Connection, operations: Iterable[Operation]) -> None:
+    """Record what the blocks just enqueued must produce; call in the checkpoint's transaction."""
+    rows = [(op.tx_id, op.op_index, op.block_id, op.block_num, Jsonb(op.to_message())) for op in operations]
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        # A batch enqueued again (a listener restarted before its checkpoint) restarts the clock.
+        cur.executemany(
+            "INSERT INTO expected_operations (tx_id, op_index, block_id, block_num, payload)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (tx_id, op_index, block_id) DO UPDATE SET payload = EXCLUDED.payload,"
+            " recorded_at = now(), due_at = NULL",
+            rows,
+        )
+
+
+def forget_after(conn: psycopg.Connection, name: str, ancestor: int) -> None:
+    """A fork rolled the checkpoint back to `ancestor`: blocks above it leave the accounting."""
+    conn.execute("DELETE FROM expected_operations WHERE block_num > %s", (ancestor,))
+    conn.execute(
+        "UPDATE listener_checkpoint SET persisted_block = least(persisted_block, %s) WHERE name = %s",
+        (ancestor, name),
+    )
+
+
+def repair(conn: psycopg.Connection, sink: Resender, *, grace_seconds: float, name: str = MAIN) -> Repair:
+    """One accounting pass (see the module doc); `conn` must be in autocommit mode."""
+    grace = {"grace": float(grace_seconds), "patience": float(grace_seconds) * BACKLOG_PATIENCE}
+    with conn.transaction():
+        # Locks the checkpoint row: a concurrent save waits, so the watermark never passes it.
+        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = %s FOR UPDATE", (name,)).fetchone()
+        if row is None:
+            return Repair(None, None, 0, 0, 0, 0, None, 0)
+        checkpoint = int(row[0])
+        landed = conn.execute(_LANDED).rowcount
+        first, missing = conn.execute(
+            "SELECT min(block_num), count(*) FROM expected_operations WHERE block_num <= %s", (checkpoint,)
+        ).fetchone() or (None, 0)
+        persisted = checkpoint if first is None else min(checkpoint, int(first) - 1)
+        conn.execute(
+            "UPDATE listener_checkpoint SET persisted_block = %s, persisted_at = now() WHERE name = %s",
+            (persisted, name),
+        )
+        overdue = conn.execute(_OVERDUE, {**grace, "limit": RESEND_LIMIT}).fetchall()
+        stale_solid = conn.execute(_STALE_CONFIRMATION, grace).fetchone()
+        stale_blocks = conn.execute(_STALE_REVERTS, grace).fetchall()
+    # Enqueue outside the transaction (a slow broker must not hold the checkpoint row), then
+    # push the next attempt back: a crash in between only re-sends again, which is harmless.
+    backlog = sink.backlog() if overdue or stale_solid or stale_blocks else 0
+    due = [r for r in overdue if backlog == 0 or r[4]]
+    if due:
+        sink.publish(Operation.from_message(r[3]) for r in due)
+        with conn.cursor() as cur:
+            cur.executemany(_BACK_OFF, [(grace_seconds, MAX_BACKOFF_DOUBLINGS, r[0], r[1], r[2]) for r in due])
+    reconfirmed = None
+    if stale_solid is not None and backlog == 0:
+        reconfirmed = int(stale_solid[0])
+        sink.confirm(reconfirmed)
+    reverted = [(int(num), str(block_id)) for num, block_id in stale_blocks] if backlog == 0 else []
+    if reverted:
+        sink.revert(reverted)
+    result = Repair(
+        checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, len(reverted)
+    )
+    if due or reconfirmed is not None or reverted:
+        log.warning(
+            "repair: %d operation(s) not persisted %.0fs after their checkpoint were enqueued again"
+            " (first block %s), confirmation re-sent: %s, reverts re-sent: %d block(s); watermark %s / checkpoint %s",
+            len(due),
+            grace_seconds,
+            due[0][5] if due else "-",
+            reconfirmed if reconfirmed is not None else "no",
+            len(reverted),
+            persisted,
+            checkpoint,
+        )
+    return result
+
+
+def read_heads(conn: psycopg.Connection, name: str = MAIN) -> Heads:
+    row = conn.execute(
+        "SELECT s.head_block, s.solid_block, c.block_num, c.persisted_block, c.persisted_at,"
+        " (SELECT count(*) FROM expected_operations)"
+        " FROM chain_state s LEFT JOIN listener_checkpoint c ON c.name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:  # chain_state has its one row from migration 001 on
+        return Heads(0, 0, None, None, None, 0)
+    head, solid, checkpoint, persisted, persisted_at, in_flight = row
+    return Heads(
+        head=int(head),
+        solid=int(solid),
+        checkpoint=checkpoint,
+        persisted=persisted,
+        persisted_at=persisted_at.isoformat() if persisted_at is not None else None,
+        in_flight=int(in_flight),
+    )
+
+
+# An operation has landed when its row is on the block it was recorded for (whatever its status:
+# pending, confirmed, failed, or orphaned by a later fork of that block).
+_LANDED = """
+DELETE FROM expected_operations e
+WHERE EXISTS (SELECT 1 FROM stake_records s
+              WHERE s.tx_id = e.tx_id AND s.op_index = e.op_index AND s.block_id = e.block_id)
+   OR EXISTS (SELECT 1 FROM delegate_records d
+              WHERE d.tx_id = e.tx_id AND d.op_index = e.op_index AND d.block_id = e.block_id)
+"""
+
+# (tx_id, op_index, block_id, payload, past patience, block_num), oldest blocks first.
+_OVERDUE = """
+SELECT tx_id, op_index, block_id, payload,
+       recorded_at + make_interval(secs => %(patience)s) <= now(), block_num
+FROM expected_operations
+WHERE coalesce(due_at, recorded_at + make_interval(secs => %(grace)s)) <= now()
+ORDER BY block_num
+LIMIT %(limit)s
+"""
+
+_BACK_OFF = """
+UPDATE expected_operations
+SET repairs = repairs + 1,
+    due_at = now() + make_interval(secs => %s * 2 ^ least(repairs, %s))
+WHERE tx_id = %s AND op_index = %s AND block_id = %s
+"""
+
+# A row still pending at or below the solidified head a grace period after it was written: the
+# confirm_blocks message that should have confirmed it was lost (rows of orphaned blocks are the
+# revert's business).
+_STALE_CONFIRMATION = """
+SELECT c.solid_block FROM chain_state c
+WHERE EXISTS (SELECT 1 FROM stake_records s
+              WHERE s.status = 'pending' AND s.block_num <= c.solid_block
+                AND s.updated_at <= now() - make_interval(secs => %(grace)s)
+                AND NOT EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = s.block_id))
+   OR EXISTS (SELECT 1 FROM delegate_records d
+              WHERE d.status = 'pending' AND d.block_num <= c.solid_block
+                AND d.updated_at <= now() - make_interval(secs => %(grace)s)
+                AND NOT EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = d.block_id))
+"""
+
+# A row still pending or failed on a block that left the chain: its revert_blocks was lost.
+_STALE_REVERTS = """
+SELECT o.block_num, o.block_id FROM orphaned_blocks o
+WHERE o.orphaned_at <= now() - make_interval(secs => %(grace)s)
+  AND (EXISTS (SELECT 1 FROM stake_records s WHERE s.block_id = o.block_id AND s.status IN ('pending', 'failed'))
+       OR EXISTS (SELECT 1 FROM delegate_records d
+                  WHERE d.block_id = o.block_id AND d.status IN ('pending', 'failed')))
+ORDER BY o.block_num
+"""

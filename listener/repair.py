@@ -1,0 +1,28 @@
+"""One accounting pass on demand: `python -m listener repair`, or `repair_once(settings)` from code
+(the fault suite calls it to repair without waiting for the listener's next pass).
+
+The active listener runs the same pass every few seconds (listener/streamer.py); running one more
+from outside is safe (ledger/accounting.py explains why).
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ledger.accounting import MAIN, Repair, repair
+from ledger.config import Settings
+from ledger.queue import create_broker
+from listener.sink import BrokerSink
+
+
+def repair_once(settings: Settings, *, grace_seconds: float | None = None, name: str = MAIN) -> Repair:
+    """Re-send whatever has been missing longer than `grace_seconds` (default: the setting)."""
+    grace = settings.repair_grace_seconds if grace_seconds is None else grace_seconds
+    broker = create_broker(settings.effective_broker_url)
+    sink = BrokerSink(broker, settings.queue_name, threads=4)
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            return repair(conn, sink, grace_seconds=grace, name=name)
+    finally:
+        sink.close()
+        broker.close()

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dramatiq
+import pika.exceptions
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
@@ -53,8 +54,12 @@ def ready_messages(broker: dramatiq.Broker, queue_name: str) -> int:
     """Messages waiting in `queue_name` (not delayed retries, not in flight)."""
     name = q_name(queue_name)
     if isinstance(broker, RabbitmqBroker):
-        broker.declare_queue(name, ensure=True)
-        return int(broker.channel.queue_declare(queue=name, passive=True).method.message_count)
+        try:
+            broker.declare_queue(name, ensure=True)
+            return int(broker.channel.queue_declare(queue=name, passive=True).method.message_count)
+        except pika.exceptions.AMQPError:
+            del broker.connection  # the next call opens a fresh one, as RabbitmqBroker.enqueue does
+            raise
     if isinstance(broker, RedisBroker):
         return int(broker.client.llen(f"{broker.namespace}:{name}"))
     raise TypeError(f"unknown broker {type(broker).__name__}")

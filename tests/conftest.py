@@ -18,11 +18,14 @@ import redis
 from ledger.config import Settings, load_settings
 from ledger.db import migrate
 from tests.procs import Proc
-from tests.stack import SIM_ACCOUNTS, recreate_database, settings_env
+from tests.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, recreate_database, settings_env
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 TEST_CACHE_REDIS_URL = os.environ.get("TEST_CACHE_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The pipeline and fault tests that take `broker_env` run on this RabbitMQ too (queues named per
+# test and deleted afterwards, so a shared RabbitMQ is left as it was found).
+TEST_RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 TABLES = (
     "pool_accounts",
@@ -121,6 +124,21 @@ def env(settings: Settings, clean_db: str, redis_clean: object) -> dict[str, str
         "POLL_INTERVAL": "0.1",
         "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
     }
+
+
+@pytest.fixture
+def broker_env(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`env` on the broker named by the test's parameter: "redis" (the default) or "rabbitmq".
+
+    Use with `@pytest.mark.parametrize("broker_env", ["redis", "rabbitmq"], indirect=True)`.
+    """
+    kind = getattr(request, "param", "redis")
+    if kind == "redis":
+        yield {**env, "BROKER_URL": ""}
+        return
+    assert kind == "rabbitmq", kind
+    yield {**env, "BROKER_URL": TEST_RABBITMQ_URL}
+    delete_rabbitmq_queues(TEST_RABBITMQ_URL, env["QUEUE_NAME"])
 
 
 @pytest.fixture

@@ -8,11 +8,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import pika
 import psycopg
+import redis
+from dramatiq.common import dq_name, xq_name
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.config import Settings
+from ledger.queue import create_broker, is_amqp, ready_messages
 from tests.procs import Proc, python
 
 SIM_ACCOUNTS = (
@@ -131,6 +135,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
+        "BROKER_URL": settings.broker_url,
         "CACHE_REDIS_URL": settings.cache_redis_url,
         "TRON_NODE_URL": settings.tron_node_url,
         "UNFREEZE_DELAY_SECONDS": str(settings.unfreeze_delay_seconds),
@@ -142,3 +147,44 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def broker_url(env: Mapping[str, str]) -> str:
+    return env.get("BROKER_URL") or env["REDIS_URL"]
+
+
+def queued(env: Mapping[str, str]) -> int:
+    """Messages waiting in the test's queue, on whichever broker `env` selects."""
+    broker = create_broker(broker_url(env))
+    try:
+        return ready_messages(broker, env["QUEUE_NAME"])
+    finally:
+        broker.close()
+
+
+def lose_queued_messages(env: Mapping[str, str]) -> None:
+    """What a broker restart without persistence (or a failover to an empty replica) does."""
+    url = broker_url(env)
+    if is_amqp(url):
+        broker = create_broker(url)
+        try:
+            broker.flush(env["QUEUE_NAME"])  # main, delay and dead-letter queues
+        finally:
+            broker.close()
+    else:
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()  # the test broker's own database
+        finally:
+            client.close()
+
+
+def delete_rabbitmq_queues(url: str, queue: str) -> None:
+    """Drop a test's queues (Dramatiq declares three per queue name)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue, dq_name(queue), xq_name(queue)):
+            channel.queue_delete(queue=name)
+    finally:
+        connection.close()

@@ -536,6 +536,23 @@ def test_health(client: FlaskClient) -> None:
     assert body["checks"]["postgres"]["ok"] and body["checks"]["redis"]["ok"]
 
 
+def test_health_and_ingest_tell_the_checkpoint_from_the_persisted_watermark(
+    client: FlaskClient, conn: psycopg.Connection
+) -> None:
+    # Before any listener ran there is no checkpoint: no figure is made up
+    assert get_json(client, "/api/ingest")["data"]["lag_blocks"] == {"listener": None, "workers": None, "total": None}
+    # Given a listener that enqueued up to 120 of a chain at 125, and workers complete up to 112
+    conn.execute("UPDATE chain_state SET head_block = 125, solid_block = 100")
+    conn.execute(
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, persisted_block, persisted_at)"
+        " VALUES ('main', 120, 'x', 112, now())"
+    )
+    data = get_json(client, "/api/ingest")["data"]
+    assert (data["head"], data["solid"], data["checkpoint"], data["persisted"]) == (125, 100, 120, 112)
+    assert data["lag_blocks"] == {"listener": 5, "workers": 8, "total": 13}
+    assert get_json(client, "/health/ready")["ingest"] == data
+
+
 def test_ready_is_503_when_redis_is_unreachable(settings: Settings, clean_db: str) -> None:
     from tests.test_cache import free_port
 

@@ -1,4 +1,4 @@
-"""Liveness, readiness and cache statistics."""
+"""Liveness, readiness, ingest heads and cache statistics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response
 
+from ledger.accounting import read_heads
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import json_response
@@ -26,16 +27,30 @@ def live() -> Response:
 @bp.get("/health/ready")
 def ready() -> Response:
     res = resources()
-    checks = {"postgres": _check(_ping_postgres), "redis": _check(res.pages.client.ping)}
+    ingest: list[dict[str, object]] = []
+    checks = {"postgres": _check(lambda: ingest.append(_ingest_heads())), "redis": _check(res.pages.client.ping)}
     ok = all(check["ok"] for check in checks.values())
-    return json_response(
-        {"success": ok, "status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
-    )
+    # Ingest lag is reported, not judged: a node or worker backlog does not stop the API serving
+    # what it has. `checkpoint` is how far the chain was read and enqueued, `persisted` how far
+    # every operation is in PostgreSQL (see docs/RELIABILITY.md).
+    body = {
+        "success": ok,
+        "status": "ready" if ok else "unavailable",
+        "checks": checks,
+        "ingest": ingest[0] if ingest else None,
+    }
+    return json_response(body, 200 if ok else 503)
 
 
-def _ping_postgres() -> None:
+@bp.get("/api/ingest")
+def ingest() -> Response:
+    """Chain head, solidified block, checkpoint and persisted watermark, with the lags between them."""
+    return json_response({"success": True, "data": _ingest_heads()})
+
+
+def _ingest_heads() -> dict[str, object]:
     with read_connection(resources().pool, timeout=_READY_DB_TIMEOUT) as conn:
-        conn.execute("SELECT 1")
+        return read_heads(conn).to_dict()
 
 
 def _check(probe: Callable[[], object]) -> dict[str, object]:

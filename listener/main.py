@@ -22,7 +22,7 @@ from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
-from ledger.queue import check_broker_durability, create_broker
+from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker
 from ledger.tron_node import TronNode
 from listener.adapter import NodeAdapter
 from listener.backfill import (
@@ -149,9 +149,14 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    node = _node(settings)
     broker = create_broker(settings.effective_broker_url)
-    check_broker_durability(broker, require=settings.broker_require_persistence)
+    try:
+        check_broker_durability(broker, require=settings.broker_require_persistence)
+    except BrokerNotDurable as exc:
+        log.error("%s", exc)
+        broker.close()
+        return 2
+    node = _node(settings)
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,17 +31,22 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int) -> None:
+    """A private redis-server (no persistence unless `extra` flags say otherwise; files in a temp dir)."""
+
+    def __init__(self, port: int, *extra: str) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
+        self.dir = tempfile.mkdtemp(prefix="ledger-redis-")
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", self.dir, *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -60,6 +66,7 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture

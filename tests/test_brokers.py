@@ -14,11 +14,11 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from ledger.config import load_settings
+from ledger.config import Settings, load_settings
 from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, ready_messages
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
-from tests.stack import delete_rabbitmq_queues
+from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.test_cache import RedisServer, free_port
 from tests.test_persist import make_op
 
@@ -122,3 +122,13 @@ def test_the_listener_refuses_a_volatile_broker_when_told_to(volatile: RedisBrok
     proc = Proc("listener", python("-m", "listener"), env)
     proc.wait_for(r"refusing to start \(BROKER_REQUIRE_PERSISTENCE=1\)", timeout=30)
     assert proc.popen.wait(30) == 2
+
+
+def test_the_workers_refuse_a_volatile_broker_when_told_to(
+    volatile: RedisBroker, settings: Settings, database_url: str
+) -> None:
+    url = f"redis://127.0.0.1:{volatile.client.connection_pool.connection_kwargs['port']}/0"
+    env = {**settings_env(settings), "REDIS_URL": url, "BROKER_REQUIRE_PERSISTENCE": "1", "QUEUE_NAME": "refused"}
+    proc = Proc("worker", python("-m", "dramatiq", "workers.main:setup", "--processes", "1", "--threads", "1"), env)
+    proc.wait_for(r"refusing to start \(BROKER_REQUIRE_PERSISTENCE=1\)", timeout=60)
+    assert proc.popen.wait(30) != 0

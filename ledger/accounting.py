@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ledger.domain import Operation
 
@@ -93,18 +93,23 @@ class Heads:
 
 def record_expected(conn: psycopg.Connection, operations: Iterable[Operation]) -> None:
     """Record what the blocks just enqueued must produce; call in the checkpoint's transaction."""
-    rows = [(op.tx_id, op.op_index, op.block_id, op.block_num, Jsonb(op.to_message())) for op in operations]
-    if not rows:
+    # Keyed, so a node that lists a transaction twice cannot make the statement touch a row twice
+    # (an error that would stop the checkpoint for good).
+    unique = {(op.tx_id, op.op_index, op.block_id): op for op in operations}
+    payloads = [op.to_message() for op in unique.values()]
+    if not payloads:
         return
-    with conn.cursor() as cur:
-        # A batch enqueued again (a listener restarted before its checkpoint) restarts the clock.
-        cur.executemany(
-            "INSERT INTO expected_operations (tx_id, op_index, block_id, block_num, payload)"
-            " VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (tx_id, op_index, block_id) DO UPDATE SET payload = EXCLUDED.payload,"
-            " recorded_at = now(), due_at = NULL",
-            rows,
-        )
+    # One statement over one JSON document: a catch-up batch holds hundreds of operations and this
+    # runs in the checkpoint's transaction (row by row, or as typed arrays, cost 3x as much).
+    # A batch enqueued again (a listener restarted before its checkpoint) restarts the clock.
+    conn.execute(
+        "INSERT INTO expected_operations (tx_id, op_index, block_id, block_num, payload)"
+        " SELECT p->>'tx_id', (p->>'op_index')::smallint, p->>'block_id', (p->>'block_num')::bigint, p"
+        " FROM jsonb_array_elements(%s::jsonb) AS p"
+        " ON CONFLICT (tx_id, op_index, block_id) DO UPDATE SET payload = EXCLUDED.payload,"
+        " recorded_at = now(), due_at = NULL",
+        (orjson.dumps(payloads).decode(),),
+    )
 
 
 def forget_after(conn: psycopg.Connection, name: str, ancestor: int) -> None:

@@ -179,3 +179,11 @@ def test_the_store_records_at_the_checkpoint_and_a_fork_forgets(clean_db: str) -
             assert store.repair(FakeSink(), grace_seconds=0).persisted == 102
     finally:
         store.close()
+
+
+def test_an_operation_listed_twice_is_recorded_once(db: psycopg.Connection) -> None:
+    op = make_op("freeze", 101)
+    checkpoint_at(db, 101)
+    record_expected(db, [op, op])
+    record_expected(db, [op])  # the batch enqueued again after a restart
+    assert db.execute("SELECT count(*) FROM expected_operations").fetchone() == (1,)

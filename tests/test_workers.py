@@ -17,6 +17,7 @@ import dramatiq
 import psycopg
 import pytest
 import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from psycopg.conninfo import make_conninfo
 
@@ -27,8 +28,9 @@ from ledger.db import create_pool
 from ledger.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
 from ledger.domain import Operation
 from ledger.queue import PERSIST_OPERATION, confirm_message, create_broker, operation_message
+from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
-from tests.stack import settings_env
+from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.tcpproxy import TcpProxy
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
@@ -281,3 +283,33 @@ def test_cache_outage_raises_after_commit(wsettings: Settings, pg: psycopg.Conne
     finally:
         pool.close()
     assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]
+
+
+def test_dead_letters_on_rabbitmq(
+    wsettings: Settings, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    # The same middleware on the other broker: rows with the final exception; a requeue re-sends
+    # (the broker's own .XQ copy cannot be taken out of a RabbitMQ queue and stays until its TTL).
+    queue = wsettings.queue_name
+    rabbit = create_broker(TEST_RABBITMQ_URL)
+    assert isinstance(rabbit, RabbitmqBroker)
+    try:
+        start_worker(threads=1, BROKER_URL=TEST_RABBITMQ_URL)
+        poison = dramatiq.Message(
+            queue_name=queue, actor_name=PERSIST_OPERATION, args=({"tx_id": "not hex"},), kwargs={}, options={}
+        )
+        rabbit.enqueue(poison)
+        for op in (make_op("freeze", 100), make_op("freeze", 101)):
+            rabbit.enqueue(operation_message(op, queue))
+        wait_until(lambda: rows(pg, "SELECT count(*) FROM stake_records") == [(2,)], what="the good rows")
+        letters = wait_until(lambda: list_dead_letters(pg), what="the dead letter")
+        assert [(d["actor_name"], d["error_type"], d["redis_message_id"]) for d in letters] == [
+            ("persist_operation", "ledger.domain.PayloadError", None)
+        ]
+        wait_until(lambda: rabbit.get_queue_message_counts(queue)[2] == 1, what="the broker's dead-letter copy")
+        assert requeue_dead_letter(pg, rabbit, letters[0]["id"]) == poison.message_id
+        wait_until(lambda: [d["id"] for d in list_dead_letters(pg)] == [letters[0]["id"] + 1], what="a new row")
+        wait_until(lambda: rabbit.get_queue_message_counts(queue)[2] == 2, what="the second broker copy")
+    finally:
+        rabbit.close()
+        delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)

@@ -4,6 +4,7 @@ statuses right, orphaned records included)."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from ledger.config import Settings
@@ -64,6 +65,42 @@ def test_forks_leave_the_ledger_equal_to_the_final_chain(
     _finish(settings, sim, env)
     assert "fork:" in procs[-1].output()
     assert {op["status"] for op in truth} >= {"confirmed", "pending"}
+
+
+def test_forks_over_failed_transactions_fix_every_row(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # Given half the tracked transactions failing, and forks replacing blocks the listener processed
+    # (their transactions re-packed in later blocks and re-executed, or dropped)
+    sim = _run_pipeline(settings, env, procs, "--failure-rate", "0.5")
+    moved: set[tuple[str, int]] = set()  # failed rows whose block a fork replaced
+    for _ in range(4):
+        sim.pause()  # so the fork replaces blocks the listener has processed, not newer ones
+        head = sim.status()["head"]
+        wait_until(lambda h=head: checkpoint(settings.database_url) == h, 60, "the head")
+        before = sim.truth()["operations"]
+        replaced = set(sim.http.post("/sim/fork", json={"depth": 3}).json()["replaced"])
+        moved |= {
+            (op["tx_id"], op["op_index"]) for op in before if op["status"] == "failed" and op["block_num"] in replaced
+        }
+        sim.resume()
+        sim.produce(2)
+    assert moved, "no failed transaction was in a replaced block: the test would prove nothing"
+    # Then every row, failed ones included, has the final chain's block number and status
+    _finish(settings, sim, env)
+    # ... and every row not orphaned is on a block of the final chain: a re-packed transaction often
+    # lands at the same height, so the block number alone would not tell the old block from the new
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT tx_id, block_num, block_id, status FROM stake_records"
+            " UNION ALL SELECT tx_id, block_num, block_id, status FROM delegate_records"
+        ).fetchall()
+    heights = {num for _, num, _, status in rows if status != "orphaned"}
+    chain = {n: sim.http.post("/wallet/getblockbynum", json={"num": n}).json()["blockID"] for n in heights}
+    off_chain = [
+        (tx[:8], num, status) for tx, num, block_id, status in rows if status != "orphaned" and block_id != chain[num]
+    ]
+    assert not off_chain, off_chain
 
 
 @pytest.mark.parametrize(

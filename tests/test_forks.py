@@ -129,3 +129,16 @@ def test_failed_row_of_a_solidified_block_is_final(db: psycopg.Connection) -> No
     persist(db, op)
     persist(db, dataclasses.replace(op, status="pending", contract_ret="SUCCESS"))
     assert status(db, "stake_records", op.tx_id)[0] == "failed"
+
+
+def test_a_transaction_orphaned_twice_keeps_the_last_block_it_was_in(db: psycopg.Connection) -> None:
+    # Block 100 left the chain, its transaction was re-packed in 101, and 101 left too; the copy
+    # from 101 is handled after both reverts (so it arrives as orphaned).
+    op = make_op("delegate", 100, block_id=OLD)
+    persist(db, op)
+    revert_blocks(db, [[100, OLD]])
+    revert_blocks(db, [[101, NEW]])
+    persist(db, dataclasses.replace(op, block_num=101, block_id=NEW))
+    assert status(db, "delegate_records", op.tx_id) == ("orphaned", 101, NEW)
+    persist(db, op)  # a redelivery of the older copy changes nothing
+    assert status(db, "delegate_records", op.tx_id) == ("orphaned", 101, NEW)

@@ -36,6 +36,7 @@ def truth_rows(sim: Simulator, account: str) -> set[Row]:
         (
             op["tx_id"],
             op["op_index"],
+            op["block_num"],
             op["kind"],
             op["resource"],
             op["amount"],
@@ -68,13 +69,25 @@ def ledger_rows(client: FlaskClient, account: str) -> list[Row]:
     rows = []
     for r in walk(client, "/api/stake/records", account):
         rows.append(
-            (r["tx_id"], r["op_index"], r["operation_type"], r["resource"], r["amount"], None, False, 0, r["status"])
+            (
+                r["tx_id"],
+                r["op_index"],
+                r["block_num"],
+                r["operation_type"],
+                r["resource"],
+                r["amount"],
+                None,
+                False,
+                0,
+                r["status"],
+            )
         )
     for r in walk(client, "/api/delegate/records", account):
         rows.append(
             (
                 r["tx_id"],
                 r["op_index"],
+                r["block_num"],
                 r["operation_type"],
                 r["resource"],
                 r["amount"],

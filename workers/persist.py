@@ -229,12 +229,15 @@ _NEW_STATUS = (
 # orphaned like any other (the chain no longer holds it), and if it reappears in a later block its
 # row moves there, even when that message is handled before the revert (the listener records the
 # orphaned block before it enqueues anything of the new branch, so the EXISTS below sees it).
+# A transaction re-packed after a fork and orphaned again keeps the last block it was in (re-packed
+# copies only ever go to later blocks), whatever order its copies arrive in.
 _UPDATABLE = """(
     (EXCLUDED.status <> 'orphaned'
      AND (r.status IN ('pending', 'orphaned')
           OR (r.status = 'failed' AND EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = r.block_id))))
     OR (r.status = 'pending' AND r.block_id = EXCLUDED.block_id)
-    OR (r.status = 'failed' AND r.block_id = EXCLUDED.block_id AND EXCLUDED.status = 'orphaned'))"""
+    OR (r.status = 'failed' AND r.block_id = EXCLUDED.block_id AND EXCLUDED.status = 'orphaned')
+    OR (r.status = 'orphaned' AND EXCLUDED.status = 'orphaned' AND EXCLUDED.block_num > r.block_num))"""
 _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                 operation_type, contract_type, resource, amount, status, contract_ret)

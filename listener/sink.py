@@ -9,7 +9,7 @@ from typing import Protocol
 import dramatiq
 
 from ledger.domain import Operation
-from ledger.queue import confirm_message, operation_message, ready_messages, revert_message
+from ledger.queue import confirm_message, operation_message, queued_messages, revert_message
 
 
 class Sink(Protocol):
@@ -48,5 +48,5 @@ class BrokerSink:
         self._broker.enqueue(revert_message(blocks, self._queue))
 
     def backlog(self) -> int:
-        """Messages waiting in the queue (the accounting's repair holds back behind a backlog)."""
-        return ready_messages(self._broker, self._queue)
+        """Messages the broker holds for the queue (the accounting's repair holds back behind a backlog)."""
+        return queued_messages(self._broker, self._queue)

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.config import Settings
-from ledger.queue import create_broker, is_amqp, ready_messages
+from ledger.queue import create_broker, is_amqp, queued_messages
 from tests.procs import Proc, python
 
 SIM_ACCOUNTS = (
@@ -157,7 +157,7 @@ def queued(env: Mapping[str, str]) -> int:
     """Messages waiting in the test's queue, on whichever broker `env` selects."""
     broker = create_broker(broker_url(env))
     try:
-        return ready_messages(broker, env["QUEUE_NAME"])
+        return queued_messages(broker, env["QUEUE_NAME"])
     finally:
         broker.close()
 

@@ -15,7 +15,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
 from ledger.config import Settings, load_settings
-from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, ready_messages
+from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, queued_messages
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
 from tests.stack import delete_rabbitmq_queues, settings_env
@@ -91,23 +91,27 @@ def test_config_disabled_cannot_be_checked_and_is_not_refused(caplog: pytest.Log
         assert "make sure the broker Redis runs with appendonly yes" in caplog.text
 
 
-def test_rabbitmq_is_durable_and_counts_what_waits(rabbit: tuple[RabbitmqBroker, str]) -> None:
+def test_rabbitmq_is_durable_and_counts_what_waits_or_is_delayed(rabbit: tuple[RabbitmqBroker, str]) -> None:
     broker, queue = rabbit
     assert check_broker_durability(broker, require=True).startswith("durable: RabbitMQ")
-    assert ready_messages(broker, queue) == 0
+    assert queued_messages(broker, queue) == 0
     message: dramatiq.Message[object] = operation_message(make_op("freeze", 100), queue)
     broker.enqueue(message)  # returns once RabbitMQ confirmed it (publisher confirms)
-    assert ready_messages(broker, queue) == 1
+    assert queued_messages(broker, queue) == 1
+    broker.enqueue(operation_message(make_op("freeze", 101), queue), delay=60_000)  # a retry waiting
+    assert queued_messages(broker, queue) == 2
     # the queue survives a broker restart: declared durable (a passive re-declare says it exists)
     assert broker.channel.queue_declare(queue=queue, passive=True).method.message_count == 1
 
 
-def test_the_redis_broker_counts_what_waits(volatile: RedisBroker) -> None:
+def test_the_redis_broker_counts_what_waits_or_is_delayed(volatile: RedisBroker) -> None:
     queue = "count-me"
-    assert ready_messages(volatile, queue) == 0
+    assert queued_messages(volatile, queue) == 0
     volatile.enqueue(operation_message(make_op("freeze", 100), queue))
     volatile.enqueue(operation_message(make_op("freeze", 101), queue))
-    assert ready_messages(volatile, queue) == 2
+    assert queued_messages(volatile, queue) == 2
+    volatile.enqueue(operation_message(make_op("freeze", 102), queue), delay=60_000)  # a retry waiting
+    assert queued_messages(volatile, queue) == 3
 
 
 def test_the_listener_refuses_a_volatile_broker_when_told_to(volatile: RedisBroker, database_url: str) -> None:

@@ -71,6 +71,9 @@ def _flag(raw: str) -> bool:
     raise ValueError(raw)
 
 
+# Redis (redis-py URL forms) or RabbitMQ (pika URLParameters).
+_BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps")
+
 # name in Settings -> (environment variable, parser)
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "database_url": ("DATABASE_URL", str),
@@ -127,6 +130,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         values["start_block"] = int(start)
     values.update(overrides)
     settings = Settings(**values)  # type: ignore[arg-type]
+    scheme = settings.effective_broker_url.split("://", 1)[0].lower()
+    if scheme not in _BROKER_SCHEMES:
+        var = "BROKER_URL" if settings.broker_url else "REDIS_URL"
+        raise ConfigError(f"{var}: broker scheme {scheme!r} is not one of {', '.join(_BROKER_SCHEMES)}")
     if not settings.repair_grace_seconds > 0:
         raise ConfigError(f"REPAIR_GRACE_SECONDS={settings.repair_grace_seconds!r} must be > 0")
     if settings.tron_node_url:

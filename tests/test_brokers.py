@@ -14,7 +14,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from ledger.config import Settings, load_settings
+from ledger.config import ConfigError, Settings, load_settings
 from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, queued_messages
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
@@ -57,6 +57,16 @@ def test_broker_url_selects_the_broker_and_defaults_to_redis_url() -> None:
     assert isinstance(create_broker("redis://127.0.0.1:1/0"), RedisBroker)
     rabbit = create_broker("amqps://u:p@127.0.0.1:1/%2F")  # no connection until first use
     assert isinstance(rabbit, RabbitmqBroker) and rabbit.confirm_delivery
+
+
+def test_a_broker_url_of_another_kind_or_a_bad_grace_is_refused() -> None:
+    with pytest.raises(ConfigError, match="BROKER_URL: broker scheme 'kafka'"):
+        load_settings({"BROKER_URL": "kafka://h:9092"})
+    with pytest.raises(ConfigError, match="REDIS_URL: broker scheme 'http'"):
+        load_settings({"REDIS_URL": "http://h:6379/0"})
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match="REPAIR_GRACE_SECONDS"):
+            load_settings({"REPAIR_GRACE_SECONDS": bad})
 
 
 def test_a_broker_redis_without_persistence_is_named_as_a_risk(

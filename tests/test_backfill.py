@@ -145,6 +145,7 @@ def truth_in_range(sim: Simulator, account: str, lo: int, hi: int) -> set[Row]:
         (
             op["tx_id"],
             op["op_index"],
+            op["block_num"],
             op["kind"],
             op["resource"],
             op["amount"],

@@ -28,6 +28,37 @@ REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks
 
 AMQP_SCHEMES = ("amqp", "amqps")
 
+# Live first. Work that is not the chain's head (backfill, and any later reconciliation) goes to a
+# queue of its own beside the live one, `<QUEUE_NAME>-background`, and its actors are declared
+# with a lower priority. A worker consumes both queues, but its threads take prefetched messages by
+# actor priority (dramatiq/worker.py: the work queue is a PriorityQueue of (actor.priority, ...),
+# lower first), so a live message waits for one running message to finish, never for a backlog.
+# Dramatiq priorities belong to actors, not messages, hence one actor name per lane. The queue
+# decides the lane: a producer only picks the queue (`background_queue`).
+# Measured in docs/BENCHMARKS.md ("Live first"); bench/live_first.py.
+BACKGROUND_SUFFIX = "-background"
+BACKGROUND_ACTOR_SUFFIX = "_background"
+LIVE_PRIORITY = 0
+BACKGROUND_PRIORITY = 100  # dramatiq: lower numbers first
+
+
+def background_queue(queue_name: str) -> str:
+    """The low-priority queue beside the live `queue_name` (backfill, reconciliation)."""
+    return queue_name + BACKGROUND_SUFFIX
+
+
+def is_background(queue_name: str) -> bool:
+    return queue_name.endswith(BACKGROUND_SUFFIX)
+
+
+def lane_actor_name(base: str, queue_name: str) -> str:
+    """The actor that runs `base` for messages on `queue_name` (its priority follows the lane)."""
+    return base + BACKGROUND_ACTOR_SUFFIX if is_background(queue_name) else base
+
+
+def lane_priority(queue_name: str) -> int:
+    return BACKGROUND_PRIORITY if is_background(queue_name) else LIVE_PRIORITY
+
 
 class BrokerNotDurable(RuntimeError):
     """The broker would lose queued messages on a restart and the settings say to refuse."""
@@ -122,7 +153,7 @@ def check_broker_durability(broker: dramatiq.Broker, *, require: bool) -> str:
 def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
-        actor_name=PERSIST_OPERATION,
+        actor_name=lane_actor_name(PERSIST_OPERATION, queue_name),
         args=(op.to_message(),),
         kwargs={},
         options={},
@@ -132,7 +163,7 @@ def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
 def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
-        actor_name=CONFIRM_BLOCKS,
+        actor_name=lane_actor_name(CONFIRM_BLOCKS, queue_name),
         args=(solid_block,),
         kwargs={},
         options={},
@@ -142,7 +173,7 @@ def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message[Any]:
 def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
-        actor_name=REVERT_BLOCKS,
+        actor_name=lane_actor_name(REVERT_BLOCKS, queue_name),
         args=([[num, block_id] for num, block_id in blocks],),
         kwargs={},
         options={},

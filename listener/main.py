@@ -22,7 +22,7 @@ from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
-from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker
+from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
 from ledger.tron_node import TronNode
 from listener.adapter import NodeAdapter
 from listener.backfill import (
@@ -290,7 +290,7 @@ def _run_range(
     backfill = Backfill(
         adapter,
         store,
-        BrokerSink(broker, settings.queue_name),
+        BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.queue
         accounts=accounts,
         start=start,
         end=args.to_block,

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.config import Settings
-from ledger.queue import create_broker, is_amqp, queued_messages
+from ledger.queue import background_queue, create_broker, is_amqp, queued_messages
 from tests.procs import Proc, python
 
 SIM_ACCOUNTS = (
@@ -180,11 +180,13 @@ def lose_queued_messages(env: Mapping[str, str]) -> None:
 
 
 def delete_rabbitmq_queues(url: str, queue: str) -> None:
-    """Drop a test's queues (Dramatiq declares three per queue name)."""
+    """Drop a test's queues (Dramatiq declares three per queue name; workers declare the live queue
+    and its background queue, ledger.queue)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        for name in (queue, dq_name(queue), xq_name(queue)):
-            channel.queue_delete(queue=name)
+        for base in (queue, background_queue(queue)):
+            for name in (base, dq_name(base), xq_name(base)):
+                channel.queue_delete(queue=name)
     finally:
         connection.close()

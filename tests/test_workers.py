@@ -27,7 +27,8 @@ from ledger.config import Settings
 from ledger.db import create_pool
 from ledger.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
 from ledger.domain import Operation
-from ledger.queue import PERSIST_OPERATION, confirm_message, create_broker, operation_message
+from ledger.queue import PERSIST_OPERATION, background_queue, confirm_message, create_broker, operation_message
+from listener.sink import BrokerSink
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
 from tests.stack import delete_rabbitmq_queues, settings_env
@@ -313,3 +314,29 @@ def test_dead_letters_on_rabbitmq(
     finally:
         rabbit.close()
         delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)
+
+
+def test_live_record_overtakes_a_pending_backfill(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    """Live first: with a large backfill queued (on the background queue, as `listener backfill`
+    sends it), a live operation is persisted while most of the backlog is still waiting. (With the
+    backlog on the live queue instead, the live record waits for all of it: this test then fails.)"""
+    backlog = 20_000
+    bg_queue = background_queue(wsettings.queue_name)
+    history = [make_op("freeze", 1_000 + i // 50, tx_index=i % 50) for i in range(backlog)]
+    sink = BrokerSink(producer, bg_queue, threads=8)
+    try:
+        sink.publish(history)
+        start_worker(threads=2)
+        # The worker is busy with the backlog before the live record arrives.
+        wait_until(lambda: rows(pg, "SELECT count(*) FROM stake_records")[0][0] > 0, 60, "the backlog to start")
+        live = make_op("freeze", 90_000, owner_address=CAROL)
+        producer.enqueue(operation_message(live, wsettings.queue_name))
+        wait_until(lambda: rows(pg, "SELECT 1 FROM stake_records WHERE tx_id = %s", live.tx_id), 60, "the live record")
+        pending = producer.client.hlen(f"dramatiq:{bg_queue}.msgs")
+        done = rows(pg, "SELECT count(*) FROM stake_records WHERE block_num < 90000")[0][0]
+        assert pending > backlog // 2, f"the live record waited for the backlog ({done} of {backlog} done first)"
+    finally:
+        sink.close()
+        producer.flush(bg_queue)

@@ -21,7 +21,14 @@ from psycopg_pool import ConnectionPool
 from ledger.cache import invalidate_accounts
 from ledger.config import Settings
 from ledger.domain import Operation, PayloadError
-from ledger.queue import CONFIRM_BLOCKS, PERSIST_OPERATION, REVERT_BLOCKS
+from ledger.queue import (
+    CONFIRM_BLOCKS,
+    PERSIST_OPERATION,
+    REVERT_BLOCKS,
+    background_queue,
+    lane_actor_name,
+    lane_priority,
+)
 from workers import persist
 
 log = logging.getLogger(__name__)
@@ -73,17 +80,9 @@ def revert_blocks(deps: Deps, blocks: Any) -> None:
 
 
 def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor[Any, None]]:
-    """Declare the actors on `broker`, on the configured queue, with retries sized by settings."""
+    """Declare the actors on `broker`, once per lane (the live queue and its background queue, at a
+    lower priority: see ledger.queue), with retries sized by settings. Keyed by actor name."""
     settings = deps.settings
-    options: dict[str, Any] = {
-        "queue_name": settings.queue_name,
-        "broker": broker,
-        "max_retries": settings.retry_max_retries,
-        "min_backoff": settings.retry_min_backoff_ms,
-        "max_backoff": settings.retry_max_backoff_ms,
-        "throws": PERMANENT_ERRORS,
-        "time_limit": TIME_LIMIT_MS,
-    }
 
     def persist_operation_actor(payload: Any) -> None:
         persist_operation(deps, payload)
@@ -94,8 +93,24 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     def revert_blocks_actor(blocks: Any) -> None:
         revert_blocks(deps, blocks)
 
-    return {
-        PERSIST_OPERATION: dramatiq.actor(actor_name=PERSIST_OPERATION, **options)(persist_operation_actor),
-        CONFIRM_BLOCKS: dramatiq.actor(actor_name=CONFIRM_BLOCKS, **options)(confirm_blocks_actor),
-        REVERT_BLOCKS: dramatiq.actor(actor_name=REVERT_BLOCKS, **options)(revert_blocks_actor),
+    functions = {
+        PERSIST_OPERATION: persist_operation_actor,
+        CONFIRM_BLOCKS: confirm_blocks_actor,
+        REVERT_BLOCKS: revert_blocks_actor,
     }
+    actors: dict[str, dramatiq.Actor[Any, None]] = {}
+    for queue_name in (settings.queue_name, background_queue(settings.queue_name)):
+        options: dict[str, Any] = {
+            "queue_name": queue_name,
+            "priority": lane_priority(queue_name),
+            "broker": broker,
+            "max_retries": settings.retry_max_retries,
+            "min_backoff": settings.retry_min_backoff_ms,
+            "max_backoff": settings.retry_max_backoff_ms,
+            "throws": PERMANENT_ERRORS,
+            "time_limit": TIME_LIMIT_MS,
+        }
+        for base, function in functions.items():
+            name = lane_actor_name(base, queue_name)
+            actors[name] = dramatiq.actor(actor_name=name, **options)(function)
+    return actors

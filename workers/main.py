@@ -17,7 +17,7 @@ from ledger.cache import create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
 from ledger.logs import setup_logging
-from ledger.queue import check_broker_durability, create_broker
+from ledger.queue import background_queue, check_broker_durability, create_broker
 from workers.actors import Deps, register_actors
 from workers.deadletters import DeadLetters
 
@@ -37,7 +37,7 @@ def setup() -> None:
         logging.getLogger(name).setLevel(settings.log_level.upper())
     broker, _ = create_worker_broker(settings)
     dramatiq.set_broker(broker)
-    log.info("worker ready on queue %r", settings.queue_name)
+    log.info("worker ready on queues %r and %r", settings.queue_name, background_queue(settings.queue_name))
 
 
 def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:

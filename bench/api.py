@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.address import to_base58
 from ledger.cache import PAGE_PREFIX, invalidate_accounts
+from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
 from web.cursor import Cursor
 
@@ -180,7 +181,8 @@ def uncached_paths(database_url: str, account_id: int, count: int) -> list[str]:
             (ACCOUNT, count),
         ).fetchall()
     base = f"/api/stake/records?pool_account_id={account_id}&limit=20&cursor="
-    return [base + Cursor("stake", account_id, 2, key).encode() for key in keys]
+    secret = load_settings().cursor_keys[0]  # what the web server (same environment) signs with
+    return [base + Cursor("stake", account_id, 2, key).encode(secret) for key in keys]
 
 
 def _drop_pages(cache: redis.Redis) -> None:

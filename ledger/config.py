@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+DEVELOPMENT_CURSOR_SECRET = b"ledger-development-cursor-secret"
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
@@ -53,6 +55,13 @@ class Settings:
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
     log_level: str = "INFO"
     bench_routes: bool = False  # serve /bench/constant (bench/api.py's ceiling); never in production
+    # HMAC keys of the record lists' cursors (web.cursor): the first signs, all verify (rotation).
+    # Empty: a development key written in this file, which anyone can read; set it in production.
+    cursor_secrets: tuple[str, ...] = ()
+
+    @property
+    def cursor_keys(self) -> tuple[bytes, ...]:
+        return tuple(s.encode() for s in self.cursor_secrets) or (DEVELOPMENT_CURSOR_SECRET,)
 
     @property
     def solidity_url(self) -> str:
@@ -71,8 +80,13 @@ def _flag(raw: str) -> bool:
     raise ValueError(raw)
 
 
+def _secrets(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 # Redis (redis-py URL forms) or RabbitMQ (pika URLParameters).
 _BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps")
+
 
 # name in Settings -> (environment variable, parser)
 _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
@@ -104,6 +118,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
     "log_level": ("LOG_LEVEL", str),
     "bench_routes": ("BENCH_ROUTES", _flag),
+    "cursor_secrets": ("CURSOR_SECRET", _secrets),
 }
 
 

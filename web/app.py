@@ -9,6 +9,8 @@ the PostgreSQL pool and the Redis client are made after the fork, once per proce
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -20,6 +22,8 @@ from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.resources import Resources
 from web.responses import OrjsonProvider
+
+log = logging.getLogger(__name__)
 
 # Per process. granian runs the views on its blocking threads (4 per worker in the Procfile), and a
 # view holds at most one connection, so more would sit idle: the pool is sized to the request threads
@@ -35,6 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = load_settings()
     setup_logging(settings.log_level)
+    if not settings.cursor_secrets:
+        log.warning("CURSOR_SECRET is not set: cursors are signed with the development key; set it in production")
 
     app = Flask(__name__)
     app.json = OrjsonProvider(app)

@@ -1,23 +1,33 @@
-"""Opaque keyset cursors for the record lists.
+"""Opaque, signed keyset cursors for the record lists.
 
 A cursor holds the last row's sort key (block_num, tx_index, op_index, id), plus the list it was
-issued for (kind and account id) and the number of the page it leads to. Clients must treat it as
-opaque; the server validates every field, and a cursor from another list is rejected rather than
+issued for (kind and account id) and the number of the page it leads to, and an HMAC-SHA256 of all
+that under the server's `CURSOR_SECRET`. So a client cannot make one up: a page number or key it
+altered fails the signature (400), and every cache key a cursor leads to is one this server issued.
+The server still validates every field, and a cursor from another list is rejected rather than
 silently paging through the wrong rows.
+
+Rotation: `CURSOR_SECRET=new,old` signs with the first secret and accepts any of them; drop the old
+one once no client can still hold a cursor signed with it (cached pages keep theirs for up to
+`CACHE_TTL_HISTORICAL`, 1 h by default).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.domain import INT64_MAX
 
-_VERSION = "c1"
+_VERSION = "c2"
 # Column types of the sort key: bigint, integer, smallint, bigint.
 _KEY_MAX = (INT64_MAX, 2**31 - 1, 2**15 - 1, INT64_MAX)
-_MAX_TOKEN = 200  # a real one is about 60 characters
+_MAX_TOKEN = 200  # a real one is about 80 characters
+_SIG_BYTES = 16  # HMAC-SHA256 cut to 128 bits (RFC 2104 section 5: truncation to half is fine)
 
 
 class CursorError(ValueError):
@@ -31,18 +41,35 @@ class Cursor:
     page: int
     key: tuple[int, int, int, int]  # block_num, tx_index, op_index, id of the previous page's last row
 
-    def encode(self) -> str:
+    def encode(self, secret: bytes) -> str:
+        """`<payload>.<signature>`, both base64url ('.' is not in that alphabet)."""
         text = ".".join((_VERSION, self.kind, str(self.account_id), str(self.page), *map(str, self.key)))
-        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+        body = _b64(text.encode())
+        return f"{body}.{_b64(_sign(secret, body))}"
 
 
-def decode_cursor(token: str) -> Cursor:
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _sign(secret: bytes, body: str) -> bytes:
+    return hmac.new(secret, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+
+
+def decode_cursor(token: str, secrets: Sequence[bytes]) -> Cursor:
+    """The cursor in `token` if one of `secrets` signed it; CursorError otherwise."""
     if not token or len(token) > _MAX_TOKEN:
         raise CursorError("empty or too long")
+    body, dot, signature = token.partition(".")
+    if not dot or not body.isascii() or not signature.isascii():
+        raise CursorError("not a cursor this server issued")
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        text = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
     except (binascii.Error, ValueError):
         raise CursorError("not base64url text") from None
+    if not any(hmac.compare_digest(given, _sign(secret, body)) for secret in secrets):
+        raise CursorError("signature does not match: not a cursor this server issued, or altered")
     parts = text.split(".")
     if len(parts) != 8 or parts[0] != _VERSION:
         raise CursorError("unknown layout")

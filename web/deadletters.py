@@ -9,7 +9,7 @@ from ledger.domain import INT64_MAX
 from web.params import int_param
 from web.pg import read_connection
 from web.resources import resources
-from web.responses import bad_request, json_response, not_found
+from web.responses import bad_request, json_response, not_found, shown
 
 bp = Blueprint("deadletters", __name__)
 
@@ -31,7 +31,7 @@ def dead_letters() -> Response:
 @bp.get("/api/dead-letters/<dl_id>")
 def dead_letter(dl_id: str) -> Response:
     if not (dl_id.isdigit() and dl_id.isascii() and 1 <= int(dl_id) <= INT64_MAX):
-        raise bad_request(f"dead letter id must be a positive integer (got {dl_id!r})")
+        raise bad_request(f"dead letter id must be a positive integer (got {shown(dl_id)})")
     with read_connection(resources().pool) as conn:
         row = get_dead_letter(conn, int(dl_id))
     if row is None:

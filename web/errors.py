@@ -9,7 +9,7 @@ from flask import Flask, Response, request
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from web.responses import ApiError, error_response
+from web.responses import ApiError, error_response, shown
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     code = (exc.name or "error").lower().replace(" ", "_")
     if isinstance(exc, NotFound):
-        message = f"{request.path} is not an endpoint of this API"
+        message = f"{shown(request.path)} is not an endpoint of this API"
     else:
         message = exc.description or exc.name or "error"
     response = error_response(status, code, message)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ledger.accounts import AccountKeyError, PoolAccount
 from web.directory import AccountDirectory
-from web.responses import bad_request, not_found
+from web.responses import bad_request, not_found, shown
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
@@ -23,10 +23,10 @@ def int_param(args: Mapping[str, str], name: str, default: int, low: int, high: 
     allowed = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
     text = raw.strip()
     if not (text.isdigit() and text.isascii() and len(text) <= 18):
-        raise bad_request(f"{name} must be {allowed} (got {raw!r})")
+        raise bad_request(f"{name} must be {allowed} (got {shown(raw)})")
     value = int(text)
     if value < low or (high is not None and value > high):
-        raise bad_request(f"{name} must be {allowed} (got {raw!r})")
+        raise bad_request(f"{name} must be {allowed} (got {shown(raw)})")
     return value
 
 
@@ -50,8 +50,9 @@ def resolve_account(directory: AccountDirectory, key: str | None, name: str) -> 
         raise bad_request(f"{name} is required: {ACCOUNT_FORMS}")
     try:
         account = directory.resolve(key)
-    except AccountKeyError as exc:
-        raise bad_request(f"{name} must be {ACCOUNT_FORMS} ({exc})") from None
+    except AccountKeyError:
+        # The reason (checksum, length, range) is not given: its text would repeat the whole input.
+        raise bad_request(f"{name} must be {ACCOUNT_FORMS} (got {shown(key)})") from None
     if account is None:
-        raise not_found(f"no pool account {key.strip()!r} is tracked by this ledger")
+        raise not_found(f"no pool account {shown(key.strip())} is tracked by this ledger")
     return account

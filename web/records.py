@@ -30,7 +30,7 @@ def records(kind: str) -> Response:
     res = resources()
     args = request.args
     limit = parse_limit(args)
-    cursor = _parse_cursor(args.get("cursor"))
+    cursor = _parse_cursor(args.get("cursor"), res.settings.cursor_keys)
     if cursor is not None:
         if "page" in args:
             raise bad_request("give either page or cursor, not both")
@@ -63,25 +63,25 @@ def records(kind: str) -> Response:
                 offset=(page - 1) * limit if cursor is None else 0,
                 after=cursor.key if cursor is not None else None,
             )
-        return _fill(kind, account.id, page, limit, result, ttl)
+        return _fill(kind, account.id, page, limit, result, ttl, settings.cursor_keys[0])
 
     body, _ = res.pages.fetch(account.address, suffix, load)
     return Response(body, mimetype="application/json")
 
 
-def _parse_cursor(token: str | None) -> Cursor | None:
+def _parse_cursor(token: str | None, secrets: tuple[bytes, ...]) -> Cursor | None:
     if token is None:
         return None
     try:
-        return decode_cursor(token.strip())
+        return decode_cursor(token.strip(), secrets)
     except CursorError as exc:
         raise bad_request(f"cursor is not valid ({exc}); {_CURSOR_HELP}") from None
 
 
-def _fill(kind: str, account_id: int, page: int, limit: int, result: RecordPage, ttl: int) -> Fill:
+def _fill(kind: str, account_id: int, page: int, limit: int, result: RecordPage, ttl: int, secret: bytes) -> Fill:
     next_cursor = None
     if result.next_key is not None:
-        next_cursor = Cursor(kind, account_id, page + 1, result.next_key).encode()
+        next_cursor = Cursor(kind, account_id, page + 1, result.next_key).encode(secret)
     meta = {"page": page, "limit": limit, "source": "database", "next_cursor": next_cursor}
     payload = {"success": True, "data": result.rows, "meta": meta}
     response = dumps(payload)

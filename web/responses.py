@@ -29,6 +29,17 @@ class ApiError(Exception):
         self.message = message
 
 
+# An error names what was wrong and shows the start of what was given, never all of it: a 10-kB
+# parameter must not come back in the body (or the logs) whole.
+ECHO_LIMIT = 64
+
+
+def shown(value: str) -> str:
+    """`value` as an error message shows it: its repr, cut to ECHO_LIMIT characters + '…'."""
+    text = repr(value)
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.cursor_secrets:
         log.warning("CURSOR_SECRET is not set: cursors are signed with the development key; set it in production")
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no /static/ route
     app.json = OrjsonProvider(app)
 
     size = max(1, min(WEB_POOL_SIZE, settings.db_pool_size))
@@ -58,10 +58,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Imported here so that importing web.app stays cheap and free of side effects.
     from web.deadletters import bp as deadletters_bp
     from web.health import bp as health_bp
+    from web.openapi import bp as openapi_bp
     from web.records import bp as records_bp
     from web.summary import bp as summary_bp
 
-    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp):
+    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, openapi_bp):
         app.register_blueprint(blueprint)
     if settings.bench_routes:
         from web.bench import bp as bench_bp

@@ -1,0 +1,175 @@
+"""The API contract (web/openapi.py) against the app.
+
+- every Flask route is described and every described operation is served;
+- response bodies of real requests (every route, success and error) validate against the schemas;
+- schemathesis against a live granian server (tests/stack.py `start_web`) on seeded data: no 5xx,
+  no body, status, header or content type outside the contract. `CONTRACT_EXAMPLES` (default 30)
+  examples an operation here; bench/contract.py runs the same with many more.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ledger.config import Settings
+from tests.conftest import TEST_CACHE_REDIS_URL, TEST_REDIS_URL
+from tests.contract_stack import ONE, free_port, run_schemathesis, seed_api_data, start_contract_web
+from web.app import close_app, create_app
+from web.openapi import build_spec
+
+SPEC = build_spec()
+CONTRACT_EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "30"))
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+
+def openapi_paths(rule: str) -> list[str]:
+    """The OpenAPI paths of a Flask rule: `<any(a, b):x>` gives one path per alternative."""
+    match = re.search(r"<any\(([^)]*)\):\w+>", rule)
+    if match:
+        alternatives = [a.strip().strip("'\"") for a in match.group(1).split(",")]
+        return [p for a in alternatives for p in openapi_paths(rule[: match.start()] + a + rule[match.end() :])]
+    return [re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule)]
+
+
+def _shape(path: str) -> str:
+    """Parameter names differ freely between Flask and the document; their places must not."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+@pytest.fixture(scope="module")
+def seeded(database_url: str) -> Iterator[str]:
+    seed_api_data(database_url)
+    yield database_url
+    seed_api_data(database_url, rows=0)
+
+
+@pytest.fixture(scope="module")
+def module_settings(seeded: str) -> Settings:
+    return Settings(
+        database_url=seeded,
+        redis_url=TEST_REDIS_URL,
+        cache_redis_url=TEST_CACHE_REDIS_URL,
+        cache_local_ttl=0.0,
+        cursor_secrets=("contract-test-secret",),
+    )
+
+
+@pytest.fixture(scope="module")
+def client(module_settings: Settings) -> Iterator[FlaskClient]:
+    app = create_app(module_settings)
+    yield app.test_client()
+    close_app(app)
+
+
+def test_every_route_is_described_and_every_description_is_served(client: FlaskClient) -> None:
+    app: Flask = client.application
+    served = {
+        (_shape(path), method.lower())
+        for rule in app.url_map.iter_rules()
+        for path in openapi_paths(rule.rule)
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+    described = {
+        (_shape(path), method) for path, item in SPEC["paths"].items() for method in item if method in _METHODS
+    }
+    assert served - described == set(), "routes without a description in web/openapi.py"
+    assert described - served == set(), "described in web/openapi.py but not served"
+
+
+def test_the_document_is_served_and_parameter_names_match_the_paths(client: FlaskClient) -> None:
+    assert client.get("/openapi.json").get_json() == SPEC
+    for path, item in SPEC["paths"].items():
+        for operation in item.values():
+            in_path = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert in_path == set(re.findall(r"\{(\w+)\}", path)), path
+    # Every $ref points at something.
+    text = str(SPEC)
+    for ref in set(re.findall(r"#/components/(\w+)/(\w+)", text)):
+        assert ref[1] in SPEC["components"][ref[0]], ref
+
+
+# -- bodies ------------------------------------------------------------------------------------------
+
+
+def body_schema(path: str, status: int) -> dict[str, Any]:
+    responses = SPEC["paths"][path]["get"]["responses"]
+    assert str(status) in responses, f"{path} answered {status}, which the contract does not list"
+    response = responses[str(status)]
+    if "$ref" in response:
+        response = SPEC["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    return schema
+
+
+def check(client: FlaskClient, path: str, url: str, status: int) -> Any:
+    response = client.get(url)
+    assert response.status_code == status, (url, response.data[:300])
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    validator = jsonschema_rs.Draft202012Validator(
+        {**body_schema(path, status), "components": SPEC["components"]}, validate_formats=True
+    )
+    errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
+    assert errors == [], (url, errors[:5])
+    return body
+
+
+@pytest.mark.parametrize("kind", ["stake", "delegate", "unfreeze"])
+def test_record_bodies_follow_the_contract(client: FlaskClient, kind: str) -> None:
+    path = f"/api/{kind}/records"
+    body = check(client, path, f"{path}?pool_account_id=1&limit=7", 200)
+    assert len(body["data"]) == 7
+    for _ in range(3):  # cursor pages
+        body = check(client, path, f"{path}?pool_account_id=1&limit=7&cursor={body['meta']['next_cursor']}", 200)
+    check(client, path, f"{path}?pool_account_id={ONE}&page=3&limit=5", 200)
+    assert check(client, path, f"{path}?pool_account_id=2", 200)["data"] == []
+    check(client, path, f"{path}?pool_account_id=99", 404)
+    check(client, path, f"{path}?pool_account_id=1&limit=0", 400)
+    check(client, path, f"{path}", 400)
+
+
+def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) -> None:
+    summary = "/api/accounts/{account}/summary"
+    body = check(client, summary, "/api/accounts/1/summary", 200)
+    assert body["data"]["delegated_out"]["positions"] and body["data"]["unfreezing"]["lots"]
+    check(client, summary, f"/api/accounts/{ONE}/summary", 200)  # from the cache this time
+    check(client, summary, "/api/accounts/2/summary", 200)
+    check(client, summary, "/api/accounts/99/summary", 404)
+    check(client, summary, "/api/accounts/nope/summary", 400)
+    body = check(client, "/api/dead-letters", "/api/dead-letters?limit=2", 200)
+    check(client, "/api/dead-letters", f"/api/dead-letters?before_id={body['meta']['next_before_id']}", 200)
+    check(client, "/api/dead-letters", "/api/dead-letters?limit=x", 400)
+    check(client, "/api/dead-letters/{id}", "/api/dead-letters/1", 200)
+    check(client, "/api/dead-letters/{id}", "/api/dead-letters/99", 404)
+    check(client, "/api/dead-letters/{id}", "/api/dead-letters/x", 400)
+    check(client, "/health/live", "/health/live", 200)
+    check(client, "/health/ready", "/health/ready", 200)
+    check(client, "/api/cache/stats", "/api/cache/stats", 200)
+    check(client, "/openapi.json", "/openapi.json", 200)
+
+
+# -- schemathesis against the live server ------------------------------------------------------------
+
+
+def test_live_server_keeps_the_contract(module_settings: Settings) -> None:
+    """schemathesis's generated requests (valid and invalid, every operation) against granian: no
+    5xx, and every status, content type and body is the contract's."""
+    port = free_port()
+    proc = start_contract_web(module_settings, port)
+    try:
+        code, output = run_schemathesis(f"http://127.0.0.1:{port}", CONTRACT_EXAMPLES, timeout=600, seed=12)
+    finally:
+        proc.stop()
+    assert code == 0, output[-6000:]
+    assert "Traceback" not in proc.output(), proc.output()[-3000:]  # no unhandled error on the way

@@ -1,0 +1,441 @@
+"""GET /openapi.json: the API's contract, OpenAPI 3.1, written here as plain Python data.
+
+Why Python and not a YAML file: the limits a client must respect (page size, the page x limit
+cap, the kinds, the resources, the echo limit) are the constants the views use, imported below, so
+the description cannot drift from the code; and it needs no YAML loader. To change a route:
+change the view, then its entry in `_paths()`; tests/test_contract.py fails until both agree
+(every Flask route described, every described route served, bodies valid against the schemas,
+schemathesis against a live server).
+
+A Flask rule maps to its OpenAPI path mechanically (`<x>` is `{x}`, and `<any(a, b):kind>` one path
+per alternative, each with its own body); path parameters may be renamed for the reader, as
+`{account}` and `{id}` are here (the errors name them so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from ledger.domain import INT64_MAX, RESOURCES
+from web.deadletters import _MAX_LIMIT as DEAD_LETTERS_MAX_LIMIT
+from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
+from web.queries import KINDS
+from web.responses import ECHO_LIMIT, dumps
+
+bp = Blueprint("openapi", __name__)
+
+Schema = dict[str, Any]
+
+# An example account for the examples (and for schemathesis's example phase): the first demo
+# account of scripts/run's simulator, id 1 on a fresh database.
+EXAMPLE_ADDRESS = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
+
+_REF = "#/components/schemas/"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": _REF + name}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    """A closed object: a field the code adds without describing it fails the contract tests."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+        "additionalProperties": False,
+    }
+
+
+INT: Schema = {"type": "integer"}
+COUNT: Schema = {"type": "integer", "minimum": 0}
+AMOUNT: Schema = {"type": "integer", "description": "sun (1 TRX = 1,000,000 sun), exact"}
+TIME: Schema = {"type": "string", "format": "date-time", "pattern": "Z$"}
+TEXT: Schema = {"type": "string"}
+BOOL: Schema = {"type": "boolean"}
+RATIO: Schema = nullable({"type": "number", "minimum": 0, "maximum": 1})
+
+
+def _components() -> Schema:
+    per_resource = obj(dict.fromkeys(RESOURCES, AMOUNT))
+    common = {
+        "id": {"type": "integer", "minimum": 1},
+        "tx_id": ref("TxId"),
+        "op_index": COUNT,
+        "block_num": COUNT,
+        "block_time": TIME,
+        "owner_address": ref("Address"),
+        "contract_type": TEXT,
+        "amount": AMOUNT,
+    }
+    record_status = {"enum": ["pending", "confirmed", "failed", "orphaned"]}
+    return {
+        "schemas": {
+            "Address": {"type": "string", "pattern": "^T[1-9A-HJ-NP-Za-km-z]{33}$", "examples": [EXAMPLE_ADDRESS]},
+            "TxId": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "Resource": {"enum": list(RESOURCES)},
+            "Error": obj(
+                {
+                    "success": {"const": False},
+                    "error": obj(
+                        {
+                            "code": {
+                                "type": "string",
+                                "description": "bad_request, not_found, method_not_allowed, unavailable, "
+                                "internal_error, ...",
+                            },
+                            "message": {
+                                "type": "string",
+                                "description": "names the parameter at fault; shows at most "
+                                f"{ECHO_LIMIT} characters of what was given",
+                            },
+                        }
+                    ),
+                }
+            ),
+            "PageMeta": obj(
+                {
+                    "page": {"type": "integer", "minimum": 1},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                    "source": {"enum": ["cache", "database"]},
+                    "next_cursor": nullable({"type": "string", "description": "pass as `cursor` for the next page"}),
+                }
+            ),
+            "StakeRecord": obj(
+                {
+                    **common,
+                    "operation_type": {
+                        "enum": ["freeze", "unfreeze", "withdraw_expire_unfreeze", "cancel_all_unfreeze"]
+                    },
+                    "resource": nullable(ref("Resource")),
+                    "status": record_status,
+                }
+            ),
+            "DelegateRecord": obj(
+                {
+                    **common,
+                    "operation_type": {"enum": ["delegate", "undelegate"]},
+                    "resource": ref("Resource"),
+                    "status": record_status,
+                    "receiver_address": ref("Address"),
+                    "lock": BOOL,
+                    "lock_period": {"type": "integer", "minimum": 0, "description": "blocks (3 s each)"},
+                    "lock_expire_time": nullable(TIME),
+                }
+            ),
+            "UnfreezeRecord": obj(
+                {
+                    **common,
+                    "operation_type": {"const": "unfreeze"},
+                    "resource": ref("Resource"),
+                    "status": {"enum": ["pending", "withdrawable", "withdrawn", "cancelled", "orphaned"]},
+                    "available_time": TIME,
+                    "settled_tx_id": nullable(ref("TxId")),
+                }
+            ),
+            "Summary": obj(
+                {
+                    "account_id": {"type": "integer", "minimum": 1},
+                    "label": nullable(TEXT),
+                    "owner_address": ref("Address"),
+                    "as_of": TIME,
+                    "staked": obj({"v2": per_resource, "legacy_v1": per_resource}),
+                    "delegated_out": obj(
+                        {
+                            "by_resource": obj(
+                                dict.fromkeys(RESOURCES, obj({"total": AMOUNT, "locked": AMOUNT, "unlocked": AMOUNT}))
+                            ),
+                            "positions": {
+                                "type": "array",
+                                "items": obj(
+                                    {
+                                        "receiver_address": ref("Address"),
+                                        "resource": ref("Resource"),
+                                        "lock": BOOL,
+                                        "amount": AMOUNT,
+                                        "lock_expire_time": nullable(TIME),
+                                    }
+                                ),
+                            },
+                        }
+                    ),
+                    "unfreezing": obj(
+                        {
+                            "pending_by_resource": per_resource,
+                            "lots": {
+                                "type": "array",
+                                "items": obj(
+                                    {
+                                        "id": {"type": "integer", "minimum": 1},
+                                        "tx_id": ref("TxId"),
+                                        "resource": ref("Resource"),
+                                        "amount": AMOUNT,
+                                        "block_time": TIME,
+                                        "available_time": TIME,
+                                        "status": {"enum": ["pending", "withdrawable"]},
+                                    }
+                                ),
+                            },
+                        }
+                    ),
+                    "withdrawable_now": AMOUNT,
+                }
+            ),
+            "DeadLetter": obj(
+                {
+                    "id": {"type": "integer", "minimum": 1},
+                    "message_id": TEXT,
+                    "queue_name": TEXT,
+                    "actor_name": TEXT,
+                    "args": {"description": "the message's arguments, as sent"},
+                    "error_type": TEXT,
+                    "error": TEXT,
+                    "retries": COUNT,
+                    "failed_at": {"type": "string", "format": "date-time"},
+                    "redis_message_id": nullable(TEXT),
+                }
+            ),
+            "Check": {
+                "oneOf": [
+                    obj({"ok": {"const": True}, "latency_ms": {"type": "number", "minimum": 0}}),
+                    obj({"ok": {"const": False}, "error": {"type": "string", "description": "exception type only"}}),
+                ]
+            },
+            "Ready": obj(
+                {
+                    "success": BOOL,
+                    "status": {"enum": ["ready", "unavailable"]},
+                    "checks": obj({"postgres": ref("Check"), "redis": ref("Check")}),
+                }
+            ),
+        },
+        "responses": {
+            "BadRequest": _error("a parameter is missing or malformed; the message names it"),
+            "NotFound": _error("no such pool account, dead letter or endpoint"),
+            "Unavailable": _error("PostgreSQL is unreachable or the pool is exhausted; retry shortly"),
+        },
+    }
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _ok(data: Schema, description: str, meta: Schema | None = None) -> Schema:
+    body = obj({"success": {"const": True}, "data": data, **({"meta": meta} if meta else {})})
+    return {"description": description, "content": {"application/json": {"schema": body}}}
+
+
+def _query(name: str, schema: Schema, description: str, *, required: bool = False, example: Any = None) -> Schema:
+    param = {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def _path(name: str, schema: Schema, description: str, example: Any) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+        "example": example,
+    }
+
+
+_ACCOUNT_FORMS = "a pool account id (e.g. 1) or its TRON address (base58 T..., or hex 41...)"
+_DB_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+
+_RECORD_SCHEMAS = {"stake": "StakeRecord", "delegate": "DelegateRecord", "unfreeze": "UnfreezeRecord"}
+_RECORD_WHAT = {
+    "stake": "freeze, unfreeze, withdraw and cancel records of the account",
+    "delegate": "delegate and undelegate records, the account as owner or as receiver",
+    "unfreeze": "unfreeze lots with available_time; status pending -> withdrawable -> withdrawn / cancelled",
+}
+
+
+def _records(kind: str) -> Schema:
+    params = [
+        _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, required=True, example="1"),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "rows a page",
+        ),
+        _query(
+            "page",
+            {"type": "integer", "minimum": 1, "default": 1},
+            f"numbered page for shallow reads: page x limit at most {MAX_OFFSET_ROWS:,} (deeper: follow the cursor);"
+            " not with cursor",
+        ),
+        _query(
+            "cursor",
+            {"type": "string", "maxLength": 200},
+            "meta.next_cursor of the previous page of the same list, unchanged (signed: an altered one is a 400)",
+        ),
+    ]
+    return {
+        "get": {
+            "operationId": f"list_{kind}_records",
+            "summary": _RECORD_WHAT[kind],
+            "description": "Newest first (block, transaction, operation). Amounts are integers in sun.",
+            "tags": ["records"],
+            "parameters": params,
+            "responses": {
+                "200": _ok({"type": "array", "items": ref(_RECORD_SCHEMAS[kind])}, "one page", ref("PageMeta")),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    paths = {f"/api/{kind}/records": _records(kind) for kind in KINDS}
+    paths["/api/accounts/{account}/summary"] = {
+        "get": {
+            "operationId": "account_summary",
+            "summary": "staked and delegated per resource, delegations per receiver, pending lots, withdrawable now",
+            "tags": ["summary"],
+            "parameters": [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")],
+            "responses": {
+                "200": _ok(ref("Summary"), "the summary", obj({"source": {"enum": ["cache", "database"]}})),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
+    paths["/api/dead-letters"] = {
+        "get": {
+            "operationId": "list_dead_letters",
+            "summary": "worker messages that failed for good, newest first",
+            "tags": ["operations"],
+            "parameters": [
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_MAX_LIMIT, "default": 50},
+                    "rows a page",
+                ),
+                _query(
+                    "before_id",
+                    {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+                    "meta.next_before_id of the previous page",
+                ),
+            ],
+            "responses": {
+                "200": _ok(
+                    {"type": "array", "items": ref("DeadLetter")},
+                    "one page",
+                    obj(
+                        {
+                            "limit": {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_MAX_LIMIT},
+                            "next_before_id": nullable({"type": "integer", "minimum": 1}),
+                        }
+                    ),
+                ),
+                **_DB_ERRORS,
+            },
+        }
+    }
+    paths["/api/dead-letters/{id}"] = {
+        "get": {
+            "operationId": "get_dead_letter",
+            "summary": "one dead letter",
+            "tags": ["operations"],
+            "parameters": [_path("id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "dead letter id", 1)],
+            "responses": {
+                "200": _ok(ref("DeadLetter"), "the dead letter"),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
+    paths["/health/live"] = {
+        "get": {
+            "operationId": "live",
+            "summary": "the process answers (no dependency checked)",
+            "tags": ["health"],
+            "responses": {
+                "200": {
+                    "description": "alive",
+                    "content": {
+                        "application/json": {"schema": obj({"success": {"const": True}, "status": {"const": "ok"}})}
+                    },
+                }
+            },
+        }
+    }
+    ready = {"application/json": {"schema": ref("Ready")}}
+    paths["/health/ready"] = {
+        "get": {
+            "operationId": "ready",
+            "summary": "PostgreSQL and the cache Redis answer",
+            "tags": ["health"],
+            "responses": {
+                "200": {"description": "ready", "content": ready},
+                "503": {"description": "a dependency is down (`checks` says which)", "content": ready},
+            },
+        }
+    }
+    counters = {name: COUNT for name in ("hits", "misses", "errors", "bypassed", "fills", "coalesced", "fallbacks")}
+    paths["/api/cache/stats"] = {
+        "get": {
+            "operationId": "cache_stats",
+            "summary": "cache hit/miss counters: all web processes (from Redis) and this process",
+            "tags": ["health"],
+            "responses": {
+                "200": _ok(
+                    obj(
+                        {
+                            "hits": nullable(COUNT),
+                            "misses": nullable(COUNT),
+                            "errors": COUNT,
+                            "hit_ratio": RATIO,
+                            "process": obj({"pid": INT, **counters, "hit_ratio": RATIO}),
+                        }
+                    ),
+                    "counters (hits/misses null when the cache Redis cannot be read)",
+                )
+            },
+        }
+    }
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "this document",
+            "tags": ["meta"],
+            "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        }
+    }
+    return paths
+
+
+def build_spec() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "TRON Stake 2.0 ledger",
+            "version": "1",
+            "description": "Stake 2.0 operations of an operator's pool accounts, from PostgreSQL through a Redis "
+            'cache. Every error has one shape: {"success": false, "error": {"code", "message"}}.',
+        },
+        "paths": _paths(),
+        "components": _components(),
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return Response(dumps(build_spec()), mimetype="application/json")

@@ -54,10 +54,12 @@ def parse_account_key(key: str) -> int | str:
     if len(key) == 42 and key.startswith("41") and all(c in _HEX_DIGITS for c in key):
         return _base58(key)
     if key.isdigit() and key.isascii():
-        number = int(key)
-        if not 1 <= number <= INT64_MAX:
-            raise AccountKeyError(f"account id {key} is out of range (1 to {INT64_MAX})")
-        return number
+        # Length first: int() refuses strings past 4,300 digits with a plain ValueError.
+        if len(key) > len(str(INT64_MAX)) or not 1 <= int(key) <= INT64_MAX:
+            raise AccountKeyError(
+                f"account id {key[:20]}{'…' if len(key) > 20 else ''} is out of range (1 to {INT64_MAX})"
+            )
+        return int(key)
     return _base58(key)
 
 

@@ -42,6 +42,9 @@ RECORDS = ["/api/stake/records", "/api/delegate/records", "/api/unfreeze/records
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=200)
 LONG = st.text(st.characters(exclude_categories=["Cs"]), min_size=ECHO_LIMIT + 1, max_size=10_000)
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# Past Python's 4,300-digit limit for int(str) (sys.int_info.str_digits_check_threshold): int()
+# raises a plain ValueError there, which a parser must not let through as a 500.
+HUGE_NUMBER = st.integers(4_000, 6_000).map(lambda n: "9" * n)
 
 
 def _int_in(text: str, low: int, high: int) -> bool:
@@ -56,6 +59,7 @@ def bad_int(low: int, high: int) -> st.SearchStrategy[str]:
         st.integers().filter(lambda n: not low <= n <= high).map(str),
         st.floats(allow_nan=True).map(str),
         st.integers(high + 1, high * 10**6).map(lambda n: f"{n:,}"),
+        HUGE_NUMBER,
     )
 
 
@@ -69,6 +73,7 @@ def _account_form(text: str) -> bool:
 BAD_ACCOUNT = st.one_of(
     TEXT.filter(lambda s: not _account_form(s)),
     st.sampled_from(["0", str(INT64_MAX + 1), "-1", "1.0", "0x41", " ", "\t"]),
+    HUGE_NUMBER,
     # Address-shaped but with a checksum that fails (2**-32 odds of passing by chance: none here).
     st.text(st.sampled_from(_BASE58), min_size=33, max_size=33).map(lambda s: "T" + s),
     st.text(st.sampled_from("0123456789abcdef"), min_size=40, max_size=40).map(lambda s: "42" + s),

@@ -13,6 +13,8 @@ on the API's first pages (as bench/freshness.py), counted over live records only
 - `shared` (with `--shared`): the same backlog on the live queue, as before live first: the live
   records wait behind it, so this phase shows what the background queue saves.
 
+`--split` runs the same worker budget as one live-only and one background-only process instead.
+
 A phase measures while its backlog is enqueued (the producer's load, as a running backfill adds
 it) and for `--duration` seconds after, while the workers drain it. The backlog must still be
 pending at the end for the phase to count. Target: background p99 <= idle p99 + 1 s.
@@ -37,7 +39,7 @@ from ledger.db import migrate
 from ledger.domain import Operation
 from ledger.queue import background_queue, create_broker
 from listener.sink import BrokerSink
-from tests.procs import Proc
+from tests.procs import Proc, python
 from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
@@ -84,6 +86,20 @@ def history(count: int, seed: str) -> list[Operation]:
     return ops
 
 
+def start_workers(env: dict[str, str], queue: str, split: bool) -> list[Proc]:
+    """The same budget either way, 2 processes x 4 threads: both consuming both queues (the
+    Procfile), or one process per queue (`--queues`, the split docs/OPERATIONS.md describes)."""
+    if not split:
+        return [start_worker(env, processes=2, threads=4)]
+    procs = []
+    for name in (queue, background_queue(queue)):
+        argv = python("-m", "dramatiq", "workers.main:setup", "--processes", "1", "--threads", "4", "--queues", name)
+        proc = Proc(f"worker {name}", argv, env)
+        proc.wait_for(r"worker.*ready", timeout=60)
+        procs.append(proc)
+    return procs
+
+
 def watch(port: int, floor: int, stop: threading.Event, lags: list[float]) -> None:
     """Note each live record (block > floor) the first time the API shows it."""
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
@@ -127,6 +143,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of measurement per phase")
     parser.add_argument("--block-interval", type=float, default=3.0)
     parser.add_argument("--shared", action="store_true", help="also measure the backlog on the live queue")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="one live-only and one background-only worker process instead of 2 for both",
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (DBs 12 and 13 are flushed)")
     parser.add_argument("--port", type=int, default=8125, help="web port")
     args = parser.parse_args()
@@ -152,7 +173,8 @@ def main() -> None:
     broker = create_broker(settings.redis_url)
     results: dict[str, tuple[list[float], float, int]] = {}
     try:
-        procs += [start_worker(env, processes=2, threads=4), start_listener(env), start_web(env, args.port)]
+        procs += start_workers(env, queue, args.split)
+        procs += [start_listener(env), start_web(env, args.port)]
         time.sleep(2 * args.block_interval)  # the listener reaches the head
         phases = ["idle", "background"] + (["shared"] if args.shared else [])
         for phase in phases:

@@ -30,7 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=1000, help="schemathesis --max-examples (per operation)")
     parser.add_argument("--seed", type=int, default=None, help="schemathesis --seed, to replay a run")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (DBs 12 and 13 are flushed)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (DBs 4 and 5 are flushed)")
     args = parser.parse_args()
 
     url = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
@@ -40,8 +40,8 @@ def main() -> int:
     settings = load_settings(
         {},
         database_url=url,
-        redis_url=f"{args.redis}/12",
-        cache_redis_url=f"{args.redis}/13",
+        redis_url=f"{args.redis}/4",
+        cache_redis_url=f"{args.redis}/5",
         cursor_secrets=("bench-contract-secret",),
     )
     redis.Redis.from_url(settings.cache_redis_url).flushdb()

@@ -168,7 +168,7 @@ def test_live_server_keeps_the_contract(module_settings: Settings) -> None:
     port = free_port()
     proc = start_contract_web(module_settings, port)
     try:
-        code, output = run_schemathesis(f"http://127.0.0.1:{port}", CONTRACT_EXAMPLES, timeout=600, seed=12)
+        code, output = run_schemathesis(f"http://127.0.0.1:{port}", CONTRACT_EXAMPLES, timeout=280, seed=12)
     finally:
         proc.stop()
     assert code == 0, output[-6000:]

@@ -156,6 +156,7 @@ def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) 
     check(client, "/health/live", "/health/live", 200)
     check(client, "/health/ready", "/health/ready", 200)
     check(client, "/api/cache/stats", "/api/cache/stats", 200)
+    check(client, "/api/ingest", "/api/ingest", 200)
     check(client, "/openapi.json", "/openapi.json", 200)
 
 

@@ -212,6 +212,25 @@ def _components() -> Schema:
                     "success": BOOL,
                     "status": {"enum": ["ready", "unavailable"]},
                     "checks": obj({"postgres": ref("Check"), "redis": ref("Check")}),
+                    "ingest": nullable(ref("Ingest")),
+                }
+            ),
+            # ledger.accounting.Heads.to_dict
+            "Ingest": obj(
+                {
+                    "head": COUNT,
+                    "solid": COUNT,
+                    "checkpoint": nullable(COUNT),
+                    "persisted": nullable(COUNT),
+                    "persisted_at": nullable({"type": "string", "format": "date-time"}),
+                    "in_flight": COUNT,
+                    "lag_blocks": obj(
+                        {
+                            "listener": nullable(COUNT),
+                            "workers": nullable(COUNT),
+                            "total": nullable({**COUNT, "description": "head - persisted: what users call lag"}),
+                        }
+                    ),
                 }
             ),
         },
@@ -384,6 +403,17 @@ def _paths() -> dict[str, Schema]:
             "responses": {
                 "200": {"description": "ready", "content": ready},
                 "503": {"description": "a dependency is down (`checks` says which)", "content": ready},
+            },
+        }
+    }
+    paths["/api/ingest"] = {
+        "get": {
+            "operationId": "ingest",
+            "summary": "chain head, solidified block, listener checkpoint, persisted watermark, and the lags",
+            "tags": ["health"],
+            "responses": {
+                "200": _ok(ref("Ingest"), "the heads (docs/RELIABILITY.md)"),
+                "503": {"$ref": "#/components/responses/Unavailable"},
             },
         }
     }

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.config import Settings
+from ledger.config import DEVELOPMENT_CURSOR_SECRET, Settings, load_settings
 from ledger.domain import INT64_MAX
 from tests.conftest import TEST_CACHE_REDIS_URL, TEST_REDIS_URL
 from tests.contract_stack import ONE, seed_api_data
@@ -237,3 +237,8 @@ def test_an_unknown_account_is_a_404_showing_a_prefix(client: FlaskClient) -> No
     body = client.get(RECORDS[0], query_string={"pool_account_id": unknown}).get_json()
     assert body["error"]["code"] == "not_found" and unknown in body["error"]["message"]
     assert client.get(RECORDS[0], query_string={"pool_account_id": ONE}).status_code == 200
+
+
+def test_cursor_secret_setting() -> None:
+    assert load_settings({"CURSOR_SECRET": " new , old ,"}).cursor_keys == (b"new", b"old")
+    assert load_settings({}).cursor_keys == (DEVELOPMENT_CURSOR_SECRET,)

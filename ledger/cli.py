@@ -1,4 +1,4 @@
-"""`python -m ledger`: operator commands (migrate, accounts)."""
+"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import argparse
 import sys
 
 import psycopg
+import redis
 
 from ledger.accounts import add_accounts, list_accounts
 from ledger.address import AddressError
 from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
 from ledger.logs import setup_logging
+from ledger.recovery import recover_stranded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +26,29 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("addresses", nargs="+")
     add.add_argument("--label", default=None)
     acc_sub.add_parser("list", help="list tracked accounts")
+    recover = sub.add_parser(
+        "recover", help="put back in their queues the messages held by dead workers (the workers do it every second)"
+    )
+    recover.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat after which a worker is dead (default: WORKER_HEARTBEAT_TIMEOUT)",
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings()
     setup_logging(settings.log_level)
+    if args.command == "recover":
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            found = recover_stranded(client, timeout=args.timeout or settings.worker_heartbeat_timeout)
+        finally:
+            client.close()
+        print(f"{found.dead_workers} dead worker(s), {found.messages} message(s) put back")
+        for queue, count in sorted(found.by_queue.items()):
+            print(f"{queue}\t{count}")
+        return 0
     if args.command == "migrate":
         ensure_database(settings.database_url)
         applied = migrate(settings.database_url)

@@ -48,6 +48,9 @@ class Settings:
     retry_max_backoff_ms: int = 60_000
     retry_max_retries: int = 10
     db_pool_size: int = 8
+    # A worker silent this long is dead: the messages it held go back to the queue (ledger.recovery).
+    worker_heartbeat_timeout: float = 5.0
+    web_db_timeout: float = 0.5  # seconds a request waits for a PostgreSQL connection before its 503
     cache_ttl_realtime: int = 300
     cache_ttl_summary: int = 1_800
     cache_ttl_historical: int = 3_600
@@ -111,6 +114,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "retry_max_backoff_ms": ("RETRY_MAX_BACKOFF_MS", int),
     "retry_max_retries": ("RETRY_MAX_RETRIES", int),
     "db_pool_size": ("DB_POOL_SIZE", int),
+    "worker_heartbeat_timeout": ("WORKER_HEARTBEAT_TIMEOUT", float),
+    "web_db_timeout": ("WEB_DB_TIMEOUT", float),
     "cache_ttl_realtime": ("CACHE_TTL_REALTIME", int),
     "cache_ttl_summary": ("CACHE_TTL_SUMMARY", int),
     "cache_ttl_historical": ("CACHE_TTL_HISTORICAL", int),

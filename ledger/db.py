@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # Any constant works; it only has to be the same for every process running migrations.
 _MIGRATION_LOCK = 0x5354414B45  # "STAKE"
+RECONNECT_TIMEOUT = 2.0
 
 
 def create_pool(
@@ -28,11 +29,13 @@ def create_pool(
     name: str = "ledger",
     autocommit: bool = False,
     check: bool = True,
+    timeout: float = 5.0,
 ) -> ConnectionPool:
     """A psycopg pool, opened without waiting for PostgreSQL.
 
     `check` tests each connection as it is handed out (one round trip): without it the first use
     after a PostgreSQL restart fails on a dead socket. Callers that retry anyway (workers) skip it.
+    `timeout`: how long a caller waits for a connection before PoolTimeout.
     """
     pool = ConnectionPool(
         url,
@@ -41,11 +44,15 @@ def create_pool(
         name=name,
         open=False,
         check=ConnectionPool.check_connection if check else None,
-        timeout=5.0,
-        reconnect_timeout=3600,
+        timeout=timeout,
+        # A background reconnection gives up after this, and the next caller that needs a
+        # connection starts a fresh attempt at once. A long timeout kept one attempt alive with a
+        # doubling delay (1, 2, 4 ... 64 s), so the pool came back up to a minute after PostgreSQL.
+        reconnect_timeout=RECONNECT_TIMEOUT,
         kwargs={"autocommit": autocommit, "connect_timeout": 3},
     )
-    # Opening does not wait: a process may start while PostgreSQL is still down and catch up.
+    # Opening does not wait: a process may start while PostgreSQL is still down and catch up
+    # (its first callers start the connection attempts again; see reconnect_timeout).
     pool.open(wait=False)
     return pool
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,9 +34,12 @@ from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
 from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.tcpproxy import TcpProxy
+from tests.test_cache import RedisServer, free_port
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
 from workers.actors import Deps
+from workers.dbgate import DbGate
+from workers.invalidator import Invalidator
 
 T = TypeVar("T")
 
@@ -72,6 +76,15 @@ def start_worker(wsettings: Settings) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in procs:
         proc.kill()  # SIGKILL: a graceful stop takes seconds, and this queue is thrown away
+
+
+@pytest.fixture
+def cache_server() -> Iterator[RedisServer]:
+    """A private cache Redis that a test may hang (SIGSTOP) without touching the shared one."""
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture
@@ -247,43 +260,78 @@ def test_poison_message_is_dead_lettered_at_once(
     assert requeue_dead_letter(pg, producer, 10**9) is None
 
 
-def test_database_outage_is_ridden_out(
+def test_database_outage_pauses_workers_without_spending_retries(
     wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
 ) -> None:
     with TcpProxy("127.0.0.1", 5432) as proxy:
+        # One retry only: a message that spent one on the outage would show "Retrying message"
         worker = start_worker(
             threads=2,
             DATABASE_URL=make_conninfo(wsettings.database_url, host="127.0.0.1", port=str(proxy.port)),
-            RETRY_MAX_RETRIES="20",
+            RETRY_MAX_RETRIES="1",
         )
         send(producer, wsettings, make_op("freeze", 100))
         wait_drained(producer, wsettings)
         assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]
 
         proxy.close()  # PostgreSQL "goes away": open connections dropped, new ones refused
-        send(producer, wsettings, make_op("freeze", 101), make_op("delegate", 102))
-        worker.wait_for(r"Retrying message", timeout=20)
+        send(producer, wsettings, *(make_op("freeze", 101 + i) for i in range(6)), make_op("delegate", 110))
+        worker.wait_for(r"PostgreSQL unavailable .* workers pause", timeout=20)
+        time.sleep(3)  # an outage longer than the pool's wait and reconnect timeouts
         assert rows(pg, "SELECT count(*) FROM stake_records WHERE block_num > 100") == [(0,)]
         proxy.open()
+        returned = time.monotonic()
 
-        wait_drained(producer, wsettings, timeout=30)
-    assert rows(pg, "SELECT count(*) FROM stake_records") == [(2,)]
+        # Persisting again within 5 s of PostgreSQL's return (about 0.5 s when idle)
+        wait_until(lambda: rows(pg, "SELECT count(*) FROM stake_records") == [(7,)], 5, "the workers to resume")
+        resumed = time.monotonic() - returned
+        wait_drained(producer, wsettings, timeout=10)
+    print(f"persisting again {resumed:.2f} s after PostgreSQL returned")
     assert rows(pg, "SELECT count(*) FROM delegate_records") == [(1,)]
     assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
     assert broker_dead_letter_count(producer.client, wsettings.queue_name) == 0
+    assert "Retrying message" not in worker.output()
+    assert "answering again" in worker.output()
 
 
-def test_cache_outage_raises_after_commit(wsettings: Settings, pg: psycopg.Connection) -> None:
-    # The actor body, in process: the row is committed, then the failed invalidation raises, so
-    # Dramatiq retries the message (the re-run upsert is a no-op and the invalidation is redone).
+def test_cache_outage_costs_one_short_attempt_and_is_made_good(
+    wsettings: Settings, pg: psycopg.Connection, cache_server: RedisServer
+) -> None:
+    # The actor body, in process, against a private cache Redis that is then hung (SIGSTOP)
     pool = create_pool(wsettings.database_url, max_size=1, name="test")
-    deps = Deps(settings=wsettings, pool=pool, cache=create_cache_client("redis://127.0.0.1:1/0", 0.2))
+    cache = create_cache_client(cache_server.url, 0.25)
+    deps = Deps(
+        settings=wsettings,
+        pool=pool,
+        gate=DbGate(wsettings.database_url, pool),
+        invalidator=Invalidator(cache, probe_interval=0.1),
+    )
+    probe = redis.Redis.from_url(cache_server.url)
     try:
-        with pytest.raises(redis.ConnectionError):
-            actors.persist_operation(deps, make_op("freeze", 100).to_message())
+        actors.persist_operation(deps, make_op("freeze", 100).to_message())
+        before = int(probe.get(f"ledger:ver:{ALICE}") or 0)
+        assert before > 0
+        assert cache_server.proc is not None
+        cache_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for i in range(20):
+                actors.persist_operation(deps, make_op("freeze", 101 + i).to_message())
+            took = time.monotonic() - started
+            # One socket timeout in all, not one per message (20 x 0.25 s = 5 s)
+            assert took < 2.0, took
+            assert deps.invalidator.pending == 1
+        finally:
+            cache_server.proc.send_signal(signal.SIGCONT)
+        # The skipped invalidation is made once the cache answers
+        wait_until(lambda: deps.invalidator.pending == 0, 10, "the skipped bump")
+        assert int(probe.get(f"ledger:ver:{ALICE}") or 0) > before
     finally:
+        deps.invalidator.close()
+        cache.close()
+        probe.close()
         pool.close()
-    assert rows(pg, "SELECT count(*) FROM stake_records") == [(1,)]
+    assert rows(pg, "SELECT count(*) FROM stake_records") == [(21,)]
 
 
 def test_dead_letters_on_rabbitmq(

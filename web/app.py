@@ -46,7 +46,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = OrjsonProvider(app)
 
     size = max(1, min(WEB_POOL_SIZE, settings.db_pool_size))
-    pool = create_pool(_web_conninfo(settings.database_url), max_size=size, min_size=size, name="web")
+    # A short wait for a connection: the pool has one per request thread, so a request only waits
+    # when connections are being re-made, i.e. PostgreSQL is away; then a quick 503 beats a 5-s one.
+    pool = create_pool(
+        _web_conninfo(settings.database_url),
+        max_size=size,
+        min_size=size,
+        name="web",
+        timeout=settings.web_db_timeout,
+    )
     client = create_cache_client(settings.cache_redis_url, settings.cache_socket_timeout)
     app.extensions["ledger"] = Resources(
         settings=settings,

@@ -42,7 +42,9 @@ def _http_error(exc: HTTPException) -> Response:
 def _database_unavailable(exc: Exception) -> Response:
     # Connection loss or an exhausted pool: a retry may work, so 503 rather than 500.
     log.warning("database unavailable on %s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
-    return error_response(503, "unavailable", "the database is unavailable; try again shortly")
+    response = error_response(503, "unavailable", "the database is unavailable; try again shortly")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _internal_error(exc: Exception) -> Response:

@@ -1,10 +1,10 @@
 """The worker's actors, declared on a given broker with their dependencies passed in.
 
 Each actor persists in one transaction, commits, and only then bumps the cache generation of the
-accounts it touched (invalidate after commit: invalidating
-before would let a reader cache the old rows again). Any failure raises, so
-Dramatiq retries the whole message: re-running the upsert is a no-op, and the invalidation that
-failed is done again.
+accounts it touched (invalidate after commit: invalidating before would let a reader cache the old
+rows again). A PostgreSQL that cannot be reached is waited for (workers.dbgate), a cache that
+cannot be reached is skipped and caught up later (workers.invalidator); any other failure raises,
+so Dramatiq retries the whole message: re-running the upsert is a no-op.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from typing import Any
 
 import dramatiq
 import psycopg
-import redis
 from psycopg_pool import ConnectionPool
 
-from ledger.cache import invalidate_accounts
 from ledger.config import Settings
 from ledger.domain import Operation, PayloadError
 from ledger.queue import (
@@ -30,6 +28,8 @@ from ledger.queue import (
     lane_priority,
 )
 from workers import persist
+from workers.dbgate import DbGate
+from workers.invalidator import Invalidator
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 # and are retried like Redis errors.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PayloadError, psycopg.DataError, psycopg.IntegrityError)
 
-TIME_LIMIT_MS = 60_000  # well under the Redis broker's 60-s heartbeat window (dramatiq/brokers/redis.py)
+TIME_LIMIT_MS = 60_000  # a hung statement is abandoned and retried after this
+# How long a message that met a PostgreSQL outage waits for it before it gives up one retry (under
+# the time limit, which would otherwise interrupt the wait with an error of its own).
+DB_WAIT_BUDGET_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Deps:
 
     settings: Settings
     pool: ConnectionPool
-    cache: redis.Redis
+    gate: DbGate
+    invalidator: Invalidator
 
 
 def persist_operation(deps: Deps, payload: Any) -> None:
@@ -58,24 +62,33 @@ def persist_operation(deps: Deps, payload: Any) -> None:
         raise
     except (TypeError, ValueError) as exc:  # e.g. an unhashable `kind`: just as malformed, never retried
         raise PayloadError(f"bad operation payload: {exc}") from None
-    with deps.pool.connection() as conn:  # autocommit: see workers.persist
-        addresses = persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
-    invalidate_accounts(deps.cache, addresses)
+
+    def write() -> set[str]:
+        with deps.pool.connection() as conn:  # autocommit: see workers.persist
+            return persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+
+    deps.invalidator.invalidate(deps.gate.call(write, budget=DB_WAIT_BUDGET_S))
     log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)
 
 
 def confirm_blocks(deps: Deps, solid_block: Any) -> None:
-    with deps.pool.connection() as conn:
-        addresses = persist.confirm_blocks(conn, solid_block)
-    invalidate_accounts(deps.cache, addresses)
+    def write() -> set[str]:
+        with deps.pool.connection() as conn:
+            return persist.confirm_blocks(conn, solid_block)
+
+    addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    deps.invalidator.invalidate(addresses)
     if addresses:
         log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses))
 
 
 def revert_blocks(deps: Deps, blocks: Any) -> None:
-    with deps.pool.connection() as conn:
-        addresses = persist.revert_blocks(conn, blocks)
-    invalidate_accounts(deps.cache, addresses)
+    def write() -> set[str]:
+        with deps.pool.connection() as conn:
+            return persist.revert_blocks(conn, blocks)
+
+    addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    deps.invalidator.invalidate(addresses)
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 
 

@@ -3,33 +3,51 @@
 The dramatiq CLI imports this module and calls `setup()` in each worker process, after the fork,
 so that is where this process's broker, PostgreSQL pool and cache client are made; importing the
 module creates nothing.
+
+Crashes: the dramatiq CLI stops the whole group when one child dies (its design: the process
+manager restarts the group, see docs/RELIABILITY.md), a child dies with its parent
+(`die_with_parent`), and the messages a dead process held go back to the queue within seconds
+(ledger.recovery).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
 
 import dramatiq
 from dramatiq import Worker
-from dramatiq.middleware import Middleware, Retries
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, Retries, TimeLimit
 
 from ledger.cache import create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
 from ledger.logs import setup_logging
 from ledger.queue import background_queue, check_broker_durability, create_broker
+from ledger.recovery import Heartbeat
 from workers.actors import Deps, register_actors
+from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
+from workers.invalidator import Invalidator
 
 log = logging.getLogger(__name__)
 
-# Invalidation is one round trip; the web's tens-of-ms read timeout would turn a brief stall into
-# needless retries here. (No client-side retries: a failure raises and Dramatiq retries the message.)
-CACHE_SOCKET_TIMEOUT = 2.0
+# One short attempt: a dead or hung cache then opens the invalidator's breaker (workers.invalidator),
+# so this is what one message pays per outage, not per message.
+CACHE_SOCKET_TIMEOUT = 0.25
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def setup() -> None:
     """Entry point for the dramatiq CLI (`workers.main:setup`): build and install this process's broker."""
+    die_with_parent()
     settings = load_settings()
     setup_logging(settings.log_level)
     # The CLI configured the root logger already (so basicConfig above was a no-op); apply our level.
@@ -45,33 +63,87 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     broker = create_broker(settings.effective_broker_url)
     # Raises BrokerNotDurable when the settings say to refuse a broker Redis without AOF.
     check_broker_durability(broker, require=settings.broker_require_persistence)
+    if isinstance(broker, RedisBroker):
+        # The broker's own (random) maintenance then agrees with our reaper on what "dead" means.
+        broker.heartbeat_timeout = int(settings.worker_heartbeat_timeout * 1000)
     # One connection per worker thread (the pool is resized to the thread count at worker boot):
     # an actor holds one for its whole transaction. Autocommit: a one-statement upsert is its own
     # transaction (see workers.persist). No check on checkout: a connection that died with
-    # PostgreSQL fails its message, which is retried.
+    # PostgreSQL fails its message, which then waits at the gate and runs again (workers.dbgate).
     pool = create_pool(
         settings.database_url, max_size=settings.db_pool_size, name="worker", autocommit=True, check=False
     )
+    gate = DbGate(settings.database_url, pool)
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
-    deps = Deps(settings=settings, pool=pool, cache=cache)
+    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache))
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool), before=Retries)
-    broker.add_middleware(_CloseOnShutdown(deps))
+    # Before TimeLimit: a thread waiting for PostgreSQL has not started its message's clock yet.
+    broker.add_middleware(_WaitForDatabase(gate), before=TimeLimit)
+    # Redis only: RabbitMQ itself gives a dead consumer's unacked messages back when its
+    # connection closes, which the kernel does the moment the process dies.
+    heartbeat = None
+    if isinstance(broker, RedisBroker):
+        heartbeat = Heartbeat(broker.client, broker.broker_id, timeout=settings.worker_heartbeat_timeout)
+    broker.add_middleware(_Lifecycle(deps, heartbeat))
     register_actors(broker, deps)
     return broker, deps
 
 
-class _CloseOnShutdown(Middleware):
-    """Size the pool to the worker's threads at boot; close it and the cache client at shutdown."""
+def die_with_parent() -> None:
+    """In a dramatiq child process: be killed by the kernel the moment the parent dies.
 
-    def __init__(self, deps: Deps) -> None:
+    Without it the children of a SIGKILLed parent ran on as orphans, heartbeating while they hung
+    on a full log pipe that nobody read any more, and held their messages. PR_SET_PDEATHSIG rather
+    than a thread polling os.getppid(): the kernel delivers it at once, with no polling delay, and
+    it works even when every thread of the child is blocked (a watchdog thread would be stuck
+    behind that same write). SIGKILL rather than SIGTERM: a graceful stop would log to the dead
+    parent's pipe and could hang the same way; the messages the child held come back through the
+    heartbeat reaper (ledger.recovery). The parent's main thread forks the children and lives as
+    long as the parent, so "parent thread exited" (the prctl caveat) is "parent exited" here.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return  # not a dramatiq child (tests, the CLI parent itself)
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the reaper still recovers messages
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent.pid:  # the parent died before the prctl: nobody will signal us
+        os._exit(1)
+
+
+class _WaitForDatabase(Middleware):
+    """Hold each worker thread before its next message while PostgreSQL is known to be down."""
+
+    def __init__(self, gate: DbGate) -> None:
+        self.gate = gate
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.gate.wait()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
+        self.gate.stop()
+
+
+class _Lifecycle(Middleware):
+    """Size the pool to the worker's threads and start the heartbeat at boot; at shutdown, once the
+    threads stopped, stop it and close the pool and the cache client."""
+
+    def __init__(self, deps: Deps, heartbeat: Heartbeat | None) -> None:
         self.deps = deps
+        self.heartbeat = heartbeat
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
         threads = worker.worker_threads  # the CLI's --threads, as dramatiq itself parsed it
         self.deps.pool.resize(min_size=min(self.deps.pool.min_size, threads), max_size=threads)
         log.info("worker pool sized to %d threads", threads)
 
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: object) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        self.deps.invalidator.close()
+        self.deps.invalidator.client.close()
         self.deps.pool.close()
-        self.deps.cache.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import psycopg
 import redis
@@ -13,6 +14,7 @@ from ledger.address import AddressError
 from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
 from ledger.logs import setup_logging
+from ledger.procfile import write_supervisord_conf, write_systemd_units
 from ledger.recovery import recover_stranded
 
 
@@ -35,8 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds without a heartbeat after which a worker is dead (default: WORKER_HEARTBEAT_TIMEOUT)",
     )
+    procfile = sub.add_parser(
+        "procfile", help="write a supervisord config (the run command) or systemd units (production) from a Procfile"
+    )
+    procfile.add_argument("format", choices=("supervisord", "systemd"))
+    procfile.add_argument("procfile", type=Path, nargs="?", default=Path("Procfile"))
+    procfile.add_argument("--dir", type=Path, required=True, help="where to write the file(s)")
     args = parser.parse_args(argv)
 
+    if args.command == "procfile":
+        if args.format == "supervisord":
+            print(write_supervisord_conf(args.procfile, args.dir, Path.cwd()))
+        else:
+            for path in write_systemd_units(args.procfile, args.dir):
+                print(path)
+        return 0
     settings = load_settings()
     setup_logging(settings.log_level)
     if args.command == "recover":

@@ -10,8 +10,6 @@ import dataclasses
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,38 +22,15 @@ import redis
 from psycopg.conninfo import make_conninfo
 
 from ledger.config import Settings
-from ledger.procfile import parse_procfile, supervisord_conf, systemd_units, write_supervisord_conf
+from ledger.procfile import parse_procfile, supervisord_conf, systemd_units
 from ledger.queue import create_broker, operation_message
 from tests.procs import ROOT, Proc
 from tests.stack import settings_env, start_simulator, wait_until
+from tests.supervise import Supervisor
 from tests.tcpproxy import TcpProxy
 from tests.test_cache import free_port
 from tests.test_persist import make_op
 from tests.test_recovery import alive, children
-
-BIN = Path(sys.executable).parent
-
-
-class Supervisor:
-    """supervisord on a generated config, plus supervisorctl against it."""
-
-    def __init__(self, procfile: str, rundir: Path, env: dict[str, str]) -> None:
-        rundir.mkdir(parents=True, exist_ok=True)
-        (rundir / "Procfile").write_text(procfile)
-        self.conf = write_supervisord_conf(rundir / "Procfile", rundir, ROOT)
-        self.env = {**env, "PATH": f"{BIN}:/usr/bin:/bin"}
-        self.proc = Proc("supervisord", [str(BIN / "supervisord"), "-c", str(self.conf)], self.env)
-
-    def pid(self, name: str) -> int:
-        out = subprocess.run(
-            [str(BIN / "supervisorctl"), "-c", str(self.conf), "pid", name], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        return int(out) if out.isdigit() else 0
-
-    def running(self, name: str, timeout: float = 60) -> int:
-        """Wait until `name` is RUNNING (past startsecs); its pid."""
-        wait_until(lambda: self.pid(name) > 0, timeout, f"{name} to run")
-        return self.pid(name)
 
 
 @pytest.fixture
@@ -68,7 +43,7 @@ def supervisors() -> Iterator[list[Supervisor]]:
     started: list[Supervisor] = []
     yield started
     for sup in started:
-        sup.proc.stop(timeout=40)
+        sup.stop()
 
 
 def test_procfile_to_configs() -> None:

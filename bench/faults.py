@@ -1,0 +1,546 @@
+"""The fault suite: the whole pipeline under one fault at a time, each run ending with the
+zero-loss check against the simulator's truth.
+
+    scripts/faults                        # the short setting (CI runs a part of it: tests/test_faults.py)
+    scripts/faults --setting long         # the recorded one (docs/RELIABILITY.md)
+    scripts/faults --only worker-child-kill,pg-stop-short
+    scripts/faults --list
+
+Every scenario gets fresh private servers: a PostgreSQL cluster of its own (initdb + pg_ctl in a
+temporary directory, run as the `postgres` user, shared by the scenarios of one run, one database
+each), a broker redis-server and a cache redis-server, so stopping, hanging or restarting them
+never touches the shared ones. The worker (2 processes x 4 threads) and the listener run under the
+run command's supervisor (supervisord generated from a Procfile, as `scripts/run` does), except in
+`listener-kill-alone`, where the suite restarts the listener itself.
+
+Per scenario the table gives: operations expected (the simulator's truth at the end), persisted
+(rows), lost (in the truth, not in the ledger), duplicated (a key stored twice), wrong (stored with
+other fields or status), extra (stored, not in the truth), and recover: seconds from the end of the
+fault (the kill, or the server's return) until every supervised process runs, rows are being
+persisted again, and no message is held by a worker that has not beaten since the fault (a dead
+one); it cannot read below 0.3 s, the wait for live workers' next beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+
+from ledger.db import migrate
+from ledger.recovery import DEFAULT_NAMESPACE
+from tests.procs import Proc, python
+from tests.servers import PrivatePostgres, PrivateRedis
+from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator
+from tests.supervise import Supervisor
+
+WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
+LISTENER = "listener: python -m listener\n"
+HEARTBEAT_TIMEOUT = 5.0  # the product default (WORKER_HEARTBEAT_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Setting:
+    history_blocks: int
+    ops_per_block: float
+    pg_short: float  # seconds PostgreSQL is stopped in pg-stop-short
+    pg_long: float
+    cache_outage: float
+    live_seconds: float  # node faults and forks: how long the live chain misbehaves
+    settle_timeout: float  # seconds allowed for the ledger to equal the truth at the end
+
+
+SETTINGS = {
+    "short": Setting(
+        history_blocks=400,
+        ops_per_block=3,
+        pg_short=5,
+        pg_long=15,
+        cache_outage=5,
+        live_seconds=20,
+        settle_timeout=120,
+    ),
+    "long": Setting(
+        history_blocks=3000,
+        ops_per_block=4,
+        pg_short=30,
+        pg_long=120,
+        cache_outage=30,
+        live_seconds=120,
+        settle_timeout=600,
+    ),
+}
+
+
+@dataclass
+class Row:
+    scenario: str
+    expected: int = 0
+    persisted: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    wrong: int = 0
+    extra: int = 0
+    recover: float | None = None
+    notes: str = ""
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.expected > 0 and not (self.lost or self.duplicated or self.wrong or self.extra)
+
+
+class Stack:
+    """Private servers, the simulator, and the worker and listener under supervisord."""
+
+    def __init__(
+        self, setting: Setting, pg: PrivatePostgres, *, aof: bool = False, supervised_listener: bool = True
+    ) -> None:
+        self.setting = setting
+        self.pg = pg
+        self.rundir = Path(tempfile.mkdtemp(prefix="faults-run-"))
+        self.db_url = pg.url(f"faults_{uuid.uuid4().hex[:8]}")
+        recreate_database(self.db_url)
+        migrate(self.db_url)
+        self.broker = PrivateRedis(aof=aof)
+        self.broker.start()
+        self.cache = PrivateRedis()
+        self.cache.start()
+        self.sim_args: list[str] = []
+        self.sim_proc: Proc | None = None
+        self.sup: Supervisor | None = None
+        self.listener: Proc | None = None
+        self.supervised_listener = supervised_listener
+        self.env: dict[str, str] = {}
+
+    def start(self, *sim_args: str) -> None:
+        s = self.setting
+        self.sim_proc, url = start_simulator(
+            "--history-blocks",
+            str(s.history_blocks),
+            "--ops-per-block",
+            str(s.ops_per_block),
+            "--block-interval",
+            "0.5",
+            *sim_args,
+        )
+        self.sim = Simulator(url)
+        head = self.sim.status()["head"]
+        self.env = {
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": self.broker.url(0),
+            "CACHE_REDIS_URL": self.cache.url(0),
+            "TRON_NODE_URL": url,
+            "TRON_TIMEOUT_SECONDS": "3",
+            "START_BLOCK": str(head - s.history_blocks + 1),
+            "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
+            "QUEUE_NAME": "ledger",
+            "POLL_INTERVAL": "0.2",
+            "LISTENER_BATCH_BLOCKS": "20",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        procfile = WORKER + (LISTENER if self.supervised_listener else "")
+        self.sup = Supervisor(procfile, self.rundir, self.env)
+        if not self.supervised_listener:
+            self.start_listener()
+
+    def start_listener(self) -> None:
+        self.listener = Proc("listener", python("-m", "listener"), self.env)
+
+    def programs(self) -> list[str]:
+        return ["worker", "listener"] if self.supervised_listener else ["worker"]
+
+    # -- observations ---------------------------------------------------------------------------
+
+    def rows(self) -> int:
+        try:
+            with psycopg.connect(self.db_url, connect_timeout=2) as conn:
+                row = conn.execute(
+                    "SELECT (SELECT count(*) FROM stake_records) + (SELECT count(*) FROM delegate_records)"
+                ).fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.OperationalError:
+            return -1  # PostgreSQL is down
+
+    def checkpoint(self) -> int:
+        with psycopg.connect(self.db_url, connect_timeout=2) as conn:
+            row = conn.execute("SELECT max(block_num) FROM listener_checkpoint").fetchone()
+            return int(row[0]) if row and row[0] is not None else -1
+
+    def stranded(self, since: float) -> int:
+        """Messages held by workers that have not beaten since `since` (wall clock): dead ones.
+        (Live workers beat every timeout / 5 s; call it a beat interval or more after `since`.)"""
+        client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2)
+        try:
+            cutoff = since * 1000
+            beats = client.zrangebyscore(f"{DEFAULT_NAMESPACE}:__heartbeats__", cutoff, "+inf")
+            fresh = {m.decode() if isinstance(m, bytes) else str(m) for m in beats}
+            held = 0
+            prefix = f"{DEFAULT_NAMESPACE}:__acks__."
+            for key in client.scan_iter(match=prefix + "*"):
+                worker = key.decode()[len(prefix) :].split(".", 1)[0]
+                if worker not in fresh:
+                    held += int(client.scard(key))
+            return held
+        except redis.RedisError:
+            return -1
+        finally:
+            client.close()
+
+    def all_running(self) -> bool:
+        assert self.sup is not None
+        return all(self.sup.pid(name) > 0 for name in self.programs())
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def wait_progress(self, share: float, timeout: float = 120) -> None:
+        target = int(self.setting.history_blocks * self.setting.ops_per_block * share)
+        _wait(lambda: self.rows() >= target, timeout, f"{target} rows before the fault")
+
+    def wait_recovered(self, fault_end: float, timeout: float) -> float | None:
+        base = max(self.rows(), 0)
+        wall = time.time() - (time.monotonic() - fault_end)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.rows()
+            done = self.sim_done(rows)
+            beaten = time.time() > wall + 1.5 * HEARTBEAT_TIMEOUT / 5
+            if beaten and self.all_running() and (rows > base or done) and self.stranded(wall) == 0:
+                return time.monotonic() - fault_end
+            time.sleep(0.2)
+        return None
+
+    def sim_done(self, rows: int) -> bool:
+        return rows >= len(self.sim.truth()["operations"])
+
+    def finish(self) -> Row:
+        """Stop the chain, let the ledger settle, compare it with the truth."""
+        self.sim.pause()
+        head = self.sim.status()["head"]
+        deadline = time.monotonic() + self.setting.settle_timeout
+        row = Row("")
+        while time.monotonic() < deadline:
+            try:
+                if self.checkpoint() >= head:
+                    row = compare(self.db_url, self.sim.truth()["operations"])
+                    if row.clean:
+                        return row
+            except psycopg.OperationalError:
+                pass
+            time.sleep(1)
+        return compare(self.db_url, self.sim.truth()["operations"])
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop(timeout=10)
+        if self.sup is not None:
+            self.sup.stop()
+        if self.sim_proc is not None:
+            self.sim_proc.stop()
+        self.broker.close()
+        self.cache.close()
+
+
+def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
+    expected = {
+        (op["tx_id"], op["op_index"]): (
+            op["kind"],
+            op["resource"],
+            op["amount"],
+            op["receiver_address"],
+            bool(op["lock"]),
+            op["lock_period"] or 0,
+            op["status"],
+        )
+        for op in truth
+    }
+    stored: dict[tuple[str, int], tuple[Any, ...]] = {}
+    duplicated = 0
+    with psycopg.connect(db_url) as conn:
+        stake = conn.execute(
+            "SELECT tx_id, op_index, operation_type, resource, amount, NULL, false, 0, status FROM stake_records"
+        ).fetchall()
+        delegate = conn.execute(
+            "SELECT tx_id, op_index, operation_type, resource, amount, receiver_address, lock, lock_period, status"
+            " FROM delegate_records"
+        ).fetchall()
+    for r in [*stake, *delegate]:
+        key = (r[0], r[1])
+        if key in stored:
+            duplicated += 1
+        stored[key] = (r[2], r[3], r[4], r[5], bool(r[6]), r[7] or 0, r[8])
+    lost = [k for k in expected if k not in stored]
+    extra = [k for k in stored if k not in expected]
+    wrong = [k for k in expected if k in stored and stored[k] != expected[k]]
+    examples = [f"lost {k}" for k in lost[:2]] + [f"wrong {k}: {stored[k]} != {expected[k]}" for k in wrong[:2]]
+    return Row(
+        "",
+        expected=len(expected),
+        persisted=len(stake) + len(delegate),
+        lost=len(lost),
+        duplicated=duplicated,
+        wrong=len(wrong),
+        extra=len(extra),
+        examples=examples + [f"extra {k}" for k in extra[:2]],
+    )
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry.name))
+    return kids
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- scenarios: each injects its fault into a started stack and returns (fault end, notes) ------
+
+
+def worker_child_kill(st: Stack) -> tuple[float, str]:
+    assert st.sup is not None
+    parent = st.sup.running("worker")
+    _wait(lambda: len(_children(parent)) == 2, 30, "worker children")
+    _kill(_children(parent)[0])
+    return time.monotonic(), "dramatiq stops the group, supervisord restarts it"
+
+
+def worker_parent_kill(st: Stack) -> tuple[float, str]:
+    assert st.sup is not None
+    parent = st.sup.running("worker")
+    kids = _children(parent)
+    _kill(parent)
+    end = time.monotonic()
+    _wait(lambda: not any(_alive(k) for k in kids), 10, "its children to die with it")
+    return end, "children die with the parent (PDEATHSIG)"
+
+
+def listener_kill_supervised(st: Stack) -> tuple[float, str]:
+    assert st.sup is not None
+    _kill(st.sup.running("listener"))
+    return time.monotonic(), "supervisord restarts it"
+
+
+def listener_kill_alone(st: Stack) -> tuple[float, str]:
+    assert st.listener is not None
+    st.listener.kill()
+    st.listener.popen.wait(10)
+    end = time.monotonic()
+    st.start_listener()  # as an operator or process manager would
+    return end, "restarted by the suite"
+
+
+def broker_restart(st: Stack) -> tuple[float, str]:
+    st.broker.stop(signal.SIGTERM)
+    time.sleep(1)
+    st.broker.start()
+    return time.monotonic(), "clean shutdown and start, same port and directory"
+
+
+def pg_stop(seconds: float) -> Callable[[Stack], tuple[float, str]]:
+    def fault(st: Stack) -> tuple[float, str]:
+        st.pg.stop("fast")
+        time.sleep(seconds)
+        st.pg.start()
+        return time.monotonic(), f"pg_ctl stop -m fast, {seconds:.0f} s, start"
+
+    return fault
+
+
+def cache_stop(seconds: float) -> Callable[[Stack], tuple[float, str]]:
+    def fault(st: Stack) -> tuple[float, str]:
+        st.cache.stop(signal.SIGKILL)
+        time.sleep(seconds)
+        st.cache.start()
+        return time.monotonic(), f"SIGKILL, {seconds:.0f} s, start"
+
+    return fault
+
+
+def cache_hang(seconds: float) -> Callable[[Stack], tuple[float, str]]:
+    def fault(st: Stack) -> tuple[float, str]:
+        rate_before = _rate(st, seconds)
+        st.cache.signal(signal.SIGSTOP)
+        try:
+            rate_hung = _rate(st, seconds)
+        finally:
+            st.cache.signal(signal.SIGCONT)
+        ratio = rate_hung / rate_before if rate_before > 0 else float("nan")
+        return (
+            time.monotonic(),
+            f"SIGSTOP {seconds:.0f} s; ingest hung/normal {rate_hung:.0f}/{rate_before:.0f} = {ratio:.0%}",
+        )
+
+    return fault
+
+
+def _rate(st: Stack, seconds: float) -> float:
+    start_rows, started = st.rows(), time.monotonic()
+    time.sleep(seconds)
+    return (st.rows() - start_rows) / (time.monotonic() - started)
+
+
+def node_faults_and_forks(st: Stack) -> tuple[float, str]:
+    st.sim.resume()
+    time.sleep(st.setting.live_seconds)
+    faults = st.sim.http.get("/sim/faults").json()
+    forks = st.sim.http.get("/sim/fork").json()
+    st.sim.http.post("/sim/faults", json={"rate": 0, "suspended": False})
+    st.sim.http.post("/sim/fork", json={"rate": 0})
+    injected = sum(faults.get("counts", {}).values())
+    return time.monotonic(), f"{injected} node faults, {forks.get('forks', 0)} forks in {st.setting.live_seconds:.0f} s"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: Callable[[Stack], tuple[float, str]] | None
+    aof: bool = False
+    supervised_listener: bool = True
+    sim_args: tuple[str, ...] = ()
+    pending: str = ""
+    history_factor: int = 1  # a longer backlog, for scenarios that measure ingest during the fault
+
+
+def scenarios(s: Setting) -> list[Scenario]:
+    return [
+        Scenario("worker-child-kill", worker_child_kill),
+        Scenario("worker-parent-kill", worker_parent_kill),
+        Scenario("listener-kill-alone", listener_kill_alone, supervised_listener=False),
+        Scenario("listener-kill-supervised", listener_kill_supervised),
+        Scenario("broker-restart-aof", broker_restart, aof=True),
+        Scenario("broker-restart-no-aof", broker_restart, aof=False),
+        Scenario("pg-stop-short", pg_stop(s.pg_short)),
+        Scenario("pg-stop-long", pg_stop(s.pg_long)),
+        Scenario("cache-stop", cache_stop(s.cache_outage)),
+        Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=6),
+        Scenario("rabbitmq-restart", None, pending="needs BROKER_URL=amqp:// support (issue 7, other part)"),
+        Scenario(
+            "node-faults-and-forks",
+            node_faults_and_forks,
+            sim_args=(
+                "--fault-rate",
+                "0.1",
+                "--suspend-seconds",
+                "1",
+                "--timeout-seconds",
+                "3",
+                "--fork-rate",
+                "0.05",
+                "--fork-depth",
+                "4",
+            ),
+        ),
+    ]
+
+
+def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
+    if scn.fault is None:
+        return Row(scn.name, notes=f"pending: {scn.pending}")
+    if scn.history_factor > 1:
+        setting = replace(setting, history_blocks=setting.history_blocks * scn.history_factor)
+    stack = Stack(setting, pg, aof=scn.aof, supervised_listener=scn.supervised_listener)
+    try:
+        stack.start(*scn.sim_args)
+        stack.wait_progress(0.25 / scn.history_factor)
+        fault_end, notes = scn.fault(stack)
+        recover = stack.wait_recovered(fault_end, setting.settle_timeout)
+        row = stack.finish()
+        row.scenario, row.recover, row.notes = scn.name, recover, notes
+        return row
+    except (TimeoutError, httpx.HTTPError, psycopg.Error, redis.RedisError) as exc:
+        return Row(scn.name, notes=f"run failed: {type(exc).__name__}: {exc}")
+    finally:
+        stack.close()
+
+
+HEADER = "| scenario | expected | persisted | lost | duplicated | wrong | extra | recover (s) | notes |"
+
+
+def format_row(row: Row) -> str:
+    recover = "-" if row.recover is None else f"{row.recover:.1f}"
+    cells = [row.scenario, row.expected, row.persisted, row.lost, row.duplicated, row.wrong, row.extra, recover]
+    return "| " + " | ".join(str(c) for c in cells) + f" | {row.notes} |"
+
+
+def run_suite(setting: Setting, names: list[str] | None = None, out: Any = sys.stdout) -> list[Row]:
+    chosen = [s for s in scenarios(setting) if names is None or s.name in names]
+    pg = PrivatePostgres()
+    pg.create()
+    rows = []
+    try:
+        print(HEADER, file=out)
+        print("|" + "---|" * 9, file=out)
+        for scn in chosen:
+            row = run_scenario(scn, setting, pg)
+            rows.append(row)
+            print(format_row(row), file=out, flush=True)
+            for example in row.examples:
+                print(f"    {example}", file=sys.stderr)
+    finally:
+        pg.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.faults", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="short")
+    parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    if args.list:
+        for scn in scenarios(setting):
+            print(scn.name + (f"  (pending: {scn.pending})" if scn.pending else ""))
+        return 0
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or None
+    known = {s.name for s in scenarios(setting)}
+    if names and set(names) - known:
+        parser.error(f"unknown scenario(s): {sorted(set(names) - known)}")
+    started = time.monotonic()
+    rows = run_suite(setting, names)
+    print(f"setting {args.setting}: {len(rows)} scenario(s) in {time.monotonic() - started:.0f} s")
+    return 0 if all(r.clean or r.notes.startswith("pending") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

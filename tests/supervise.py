@@ -1,0 +1,38 @@
+"""supervisord on a config generated from a Procfile (ledger.procfile), as `scripts/run` runs it,
+for tests and the fault suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ledger.procfile import write_supervisord_conf
+from tests.procs import ROOT, Proc
+from tests.stack import wait_until
+
+BIN = Path(sys.executable).parent
+
+
+class Supervisor:
+    def __init__(self, procfile: str, rundir: Path, env: Mapping[str, str]) -> None:
+        rundir.mkdir(parents=True, exist_ok=True)
+        (rundir / "Procfile").write_text(procfile)
+        self.conf = write_supervisord_conf(rundir / "Procfile", rundir, ROOT)
+        self.env = {**env, "PATH": f"{BIN}:/usr/bin:/bin"}
+        self.proc = Proc("supervisord", [str(BIN / "supervisord"), "-c", str(self.conf)], self.env)
+
+    def pid(self, name: str) -> int:
+        """The pid of program `name`, 0 when it is not running."""
+        out = subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(self.conf), "pid", name], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        return int(out) if out.isdigit() and int(out) > 0 else 0
+
+    def running(self, name: str, timeout: float = 60) -> int:
+        wait_until(lambda: self.pid(name) > 0, timeout, f"{name} to run")
+        return self.pid(name)
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=40)

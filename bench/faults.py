@@ -50,6 +50,7 @@ from tests.supervise import Supervisor
 WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
 LISTENER = "listener: python -m listener\n"
 HEARTBEAT_TIMEOUT = 5.0  # the product default (WORKER_HEARTBEAT_TIMEOUT)
+FIRST_BLOCK = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class Stack:
     def start(self, *sim_args: str) -> None:
         s = self.setting
         self.sim_proc, url = start_simulator(
+            "--start-block",
+            str(FIRST_BLOCK),
             "--history-blocks",
             str(s.history_blocks),
             "--ops-per-block",
@@ -140,14 +143,14 @@ class Stack:
             *sim_args,
         )
         self.sim = Simulator(url)
-        head = self.sim.status()["head"]
         self.env = {
             "DATABASE_URL": self.db_url,
             "REDIS_URL": self.broker.url(0),
             "CACHE_REDIS_URL": self.cache.url(0),
             "TRON_NODE_URL": url,
             "TRON_TIMEOUT_SECONDS": "3",
-            "START_BLOCK": str(head - s.history_blocks + 1),
+            # The first block, not head - history: live blocks may already have been produced.
+            "START_BLOCK": str(FIRST_BLOCK),
             "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
             "QUEUE_NAME": "ledger",
             "POLL_INTERVAL": "0.2",

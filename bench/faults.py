@@ -51,6 +51,7 @@ WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
 LISTENER = "listener: python -m listener\n"
 HEARTBEAT_TIMEOUT = 5.0  # the product default (WORKER_HEARTBEAT_TIMEOUT)
 FIRST_BLOCK = 60_000_000
+SETTLE_QUIET = 60.0
 
 
 @dataclass(frozen=True)
@@ -237,21 +238,37 @@ class Stack:
         return rows >= len(self.sim.truth()["operations"])
 
     def finish(self) -> Row:
-        """Stop the chain, let the ledger settle, compare it with the truth."""
+        """Stop the chain, let the ledger settle, compare it with the truth.
+
+        Settled: equal to the truth, or the listener at the head, the broker empty and the rows
+        unchanged for SETTLE_QUIET s (nothing left that could still arrive; a repair that
+        re-enqueues after a grace period must fit in that window), or settle_timeout."""
         self.sim.pause()
         head = self.sim.status()["head"]
         deadline = time.monotonic() + self.setting.settle_timeout
-        row = Row("")
+        last, quiet_since = -2, time.monotonic()
         while time.monotonic() < deadline:
             try:
                 if self.checkpoint() >= head:
                     row = compare(self.db_url, self.sim.truth()["operations"])
                     if row.clean:
                         return row
-            except psycopg.OperationalError:
+                    if row.persisted != last or self.queued() != 0:
+                        last, quiet_since = row.persisted, time.monotonic()
+                    elif time.monotonic() - quiet_since > SETTLE_QUIET:
+                        return row
+            except (psycopg.OperationalError, redis.RedisError):
                 pass
             time.sleep(1)
         return compare(self.db_url, self.sim.truth()["operations"])
+
+    def queued(self) -> int:
+        """Messages still in the broker (queued, held or waiting for a retry)."""
+        client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2)
+        try:
+            return sum(int(client.hlen(f"{DEFAULT_NAMESPACE}:{q}.msgs")) for q in ("ledger", "ledger.DQ"))
+        finally:
+            client.close()
 
     def close(self) -> None:
         if self.listener is not None:

@@ -15,6 +15,7 @@ from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
 from ledger.logs import setup_logging
 from ledger.procfile import write_supervisord_conf, write_systemd_units
+from ledger.queue import is_amqp
 from ledger.recovery import recover_stranded
 
 
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
     if args.command == "recover":
-        client = redis.Redis.from_url(settings.redis_url)
+        if is_amqp(settings.effective_broker_url):
+            print("RabbitMQ gives a dead consumer's messages back itself when its connection closes; nothing to do")
+            return 0
+        client = redis.Redis.from_url(settings.effective_broker_url)
         try:
             found = recover_stranded(client, timeout=args.timeout or settings.worker_heartbeat_timeout)
         finally:

@@ -487,7 +487,9 @@ def scenarios(s: Setting) -> list[Scenario]:
         Scenario("pg-stop-long", pg_stop(s.pg_long)),
         Scenario("cache-stop", cache_stop(s.cache_outage)),
         Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=6),
-        Scenario("rabbitmq-restart", None, pending="needs BROKER_URL=amqp:// support (issue 7, other part)"),
+        Scenario(
+            "rabbitmq-restart", None, pending="needs a private RabbitMQ node (the shared one must not be restarted)"
+        ),
         Scenario(
             "node-faults-and-forks",
             node_faults_and_forks,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -279,6 +280,7 @@ class Stack:
             self.sim_proc.stop()
         self.broker.close()
         self.cache.close()
+        shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:

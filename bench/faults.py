@@ -267,7 +267,8 @@ class Stack:
         """Messages still in the broker (queued, held or waiting for a retry)."""
         client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2)
         try:
-            return sum(int(client.hlen(f"{DEFAULT_NAMESPACE}:{q}.msgs")) for q in ("ledger", "ledger.DQ"))
+            keys = [k for k in client.scan_iter(match=f"{DEFAULT_NAMESPACE}:*.msgs") if b".XQ." not in k]
+            return sum(int(client.hlen(k)) for k in keys)  # every queue and delay queue, not dead letters
         finally:
             client.close()
 

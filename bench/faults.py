@@ -5,11 +5,13 @@ zero-loss check against the simulator's truth.
     scripts/faults --setting long         # the recorded one (docs/RELIABILITY.md)
     scripts/faults --only worker-child-kill,pg-stop-short
     scripts/faults --list
+    scripts/faults --broker rabbitmq      # the same scenarios with RabbitMQ carrying the messages
 
 Every scenario gets fresh private servers: a PostgreSQL cluster of its own (initdb + pg_ctl in a
 temporary directory, run as the `postgres` user, shared by the scenarios of one run, one database
 each), a broker redis-server and a cache redis-server, so stopping, hanging or restarting them
-never touches the shared ones. The worker (2 processes x 4 threads) and the listener run under the
+never touches the shared ones; with `--broker rabbitmq` (and in `rabbitmq-restart`) a RabbitMQ
+node of the scenario's own carries the messages. The worker (2 processes x 4 threads) and the listener run under the
 run command's supervisor (supervisord generated from a Procfile, as `scripts/run` does), except in
 `listener-kill-alone`, where the suite restarts the listener itself.
 
@@ -44,7 +46,7 @@ import redis
 from ledger.db import migrate
 from ledger.recovery import DEFAULT_NAMESPACE
 from tests.procs import Proc, python
-from tests.servers import PrivatePostgres, PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
 from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator
 from tests.supervise import Supervisor
 
@@ -112,7 +114,13 @@ class Stack:
     """Private servers, the simulator, and the worker and listener under supervisord."""
 
     def __init__(
-        self, setting: Setting, pg: PrivatePostgres, *, aof: bool = False, supervised_listener: bool = True
+        self,
+        setting: Setting,
+        pg: PrivatePostgres,
+        *,
+        aof: bool = False,
+        supervised_listener: bool = True,
+        broker: str = "redis",
     ) -> None:
         self.setting = setting
         self.pg = pg
@@ -124,6 +132,11 @@ class Stack:
         self.broker.start()
         self.cache = PrivateRedis()
         self.cache.start()
+        # With RabbitMQ as the broker the private redis-server above still serves REDIS_URL's
+        # other users; the messages go through a RabbitMQ node of the scenario's own.
+        self.rabbit = PrivateRabbitMQ() if broker == "rabbitmq" else None
+        if self.rabbit is not None:
+            self.rabbit.start()
         self.sim_args: list[str] = []
         self.sim_proc: Proc | None = None
         self.sup: Supervisor | None = None
@@ -160,6 +173,8 @@ class Stack:
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.rabbit is not None:
+            self.env["BROKER_URL"] = self.rabbit.url()
         procfile = WORKER + (LISTENER if self.supervised_listener else "")
         self.sup = Supervisor(procfile, self.rundir, self.env)
         if not self.supervised_listener:
@@ -190,7 +205,10 @@ class Stack:
 
     def stranded(self, since: float) -> int:
         """Messages held by workers that have not beaten since `since` (wall clock): dead ones.
-        (Live workers beat every timeout / 5 s; call it a beat interval or more after `since`.)"""
+        (Live workers beat every timeout / 5 s; call it a beat interval or more after `since`.)
+        RabbitMQ hands a dead consumer's unacknowledged messages back itself, at once: 0."""
+        if self.rabbit is not None:
+            return 0
         client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2)
         try:
             cutoff = since * 1000
@@ -265,6 +283,8 @@ class Stack:
 
     def queued(self) -> int:
         """Messages still in the broker (queued, held or waiting for a retry)."""
+        if self.rabbit is not None:
+            return _rabbit_queued(self.rabbit.url())
         client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2)
         try:
             keys = [k for k in client.scan_iter(match=f"{DEFAULT_NAMESPACE}:*.msgs") if b".XQ." not in k]
@@ -281,7 +301,26 @@ class Stack:
             self.sim_proc.stop()
         self.broker.close()
         self.cache.close()
+        if self.rabbit is not None:
+            self.rabbit.close()
         shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _rabbit_queued(url: str) -> int:
+    """Ready messages of the live and background queues and their delay queues (unacknowledged
+    ones are the workers'; the settle rule's quiet period covers them)."""
+    import pika
+
+    total = 0
+    with pika.BlockingConnection(pika.URLParameters(url)) as conn:
+        for name in ("ledger", "ledger.DQ", "ledger-background", "ledger-background.DQ"):
+            channel = conn.channel()
+            try:
+                total += channel.queue_declare(name, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker:
+                continue  # not declared (yet): nothing in it
+            channel.close()
+    return total
 
 
 def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
@@ -406,6 +445,14 @@ def listener_kill_alone(st: Stack) -> tuple[float, str]:
     return end, "restarted by the suite"
 
 
+def rabbitmq_restart(st: Stack) -> tuple[float, str]:
+    assert st.rabbit is not None
+    st.rabbit.stop(signal.SIGTERM)
+    time.sleep(1)
+    st.rabbit.start()
+    return time.monotonic(), "clean shutdown and start of the node, same ports and data directory"
+
+
 def broker_restart(st: Stack) -> tuple[float, str]:
     st.broker.stop(signal.SIGTERM)
     time.sleep(1)
@@ -475,6 +522,7 @@ class Scenario:
     supervised_listener: bool = True
     sim_args: tuple[str, ...] = ()
     pending: str = ""
+    broker: str = "redis"
     history_factor: int = 1  # a longer backlog, for scenarios that measure ingest during the fault
 
 
@@ -490,9 +538,7 @@ def scenarios(s: Setting) -> list[Scenario]:
         Scenario("pg-stop-long", pg_stop(s.pg_long)),
         Scenario("cache-stop", cache_stop(s.cache_outage)),
         Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=6),
-        Scenario(
-            "rabbitmq-restart", None, pending="needs a private RabbitMQ node (the shared one must not be restarted)"
-        ),
+        Scenario("rabbitmq-restart", rabbitmq_restart, broker="rabbitmq"),
         Scenario(
             "node-faults-and-forks",
             node_faults_and_forks,
@@ -517,7 +563,7 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
         return Row(scn.name, notes=f"pending: {scn.pending}")
     if scn.history_factor > 1:
         setting = replace(setting, history_blocks=setting.history_blocks * scn.history_factor)
-    stack = Stack(setting, pg, aof=scn.aof, supervised_listener=scn.supervised_listener)
+    stack = Stack(setting, pg, aof=scn.aof, supervised_listener=scn.supervised_listener, broker=scn.broker)
     try:
         stack.start(*scn.sim_args)
         stack.wait_progress(0.25 / scn.history_factor)
@@ -557,8 +603,17 @@ def format_row(row: Row) -> str:
     return "| " + " | ".join(str(c) for c in cells) + f" | {row.notes} |"
 
 
-def run_suite(setting: Setting, names: list[str] | None = None, out: Any = sys.stdout) -> list[Row]:
-    chosen = [s for s in scenarios(setting) if names is None or s.name in names]
+def on_broker(scn: Scenario, broker: str) -> Scenario:
+    """The scenario with `broker` carrying the messages, unless it is about one broker's restart."""
+    if scn.name.startswith(("broker-restart", "rabbitmq-restart")) or broker == scn.broker:
+        return scn
+    return replace(scn, name=f"{scn.name} [{broker}]", broker=broker)
+
+
+def run_suite(
+    setting: Setting, names: list[str] | None = None, out: Any = sys.stdout, broker: str = "redis"
+) -> list[Row]:
+    chosen = [on_broker(s, broker) for s in scenarios(setting) if names is None or s.name in names]
     pg = PrivatePostgres()
     pg.create()
     rows = []
@@ -583,6 +638,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="short")
     parser.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="the broker of every scenario that is not about one broker's restart (a private node either way)",
+    )
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     if args.list:
@@ -594,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     if names and set(names) - known:
         parser.error(f"unknown scenario(s): {sorted(set(names) - known)}")
     started = time.monotonic()
-    rows = run_suite(setting, names)
+    rows = run_suite(setting, names, broker=args.broker)
     print(f"setting {args.setting}: {len(rows)} scenario(s) in {time.monotonic() - started:.0f} s")
     return 0 if all(r.clean or r.notes.startswith("pending") for r in rows) else 1
 

@@ -1,6 +1,7 @@
 """Private servers for fault runs, so that stopping, hanging or restarting one never touches the
-shared PostgreSQL or Redis: a redis-server on a free port (optionally with AOF) and a PostgreSQL
-cluster made with initdb in a temporary directory, run as the `postgres` user."""
+shared PostgreSQL, Redis or RabbitMQ: a redis-server on a free port (optionally with AOF), a
+PostgreSQL cluster made with initdb in a temporary directory, run as the `postgres` user, and a
+RabbitMQ node of its own (own node name, ports and data directory)."""
 
 from __future__ import annotations
 
@@ -118,4 +119,74 @@ class PrivatePostgres:
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+RABBITMQ_SERVER = Path(os.environ.get("RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server"))
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of its own: free AMQP and distribution ports (the shared node holds 5672 and
+    25672), its own data directory (durable queues survive a restart), no plugins (no management
+    listener on 15672). guest/guest, which RabbitMQ allows from loopback only."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="faults-rabbitmq-"))
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.node = f"faults-{self.port}@localhost"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    def start(self, timeout: float = 60) -> None:
+        env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),  # none: the defaults
+        }
+        self.proc = subprocess.Popen(
+            [str(RABBITMQ_SERVER)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"RabbitMQ node {self.node} did not start (logs in {self.dir / 'log'})")
+            time.sleep(0.25)
+
+    def answers(self) -> bool:
+        import pika  # only fault runs need it
+
+        try:
+            pika.BlockingConnection(pika.URLParameters(self.url() + "?socket_timeout=1")).close()
+            return True
+        except pika.exceptions.AMQPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        """SIGTERM: RabbitMQ's clean shutdown (durable queues and persistent messages are kept)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.stop(signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,7 +8,7 @@ import io
 from bench.faults import SETTINGS, run_suite
 
 # listener-kill-supervised also runs in tests/test_supervise.py; the rest are in `scripts/faults`.
-CI_SCENARIOS = ["worker-child-kill", "worker-parent-kill", "pg-stop-short", "cache-hang"]
+CI_SCENARIOS = ["worker-child-kill", "worker-parent-kill", "pg-stop-short", "cache-hang", "rabbitmq-restart"]
 
 
 def test_fault_suite_short_setting_loses_nothing() -> None:

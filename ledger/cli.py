@@ -10,13 +10,16 @@ import psycopg
 import redis
 
 from ledger.accounts import add_accounts, list_accounts
-from ledger.address import AddressError
-from ledger.config import load_settings
+from ledger.address import AddressError, to_base58
+from ledger.config import Settings, load_settings
 from ledger.db import ensure_database, migrate
 from ledger.logs import setup_logging
 from ledger.procfile import write_supervisord_conf, write_systemd_units
 from ledger.queue import is_amqp
 from ledger.recovery import recover_stranded
+from ledger.snapshot import SnapshotError, opening_gap_start, snapshot_new_accounts, take_snapshot
+from ledger.tron_json import ChainDataError, NodeError
+from ledger.tron_node import NodeUnavailable, node_from_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     add = acc_sub.add_parser("add", help="track one or more accounts (base58 T... or hex 41...)")
     add.add_argument("addresses", nargs="+")
     add.add_argument("--label", default=None)
+    add.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="do not read the opening position from the chain (e.g. its history is backfilled with --since)",
+    )
     acc_sub.add_parser("list", help="list tracked accounts")
     recover = sub.add_parser(
         "recover", help="put back in their queues the messages held by dead workers (the workers do it every second)"
@@ -44,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     procfile.add_argument("format", choices=("supervisord", "systemd"))
     procfile.add_argument("procfile", type=Path, nargs="?", default=Path("Procfile"))
     procfile.add_argument("--dir", type=Path, required=True, help="where to write the file(s)")
+    snap = acc_sub.add_parser(
+        "snapshot", help="read accounts' positions from the chain (TRON_NODE_URL) as their opening state, now"
+    )
+    snap.add_argument("addresses", nargs="+")
     args = parser.parse_args(argv)
 
     if args.command == "procfile":
@@ -82,10 +94,54 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for account in added:
                 print(f"{account.id}\t{account.address}\t{account.label or ''}")
-            return 0
+            if args.no_snapshot:
+                return 0
+            if not settings.tron_node_url:
+                print("warning: TRON_NODE_URL is not set: no opening position taken", file=sys.stderr)
+                return 0
+            node = node_from_settings(settings)
+            try:
+                failed = snapshot_new_accounts(conn, node, [a.address for a in added])
+            finally:
+                node.close()
+            first = opening_gap_start(conn, [a.address for a in added])
+            if first is not None:
+                # The running listener did not track these accounts in the blocks since the snapshot.
+                flags = " ".join(f"--account {a.address}" for a in added)
+                command = f"python -m listener backfill --from-block {first} {flags}"
+                print(f"the listener is past the snapshot: run `{command}`", file=sys.stderr)
+            return 1 if failed else 0
+        if args.action == "snapshot":
+            return _snapshot(conn, settings, args.addresses)
         for account in list_accounts(conn):
             print(f"{account.id}\t{account.address}\t{account.label or ''}\t{account.added_at:%Y-%m-%d %H:%M:%S}")
         return 0
+
+
+def _snapshot(conn: psycopg.Connection, settings: Settings, addresses: list[str]) -> int:
+    if not settings.tron_node_url:
+        print("error: TRON_NODE_URL is not set", file=sys.stderr)
+        return 2
+    try:
+        normalised = [to_base58(a) for a in addresses]
+    except AddressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    node = node_from_settings(settings)
+    status = 0
+    try:
+        for address in normalised:
+            try:
+                pos = take_snapshot(conn, node, address)
+            except (SnapshotError, NodeUnavailable, NodeError, ChainDataError) as exc:
+                print(f"error: {address}: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            staked = ", ".join(f"{res} {amount}" for res, amount in pos.staked.items() if amount)
+            print(f"{address}\tblock {pos.block_num}\tstaked: {staked or '0'}\treceivers: {len(pos.pairs)}")
+    finally:
+        node.close()
+    return status
 
 
 if __name__ == "__main__":

@@ -70,16 +70,26 @@ class Operation:
     lock_period: int = 0  # blocks; DEFAULT_LOCK_PERIOD_BLOCKS when locked without one
     status: str = PENDING
     contract_ret: str | None = None  # ret[0].contractRet as the node gave it (None if absent)
+    # The parent block's header timestamp: java-tron's "now" for this block's transactions (lock
+    # ends, unfreeze expire times and withdraw maturity are computed from it, see ledger.positions).
+    # None when unknown: then the block's own time stands in (a lock or lot then ends one slot
+    # late, never early); the listener always knows it, the account-history backfill estimates it.
+    parent_time_ms: int | None = None
 
     @property
     def table(self) -> str:
         return "delegate_records" if self.kind in DELEGATE_KINDS else "stake_records"
 
     @property
+    def now_ms(self) -> int:
+        """java-tron's "now" for this transaction: the parent block's time (Manager.processBlock)."""
+        return self.block_time_ms if self.parent_time_ms is None else self.parent_time_ms
+
+    @property
     def lock_expire_time_ms(self) -> int | None:
         if not self.lock:
             return None
-        return self.block_time_ms + self.lock_period * BLOCK_INTERVAL_MS
+        return self.now_ms + self.lock_period * BLOCK_INTERVAL_MS
 
     def with_status(self, status: str) -> Operation:
         return _replace(self, status=status)
@@ -111,6 +121,12 @@ class Operation:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"{name} {value!r} is not a non-negative integer")
+        if self.parent_time_ms is not None and (
+            not isinstance(self.parent_time_ms, int)
+            or isinstance(self.parent_time_ms, bool)
+            or not 0 <= self.parent_time_ms <= self.block_time_ms
+        ):
+            problems.append(f"parent_time_ms {self.parent_time_ms!r} is not a time at or before the block's")
         if self.kind not in STAKE_KINDS | DELEGATE_KINDS:
             problems.append(f"kind {self.kind!r} is unknown")
         if self.resource is not None and self.resource not in RESOURCES:

@@ -198,11 +198,14 @@ def parse_block(
     tracked: Container[str] | None = None,
     infos: Mapping[str, Mapping[str, Any]] | None = None,
     status: str = PENDING,
+    parent_time_ms: int | None = None,
 ) -> BlockParse:
     """Parse a `/wallet/getblockbynum`-style block into the operations of tracked addresses.
 
     Raises NodeError for an `Error` reply, ChainDataError for a malformed block (`{}` included) and
-    MissingTransactionInfo when a tracked transaction needs an info that `infos` lacks. A malformed
+    MissingTransactionInfo when a tracked transaction needs an info that `infos` lacks.
+    `parent_time_ms` is the parent block's timestamp, java-tron's "now" for this block's
+    transactions (carried on every operation, see Operation.parent_time_ms). A malformed
     stake transaction is reported in `issues` and skipped, whoever owns it: its owner field cannot
     be trusted to decide whether it is tracked."""
     _check_status(status)
@@ -227,7 +230,9 @@ def parse_block(
         # Outside the try: a missing info must reach the listener, not become an issue.
         info = _block_info(stake, infos, number)
         try:
-            operations.extend(_operations(stake, info, number, block_id, timestamp_ms, tx_index, status))
+            operations.extend(
+                _operations(stake, info, number, block_id, timestamp_ms, tx_index, status, parent_time_ms)
+            )
         except ChainDataError as exc:
             issues.append(ParseIssue(number, stake.tx_id, str(exc)))
     return BlockParse(number, block_id, parent_hash, timestamp_ms, operations, issues)
@@ -242,6 +247,7 @@ def parse_transaction(
     tx_index: int,
     info: Mapping[str, Any] | None,
     status: str,
+    parent_time_ms: int | None = None,
 ) -> list[Operation]:
     """The operations of one transaction ([] for a non-stake contract); ChainDataError if malformed.
 
@@ -251,7 +257,7 @@ def parse_transaction(
     stake = _read_stake(tx)
     if stake is None:
         return []
-    return _operations(stake, info, block_num, block_id, block_time_ms, tx_index, status)
+    return _operations(stake, info, block_num, block_id, block_time_ms, tx_index, status, parent_time_ms)
 
 
 def parse_trongrid_record(rec: Mapping[str, Any], *, status: str = PENDING) -> list[Operation]:
@@ -378,6 +384,7 @@ def _operations(
     block_time_ms: int,
     tx_index: int,
     status: str,
+    parent_time_ms: int | None = None,
 ) -> list[Operation]:
     if info is not None:
         info = as_object(info, f"TransactionInfo of {stake.tx_id}")
@@ -407,6 +414,7 @@ def _operations(
             lock_period=stake.lock_period if kind == DELEGATE else 0,
             status=final_status,
             contract_ret=stake.contract_ret,
+            parent_time_ms=parent_time_ms,
         )
         try:
             op.validate()  # the same check a worker applies, so a bad row never leaves the listener

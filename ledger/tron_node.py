@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ledger.config import Settings
 from ledger.tron_json import NodeError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ class NodeUnavailable(RuntimeError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RouteMissing(NodeUnavailable):
+    """HTTP 404: the node does not serve this route (e.g. no solidity API); asking again won't help."""
 
 
 class TronNode:
@@ -100,6 +105,35 @@ class TronNode:
         """The raw reply of gettransactioninfobyblocknum (a bare JSON array)."""
         return self._call(self._base, "/wallet/gettransactioninfobyblocknum", {"num": num})
 
+    # -- account state (opening positions; TRON-NOTES-free: java-tron docs/api/http/stake-v2) ----------
+
+    def account(self, address: str, *, solid: bool = True) -> dict[str, Any]:
+        """getaccount (`{}` when the account does not exist); `solid`: as of the solidified head."""
+        return self._object(self._state_call("getaccount", {"address": address, "visible": True}, solid), "getaccount")
+
+    def delegated_index(self, address: str, *, solid: bool = True) -> dict[str, Any]:
+        """getdelegatedresourceaccountindexv2: `toAccounts` are the receivers of its delegations."""
+        return self._object(
+            self._state_call("getdelegatedresourceaccountindexv2", {"value": address, "visible": True}, solid),
+            "getdelegatedresourceaccountindexv2",
+        )
+
+    def delegated_resources(self, from_address: str, to_address: str, *, solid: bool = True) -> dict[str, Any]:
+        """getdelegatedresourcev2 of one pair: up to two records, the unlocked and the locked one."""
+        body = {"fromAddress": from_address, "toAddress": to_address, "visible": True}  # camelCase, as java-tron
+        return self._object(self._state_call("getdelegatedresourcev2", body, solid), "getdelegatedresourcev2")
+
+    def account_transactions(self, address: str, params: dict[str, str]) -> dict[str, Any]:
+        """One page of TronGrid's `GET /v1/accounts/{address}/transactions` (the key header goes
+        with every request, the `next` link would not carry it; rate limits as for every call)."""
+        reply = self._call(self._base, f"/v1/accounts/{address}/transactions", None, params=params)
+        return self._object(reply, "v1/accounts/transactions")
+
+    def _state_call(self, name: str, body: dict[str, Any], solid: bool) -> Any:
+        if solid:
+            return self._call(self._solidity, f"/walletsolidity/{name}", body)
+        return self._call(self._base, f"/wallet/{name}", body)
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _object(self, reply: Any, what: str) -> dict[str, Any]:
@@ -118,7 +152,7 @@ class TronNode:
         if wait > 0:
             time.sleep(wait)
 
-    def _call(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _call(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None = None) -> Any:
         """One request, retried a few times on transient failures (every call here is a read).
 
         Retrying here, per request, matters: a catch-up batch makes dozens of requests, and with a
@@ -126,7 +160,9 @@ class TronNode:
         """
         for attempt in range(self._retries + 1):
             try:
-                reply = self._call_once(base, path, body)
+                reply = self._call_once(base, path, body, params)
+            except RouteMissing:
+                raise
             except (NodeUnavailable, NodeError) as exc:
                 self._note_failure(exc)
                 # An `Error` reply to a well-formed read is the node's trouble (java-tron answers
@@ -168,11 +204,16 @@ class TronNode:
             self._next_slot = max(self._next_slot, time.monotonic() + seconds)
             self._cautious = True
 
-    def _call_once(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
+    def _call_once(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
         self._throttle()
         url = base + path
         try:
-            response = self._client.post(url) if body is None else self._client.post(url, content=orjson.dumps(body))
+            if params is not None:  # TronGrid's v1 REST routes are GETs
+                response = self._client.get(url, params=params)
+            elif body is None:
+                response = self._client.post(url)
+            else:
+                response = self._client.post(url, content=orjson.dumps(body))
         except httpx.TimeoutException as exc:
             raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:
@@ -182,6 +223,8 @@ class TronNode:
             match = _SUSPENDED.search(text)
             retry_after = float(match.group(1)) if match else None
             raise NodeUnavailable(f"{path}: rate limited (HTTP {response.status_code}): {text[:200]}", retry_after)
+        if response.status_code == 404:
+            raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
         if response.status_code != 200:
             raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
         try:
@@ -202,3 +245,14 @@ def block_number(block: dict[str, Any]) -> int:
     if not isinstance(number, int) or isinstance(number, bool):
         raise NodeUnavailable(f"block number {number!r} is not an integer")
     return number
+
+
+def node_from_settings(settings: Settings, rate: float | None = None) -> TronNode:
+    """The node client as the settings describe it (`rate` overrides the request rate)."""
+    return TronNode(
+        settings.tron_node_url,
+        solidity_url=settings.solidity_url,
+        api_key=settings.tron_api_key,
+        timeout=settings.tron_timeout_seconds,
+        requests_per_second=settings.tron_requests_per_second if rate is None else rate,
+    )

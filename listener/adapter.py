@@ -45,6 +45,10 @@ class NodeAdapter:
         # getnowblock returns the whole head block: keep it, so following the head costs one
         # request per new block instead of two.
         self._head: dict[str, Any] | None = None
+        # Block id -> header timestamp of the blocks seen lately: each block's operations carry
+        # their parent's time (java-tron's "now" for them), and the first block of a batch has its
+        # parent in the previous batch. Bounded: only the newest ones are kept.
+        self._times: dict[str, int] = {}
 
     def head_number(self) -> int:
         self._head = self._node.now_block()
@@ -59,9 +63,43 @@ class NodeAdapter:
 
     def export(self, start: int, end: int, tracked: Container[str], solid: int) -> list[BlockParse]:
         raw = self._fetch(start, end)
+        parents = self._parent_times(raw)
         # Blocks that need TransactionInfo cost one request each: make them side by side (the
         # node client's rate limit still applies), so a catch-up is not a chain of round trips.
-        return list(self._pool.map(lambda block: self._parse(block, tracked, solid), raw))
+        return list(
+            self._pool.map(lambda pair: self._parse(pair[0], tracked, solid, pair[1]), zip(raw, parents, strict=True))
+        )
+
+    def _parent_times(self, raw: list[dict[str, Any]]) -> list[int | None]:
+        """The parent block's timestamp of each block (None for the genesis block)."""
+        parents: list[int | None] = []
+        for block in raw:
+            header = block.get("block_header", {}).get("raw_data", {})
+            parent_id, num = header.get("parentHash"), block_number(block)
+            parent = self._times.get(parent_id) if isinstance(parent_id, str) else None
+            if parent is None and num > 0:
+                parent = self._block_time(num - 1, parent_id)
+            parents.append(parent)
+            if isinstance(block.get("blockID"), str) and isinstance(header.get("timestamp"), int):
+                self._times[block["blockID"]] = header["timestamp"]
+        while len(self._times) > 1000:
+            del self._times[next(iter(self._times))]  # insertion order: the oldest first
+        return parents
+
+    def _block_time(self, num: int, block_id: Any) -> int | None:
+        """Block `num`'s timestamp, checked to be the parent we expect; None when the node has no
+        such block (the first block it holds): the block's own time then stands in."""
+        block = self._node.block(num)
+        if block is None:
+            log.info("block %s: the node has no parent block; its own time stands in for java-tron's now", num + 1)
+            return None
+        if block.get("blockID") != block_id:
+            # The node changed branches between the two reads: the batch is read again.
+            raise NodeUnavailable(f"block {num} is not the parent of block {num + 1} any more")
+        timestamp = block.get("block_header", {}).get("raw_data", {}).get("timestamp")
+        if not isinstance(timestamp, int):
+            raise NodeUnavailable(f"block {num} has no timestamp")
+        return timestamp
 
     def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
         head = self._head
@@ -93,15 +131,15 @@ class NodeAdapter:
             time.sleep(0.2 * 2**attempt)
         raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
 
-    def _parse(self, block: dict[str, Any], tracked: Container[str], solid: int) -> BlockParse:
+    def _parse(self, block: dict[str, Any], tracked: Container[str], solid: int, parent_ms: int | None) -> BlockParse:
         status = CONFIRMED if block_number(block) <= solid else PENDING
         if not needs_transaction_info(block, tracked):
-            return parse_block(block, tracked=tracked, status=status)
+            return parse_block(block, tracked=tracked, status=status, parent_time_ms=parent_ms)
         num = block_number(block)
         for attempt in range(2):
             infos = parse_transaction_infos(self._node.transaction_infos(num))
             try:
-                return parse_block(block, tracked=tracked, infos=infos, status=status)
+                return parse_block(block, tracked=tracked, infos=infos, status=status, parent_time_ms=parent_ms)
             except MissingTransactionInfo as exc:
                 # The two calls are not atomic: the node may not have indexed the infos yet.
                 log.warning("block %s: %s (attempt %d)", num, exc, attempt + 1)

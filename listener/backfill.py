@@ -102,6 +102,10 @@ class BackfillStore(PgStore):
     def advance(self, block_num: int, block_id: str) -> None:
         move_checkpoint(self._connection(), self.name, self.term, block_num, block_id)
 
+    def advance_to(self, block_num: int, block_time_ms: int) -> None:
+        """For a walk by time (listener.history): the block and its timestamp, no block id."""
+        move_checkpoint(self._connection(), self.name, self.term, block_num, None, block_time_ms)
+
 
 class ProgressLine:
     """One line on stderr: rewritten in place on a terminal, a new line every few seconds otherwise."""

@@ -23,7 +23,8 @@ from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
 from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
-from ledger.tron_node import TronNode
+from ledger.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
+from ledger.tron_node import NodeUnavailable, TronNode, node_from_settings
 from listener.adapter import NodeAdapter
 from listener.backfill import (
     Backfill,
@@ -33,6 +34,7 @@ from listener.backfill import (
     first_block_since,
     parse_since,
 )
+from listener.history import AccountHistory, history_checkpoint_name
 from listener.leader import Leader, Lease
 from listener.repair import repair_once
 from listener.sink import BrokerSink
@@ -94,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="account to backfill (repeatable; default: every pool account)",
     )
     bf.add_argument("--add-account", action="store_true", help="add the --account(s) to pool_accounts first")
+    bf.add_argument(
+        "--scan-blocks",
+        action="store_true",
+        help="with --since: scan every block since DATE (a self-run node) instead of reading the accounts' "
+        "history from TronGrid's account index (/v1/accounts/{a}/transactions)",
+    )
     bf.add_argument("--label", default=None, help="label for accounts added with --add-account")
     bf.add_argument(
         "--rate",
@@ -122,22 +130,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _node(settings: Settings, rate: float | None = None) -> TronNode:
-    return TronNode(
-        settings.tron_node_url,
-        solidity_url=settings.solidity_url,
-        api_key=settings.tron_api_key,
-        timeout=settings.tron_timeout_seconds,
-        requests_per_second=settings.tron_requests_per_second if rate is None else rate,
-    )
+    return node_from_settings(settings, rate)
 
 
 # -- the listener ------------------------------------------------------------------------------
 
 
 def run_listener(args: argparse.Namespace, settings: Settings) -> int:
+    start_block = args.start_block if args.start_block is not None else settings.start_block
+    added: list[str] = []
     if settings.pool_accounts:
         with psycopg.connect(settings.database_url) as conn:
-            add_accounts(conn, list(settings.pool_accounts), label="POOL_ACCOUNTS")
+            added = [a.address for a in add_accounts(conn, list(settings.pool_accounts), label="POOL_ACCOUNTS")]
 
     wake = threading.Event()
     leader = Leader(Lease(settings.database_url, MAIN_CHECKPOINT), stop=threading.Event(), wake=wake)
@@ -160,7 +164,6 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None
-    start_block = args.start_block if args.start_block is not None else settings.start_block
     last_checkpoint: list[int] = []
 
     def active(term: int, term_stop: threading.Event) -> None:
@@ -171,7 +174,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             adapter,
             leader.fenced_store(store),
             sink,
-            start_block=start_block,
+            start_block=_take_openings(settings, node, added, start_block),
             batch_blocks=settings.listener_batch_blocks,
             poll_interval=settings.poll_interval,
             stop=term_stop,
@@ -205,6 +208,21 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         broker.close()
     log.info("listener stopped at block %s", last_checkpoint[-1] if last_checkpoint else "- (never active)")
     return 0
+
+
+def _take_openings(settings: Settings, node: TronNode, accounts: list[str], start_block: int | None) -> int | None:
+    """The active listener reads the opening position of each of `accounts` that has none (an
+    account's stake predates the ledger; ledger.snapshot), and returns the block to start from on
+    a first start: right after the oldest snapshot, so no block between it and the head is skipped
+    (with a checkpoint the streamer goes on from it and ignores this)."""
+    if not accounts:
+        return start_block
+    with psycopg.connect(settings.database_url) as conn:
+        snapshot_new_accounts(conn, node, accounts)
+        first = opening_gap_start(conn, accounts)
+    if first is not None and (start_block is None or first < start_block):
+        return first
+    return start_block
 
 
 # -- backfill ----------------------------------------------------------------------------------
@@ -247,6 +265,13 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         head = adapter.head_number()
         if args.from_block is not None:
             start = args.from_block
+        elif not args.scan_blocks:
+            # The accounts' history from the account index, then the blocks since the solidified
+            # head it was read up to, as a block range (so nothing above it is missed).
+            solid = node.solid_block_number()
+            for account in accounts:
+                _account_history(settings, node, account, parse_since(args.since), frozenset(accounts))
+            start = max(solid + 1, 0)
         else:
             start = first_block_since(node, parse_since(args.since), head)
         if start < 0 or (args.to_block is not None and args.to_block < start):
@@ -256,6 +281,36 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         return _run_range(args, settings, node, adapter, accounts, start)
     finally:
         node.close()
+
+
+def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
+    name = history_checkpoint_name(account, since_ms)
+    lease = Lease(settings.database_url, name)
+    if not lease.try_acquire():
+        info = lease.holder_info()
+        lease.release()
+        raise BackfillError(f"{name} is already running ({info})")
+    store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
+    broker = create_broker(settings.effective_broker_url)
+    sink = BrokerSink(broker, background_queue(settings.queue_name))  # live first, as block-range backfills
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            # Positions from the whole history since DATE, not from a snapshot of the chain.
+            mark_history(conn, account)
+        result = AccountHistory(node, sink, store, account=account, since_ms=since_ms, tracked=tracked).run()
+    except NodeUnavailable as exc:
+        raise BackfillError(f"history of {account}: {exc}") from None
+    except CheckpointFenced as exc:
+        raise BackfillError(f"another run took this history over: {exc}") from None
+    finally:
+        sink.close()
+        store.close()
+        lease.release()
+        broker.close()
+    print(
+        f"history of {account}: {result.pages} page(s), {result.records} record(s), {result.operations} operation(s)",
+        file=sys.stderr,
+    )
 
 
 def _run_range(

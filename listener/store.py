@@ -54,12 +54,13 @@ class PgStore:
         solid: int,
         blocks: Sequence[tuple[int, str, str]] = (),
         operations: Sequence[Operation] = (),
+        block_time_ms: int | None = None,
     ) -> None:
         """Advance the checkpoint, remember the new blocks' ids and record the operations they must
         produce (ledger/accounting.py), all in one transaction; only the current term may (fencing)."""
         conn = self._connection()
         with conn.transaction():
-            self._move_checkpoint(conn, block_num, block_id)
+            self._move_checkpoint(conn, block_num, block_id, block_time_ms)
             accounting.record_expected(conn, operations)
             conn.execute(
                 "UPDATE chain_state SET head_block = %s, solid_block = greatest(solid_block, %s), updated_at = now()",
@@ -118,8 +119,10 @@ class PgStore:
         """One accounting pass (ledger.accounting.repair) for this checkpoint."""
         return accounting.repair(self._connection(), sink, grace_seconds=grace_seconds, name=self.name)
 
-    def _move_checkpoint(self, conn: psycopg.Connection, block_num: int, block_id: str | None) -> None:
-        move_checkpoint(conn, self.name, self.term, block_num, block_id)
+    def _move_checkpoint(
+        self, conn: psycopg.Connection, block_num: int, block_id: str | None, block_time_ms: int | None = None
+    ) -> None:
+        move_checkpoint(conn, self.name, self.term, block_num, block_id, block_time_ms)
 
     def tracked(self) -> frozenset[str]:
         return tracked_addresses(self._connection())
@@ -134,14 +137,22 @@ class PgStore:
                 )
 
 
-def move_checkpoint(conn: psycopg.Connection, name: str, term: int, block_num: int, block_id: str | None) -> None:
-    """Set checkpoint `name`, only for the holder of `term` (fencing); CheckpointFenced otherwise."""
+def move_checkpoint(
+    conn: psycopg.Connection,
+    name: str,
+    term: int,
+    block_num: int,
+    block_id: str | None,
+    block_time_ms: int | None = None,
+) -> None:
+    """Set checkpoint `name`, only for the holder of `term` (fencing); CheckpointFenced otherwise.
+    `block_time_ms` is the block's timestamp (the age of the data), NULL when not known."""
     cur = conn.execute(
-        "INSERT INTO listener_checkpoint (name, block_num, block_id, term) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, term, block_time_ms) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num,"
-        " block_id = EXCLUDED.block_id, updated_at = now()"
+        " block_id = EXCLUDED.block_id, block_time_ms = EXCLUDED.block_time_ms, updated_at = now()"
         " WHERE listener_checkpoint.term = EXCLUDED.term",
-        (name, block_num, block_id, term),
+        (name, block_num, block_id, term, block_time_ms),
     )
     if cur.rowcount != 1:
         raise CheckpointFenced(f"checkpoint {name!r} is held by another term than {term}")

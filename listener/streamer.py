@@ -24,6 +24,8 @@ from listener.sink import Sink
 
 log = logging.getLogger(__name__)
 
+RECENT_MARGIN = 100  # block ids kept this far below the solidified head (listener.store)
+
 
 class ChainMoved(RuntimeError):
     """The node changed branches while a batch was being read; the batch is read again."""
@@ -40,6 +42,7 @@ class Store(Protocol):
         solid: int,
         blocks: Sequence[tuple[int, str, str]] = ...,
         operations: Sequence[Operation] = ...,
+        block_time_ms: int | None = ...,
     ) -> None: ...
 
     def recent_block_id(self, block_num: int) -> str | None: ...
@@ -169,8 +172,10 @@ class Streamer:
             self.store.record_issues(issues)
         self.sink.publish(operations)
         self._send_confirmation(solid)
-        recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - 100]
-        self.store.save_checkpoint(end, blocks[-1].block_id, head, solid, recent, operations)
+        recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - RECENT_MARGIN]
+        self.store.save_checkpoint(
+            end, blocks[-1].block_id, head, solid, recent, operations, block_time_ms=blocks[-1].timestamp_ms
+        )
         self.progress.checkpoint = end
         self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
@@ -235,7 +240,11 @@ class Streamer:
         """A fork: walk back to the common ancestor, orphan what left the chain, resume from there."""
         ancestor = checkpoint
         ancestor_id = self._last_id
-        while ancestor > solid:
+        # The walk may go below the solidified head the node reports now: blocks this listener
+        # read while they were not solid yet can have been replaced before the head moved on (a
+        # listener that polls after a burst of blocks sees the solid head jump past the fork). It
+        # stops where the recent block ids end (kept down to 100 below the solid head).
+        while ancestor > max(solid - RECENT_MARGIN, 0):
             ours = self.store.recent_block_id(ancestor)
             theirs = self.adapter.block_id(ancestor)
             if ours is None or ours == theirs:

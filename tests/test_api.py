@@ -78,11 +78,12 @@ def insert_stake(
     resource: str | None = "ENERGY",
     amount: int = 1_000_000,
     status: str = "confirmed",
+    parent: int | None = None,
 ) -> int:
     row = conn.execute(
         "INSERT INTO stake_records (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,"
-        " operation_type, contract_type, resource, amount, status)"
-        " VALUES (%s, %s, %s, 'b', %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        " operation_type, contract_type, resource, amount, status, parent_time_ms)"
+        " VALUES (%s, %s, %s, 'b', %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             _tx(),
             op_index,
@@ -95,10 +96,16 @@ def insert_stake(
             resource,
             amount,
             status,
+            _ms(parent),
         ),
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _ms(block_num: int | None) -> int | None:
+    """The time of block `block_num` in ms (the helpers' blocks are 3 s apart from T0)."""
+    return None if block_num is None else int((T0 + timedelta(seconds=3 * block_num)).timestamp() * 1000)
 
 
 def insert_delegate(
@@ -113,12 +120,14 @@ def insert_delegate(
     lock: bool = False,
     lock_expire_time: datetime | None = None,
     status: str = "confirmed",
+    parent: int | None = None,
 ) -> int:
     contract = "DelegateResourceContract" if kind == "delegate" else "UnDelegateResourceContract"
     row = conn.execute(
         "INSERT INTO delegate_records (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,"
         " receiver_address, operation_type, contract_type, resource, amount, lock, lock_period, lock_expire_time,"
-        " status) VALUES (%s, 0, %s, 'b', 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        " status, parent_time_ms) VALUES (%s, 0, %s, 'b', 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id",
         (
             _tx(),
             block_num,
@@ -133,6 +142,7 @@ def insert_delegate(
             86_400 if lock else 0,
             lock_expire_time,
             status,
+            _ms(parent),
         ),
     ).fetchone()
     assert row is not None
@@ -379,7 +389,7 @@ def test_amounts_beyond_2_pow_53_are_exact_json_integers(client: FlaskClient, co
         assert b'"amount":4611686018427387905' in response.data
         assert json.loads(response.data)["data"][0]["amount"] == big
     summary = get_json(client, f"/api/accounts/{account}/summary")
-    assert summary["data"]["staked"]["v2"]["ENERGY"] == big
+    assert summary["data"]["resources"]["ENERGY"]["staked"] == big
 
 
 # -- cache -------------------------------------------------------------------------------------------
@@ -443,87 +453,139 @@ def test_pages_with_a_maturing_lot_expire_when_it_matures(
     _, cache = redis_clean
     account = add_account(conn, ALICE)
     insert_lot(conn, ALICE, 1, datetime.now(UTC) + timedelta(seconds=40))
+    # The summary's clock is the chain's: the lot of an unfreeze in block 2 (now = its parent's
+    # time, block 1's) matures 30 s (the test delay) later, 27 s after the checkpoint at block 2.
+    insert_stake(conn, ALICE, 1, amount=100)
+    insert_stake(conn, ALICE, 2, amount=100, kind="unfreeze", contract_type="UnfreezeBalanceV2Contract", parent=1)
+    set_checkpoint(conn, 2)
     get_json(client, records_url("unfreeze", account))
     get_json(client, f"/api/accounts/{account}/summary")
-    ttls = [cache.ttl(key) for key in cache.keys("ledger:page:*")]
-    assert len(ttls) == 2 and all(0 < ttl <= 41 for ttl in ttls)
+    ttls = {key.decode().rsplit(":", 1)[-1]: cache.ttl(key) for key in cache.keys("ledger:page:*")}
+    assert len(ttls) == 2
+    assert 25 < ttls.pop("summary") <= 27
+    assert all(0 < ttl <= 41 for ttl in ttls.values())
 
 
 # -- summary -----------------------------------------------------------------------------------------
 
 
-def test_summary_arithmetic(client: FlaskClient, conn: psycopg.Connection) -> None:
+def set_checkpoint(conn: psycopg.Connection, block_num: int) -> None:
+    """The listener's checkpoint at `block_num` (time T0 + 3 s * block_num, as the insert helpers')."""
+    ms = int((T0 + timedelta(seconds=3 * block_num)).timestamp() * 1000)
+    conn.execute(
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, block_time_ms) VALUES ('main', %s, 'b', %s)"
+        " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num, block_time_ms = EXCLUDED.block_time_ms",
+        (block_num, ms),
+    )
+
+
+def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
     account = add_account(conn, ALICE)
-    now = datetime.now(UTC)
-    # V2 stake: 1000 + 500 - 300 + 100 (cancel re-staked) = 1300 ENERGY; failed/orphaned rows ignored.
+    # ENERGY: 1000 + 500 staked; failed and orphaned rows moved nothing.
     insert_stake(conn, ALICE, 1, amount=1000)
     insert_stake(conn, ALICE, 2, amount=500, status="pending")
-    insert_stake(conn, ALICE, 3, amount=300, kind="unfreeze", contract_type="UnfreezeBalanceV2Contract")
-    insert_stake(conn, ALICE, 4, amount=100, kind="cancel_all_unfreeze", contract_type="CancelAllUnfreezeV2Contract")
     insert_stake(conn, ALICE, 5, amount=7777, status="failed")
     insert_stake(conn, ALICE, 6, amount=8888, status="orphaned")
-    insert_stake(conn, ALICE, 7, amount=50, kind="withdraw_expire_unfreeze", resource=None)
-    insert_stake(conn, ALICE, 8, amount=40, resource="BANDWIDTH")
-    # Legacy V1: 90 - 30 = 60 BANDWIDTH, kept apart.
-    insert_stake(conn, ALICE, 9, amount=90, resource="BANDWIDTH", contract_type="FreezeBalanceContract")
+    # Two lots: 300 ENERGY unfrozen in block 3 (now = block 2's time: matures 30 s later, at block
+    # 12's time), 40 BANDWIDTH unfrozen in block 7 (matures at block 16's time).
+    insert_stake(conn, ALICE, 3, amount=300, kind="unfreeze", contract_type="UnfreezeBalanceV2Contract", parent=2)
+    insert_stake(conn, ALICE, 4, amount=90, resource="BANDWIDTH")
     insert_stake(
-        conn, ALICE, 10, amount=30, resource="BANDWIDTH", kind="unfreeze", contract_type="UnfreezeBalanceContract"
+        conn,
+        ALICE,
+        7,
+        amount=40,
+        resource="BANDWIDTH",
+        kind="unfreeze",
+        contract_type="UnfreezeBalanceV2Contract",
+        parent=6,
+    )  # noqa: E501
+    # Legacy V1: 90 - 30 = 60 BANDWIDTH, kept apart.
+    insert_stake(conn, ALICE, 8, amount=90, resource="BANDWIDTH", contract_type="FreezeBalanceContract")
+    insert_stake(
+        conn, ALICE, 9, amount=30, resource="BANDWIDTH", kind="unfreeze", contract_type="UnfreezeBalanceContract"
     )
     insert_stake(conn, BOB, 11, amount=10**9)  # another account
-    # Delegations: BOB unlocked 200 - 50 = 150; BOB locked 300 (latest expiry wins); CAROL 70 - 70 = 0 (gone).
-    later = now + timedelta(days=3)
-    insert_delegate(conn, ALICE, BOB, 20, amount=200)
-    insert_delegate(conn, ALICE, BOB, 21, amount=50, kind="undelegate")
-    insert_delegate(conn, ALICE, BOB, 22, amount=100, lock=True, lock_expire_time=now + timedelta(days=1))
-    insert_delegate(conn, ALICE, BOB, 23, amount=200, lock=True, lock_expire_time=later)
-    insert_delegate(conn, ALICE, CAROL, 24, amount=70, resource="BANDWIDTH")
-    insert_delegate(conn, ALICE, CAROL, 25, amount=70, resource="BANDWIDTH", kind="undelegate")
-    insert_delegate(conn, ALICE, CAROL, 26, amount=999, status="failed")
-    insert_delegate(conn, BOB, ALICE, 27, amount=5000)  # delegated to ALICE, not by her
-    # Lots: 11 + 12 withdrawable now, 13 pending; settled lots do not count.
-    insert_lot(conn, ALICE, 30, now - timedelta(days=2), amount=11)
-    insert_lot(conn, ALICE, 31, now - timedelta(seconds=1), amount=12, resource="BANDWIDTH")
-    pending_lot = insert_lot(conn, ALICE, 32, now + timedelta(days=5), amount=13)
-    insert_lot(conn, ALICE, 33, now - timedelta(days=3), amount=14, status="withdrawn")
-    insert_lot(conn, ALICE, 34, now - timedelta(days=3), amount=15, status="cancelled")
+    # Delegations: BOB unlocked 200 - 50 = 150, BOB locked 100 + 200 (one lock end: the last one's,
+    # block 11's parent time + 86,400 slots); CAROL 30 - 30 = 0 (gone); a failed one moved nothing.
+    insert_delegate(conn, ALICE, BOB, 8, amount=200)
+    insert_delegate(conn, ALICE, BOB, 9, amount=50, kind="undelegate")
+    insert_delegate(conn, ALICE, BOB, 9, amount=100, lock=True)
+    insert_delegate(conn, ALICE, BOB, 11, amount=200, lock=True, parent=10)
+    insert_delegate(conn, ALICE, CAROL, 12, amount=30, resource="BANDWIDTH")
+    insert_delegate(conn, ALICE, CAROL, 13, amount=30, resource="BANDWIDTH", kind="undelegate")
+    insert_delegate(conn, ALICE, CAROL, 13, amount=999, status="failed")
+    insert_delegate(conn, BOB, ALICE, 13, amount=5000)  # delegated to ALICE, not by her
+    set_checkpoint(conn, 14)
 
     body = get_json(client, f"/api/accounts/{ALICE}/summary")
-    assert body["meta"] == {"source": "database"}
+    assert body["meta"] == {"source": "database", "drift": {}}
     data = body["data"]
     assert data["account_id"] == account and data["owner_address"] == ALICE
-    assert data["staked"] == {
-        "v2": {"BANDWIDTH": 40, "ENERGY": 1300, "TRON_POWER": 0},
-        "legacy_v1": {"BANDWIDTH": 60, "ENERGY": 0, "TRON_POWER": 0},
+    assert data["as_of_block"] == 14
+    assert datetime.fromisoformat(data["as_of_time"]) == T0 + timedelta(seconds=42)
+    energy, bandwidth = data["resources"]["ENERGY"], data["resources"]["BANDWIDTH"]
+    # 1500 - 300 unfrozen - 200 - 100 - 200 delegated + 50 undelegated
+    assert (energy["staked"], energy["available"]) == (750, 750)
+    assert (bandwidth["staked"], bandwidth["legacy_v1"], energy["legacy_v1"]) == (50, 60, 0)
+    lock_end = T0 + timedelta(seconds=3 * 10 + 3 * 86_400)
+    assert energy["delegated"] == {
+        "total": 450,
+        "locked": 300,
+        "unlocked": 150,
+        "receivers": [{"receiver_address": BOB, "locked": 300, "unlocked": 150, "lock_end": ANY_TIME}],
     }
-    delegated = data["delegated_out"]
-    assert delegated["by_resource"]["ENERGY"] == {"total": 450, "locked": 300, "unlocked": 150}
-    assert delegated["by_resource"]["BANDWIDTH"] == {"total": 0, "locked": 0, "unlocked": 0}
-    assert [(p["receiver_address"], p["lock"], p["amount"]) for p in delegated["positions"]] == [
-        (BOB, False, 150),
-        (BOB, True, 300),
-    ]
-    locked = delegated["positions"][1]
-    assert datetime.fromisoformat(locked["lock_expire_time"]) == later.replace(microsecond=later.microsecond)
-    assert delegated["positions"][0]["lock_expire_time"] is None
-    assert data["withdrawable_now"] == 23
-    assert data["unfreezing"]["pending_by_resource"] == {"BANDWIDTH": 0, "ENERGY": 13, "TRON_POWER": 0}
-    lots = data["unfreezing"]["lots"]
-    assert [lot["amount"] for lot in lots] == [11, 12, 13]
-    assert [lot["status"] for lot in lots] == ["withdrawable", "withdrawable", "pending"]
-    assert lots[2]["id"] == pending_lot
-    assert get_json(client, f"/api/accounts/{account}/summary")["meta"] == {"source": "cache"}
+    assert datetime.fromisoformat(energy["delegated"]["receivers"][0]["lock_end"]) == lock_end
+    assert bandwidth["delegated"] == {"total": 0, "locked": 0, "unlocked": 0, "receivers": []}
+    # At block 14's time the ENERGY lot (block 12's time) is withdrawable, the BANDWIDTH one not.
+    assert (energy["withdrawable"], data["withdrawable_now"]) == (300, 300)
+    assert energy["unstaking"] == {"total": 0, "lots": []}
+    assert bandwidth["unstaking"]["total"] == 40
+    (lot,) = bandwidth["unstaking"]["lots"]
+    assert datetime.fromisoformat(lot["expire_time"]) == T0 + timedelta(seconds=3 * 6 + 30)
+    assert get_json(client, f"/api/accounts/{account}/summary")["meta"]["source"] == "cache"
 
 
-def test_summary_moves_an_expired_locks_undelegation_to_the_locked_position(
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and datetime.fromisoformat(other).tzinfo is not None
+
+
+ANY_TIME: Any = _AnyTime()
+
+
+def test_summary_undelegate_after_expiry_takes_the_merged_lock_from_unlocked(
+    client: FlaskClient, conn: psycopg.Connection
+) -> None:
+    # java-tron (DelegatedResourceStore.unLockExpireResource) merges an expired lock into the
+    # unlocked record before the undelegate, which then takes only from the unlocked record:
+    # 100 locked (ending 86,400 slots after block 1) + 40 unlocked - 90 = 50 unlocked, 0 locked.
+    add_account(conn, ALICE)
+    insert_stake(conn, ALICE, 1, amount=1000)
+    insert_delegate(conn, ALICE, BOB, 2, amount=100, lock=True, parent=1)
+    insert_delegate(conn, ALICE, BOB, 3, amount=40)
+    insert_delegate(conn, ALICE, BOB, 90_000, amount=90, kind="undelegate")
+    energy = get_json(client, f"/api/accounts/{ALICE}/summary")["data"]["resources"]["ENERGY"]
+    assert energy["delegated"] == {
+        "total": 50,
+        "locked": 0,
+        "unlocked": 50,
+        "receivers": [{"receiver_address": BOB, "locked": 0, "unlocked": 50, "lock_end": None}],
+    }
+    assert energy["staked"] == 1000 - 140 + 90
+
+
+def test_summary_of_an_unfreeze_with_nothing_staked_shows_drift_not_a_negative(
     client: FlaskClient, conn: psycopg.Connection
 ) -> None:
     add_account(conn, ALICE)
-    insert_delegate(conn, ALICE, BOB, 1, amount=100, lock=True, lock_expire_time=T0)
-    insert_delegate(conn, ALICE, BOB, 2, amount=40)
-    insert_delegate(conn, ALICE, BOB, 3, amount=90, kind="undelegate")  # 40 unlocked + 50 of the expired lock
-    delegated = get_json(client, f"/api/accounts/{ALICE}/summary")["data"]["delegated_out"]
-    assert [(p["lock"], p["amount"]) for p in delegated["positions"]] == [(True, 50)]
-    assert delegated["by_resource"]["ENERGY"] == {"total": 50, "locked": 50, "unlocked": 0}
+    insert_stake(conn, ALICE, 5, amount=579_000_000, kind="unfreeze", contract_type="UnfreezeBalanceV2Contract")
+    insert_delegate(conn, ALICE, BOB, 6, amount=1_000_000, kind="undelegate")
+    body = get_json(client, f"/api/accounts/{ALICE}/summary")
+    energy = body["data"]["resources"]["ENERGY"]
+    assert energy["staked"] == 1_000_000 and energy["delegated"]["total"] == 0
+    assert energy["unstaking"]["total"] == 579_000_000
+    assert body["meta"]["drift"] == {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000}
 
 
 # -- other endpoints and errors ----------------------------------------------------------------------

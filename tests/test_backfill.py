@@ -230,7 +230,9 @@ def test_backfill_of_a_range_indexes_exactly_that_range_for_the_account(
     start_ms = sim.http.post("/wallet/getblockbynum", json={"num": lo}).json()["block_header"]["raw_data"]["timestamp"]
     since = datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(timespec="milliseconds")
     # When its history is backfilled from a date to a block
-    proc = backfill(env, "--since", since, "--to-block", str(hi), "--account", account, "--add-account")
+    proc = backfill(
+        env, "--since", since, "--scan-blocks", "--to-block", str(hi), "--account", account, "--add-account"
+    )
     procs.append(proc)
     assert proc.popen.wait(60) == 0, proc.output()
     assert f"backfill:{lo}-{hi}:" in proc.output()
@@ -239,7 +241,7 @@ def test_backfill_of_a_range_indexes_exactly_that_range_for_the_account(
     assert_range_matches_truth(settings, sim, env, [account], lo, hi)
     assert record_count(clean_db) == len(truth_in_range(sim, account, lo, hi))
     # And the same command again has nothing left to do
-    again = backfill(env, "--since", since, "--to-block", str(hi), "--account", account)
+    again = backfill(env, "--since", since, "--scan-blocks", "--to-block", str(hi), "--account", account)
     procs.append(again)
     assert again.popen.wait(30) == 0, again.output()
     assert f"resuming backfill:{lo}-{hi}:" in again.output() and "0 block(s)" in again.output()

@@ -95,6 +95,7 @@ class MemoryStore:
         solid: int,
         blocks: Sequence[tuple[int, str, str]] = (),
         operations: Sequence[Operation] = (),
+        block_time_ms: int | None = None,
     ) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
@@ -280,3 +281,20 @@ def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
     assert not thread.is_alive()
     # the first pass right after the first batch; the next one an interval later, never mid-batch
     assert calls[0] == 10 and calls[1] is not None and calls[1] >= 10
+
+
+def test_fork_found_after_the_solid_head_jumped_past_it_is_still_rolled_back() -> None:
+    # Given a listener at the head of branch "a" (block 100)
+    adapter, store, sink = StubAdapter(head=100), MemoryStore(checkpoint=80), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    _run_until_caught_up(streamer)
+    # When blocks 98..100 were replaced while unsolid, and 60 blocks followed before the next poll
+    # (the node's solid head, 141, is now past the fork)
+    adapter.fork_at = 98
+    adapter.head = 160
+    _run_until_caught_up(streamer)
+    # Then the replaced blocks are still orphaned and the new branch is published
+    gone = [(n, _block_id(n, "a")) for n in range(98, 101)]
+    assert sink.reverted == [gone]
+    assert store.checkpoint == 160 and store.checkpoint_id == _block_id(160, "b")
+    assert {op.block_id for op in sink.ops if op.block_num == 98} == {_block_id(98, "a"), _block_id(98, "b")}

@@ -1,16 +1,15 @@
-"""GET /api/accounts/<account>/summary: staked, delegated and unfreezing totals, cached."""
+"""GET /api/accounts/<account>/summary: the account's positions (ledger.positions), cached."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from math import ceil
 
 from flask import Blueprint, Response
 
 from ledger.cache import Fill
+from ledger.positions import read_summary
 from web.params import resolve_account
 from web.pg import read_connection
-from web.queries import fetch_summary
 from web.resources import resources
 from web.responses import dumps
 
@@ -24,16 +23,16 @@ def summary(account_key: str) -> Response:
 
     def load() -> Fill:
         with read_connection(res.pool) as conn:
-            result = fetch_summary(conn, account.address)
+            result = read_summary(conn, account.address, res.settings.unfreeze_delay_seconds * 1000)
         data = {"account_id": account.id, "label": account.label, **result.data}
-        meta = {"source": "database"}
+        meta: dict[str, object] = {"source": "database", "drift": result.drift}
         payload = {"success": True, "data": data, "meta": meta}
         response = dumps(payload)
         meta["source"] = "cache"
         ttl = res.settings.cache_ttl_summary
-        if result.next_change is not None:
-            # A lot maturing changes withdrawable_now without any write: expire the page then.
-            ttl = min(ttl, ceil((result.next_change - datetime.now(UTC)).total_seconds()))
+        if result.next_change_ms is not None:
+            # A lock ending or a lot maturing changes the page without any write: expire it then.
+            ttl = min(ttl, ceil((result.next_change_ms - result.as_of_time_ms) / 1000))
         return Fill(response, dumps(payload), max(1, ttl))
 
     body, _ = res.pages.fetch(account.address, "summary", load)

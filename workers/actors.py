@@ -74,7 +74,9 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 def confirm_blocks(deps: Deps, solid_block: Any) -> None:
     def write() -> set[str]:
         with deps.pool.connection() as conn:
-            return persist.confirm_blocks(conn, solid_block)
+            return persist.confirm_blocks(
+                conn, solid_block, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds
+            )
 
     addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
     deps.invalidator.invalidate(addresses)

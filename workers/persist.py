@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from ledger import positions
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
     CANCEL,
@@ -29,6 +30,8 @@ from ledger.domain import (
     Operation,
     PayloadError,
 )
+
+DEFAULT_UNFREEZE_DELAY = 14 * 86_400  # mainnet's unfreezeDelayDays; the worker passes the setting
 
 # Advisory lock classes (first key of the two-int form), private to this module.
 _LOCK_CONFIRM = 0x4C434F4E  # "LCON": persist (shared) vs confirm_blocks (exclusive)
@@ -48,13 +51,18 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
     # one round trip. Lots and settlement events need several statements in one transaction.
     if op.kind in DELEGATE_KINDS:
         conn.execute(_UPSERT_DELEGATE, params)
-        return {op.owner_address, op.receiver_address}  # type: ignore[arg-type]  # validated
-    if not (is_lot or settles):
+        touched = {op.owner_address, op.receiver_address}
+    elif not (is_lot or settles):
         conn.execute(_UPSERT_STAKE, params)
-        return {op.owner_address}
-    with conn.transaction():
-        _persist_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
-    return {op.owner_address}
+        touched = {op.owner_address}
+    else:
+        with conn.transaction():
+            _persist_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
+        touched = {op.owner_address}
+    # After the upsert committed (a separate statement, so a fold that ran in between is seen): a
+    # record at or below the owner's folded block arrived late, and the folded state lacks it.
+    positions.drop_folded_at_or_after(conn, op.owner_address, op.block_num)
+    return touched  # type: ignore[return-value]  # receiver_address validated for delegations
 
 
 def _persist_lot_or_settlement(
@@ -101,8 +109,11 @@ def _persist_lot_or_settlement(
         )
 
 
-def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
-    """Record the solidified head and confirm pending rows at or below it; return accounts touched."""
+def confirm_blocks(
+    conn: psycopg.Connection, solid_block: int, *, unfreeze_delay_seconds: int = DEFAULT_UNFREEZE_DELAY
+) -> set[str]:
+    """Record the solidified head, confirm pending rows at or below it and fold the pool accounts'
+    positions up to it (ledger.positions); return accounts touched."""
     if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= INT64_MAX:
         raise PayloadError(f"solid block {solid_block!r} is not a block number")
     with conn.transaction():
@@ -117,6 +128,9 @@ def confirm_blocks(conn: psycopg.Connection, solid_block: int) -> set[str]:
         ).fetchone()
         assert row is not None
         rows = conn.execute(_CONFIRM, {"solid": row[0]}).fetchall()
+        # Under the exclusive lock: no persist is in flight, and one that follows sees the folded
+        # block and drops it if its record is at or below it.
+        positions.fold(conn, row[0], unfreeze_delay_seconds * 1000)
     return {address for (address,) in rows if address}
 
 
@@ -140,9 +154,13 @@ def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]
             )
         rows = conn.execute(_REVERT, {"ids": ids}).fetchall()
         touched = {address for (address,) in rows if address}
+        lowest = min(num for num, _ in pairs)
         for owner in sorted(touched):
             _lock_owner(conn, owner)
             conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
+            # A fold may have taken these records in (a solidified head reported past the fork
+            # before this message ran): the folded state is rebuilt without them.
+            positions.drop_folded_at_or_after(conn, owner, lowest)
     return touched
 
 
@@ -207,6 +225,11 @@ def _params(op: Operation) -> dict[str, Any]:
 _MS = "(timestamptz 'epoch' + %({name})s::bigint * interval '1 millisecond')"
 _BLOCK_TIME = _MS.format(name="block_time_ms")
 
+# java-tron's "now" for a record's transaction: its parent block's time (Manager.processBlock), or
+# the block's own time where that is not known. A lot matures at now + delay; a withdraw takes the
+# lots matured at its own now.
+_NOW = "coalesce(timestamptz 'epoch' + {t}.parent_time_ms * interval '1 millisecond', {t}.block_time)"
+
 # A pending message for a block already solidified is stored confirmed, so a confirmation that
 # raced ahead of the insert is not lost.
 # The shared confirm lock (see _lock_confirm_shared), taken by the upsert statement itself so the
@@ -240,26 +263,27 @@ _UPDATABLE = """(
     OR (r.status = 'orphaned' AND EXCLUDED.status = 'orphaned' AND EXCLUDED.block_num > r.block_num))"""
 _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
-                                operation_type, contract_type, resource, amount, status, contract_ret)
+                                operation_type, contract_type, resource, amount, status, contract_ret,
+                                parent_time_ms)
 SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
-       %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s
+       %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
 FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
     operation_type = EXCLUDED.operation_type, contract_type = EXCLUDED.contract_type,
     resource = EXCLUDED.resource, amount = EXCLUDED.amount, status = EXCLUDED.status,
-    contract_ret = EXCLUDED.contract_ret, updated_at = now()
+    contract_ret = EXCLUDED.contract_ret, parent_time_ms = EXCLUDED.parent_time_ms, updated_at = now()
 WHERE {_UPDATABLE}
 """
 
 _UPSERT_DELEGATE = f"""
 INSERT INTO delegate_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                    receiver_address, operation_type, contract_type, resource, amount, lock,
-                                   lock_period, lock_expire_time, status, contract_ret)
+                                   lock_period, lock_expire_time, status, contract_ret, parent_time_ms)
 SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
        %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
-       %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s
+       %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
 FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
@@ -267,17 +291,18 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
     receiver_address = EXCLUDED.receiver_address, operation_type = EXCLUDED.operation_type,
     contract_type = EXCLUDED.contract_type, resource = EXCLUDED.resource, amount = EXCLUDED.amount,
     lock = EXCLUDED.lock, lock_period = EXCLUDED.lock_period, lock_expire_time = EXCLUDED.lock_expire_time,
-    status = EXCLUDED.status, contract_ret = EXCLUDED.contract_ret, updated_at = now()
+    status = EXCLUDED.status, contract_ret = EXCLUDED.contract_ret, parent_time_ms = EXCLUDED.parent_time_ms,
+    updated_at = now()
 WHERE {_UPDATABLE}
 """
 
 # The lot mirrors its stake row as stored (which a replay may not have changed). Its status is
 # left to the settlement below; `confirmed` only ever turns on.
-_UPSERT_LOT = """
+_UPSERT_LOT = f"""
 INSERT INTO unfreeze_records AS u (tx_id, op_index, block_num, tx_index, block_time, owner_address, resource,
                                    amount, available_time, status, confirmed)
 SELECT s.tx_id, s.op_index, s.block_num, s.tx_index, s.block_time, s.owner_address, s.resource,
-       s.amount, s.block_time + %(delay)s::bigint * interval '1 second',
+       s.amount, {_NOW.format(t="s")} + %(delay)s::bigint * interval '1 second',
        CASE WHEN s.status = 'orphaned' THEN 'orphaned' ELSE 'pending' END, s.status = 'confirmed'
 FROM stake_records s
 WHERE s.tx_id = %(tx_id)s AND s.op_index = %(op_index)s
@@ -295,27 +320,27 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
 # non-failed withdraw of the owner at or after its available_time (withdrawn), or cancel-all
 # (withdrawn if it had matured, else cancelled). Computed from stored rows only, so the result
 # does not depend on the order the messages arrived in.
-_SETTLE = """
+_SETTLE = f"""
 WITH decided AS (
     SELECT u.id,
            e.tx_id AS settled_tx_id,
            e.block_time AS settled_time,
            CASE WHEN e.tx_id IS NULL THEN 'pending'
-                WHEN e.block_time >= u.available_time THEN 'withdrawn'
+                WHEN e.now >= u.available_time THEN 'withdrawn'
                 ELSE 'cancelled' END AS status
     FROM unfreeze_records u
     LEFT JOIN LATERAL (
-        SELECT s.tx_id, s.block_time
+        SELECT s.tx_id, s.block_time, {_NOW.format(t="s")} AS now
         FROM stake_records s
         WHERE s.owner_address = u.owner_address
           AND s.operation_type IN ('withdraw_expire_unfreeze', 'cancel_all_unfreeze')
           AND s.status IN ('pending', 'confirmed')
           AND (s.block_num, s.tx_index) > (u.block_num, u.tx_index)
-          AND (s.operation_type = 'cancel_all_unfreeze' OR s.block_time >= u.available_time)
+          AND (s.operation_type = 'cancel_all_unfreeze' OR {_NOW.format(t="s")} >= u.available_time)
         ORDER BY s.block_num, s.tx_index, s.op_index
         LIMIT 1
     ) e ON true
-    WHERE u.owner_address = %(owner)s AND u.status <> 'orphaned' AND {scope}
+    WHERE u.owner_address = %(owner)s AND u.status <> 'orphaned' AND {{scope}}
 )
 UPDATE unfreeze_records u
 SET status = d.status, settled_tx_id = d.settled_tx_id, settled_time = d.settled_time, updated_at = now()

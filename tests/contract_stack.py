@@ -47,7 +47,8 @@ def seed_api_data(database_url: str, rows: int = 60) -> None:
     now = datetime.now(UTC)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE pool_accounts, stake_records, delegate_records, unfreeze_records, dead_letters RESTART IDENTITY"
+            "TRUNCATE pool_accounts, stake_records, delegate_records, unfreeze_records, dead_letters, positions,"
+            " position_openings RESTART IDENTITY"
         )
         conn.execute(
             "INSERT INTO pool_accounts (address, label) VALUES (%s, 'pool-1'), (%s, NULL), (%s, 'pool-3')",

@@ -142,7 +142,9 @@ def test_record_bodies_follow_the_contract(client: FlaskClient, kind: str) -> No
 def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) -> None:
     summary = "/api/accounts/{account}/summary"
     body = check(client, summary, "/api/accounts/1/summary", 200)
-    assert body["data"]["delegated_out"]["positions"] and body["data"]["unfreezing"]["lots"]
+    figures = body["data"]["resources"].values()
+    assert any(r["delegated"]["receivers"] for r in figures)
+    assert any(r["unstaking"]["lots"] or r["withdrawable"] for r in figures)
     check(client, summary, f"/api/accounts/{ONE}/summary", 200)  # from the cache this time
     check(client, summary, "/api/accounts/2/summary", 200)
     check(client, summary, "/api/accounts/99/summary", 404)

@@ -63,7 +63,6 @@ RATIO: Schema = nullable({"type": "number", "minimum": 0, "maximum": 1})
 
 
 def _components() -> Schema:
-    per_resource = obj(dict.fromkeys(RESOURCES, AMOUNT))
     common = {
         "id": {"type": "integer", "minimum": 1},
         "tx_id": ref("TxId"),
@@ -144,45 +143,47 @@ def _components() -> Schema:
                     "account_id": {"type": "integer", "minimum": 1},
                     "label": nullable(TEXT),
                     "owner_address": ref("Address"),
-                    "as_of": TIME,
-                    "staked": obj({"v2": per_resource, "legacy_v1": per_resource}),
-                    "delegated_out": obj(
-                        {
-                            "by_resource": obj(
-                                dict.fromkeys(RESOURCES, obj({"total": AMOUNT, "locked": AMOUNT, "unlocked": AMOUNT}))
+                    "as_of_block": {"type": "integer", "description": "the data's block (the listener's checkpoint)"},
+                    "as_of_time": TIME,
+                    "resources": obj(
+                        dict.fromkeys(
+                            RESOURCES,
+                            obj(
+                                {
+                                    "staked": {**AMOUNT, "description": "frozenV2: excludes delegated-out stake"},
+                                    "available": {**AMOUNT, "description": "free to delegate or unstake"},
+                                    "delegated": obj(
+                                        {
+                                            "total": AMOUNT,
+                                            "locked": AMOUNT,
+                                            "unlocked": AMOUNT,
+                                            "receivers": {
+                                                "type": "array",
+                                                "items": obj(
+                                                    {
+                                                        "receiver_address": ref("Address"),
+                                                        "locked": AMOUNT,
+                                                        "unlocked": AMOUNT,
+                                                        "lock_end": nullable(TIME),
+                                                    }
+                                                ),
+                                            },
+                                        }
+                                    ),
+                                    "unstaking": obj(
+                                        {
+                                            "total": AMOUNT,
+                                            "lots": {
+                                                "type": "array",
+                                                "items": obj({"amount": AMOUNT, "expire_time": TIME}),
+                                            },
+                                        }
+                                    ),
+                                    "withdrawable": AMOUNT,
+                                    "legacy_v1": AMOUNT,
+                                }
                             ),
-                            "positions": {
-                                "type": "array",
-                                "items": obj(
-                                    {
-                                        "receiver_address": ref("Address"),
-                                        "resource": ref("Resource"),
-                                        "lock": BOOL,
-                                        "amount": AMOUNT,
-                                        "lock_expire_time": nullable(TIME),
-                                    }
-                                ),
-                            },
-                        }
-                    ),
-                    "unfreezing": obj(
-                        {
-                            "pending_by_resource": per_resource,
-                            "lots": {
-                                "type": "array",
-                                "items": obj(
-                                    {
-                                        "id": {"type": "integer", "minimum": 1},
-                                        "tx_id": ref("TxId"),
-                                        "resource": ref("Resource"),
-                                        "amount": AMOUNT,
-                                        "block_time": TIME,
-                                        "available_time": TIME,
-                                        "status": {"enum": ["pending", "withdrawable"]},
-                                    }
-                                ),
-                            },
-                        }
+                        )
                     ),
                     "withdrawable_now": AMOUNT,
                 }
@@ -324,11 +325,25 @@ def _paths() -> dict[str, Schema]:
     paths["/api/accounts/{account}/summary"] = {
         "get": {
             "operationId": "account_summary",
-            "summary": "staked and delegated per resource, delegations per receiver, pending lots, withdrawable now",
+            "summary": "positions per resource as java-tron keeps them: staked, available, delegated (locked and"
+            " unlocked per receiver), unstaking lots, withdrawable, legacy V1",
             "tags": ["summary"],
             "parameters": [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")],
             "responses": {
-                "200": _ok(ref("Summary"), "the summary", obj({"source": {"enum": ["cache", "database"]}})),
+                "200": _ok(
+                    ref("Summary"),
+                    "the summary",
+                    obj(
+                        {
+                            "source": {"enum": ["cache", "database"]},
+                            "drift": {
+                                "type": "object",
+                                "additionalProperties": AMOUNT,
+                                "description": "sun the ledger could not explain, by what (never served as a balance)",
+                            },
+                        }
+                    ),
+                ),
                 **_DB_ERRORS,
                 "404": {"$ref": "#/components/responses/NotFound"},
             },

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ledger.metrics import Counters
 from ledger.tron_json import NodeError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class TronNode:
         requests_per_second: float = 0.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        counters: Counters | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
@@ -63,6 +65,7 @@ class TronNode:
         self._failures = 0
         self._cautious = False
         self._lock = threading.Lock()
+        self._counters = counters  # requests per endpoint and outcome, for /metrics
 
     def close(self) -> None:
         self._client.close()
@@ -170,6 +173,20 @@ class TronNode:
 
     def _call_once(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
         self._throttle()
+        if self._counters is None:
+            return self._request(base, path, body)
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            reply = self._request(base, path, body)
+            outcome = "ok"
+            return reply
+        finally:
+            labels = {"endpoint": path, "outcome": outcome}
+            self._counters.inc("ledger_node_requests_total", labels)
+            self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
+
+    def _request(self, base: str, path: str, body: dict[str, Any] | None) -> Any:
         url = base + path
         try:
             response = self._client.post(url) if body is None else self._client.post(url, content=orjson.dumps(body))

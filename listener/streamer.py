@@ -58,6 +58,7 @@ class Progress:
     """What the loop has done; read by tests and by the progress line."""
 
     checkpoint: int = -1
+    checkpoint_time_ms: int | None = None  # timestamp of the checkpoint block, once one was processed
     head: int = 0
     solid: int = 0
     blocks: int = 0
@@ -172,6 +173,7 @@ class Streamer:
         recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - 100]
         self.store.save_checkpoint(end, blocks[-1].block_id, head, solid, recent, operations)
         self.progress.checkpoint = end
+        self.progress.checkpoint_time_ms = blocks[-1].timestamp_ms
         self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
         self.progress.operations += len(operations)
@@ -250,6 +252,7 @@ class Streamer:
             self.sink.revert(gone)
         self.store.rollback(ancestor, ancestor_id)
         self.progress.checkpoint, self._last_id = ancestor, ancestor_id
+        self.progress.checkpoint_time_ms = None
         self.progress.forks += 1
         log.warning("fork: block %s left the chain; rolled back %d block(s) to %s", checkpoint, len(gone), ancestor)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dramatiq.brokers.redis import RedisBroker
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
@@ -24,6 +25,8 @@ class Resources:
     pool: ConnectionPool
     pages: PageCache
     accounts: AccountDirectory
+    broker: RedisBroker  # for queue depths and metrics (`broker.client`), and admin requeues
+    admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
 
 
 def resources() -> Resources:

@@ -213,7 +213,9 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: in
     broker.enqueue(message)  # first: a crash after this leaves a duplicate, never a loss
     if row["redis_message_id"]:
         _drop_xq_copies(broker.client, broker.namespace, [(row["queue_name"], row["redis_message_id"])])
-    conn.execute("DELETE FROM dead_letters WHERE id = %s", (dl_id,))
+    # Only the row as read: if the new attempt already died and replaced it (same message id),
+    # that newer record stays.
+    conn.execute("DELETE FROM dead_letters WHERE id = %s AND failed_at = %s::timestamptz", (dl_id, row["failed_at"]))
     if not conn.autocommit:
         conn.commit()
     return message.message_id

@@ -38,6 +38,8 @@ TABLES = (
     "recent_blocks",
     "orphaned_blocks",
     "expected_operations",
+    "listener_heartbeats",
+    "freshness_samples",
 )
 
 

@@ -1,0 +1,283 @@
+"""Dead letters end to end: real workers, every way a message can die, requeue through the CLI and
+the admin API, and the admin API's authentication."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger import deadletters as dl
+from ledger.config import Settings
+from ledger.metrics import read_totals, sample
+from ledger.queue import create_broker, operation_message
+from tests.procs import ROOT, Proc, python
+from tests.stack import settings_env, wait_until
+from tests.test_persist import make_op
+from web.app import close_app, create_app
+
+TOKEN = "s3cret-admin-token"
+OK_PERSISTS = sample("ledger_worker_messages_total", {"actor": "persist_operation", "outcome": "ok"})
+
+# A fault injected in PostgreSQL itself: inserting this one operation fails with a retryable error
+# (RAISE -> SQLSTATE P0001, not one of the workers' permanent errors) until the trigger is dropped.
+FAIL_TX = make_op("freeze", 500).tx_id
+_TRIGGER = f"""
+CREATE OR REPLACE FUNCTION test_fail_one() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.tx_id = '{FAIL_TX}' THEN RAISE EXCEPTION 'injected failure for %', NEW.tx_id; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_fail_one BEFORE INSERT ON stake_records FOR EACH ROW EXECUTE FUNCTION test_fail_one();
+"""
+
+
+@pytest.fixture
+def qsettings(settings: Settings, clean_db: str) -> Settings:
+    return dataclasses.replace(settings, queue_name=f"dl_{uuid.uuid4().hex[:8]}", admin_token=TOKEN)
+
+
+@pytest.fixture
+def pg(qsettings: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(qsettings.database_url, autocommit=True) as conn:
+        yield conn
+        conn.execute("DROP TRIGGER IF EXISTS test_fail_one ON stake_records")
+
+
+@pytest.fixture
+def producer(qsettings: Settings) -> Iterator[RedisBroker]:
+    broker = create_broker(qsettings.redis_url)
+    yield broker
+    broker.flush(qsettings.queue_name)
+
+
+@pytest.fixture
+def admin_app(qsettings: Settings, redis_clean: object) -> Iterator[Flask]:
+    app = create_app(qsettings)
+    yield app
+    close_app(app)
+
+
+def start(entry: str, settings: Settings, procs: list[Proc]) -> Proc:
+    env = {**settings_env(settings), "dramatiq_worker_timeout": "100"}
+    proc = Proc("worker", python("-m", "dramatiq", entry, "--processes", "1", "--threads", "2"), env)
+    procs.append(proc)
+    proc.wait_for(r"worker ready", timeout=30)
+    return proc
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**settings_env(settings)}
+    return subprocess.run(
+        [sys.executable, "-m", "ledger", "dead-letters", *args],
+        cwd=ROOT,
+        env={**dict(__import__("os").environ), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def drained(broker: RedisBroker, queue: str) -> bool:
+    return broker.client.hlen(f"dramatiq:{queue}.msgs") + broker.client.hlen(f"dramatiq:{queue}.DQ.msgs") == 0
+
+
+def test_every_dead_message_is_listed_and_requeues_once(
+    qsettings: Settings,
+    pg: psycopg.Connection,
+    producer: RedisBroker,
+    admin_app: Flask,
+    procs: list[Proc],
+) -> None:
+    client = admin_app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    broker_redis = redis.Redis.from_url(qsettings.redis_url)
+    queue = qsettings.queue_name
+
+    # 1. A worker of an older release gets a message for an actor it does not have.
+    old = start("tests.old_worker:setup", qsettings, procs)
+    unknown_op = make_op("freeze", 400)
+    producer.enqueue(operation_message(unknown_op, queue))
+    wait_until(lambda: dl.dead_letter_counts(pg)["total"] == 1, 20, "the unknown-actor dead letter")
+    dead = sample("ledger_worker_messages_total", {"actor": "persist_operation", "outcome": "dead"})
+    wait_until(lambda: read_totals(broker_redis).get(dead) == 1, 10, "the old worker's metrics flush")
+    old.kill()
+
+    # 2. The current worker retries a failing operation until its retries are exhausted.
+    pg.execute(_TRIGGER)
+    start("workers.main:setup", qsettings, procs)
+    producer.enqueue(operation_message(make_op("freeze", 500), queue))
+    wait_until(lambda: dl.dead_letter_counts(pg)["total"] == 2, 30, "the retries-exhausted dead letter")
+    wait_until(lambda: drained(producer, queue), 10, "the queue to drain")
+
+    # Both are in the list with what an operator needs; the broker holds the same two.
+    body = client.get("/admin/dead-letters", headers=auth).get_json()
+    letters = {row["reason"]: row for row in body["data"]}
+    assert set(letters) == {"unknown_actor", "retries_exhausted"}
+    unknown, exhausted = letters["unknown_actor"], letters["retries_exhausted"]
+    assert unknown["actor_name"] == "persist_operation" and unknown["attempts"] == 0
+    assert unknown["error_type"] == "dramatiq.errors.ActorNotFound"
+    assert unknown["args"][0]["tx_id"] == unknown_op.tx_id
+    assert exhausted["attempts"] == qsettings.retry_max_retries + 1
+    assert exhausted["error_type"] == "psycopg.errors.RaiseException" and "injected failure" in exhausted["error"]
+    shown = client.get(f"/admin/dead-letters/{exhausted['id']}", headers=auth).get_json()["data"]
+    assert "RaiseException" in shown["traceback"] and "persist_operation" in shown["traceback"]
+    assert dl.broker_dead_letter_count(broker_redis, queue) == 2
+    # Filters: by actor and by error text.
+    assert client.get("/admin/dead-letters?actor=confirm_blocks", headers=auth).get_json()["data"] == []
+    only = client.get("/admin/dead-letters?error=injected", headers=auth).get_json()["data"]
+    assert [row["id"] for row in only] == [exhausted["id"]]
+    # The CLI lists the same two, newest first.
+    listed = cli(qsettings, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == [str(exhausted["id"]), str(unknown["id"])]
+
+    # Without the token nothing is shown or changed; public routes show counts, never payloads.
+    for method, path in (
+        ("GET", "/admin/dead-letters"),
+        ("GET", f"/admin/dead-letters/{unknown['id']}"),
+        ("POST", f"/admin/dead-letters/{unknown['id']}/requeue"),
+        ("POST", "/admin/dead-letters/requeue"),
+        ("POST", "/admin/dead-letters/purge"),
+        ("GET", "/admin/in-flight"),
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = client.open(path, method=method, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    public = client.get("/api/dead-letters")
+    assert public.get_json()["data"]["total"] == 2
+    for text in (unknown_op.tx_id, "injected", "RaiseException", "ActorNotFound", unknown_op.owner_address):
+        assert text.encode() not in public.data
+        assert text.encode() not in client.get("/api/monitor").data
+        assert text.encode() not in client.get("/metrics").data
+    assert dl.dead_letter_counts(pg)["total"] == 2  # nothing was requeued or purged by those
+
+    # Requeue: the unknown-actor one through the CLI (a current worker runs now), the other through
+    # the admin API once its fault is gone. Each lands once: one more successful persist each.
+    pg.execute("DROP TRIGGER test_fail_one ON stake_records")
+    ok_before = read_totals(broker_redis).get(OK_PERSISTS, 0)
+    requeued = cli(qsettings, "requeue", str(unknown["id"]))
+    assert requeued.returncode == 0, requeued.stderr
+    response = client.post(f"/admin/dead-letters/{exhausted['id']}/requeue", headers=auth)
+    assert response.status_code == 200 and response.get_json()["data"]["requeued"] == [exhausted["message_id"]]
+    wait_until(
+        lambda: pg.execute("SELECT count(*) FROM stake_records WHERE block_num IN (400, 500)").fetchone() == (2,),
+        20,
+        "both requeued operations to be stored",
+    )
+    wait_until(lambda: drained(producer, queue), 10, "the queue to drain")
+    wait_until(lambda: read_totals(broker_redis).get(OK_PERSISTS, 0) >= ok_before + 2, 10, "the metrics flush")
+    assert read_totals(broker_redis)[OK_PERSISTS] == ok_before + 2
+    assert dl.dead_letter_counts(pg)["total"] == 0
+    assert dl.broker_dead_letter_count(broker_redis, queue) == 0
+    assert client.get("/admin/dead-letters", headers=auth).get_json()["data"] == []
+
+    # /metrics parses and counts the dead and the ok messages.
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    outcomes = {
+        (s.labels["actor"], s.labels["outcome"]): s.value
+        for s in families["ledger_worker_messages"].samples
+        if s.name.endswith("_total")
+    }
+    assert outcomes[("persist_operation", "dead")] == 2
+    assert outcomes[("persist_operation", "retried")] == qsettings.retry_max_retries
+    broker_redis.close()
+
+
+def test_requeue_all_by_actor_purge_and_broker_only_dead_letters(
+    qsettings: Settings, pg: psycopg.Connection, producer: RedisBroker, admin_app: Flask
+) -> None:
+    client = admin_app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    queue = qsettings.queue_name
+    # Given dead letters of two actors, one of which only the broker knows (its worker could not
+    # reach PostgreSQL): put in the XQ the way dispatch.lua's nack does.
+    for n, actor in enumerate(("persist_operation", "persist_operation", "confirm_blocks")):
+        dl.record_dead_letter(
+            pg, message_id=f"m{n}", queue_name=queue, actor_name=actor, args=[n], error_type="E", error="e"
+        )
+    message = operation_message(make_op("freeze", 700), queue).copy(options={"redis_message_id": "xq-only"})
+    producer.client.zadd(f"dramatiq:{queue}.XQ", {"xq-only": 1})
+    producer.client.hset(f"dramatiq:{queue}.XQ.msgs", "xq-only", message.encode())
+
+    listed = client.get("/admin/dead-letters?limit=2", headers=auth).get_json()
+    assert len(listed["data"]) == 2 and listed["meta"]["next_before_id"] is not None
+    assert dl.dead_letter_counts(pg)["by_reason"] == {"retries_exhausted": 3, "unrecorded": 1}
+
+    # Requeue all of one actor: enqueued (retries reset), rows gone, the others stay.
+    sent = client.post("/admin/dead-letters/requeue?actor=confirm_blocks", headers=auth).get_json()["data"]
+    assert sent["requeued"] == ["m2"]
+    ids = [i.decode() for i in producer.client.lrange(f"dramatiq:{queue}", 0, -1)]
+    body = json.loads(producer.client.hget(f"dramatiq:{queue}.msgs", ids[0]))  # type: ignore[arg-type]
+    assert body["actor_name"] == "confirm_blocks" and "retries" not in body["options"]
+    assert dl.dead_letter_counts(pg)["by_actor"] == {"persist_operation": 3}
+
+    # Purge one, then the rest of an actor (broker copies too).
+    xq_only = dl.list_dead_letters(pg, error="broker")[0]
+    assert client.delete(f"/admin/dead-letters/{xq_only['id']}", headers=auth).get_json()["data"] == {"purged": 1}
+    assert producer.client.zcard(f"dramatiq:{queue}.XQ") == 0
+    assert client.delete(f"/admin/dead-letters/{xq_only['id']}", headers=auth).status_code == 404
+    purged = client.post("/admin/dead-letters/purge?actor=persist_operation", headers=auth).get_json()["data"]
+    assert purged == {"purged": 2} and dl.dead_letter_counts(pg)["total"] == 0
+    assert client.get("/admin/dead-letters/x", headers=auth).status_code == 400
+    assert client.post("/admin/dead-letters/999/requeue", headers=auth).status_code == 404
+
+
+def test_a_requeue_that_crashes_after_enqueueing_loses_nothing(
+    qsettings: Settings, pg: psycopg.Connection, producer: RedisBroker
+) -> None:
+    # Given a dead letter, when the requeue dies between the enqueue and the delete
+    dl_id = dl.record_dead_letter(
+        pg,
+        message_id="m1",
+        queue_name=qsettings.queue_name,
+        actor_name="persist_operation",
+        args=[1],
+        error_type="E",
+        error="e",
+    )
+
+    class Crash(Exception):
+        pass
+
+    class CrashingConn:
+        autocommit = True
+
+        def __init__(self, conn: psycopg.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, query: str, params: object = None) -> object:
+            if query.startswith("DELETE"):
+                raise Crash
+            return self.conn.execute(query, params)  # type: ignore[arg-type]
+
+        def cursor(self, **kwargs: object) -> object:
+            return self.conn.cursor(**kwargs)  # type: ignore[call-overload]
+
+    with pytest.raises(Crash):
+        dl.requeue_dead_letter(CrashingConn(pg), producer, dl_id)  # type: ignore[arg-type]
+    # Then the message is in the queue AND still listed: a duplicate at worst, never a loss.
+    assert producer.client.llen(f"dramatiq:{qsettings.queue_name}") == 1
+    assert dl.get_dead_letter(pg, dl_id) is not None
+
+
+def test_admin_api_is_off_without_a_token(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    app = create_app(dataclasses.replace(settings, admin_token=""))
+    try:
+        client = app.test_client()
+        for path in ("/admin/dead-letters", "/admin/in-flight"):
+            assert client.get(path, headers={"Authorization": "Bearer "}).status_code == 404
+        assert client.post("/admin/recover").status_code == 404
+    finally:
+        close_app(app)

@@ -17,7 +17,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ledger.cache import read_cache_window, VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts
+from ledger.cache import VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts, read_cache_window
 from ledger.config import Settings
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app

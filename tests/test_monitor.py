@@ -1,0 +1,228 @@
+"""The monitor's figures against a real running system: each one moves when what it measures moves.
+
+Simulator -> listener -> worker -> PostgreSQL, the web app in process (Flask test client) for the
+JSON figures, and granian with two processes for /metrics and the status page in headless Chromium.
+Heartbeat thresholds are settings, so "stale" and "offline" take seconds here, not minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import httpx
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger.config import Settings
+from ledger.queue import PERSIST_OPERATION, create_broker
+from tests.procs import ROOT, Proc
+from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_web, start_worker, wait_until
+from tests.test_cache import free_port
+from web.app import close_app, create_app
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+TOKEN = "monitor-test-token"
+LISTENER_ENV = {"LISTENER_HEARTBEAT_SECONDS": "0.3", "LISTENER_STALE_SECONDS": "2", "LISTENER_OFFLINE_SECONDS": "4"}
+
+
+@pytest.fixture
+def stack(settings: Settings, env: dict[str, str], procs: list[Proc]) -> Iterator[dict[str, Any]]:
+    sim_proc, url = start_simulator("--block-interval", "0.5", "--history-blocks", "30", "--ops-per-block", "2")
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    env = {**env, **LISTENER_ENV, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["head"] - 29)}
+    worker = start_worker(env)
+    procs.append(worker)
+    listener = start_listener(env)
+    procs.append(listener)
+    wsettings = dataclasses.replace(
+        settings,
+        queue_name=env["QUEUE_NAME"],
+        listener_stale_seconds=2.0,
+        listener_offline_seconds=4.0,
+        admin_token=TOKEN,
+        cache_local_ttl=0.0,
+    )
+    app = create_app(wsettings)
+    yield {"sim": sim, "env": env, "worker": worker, "listener": listener, "app": app, "settings": wsettings}
+    close_app(app)
+
+
+def figures(client: FlaskClient) -> dict[str, Any]:
+    body = client.get("/api/monitor").get_json()
+    assert body["success"], body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def idle(queues: dict[str, int]) -> bool:
+    return queues["ready"] == queues["delayed"] == queues["in_flight"] == 0
+
+
+def data_health(client: FlaskClient) -> tuple[int, dict[str, Any]]:
+    response = client.get("/health/tron-data-health")
+    return response.status_code, response.get_json()
+
+
+def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: list[Proc]) -> None:
+    sim: Simulator = stack["sim"]
+    app: Flask = stack["app"]
+    settings: Settings = stack["settings"]
+    client = app.test_client()
+
+    # The listener beats, reports the head it saw and catches up: online, healthy, latency measured.
+    def caught_up() -> bool:
+        listener = figures(client)["listener"]
+        return listener["status"] == "online" and listener["blocks_behind"] == 0
+
+    wait_until(caught_up, 60, "the listener to be online at the head")
+    sim.pause()
+    head = sim.status()["head"]
+    wait_until(lambda: figures(client)["listener"]["processed_block"] == head, 30, "the last block")
+    wait_until(lambda: idle(figures(client)["queues"]), 30, "the worker to drain the queue")
+    wait_until(lambda: figures(client)["sync"]["first_attempts"] > 0, 10, "the worker's metrics flush")
+    snap = figures(client)
+    assert snap["listener"]["head_block"] == head and snap["listener"]["active_holder"]
+    assert snap["data_latency"]["ms"] is not None and snap["data_latency"]["ms"] < 300_000
+    assert snap["data_latency"]["persist_lag_ms"]["records"] > 0
+    assert snap["sync"]["first_attempts"] > 0 and snap["sync"]["success_rate"] == 1.0
+    assert snap["cache"]["hit_rate"] is None  # no API lookups yet: no rate, and not held against health
+    status, body = data_health(client)
+    assert (status, body["status"]) == (200, "healthy"), body
+
+    # Cache: one miss then hits move the hit rate; at 3/4 it is below 0.8, so health warns.
+    account = SIM_ACCOUNTS[0]
+    for _ in range(4):
+        assert client.get(f"/api/accounts/{account}/summary").status_code == 200
+    cache = figures(client)["cache"]
+    assert (cache["hits"], cache["misses"], cache["hit_rate"]) == (3, 1, 0.75)
+    assert cache["keys"] > 0 and cache["memory_bytes"] > 0
+    status, body = data_health(client)
+    assert body["status"] == "warning" and any("hit rate" in r for r in body["reasons"]), body
+    for _ in range(16):
+        client.get(f"/api/accounts/{account}/summary")
+    assert figures(client)["cache"]["hit_rate"] == 0.95
+    assert data_health(client)[1]["status"] == "healthy"
+
+    # Queues and sync: with the worker stopped, new blocks' messages wait as ready.
+    stack["worker"].kill()
+    before = figures(client)["sync"]["first_attempts"]
+    sim.produce(6)
+    wait_until(lambda: figures(client)["queues"]["ready"] > 0, 30, "messages waiting in the queue")
+    # A poison message: dead at its first attempt, so the success rate drops and the dead count rises.
+    broker = create_broker(settings.redis_url)
+    broker.enqueue(
+        dramatiq.Message(
+            queue_name=settings.queue_name, actor_name=PERSIST_OPERATION, args=({"tx_id": "x"},), kwargs={}, options={}
+        )
+    )
+    procs.append(start_worker(stack["env"]))
+    wait_until(lambda: figures(client)["queues"]["ready"] == 0, 30, "the new worker to drain the queue")
+    wait_until(lambda: figures(client)["sync"]["dead_letters"] == 1, 10, "the dead letter")
+    wait_until(lambda: figures(client)["sync"]["dead_in_window"] == 1, 10, "the worker's metrics flush")
+    snap = figures(client)
+    assert snap["sync"]["first_attempts"] > before and 0 < snap["sync"]["success_rate"] < 1
+    assert snap["queues"]["dead"] == 1 and snap["dead_letters"]["total"] == 1
+
+    # /metrics across granian's two processes: parses, and every process tells the same counts.
+    port = free_port()
+    web_env = {**stack["env"], **LISTENER_ENV, "ADMIN_TOKEN": TOKEN, "CACHE_LOCAL_TTL": "0"}
+    procs.append(start_web(web_env, port, workers=2, threads=2))
+    scrapes = [httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for _ in range(6)]
+    parsed = [{f.name: f for f in text_string_to_metric_families(text)} for text in scrapes]
+    for families in parsed:
+        assert families["ledger_listener_status"].samples
+        assert families["ledger_node_requests"].samples and families["ledger_worker_message_duration_seconds"].samples
+        dead = [s for s in families["ledger_worker_messages"].samples if s.labels.get("outcome") == "dead"]
+        assert sum(s.value for s in dead) == 1
+        depth = {s.labels["state"]: s.value for s in families["ledger_queue_messages"].samples}
+        assert depth["dead"] == 1
+    worker_counts = {
+        str(sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f["ledger_worker_messages"].samples))
+        for f in parsed
+    }
+    assert len(worker_counts) == 1  # whichever granian process answered
+
+    # The status page renders the live numbers in headless Chromium.
+    render_status_page(port, head + 6)
+
+    # Stop the listener: its heartbeat stops, so it turns stale, then offline; health warns.
+    stack["listener"].stop()
+    wait_until(lambda: figures(client)["listener"]["status"] == "stale", 10, "stale")
+    latency_stale = figures(client)["data_latency"]["ms"]
+    status, body = data_health(client)
+    assert (status, body["status"]) == (200, "warning") and "listener is stale" in body["reasons"]
+    wait_until(lambda: figures(client)["listener"]["status"] == "offline", 10, "offline")
+    assert figures(client)["data_latency"]["ms"] > latency_stale  # a stopped listener's latency grows
+    assert "listener is offline" in data_health(client)[1]["reasons"]
+
+
+def test_health_says_error_when_it_cannot_tell(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    dead_pg = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app(dataclasses.replace(settings, database_url=dead_pg))
+    try:
+        client = app.test_client()
+        status, body = data_health(client)
+        assert (status, body["status"]) == (500, "error") and body["listener"] == {"error": "PoolTimeout"}
+        assert client.get("/health/live").status_code == 200  # nothing outside the process
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.get_json()["checks"]["postgres"]["ok"] is False
+        assert ready.get_json()["checks"]["redis"]["ok"] is True
+        # /metrics still answers with what it can read, and says which sources failed.
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        up = {s.labels["source"]: s.value for s in families["ledger_metrics_source_up"].samples}
+        assert up["listener"] == 0 and up["queues"] == 1 and up["pushed_counters"] == 1
+    finally:
+        close_app(app)
+
+
+def test_no_listener_ever_is_offline(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    app = create_app(settings)
+    try:
+        status, body = data_health(app.test_client())
+        assert (status, body["status"]) == (200, "warning") and body["listener"]["status"] == "offline"
+    finally:
+        close_app(app)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_status_page(port: int, head: int) -> None:
+    browser = chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): status page not rendered")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}/status?refresh=1000"
+    with tempfile.TemporaryDirectory() as profile:
+        common = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=8000",
+            "--window-size=1280,1500",
+        ]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        screenshot = ARTIFACTS / "status-page.png"
+        subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=90, check=False)
+    (ARTIFACTS / "status-page.html").write_text(dom)
+    # The live numbers, not placeholders: the chain head the listener reached, the health badge,
+    # the listener status, the queue depths and the freshness chart's SVG.
+    assert f'id="head-block">{head:,}<' in dom, dom[:3000]
+    assert 'id="health" class="badge ' in dom and 'id="listener-status" class="badge online"' in dom
+    assert 'id="q-dead">1<' in dom and 'id="freshness-svg"' in dom and "<circle" in dom
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000

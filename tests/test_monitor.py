@@ -8,17 +8,14 @@ Heartbeat thresholds are settings, so "stale" and "offline" take seconds here, n
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dramatiq
 import httpx
-import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -19,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ledger import deadletters as dl
 from ledger.config import Settings
+from ledger.inflight import held_messages
 from ledger.metrics import read_totals, sample
 from ledger.queue import create_broker, operation_message
 from tests.procs import ROOT, Proc, python
 from tests.stack import settings_env, wait_until
-from tests.test_persist import make_op
+from tests.test_persist import ALICE, make_op
 from web.app import close_app, create_app
 
 TOKEN = "s3cret-admin-token"
@@ -68,9 +70,9 @@ def admin_app(qsettings: Settings, redis_clean: object) -> Iterator[Flask]:
     close_app(app)
 
 
-def start(entry: str, settings: Settings, procs: list[Proc]) -> Proc:
-    env = {**settings_env(settings), "dramatiq_worker_timeout": "100"}
-    proc = Proc("worker", python("-m", "dramatiq", entry, "--processes", "1", "--threads", "2"), env)
+def start(entry: str, settings: Settings, procs: list[Proc], threads: int = 2, **extra: str) -> Proc:
+    env = {**settings_env(settings), "dramatiq_worker_timeout": "100", **extra}
+    proc = Proc("worker", python("-m", "dramatiq", entry, "--processes", "1", "--threads", str(threads)), env)
     procs.append(proc)
     proc.wait_for(r"worker ready", timeout=30)
     return proc
@@ -81,7 +83,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ledger", "dead-letters", *args],
         cwd=ROOT,
-        env={**dict(__import__("os").environ), **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -115,10 +117,13 @@ def test_every_dead_message_is_listed_and_requeues_once(
 
     # 2. The current worker retries a failing operation until its retries are exhausted.
     pg.execute(_TRIGGER)
-    start("workers.main:setup", qsettings, procs)
+    worker = start("workers.main:setup", qsettings, procs, LOG_FORMAT="json")
     producer.enqueue(operation_message(make_op("freeze", 500), queue))
     wait_until(lambda: dl.dead_letter_counts(pg)["total"] == 2, 30, "the retries-exhausted dead letter")
     wait_until(lambda: drained(producer, queue), 10, "the queue to drain")
+    # One JSON log line says it, with the block, transaction and account.
+    line = json.loads(worker.wait_for(r'^\{.*"dead-lettered message.*').group(0))
+    assert (line["level"], line["block"], line["tx"], line["account"]) == ("WARNING", 500, FAIL_TX, ALICE)
 
     # Both are in the list with what an operator needs; the broker holds the same two.
     body = client.get("/admin/dead-letters", headers=auth).get_json()
@@ -281,3 +286,60 @@ def test_admin_api_is_off_without_a_token(settings: Settings, clean_db: str, red
         assert client.post("/admin/recover").status_code == 404
     finally:
         close_app(app)
+
+
+def test_messages_held_by_a_dead_worker_are_visible(
+    qsettings: Settings, pg: psycopg.Connection, producer: RedisBroker, admin_app: Flask, procs: list[Proc]
+) -> None:
+    # Given a worker whose only thread is inside an actor (held there by a lock this test owns)
+    pg.execute(
+        "CREATE OR REPLACE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$;"
+        " CREATE TRIGGER test_hold BEFORE INSERT ON stake_records FOR EACH ROW EXECUTE FUNCTION test_hold()"
+    )
+    pg.execute("SELECT pg_advisory_lock(4242)")
+    try:
+        worker = start("workers.main:setup", qsettings, procs, threads=1)
+        op = make_op("freeze", 600)
+        message = producer.enqueue(operation_message(op, qsettings.queue_name))
+        client = admin_app.test_client()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        def held() -> list[dict[str, object]]:
+            data = client.get("/admin/in-flight", headers=auth).get_json()["data"]
+            return [m for w in data for m in w["messages"]]
+
+        wait_until(lambda: [m["message_id"] for m in held()] == [message.message_id], 20, "the held message")
+        # When the worker dies holding it
+        worker.kill()
+        worker.popen.wait(10)
+        # Then the message is still listed, under a worker whose heartbeat stopped (with a short
+        # timeout here: the broker's default is 60 s), by the CLI too.
+        wait_until(
+            lambda: any(
+                not h.alive and h.messages
+                for h in held_messages(producer.client, qsettings.queue_name, heartbeat_timeout_ms=300)
+            ),
+            10,
+            "the worker's heartbeat to go stale",
+        )
+        holds = held_messages(producer.client, qsettings.queue_name, heartbeat_timeout_ms=300)
+        stranded = [m for h in holds if not h.alive for m in h.messages]
+        assert [(m.actor, m.args) for m in stranded] == [("persist_operation", [op.to_message()])]
+        assert figures_in_flight(admin_app) == 1
+        out = subprocess.run(
+            [sys.executable, "-m", "ledger", "in-flight"],
+            cwd=ROOT,
+            env={**os.environ, **settings_env(qsettings)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0 and message.message_id in out.stdout, out
+    finally:
+        pg.execute("SELECT pg_advisory_unlock(4242)")
+        pg.execute("DROP TRIGGER IF EXISTS test_hold ON stake_records")
+
+
+def figures_in_flight(app: Flask) -> int:
+    return int(app.test_client().get("/api/monitor").get_json()["data"]["queues"]["in_flight"])

@@ -165,7 +165,13 @@ class Streamer:
         operations = [op for block in blocks for op in block.operations]
         issues = [issue for block in blocks for issue in block.issues]
         for issue in issues:
-            log.error("skipped malformed transaction: block %s tx %s: %s", issue.block_num, issue.tx_id, issue.message)
+            log.error(
+                "skipped malformed transaction: block %s tx %s: %s",
+                issue.block_num,
+                issue.tx_id,
+                issue.message,
+                extra={"block": issue.block_num, "tx": issue.tx_id},
+            )
         if issues:
             self.store.record_issues(issues)
         self.sink.publish(operations)
@@ -254,7 +260,13 @@ class Streamer:
         self.progress.checkpoint, self._last_id = ancestor, ancestor_id
         self.progress.checkpoint_time_ms = None
         self.progress.forks += 1
-        log.warning("fork: block %s left the chain; rolled back %d block(s) to %s", checkpoint, len(gone), ancestor)
+        log.warning(
+            "fork: block %s left the chain; rolled back %d block(s) to %s",
+            checkpoint,
+            len(gone),
+            ancestor,
+            extra={"block": checkpoint, "ancestor": ancestor},
+        )
 
     @staticmethod
     def _check_contiguous(blocks: list[BlockParse], first: int, last: int) -> None:

@@ -52,12 +52,21 @@ def listener_status(conn: psycopg.Connection, settings: Settings) -> dict[str, A
         (MAIN_CHECKPOINT,),
     ).fetchall()
     lease = conn.execute("SELECT holder, term FROM listener_terms WHERE name = %s", (MAIN_CHECKPOINT,)).fetchone()
+    current_term = lease[1] if lease else None
+    # A process that was active under an older term (stopped, or fenced) is "former", not active.
     instances = [
-        {"holder": r[0], "role": r[1], "term": r[2], "beat_age_s": round(float(r[3]), 3)}
+        {
+            "holder": r[0],
+            "role": "former" if r[1] == "active" and r[2] != current_term else r[1],
+            "term": r[2],
+            "beat_age_s": round(float(r[3]), 3),
+        }
         for r in rows
         if float(r[3]) < settings.listener_offline_seconds
     ]
-    active = next((r for r in rows if r[1] == "active"), None)
+    actives = [r for r in rows if r[1] == "active"]
+    # The lease's holder if it beats; else the last one that did (it may have died holding it).
+    active = next((r for r in actives if r[2] == current_term), actives[0] if actives else None)
     if active is None:
         return {
             "status": OFFLINE,

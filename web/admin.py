@@ -26,6 +26,7 @@ from flask import Blueprint, Response, request
 from psycopg_pool import ConnectionPool
 
 from ledger import deadletters as dl
+from ledger.domain import INT64_MAX
 from ledger.inflight import held_messages, recover_stranded
 from web.params import int_param
 from web.pg import read_connection
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 _MAX_LIMIT = 200
-_INT64_MAX = 2**63 - 1
 
 
 @bp.before_request
@@ -72,7 +72,7 @@ def _adopt(conn: Any) -> None:
 @bp.get("/dead-letters")
 def list_dead_letters() -> Response:
     limit = int_param(request.args, "limit", 50, 1, _MAX_LIMIT)
-    before_id = int_param(request.args, "before_id", 0, 1, _INT64_MAX) or None
+    before_id = int_param(request.args, "before_id", 0, 1, INT64_MAX) or None
     actor = request.args.get("actor") or None
     error = request.args.get("error") or None
     with read_connection(_admin_pool()) as conn:
@@ -165,6 +165,6 @@ def recover() -> Response:
 
 
 def _id(raw: str) -> int:
-    if not (raw.isdigit() and raw.isascii() and 1 <= int(raw) <= _INT64_MAX):
+    if not (raw.isdigit() and raw.isascii() and 1 <= int(raw) <= INT64_MAX):
         raise bad_request(f"dead letter id must be a positive integer (got {raw!r})")
     return int(raw)

@@ -192,8 +192,18 @@ def persisted_watermark(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per pool account: the ledger's figures against the chain's (the reconciliation work's table)."""
-    raise Unavailable("no reconciliation in this build")
+    """Per pool account: where the ledger's arithmetic and the chain's figures disagreed (sun).
+
+    Read from the positions the summary work keeps (`positions.state`, key "d": what -> sun the
+    arithmetic was short of); an account without drift has an empty map.
+    """
+    if not _has_column(conn, "positions", "state"):
+        raise Unavailable("no positions (drift) in this database")
+    rows = conn.execute(
+        "SELECT a.address, p.block_num, p.state::jsonb -> 'd' FROM pool_accounts a"
+        " LEFT JOIN positions p ON p.address = a.address ORDER BY a.id"
+    ).fetchall()
+    return [{"account": r[0], "block": r[1], "drift": r[2] or {}} for r in rows]
 
 
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -16,11 +16,13 @@ from typing import Any
 
 import dramatiq
 import httpx
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledger import monitor
 from ledger.config import Settings
 from ledger.queue import PERSIST_OPERATION, create_broker
 from tests.procs import ROOT, Proc
@@ -223,3 +225,39 @@ def render_status_page(port: int, head: int) -> None:
     assert 'id="health" class="badge ' in dom and 'id="listener-status" class="badge online"' in dom
     assert 'id="q-dead">1<' in dom and 'id="freshness-svg"' in dom and "<circle" in dom
     assert screenshot.exists() and screenshot.stat().st_size > 10_000
+
+
+def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connection, settings: Settings) -> None:
+    # Before the accounting and positions work's migrations: reported unavailable, never invented.
+
+    has_watermark = monitor._has_column(db, "listener_checkpoint", "persisted_block")
+    has_positions = monitor._has_column(db, "positions", "state")
+    if not has_watermark:
+        with pytest.raises(monitor.Unavailable):
+            monitor.persisted_watermark(db)
+    if not has_positions:
+        with pytest.raises(monitor.Unavailable):
+            monitor.drift(db)
+    # With their columns and rows (made here inside the test's transaction when missing), they show.
+    db.execute(
+        "ALTER TABLE listener_checkpoint ADD COLUMN IF NOT EXISTS persisted_block bigint,"
+        " ADD COLUMN IF NOT EXISTS persisted_at timestamptz"
+    )
+    db.execute(
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, persisted_block, persisted_at)"
+        " VALUES ('main', 120, 'x', 117, now())"
+    )
+    assert monitor.persisted_watermark(db)["persisted_block"] == 117
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS positions (address text PRIMARY KEY, block_num bigint NOT NULL,"
+        " state json NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+    )
+    db.execute("INSERT INTO pool_accounts (address) VALUES (%s), (%s)", SIM_ACCOUNTS[:2])
+    db.execute(
+        "INSERT INTO positions (address, block_num, state) VALUES (%s, 90, %s)",
+        (SIM_ACCOUNTS[0], '{"d": {"ENERGY.cancel": 5}}'),
+    )
+    assert monitor.drift(db) == [
+        {"account": SIM_ACCOUNTS[0], "block": 90, "drift": {"ENERGY.cancel": 5}},
+        {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}},
+    ]

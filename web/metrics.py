@@ -163,6 +163,14 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
         for state in ("ready", "delayed", "in_flight", "dead"):
             depth.add_sample("ledger_queue_messages", {"state": state}, queues[state])
         yield depth
+    if isinstance(snap["drift"], list):
+        drift = Metric(
+            "ledger_drift_sun", "Where the ledger's arithmetic and the chain disagreed, per account.", "gauge"
+        )
+        for row in snap["drift"]:
+            for what, sun in row["drift"].items():
+                drift.add_sample("ledger_drift_sun", {"account": row["account"], "what": what}, float(sun))
+        yield drift
     watermark = snap["persisted_watermark"]
     if "persisted_block" in watermark:
         yield from _gauge(

@@ -8,9 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
+import dramatiq
 import psycopg
 import pytest
 import redis
@@ -343,3 +345,37 @@ def test_messages_held_by_a_dead_worker_are_visible(
 
 def figures_in_flight(app: Flask) -> int:
     return int(app.test_client().get("/api/monitor").get_json()["data"]["queues"]["in_flight"])
+
+
+@pytest.mark.parametrize("case", ["expired", "unknown_actor"])
+def test_expired_and_unknown_actor_messages_are_recorded(case: str, settings: Settings, pg: psycopg.Connection) -> None:
+    # The same middleware on Dramatiq's in-memory broker and a real worker: an age-limited message
+    # that waited too long, and one for an actor nobody declared.
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.middleware import Retries
+
+    from ledger.db import create_pool
+    from workers.deadletters import DeadLetters
+
+    pool = create_pool(settings.database_url, max_size=2, name="test", autocommit=True)
+    broker = StubBroker()
+    broker.add_middleware(DeadLetters(pool), before=Retries)
+    ran: list[int] = []
+    actor = dramatiq.actor(lambda n: ran.append(n), actor_name="aged", broker=broker, max_age=1_000, queue_name="q")
+    if case == "expired":
+        message = actor.message(7).copy(message_timestamp=int(time.time() * 1000) - 60_000)
+    else:
+        message = dramatiq.Message(queue_name="q", actor_name="nobody", args=(7,), kwargs={}, options={})
+    broker.enqueue(message)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("q", timeout=10_000, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+        pool.close()
+    (row,) = dl.list_dead_letters(pg)
+    assert ran == [] and row["reason"] == case and row["args"] == [7] and row["attempts"] == 0
+    expected = "dramatiq.middleware.middleware.SkipMessage" if case == "expired" else "dramatiq.errors.ActorNotFound"
+    assert row["error_type"] == expected

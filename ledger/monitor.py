@@ -113,7 +113,12 @@ def data_latency(conn: psycopg.Connection, listener: dict[str, Any]) -> dict[str
 
 
 def persist_lag(conn: psycopg.Connection, window: str = "1 hour") -> dict[str, Any]:
-    """Block time -> row written, percentiles over the records stored in the last `window`."""
+    """Block time -> row written, percentiles over the records stored in the last `window`.
+
+    Exact, and its cost grows with the records of that window (BRIN on created_at finds them):
+    measured 1.3 s for 270k records in the hour on the loaded 2-core VM, milliseconds at the few
+    thousand an hour of a pool operator.
+    """
     row = conn.execute(
         "SELECT count(*), percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY lag) FROM ("
         " SELECT extract(epoch FROM created_at - block_time) * 1000 AS lag FROM stake_records"

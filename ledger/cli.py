@@ -16,8 +16,9 @@ from ledger.accounts import add_accounts, list_accounts
 from ledger.address import AddressError
 from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
-from ledger.inflight import held_messages
+from ledger.inflight import held_messages, is_redis_broker
 from ledger.logs import setup_logging
+from ledger.metrics import metrics_client
 from ledger.procfile import write_supervisord_conf, write_systemd_units
 from ledger.queue import create_broker, is_amqp
 from ledger.recovery import recover_stranded
@@ -122,18 +123,21 @@ def _dead_letter_parser(sub: Any) -> None:
 
 def _dead_letters(args: argparse.Namespace, settings: Any) -> int:
     broker = create_broker(settings.redis_url)
+    broker_redis = metrics_client(settings.redis_url)
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            # Dead letters only the broker knows (the worker could not write the row) join the list.
-            adopted = dl.adopt_broker_dead_letters(conn, broker.client, settings.queue_name, broker.namespace)
-            if adopted:
-                print(f"recorded {adopted} dead letter(s) found only in the broker", file=sys.stderr)
-            return _dead_letter_action(args, conn, broker)
+            if is_redis_broker(broker):
+                # Dead letters only the broker knows (the worker could not write the row) join the list.
+                adopted = dl.adopt_broker_dead_letters(conn, broker_redis, settings.queue_name)
+                if adopted:
+                    print(f"recorded {adopted} dead letter(s) found only in the broker", file=sys.stderr)
+            return _dead_letter_action(args, conn, broker, broker_redis)
     finally:
-        broker.client.close()
+        broker.close()
+        broker_redis.close()
 
 
-def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, broker: Any) -> int:
+def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, broker: Any, broker_redis: Any) -> int:
     if args.action == "list":
         rows = dl.list_dead_letters(
             conn, limit=args.limit, before_id=args.before_id, actor=args.actor, error=args.error
@@ -169,19 +173,17 @@ def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, brok
         sent = dl.requeue_dead_letters(conn, broker, actor=args.actor)
         print(f"requeued {len(sent)} dead letter(s)")
         return 0
-    count = dl.purge_dead_letters(
-        conn, broker.client, dl_id=args.purge_id, actor=args.purge_actor, namespace=broker.namespace
-    )
+    count = dl.purge_dead_letters(conn, broker_redis, dl_id=args.purge_id, actor=args.purge_actor)
     print(f"purged {count} dead letter(s)")
     return 0 if count or not args.purge_id else 1
 
 
 def _in_flight(settings: Any) -> int:
-    broker = create_broker(settings.redis_url)
+    client = metrics_client(settings.redis_url)
     try:
-        holds = held_messages(broker.client, settings.queue_name, broker.namespace)
+        holds = held_messages(client, settings.queue_name)
     finally:
-        broker.client.close()
+        client.close()
     for hold in holds:
         if not (hold.alive or hold.messages):
             continue  # producers (listener, web) show up in the broker's heartbeats too

@@ -194,7 +194,7 @@ def adopt_broker_dead_letters(
     return adopted
 
 
-def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: int) -> str | None:
+def requeue_dead_letter(conn: psycopg.Connection, broker: dramatiq.Broker, dl_id: int) -> str | None:
     """Send a dead letter's message again, drop the broker's XQ copy and the row, and commit.
 
     Returns the message id enqueued, or None if there is no such row. Retries start from zero.
@@ -211,7 +211,7 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: in
         message_id=row["message_id"],  # the same id, so logs tie the new attempts to the old ones
     )
     broker.enqueue(message)  # first: a crash after this leaves a duplicate, never a loss
-    if row["redis_message_id"]:
+    if row["redis_message_id"] and isinstance(broker, RedisBroker):
         _drop_xq_copies(broker.client, broker.namespace, [(row["queue_name"], row["redis_message_id"])])
     # Only the row as read: if the new attempt already died and replaced it (same message id),
     # that newer record stays.
@@ -222,7 +222,7 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: RedisBroker, dl_id: in
 
 
 def requeue_dead_letters(
-    conn: psycopg.Connection, broker: RedisBroker, *, actor: str | None = None, limit: int | None = None
+    conn: psycopg.Connection, broker: dramatiq.Broker, *, actor: str | None = None, limit: int | None = None
 ) -> list[str]:
     """Requeue every dead letter (of `actor`, oldest first, at most `limit`); return the message ids."""
     ids = [

@@ -20,6 +20,7 @@ from typing import Any
 
 import dramatiq
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 NAMESPACE = "dramatiq"
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
@@ -48,6 +49,11 @@ class WorkerHold:
     last_seen_ms_ago: int
     alive: bool
     messages: list[HeldMessage] = field(default_factory=list)
+
+
+def is_redis_broker(broker: dramatiq.Broker) -> bool:
+    """Whether `broker` keeps its queues in Redis (the structures this module reads)."""
+    return isinstance(broker, RedisBroker)
 
 
 def queue_depths(client: redis.Redis, queue: str, namespace: str = NAMESPACE) -> QueueDepths:

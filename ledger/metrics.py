@@ -62,6 +62,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def metrics_client(url: str) -> redis.Redis:
+    """A client for the counters' Redis (REDIS_URL): short timeouts, a flush must never hang."""
+    return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+
 class Counters:
     """In-process increments waiting for the next flush. Thread-safe; cheap enough per message."""
 
@@ -129,6 +134,7 @@ class Flusher:
         self._stop.set()
         self._thread.join(timeout=5)
         self._flush()
+        self.client.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

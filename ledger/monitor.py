@@ -178,7 +178,9 @@ def sync_figures(conn: psycopg.Connection, broker: redis.Redis, settings: Settin
     }
 
 
-def queue_figures(broker: redis.Redis, settings: Settings) -> dict[str, Any]:
+def queue_figures(broker: redis.Redis, settings: Settings, redis_broker: bool = True) -> dict[str, Any]:
+    if not redis_broker:
+        raise Unavailable("queue depths are read from the Redis broker only")
     depths = queue_depths(broker, settings.queue_name)
     return {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
 
@@ -216,7 +218,14 @@ def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     raise Unavailable("no scheduler in this build")
 
 
-def snapshot(conn: psycopg.Connection, broker: redis.Redis, cache: redis.Redis, settings: Settings) -> dict[str, Any]:
+def snapshot(
+    conn: psycopg.Connection,
+    broker: redis.Redis,
+    cache: redis.Redis,
+    settings: Settings,
+    *,
+    redis_broker: bool = True,
+) -> dict[str, Any]:
     """Every figure, each part computed on its own (see the module docstring)."""
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat()}
     out["listener"] = _part(lambda: listener_status(conn, settings))
@@ -224,7 +233,7 @@ def snapshot(conn: psycopg.Connection, broker: redis.Redis, cache: redis.Redis, 
     out["data_latency"] = _part(lambda: data_latency(conn, listener)) if "error" not in listener else listener
     out["cache"] = _part(lambda: cache_figures(cache, settings))
     out["sync"] = _part(lambda: sync_figures(conn, broker, settings))
-    out["queues"] = _part(lambda: queue_figures(broker, settings))
+    out["queues"] = _part(lambda: queue_figures(broker, settings, redis_broker))
     out["persisted_watermark"] = _part(lambda: persisted_watermark(conn))
     out["drift"] = _part(lambda: drift(conn))
     out["scheduler"] = _part(lambda: scheduler_runs(conn))
@@ -232,7 +241,7 @@ def snapshot(conn: psycopg.Connection, broker: redis.Redis, cache: redis.Redis, 
 
 
 def snapshot_without_database(
-    broker: redis.Redis, cache: redis.Redis, settings: Settings, exc: Exception
+    broker: redis.Redis, cache: redis.Redis, settings: Settings, exc: Exception, *, redis_broker: bool = True
 ) -> dict[str, Any]:
     """The figures when no PostgreSQL connection could be had: its parts say so, Redis' still answer."""
     failed = {"error": type(exc).__name__}
@@ -240,7 +249,7 @@ def snapshot_without_database(
     out["listener"] = out["data_latency"] = failed
     out["cache"] = _part(lambda: cache_figures(cache, settings))
     out["sync"] = out["persisted_watermark"] = out["drift"] = out["scheduler"] = failed
-    out["queues"] = _part(lambda: queue_figures(broker, settings))
+    out["queues"] = _part(lambda: queue_figures(broker, settings, redis_broker))
     return out
 
 

@@ -22,7 +22,7 @@ from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
-from ledger.metrics import Counters, Flusher
+from ledger.metrics import Counters, Flusher, metrics_client
 from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
 from ledger.tron_node import TronNode
 from listener.adapter import NodeAdapter
@@ -162,7 +162,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     counters = Counters()
     node = _node(settings, counters=counters)
-    flusher = Flusher(counters, broker.client).start()
+    flusher = Flusher(counters, metrics_client(settings.redis_url)).start()
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None

@@ -8,6 +8,7 @@ Heartbeat thresholds are settings, so "stale" and "offline" take seconds here, n
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,7 @@ from web.app import close_app, create_app
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TOKEN = "monitor-test-token"
-LISTENER_ENV = {"LISTENER_HEARTBEAT_SECONDS": "0.3", "LISTENER_STALE_SECONDS": "2", "LISTENER_OFFLINE_SECONDS": "4"}
+LISTENER_ENV = {"LISTENER_HEARTBEAT_SECONDS": "0.3", "LISTENER_STALE_SECONDS": "2", "LISTENER_OFFLINE_SECONDS": "5"}
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def stack(settings: Settings, env: dict[str, str], procs: list[Proc]) -> Iterato
         settings,
         queue_name=env["QUEUE_NAME"],
         listener_stale_seconds=2.0,
-        listener_offline_seconds=4.0,
+        listener_offline_seconds=5.0,
         admin_token=TOKEN,
         cache_local_ttl=0.0,
     )
@@ -154,14 +155,22 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     render_status_page(port, head + 6)
 
     # Stop the listener: its heartbeat stops, so it turns stale, then offline; health warns.
-    stack["listener"].stop()
-    wait_until(lambda: figures(client)["listener"]["status"] == "stale", 10, "stale")
-    latency_stale = figures(client)["data_latency"]["ms"]
-    status, body = data_health(client)
-    assert (status, body["status"]) == (200, "warning") and "listener is stale" in body["reasons"]
-    wait_until(lambda: figures(client)["listener"]["status"] == "offline", 10, "offline")
-    assert figures(client)["data_latency"]["ms"] > latency_stale  # a stopped listener's latency grows
-    assert "listener is offline" in data_health(client)[1]["reasons"]
+    stack["listener"].kill(signal.SIGTERM)
+    seen: list[tuple[str, int, dict[str, Any]]] = []  # each status change: (status, latency, health)
+
+    def offline() -> bool:
+        snap = figures(client)
+        status = snap["listener"]["status"]
+        if not seen or seen[-1][0] != status:
+            seen.append((status, snap["data_latency"]["ms"], data_health(client)[1]))
+        return status == "offline"
+
+    wait_until(offline, 20, "the stopped listener to be offline", interval=0.1)
+    assert [s[0] for s in seen][-2:] == ["stale", "offline"], seen
+    (_, stale_latency, stale_health), (_, offline_latency, offline_health) = seen[-2:]
+    assert stale_health["status"] == "warning" and "listener is stale" in stale_health["reasons"]
+    assert offline_health["status"] == "warning" and "listener is offline" in offline_health["reasons"]
+    assert offline_latency > stale_latency  # a stopped listener's latency grows
 
 
 def test_health_says_error_when_it_cannot_tell(settings: Settings, clean_db: str, redis_clean: object) -> None:

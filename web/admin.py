@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger import deadletters as dl
 from ledger.domain import INT64_MAX
-from ledger.inflight import held_messages, recover_stranded
+from ledger.inflight import held_messages, is_redis_broker, recover_stranded
 from web.params import int_param
 from web.pg import read_connection
 from web.resources import resources
@@ -66,7 +66,8 @@ def _admin_pool() -> ConnectionPool:
 def _adopt(conn: Any) -> None:
     """Record dead letters only the broker knows (see ledger.deadletters), so lists are complete."""
     res = resources()
-    dl.adopt_broker_dead_letters(conn, res.broker.client, res.settings.queue_name, res.broker.namespace)
+    if is_redis_broker(res.broker):
+        dl.adopt_broker_dead_letters(conn, res.broker_redis, res.settings.queue_name)
 
 
 @bp.get("/dead-letters")
@@ -119,7 +120,7 @@ def requeue_all() -> Response:
 def purge_one(dl_id: str) -> Response:
     res = resources()
     with read_connection(_admin_pool()) as conn:
-        count = dl.purge_dead_letters(conn, res.broker.client, dl_id=_id(dl_id), namespace=res.broker.namespace)
+        count = dl.purge_dead_letters(conn, res.broker_redis, dl_id=_id(dl_id))
     if not count:
         raise not_found(f"no dead letter {dl_id}")
     log.warning("admin: purged dead letter %s", dl_id)
@@ -132,7 +133,7 @@ def purge_all() -> Response:
     actor = request.args.get("actor") or None
     with read_connection(_admin_pool()) as conn:
         _adopt(conn)
-        count = dl.purge_dead_letters(conn, res.broker.client, actor=actor, namespace=res.broker.namespace)
+        count = dl.purge_dead_letters(conn, res.broker_redis, actor=actor)
     log.warning("admin: purged %d dead letter(s)%s", count, f" of {actor}" if actor else "")
     return json_response({"success": True, "data": {"purged": count}})
 
@@ -140,7 +141,9 @@ def purge_all() -> Response:
 @bp.get("/in-flight")
 def in_flight() -> Response:
     res = resources()
-    holds = held_messages(res.broker.client, res.settings.queue_name, res.broker.namespace)
+    if not is_redis_broker(res.broker):
+        raise ApiError(501, "not_implemented", "messages held by workers are read from the Redis broker only")
+    holds = held_messages(res.broker_redis, res.settings.queue_name)
     data = [
         {
             "worker_id": h.worker_id,
@@ -157,7 +160,7 @@ def in_flight() -> Response:
 @bp.post("/recover")
 def recover() -> Response:
     res = resources()
-    result = recover_stranded(res.broker.client, res.settings, res.broker.namespace)
+    result = recover_stranded(res.broker_redis, res.settings) if is_redis_broker(res.broker) else None
     if result is None:
         raise ApiError(501, "not_implemented", "this build has no recover function (see docs/OPERATIONS.md)")
     log.warning("admin: recover moved back %s", result)

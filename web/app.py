@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         pool=pool,
         pages=PageCache(client, local_ttl=settings.cache_local_ttl),
         accounts=AccountDirectory(pool),
-        broker=create_broker(settings.redis_url, client=broker_client),
+        broker=create_broker(settings.redis_url),
+        broker_redis=broker_client,
         admin_pool=admin_pool,
     )
 
@@ -113,7 +114,8 @@ def close_app(app: Flask) -> None:
     res: Resources = app.extensions["ledger"]
     res.pages.close()
     res.pool.close()
-    res.broker.client.close()
+    res.broker.close()
+    res.broker_redis.close()
     if res.admin_pool is not None:
         res.admin_pool.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from ledger.deadletters import broker_dead_letter_count, dead_letter_counts
+from ledger.inflight import is_redis_broker
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import json_response
@@ -21,5 +22,6 @@ def dead_letters() -> Response:
     res = resources()
     with read_connection(res.pool) as conn:
         counts = dead_letter_counts(conn)
-    counts["in_broker"] = broker_dead_letter_count(res.broker.client, res.settings.queue_name, res.broker.namespace)
+    if is_redis_broker(res.broker):
+        counts["in_broker"] = broker_dead_letter_count(res.broker_redis, res.settings.queue_name)
     return json_response({"success": True, "data": counts})

@@ -59,7 +59,7 @@ def _families() -> Iterator[Metric]:
     res = resources()
     up = Metric("ledger_metrics_source_up", "1 if this source of figures could be read at scrape time.", "gauge")
     try:
-        totals = read_totals(res.broker.client)
+        totals = read_totals(res.broker_redis)
     except Exception:  # noqa: BLE001 - a dead broker Redis must not fail the whole scrape
         totals = {}
         up.add_sample("ledger_metrics_source_up", {"source": "pushed_counters"}, 0)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dramatiq.brokers.redis import RedisBroker
+import dramatiq
+import redis
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
@@ -25,7 +26,10 @@ class Resources:
     pool: ConnectionPool
     pages: PageCache
     accounts: AccountDirectory
-    broker: RedisBroker  # for queue depths and metrics (`broker.client`), and admin requeues
+    broker: dramatiq.Broker  # admin requeues
+    # The Redis at REDIS_URL: the counters processes push (ledger/metrics.py) and, with the Redis
+    # broker, its queues, acks and dead-letter sets (read with short timeouts).
+    broker_redis: redis.Redis
     admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
 
 

@@ -87,7 +87,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     if isinstance(broker, RedisBroker):
         heartbeat = Heartbeat(broker.client, broker.broker_id, timeout=settings.worker_heartbeat_timeout)
     broker.add_middleware(_Lifecycle(deps, heartbeat))
-    broker.add_middleware(Metrics(), before=Retries)
+    broker.add_middleware(Metrics(settings.redis_url), before=Retries)
     register_actors(broker, deps)
     return broker, deps
 

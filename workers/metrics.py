@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from ledger.metrics import Counters, Flusher
+from ledger.metrics import Counters, Flusher, metrics_client
 
 MESSAGES = "ledger_worker_messages_total"  # {actor, outcome=ok|retried|dead}
 FIRST_ATTEMPTS = "ledger_worker_first_attempts_total"  # {actor, result=ok|failed}: sync success rate
@@ -21,13 +21,14 @@ DURATION = "ledger_worker_message_duration_seconds"  # {actor}
 
 
 class Metrics(Middleware):
-    def __init__(self, counters: Counters | None = None) -> None:
+    def __init__(self, redis_url: str, counters: Counters | None = None) -> None:
+        self.redis_url = redis_url  # where counters go, whatever the broker (ledger/metrics.py)
         self.counters = counters or Counters()
         self._local = threading.local()
         self._flusher: Flusher | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: object) -> None:
-        self._flusher = Flusher(self.counters, broker.client).start()  # type: ignore[attr-defined]
+        self._flusher = Flusher(self.counters, metrics_client(self.redis_url)).start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
         if self._flusher is not None:

@@ -39,7 +39,7 @@ def stack(settings: Settings, env: dict[str, str], procs: list[Proc]) -> Iterato
     sim_proc, url = start_simulator("--block-interval", "0.5", "--history-blocks", "30", "--ops-per-block", "2")
     procs.append(sim_proc)
     sim = Simulator(url)
-    env = {**env, **LISTENER_ENV, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["head"] - 29)}
+    env = {**env, **LISTENER_ENV, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"])}
     worker = start_worker(env)
     procs.append(worker)
     listener = start_listener(env)

@@ -30,7 +30,7 @@ HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
 class QueueDepths:
     ready: int
     delayed: int
-    in_flight: int
+    in_flight: int | None  # None: the broker does not say (RabbitMQ without its management API)
     dead: int
 
 
@@ -71,6 +71,16 @@ def queue_depths(client: redis.Redis, queue: str, namespace: str = NAMESPACE) ->
     in_flight = sum(acks[0::2])
     delayed_held = sum(acks[1::2])
     return QueueDepths(ready=ready, delayed=delayed_queued + delayed_held, in_flight=in_flight, dead=dead)
+
+
+def other_depths(broker: Any, queue: str) -> QueueDepths:
+    """Depths from a broker that counts its own queues (Dramatiq's RabbitmqBroker does, by passive
+    declares: ready, delayed and dead; messages in flight are not in those counts)."""
+    counts = getattr(broker, "get_queue_message_counts", None)
+    if counts is None:
+        raise TypeError(f"cannot read queue depths from {type(broker).__name__}")
+    ready, delayed, dead = counts(queue)
+    return QueueDepths(ready=int(ready), delayed=int(delayed), in_flight=None, dead=int(dead))
 
 
 def held_messages(

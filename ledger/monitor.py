@@ -32,7 +32,7 @@ import redis
 from ledger.cache import read_cache_window
 from ledger.config import Settings
 from ledger.deadletters import dead_letter_counts
-from ledger.inflight import queue_depths
+from ledger.inflight import other_depths, queue_depths
 from ledger.metrics import read_window, sum_samples
 
 log = logging.getLogger(__name__)
@@ -178,10 +178,13 @@ def sync_figures(conn: psycopg.Connection, broker: redis.Redis, settings: Settin
     }
 
 
-def queue_figures(broker: redis.Redis, settings: Settings, redis_broker: bool = True) -> dict[str, Any]:
-    if not redis_broker:
-        raise Unavailable("queue depths are read from the Redis broker only")
-    depths = queue_depths(broker, settings.queue_name)
+def queue_figures(broker: redis.Redis, settings: Settings, other_broker: Any = None) -> dict[str, Any]:
+    """Queue depths from the Redis broker's structures, or from `other_broker` when it is not Redis."""
+    depths = (
+        queue_depths(broker, settings.queue_name)
+        if other_broker is None
+        else other_depths(other_broker, settings.queue_name)
+    )
     return {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
 
 
@@ -224,7 +227,7 @@ def snapshot(
     cache: redis.Redis,
     settings: Settings,
     *,
-    redis_broker: bool = True,
+    other_broker: Any = None,
 ) -> dict[str, Any]:
     """Every figure, each part computed on its own (see the module docstring)."""
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat()}
@@ -233,7 +236,7 @@ def snapshot(
     out["data_latency"] = _part(lambda: data_latency(conn, listener)) if "error" not in listener else listener
     out["cache"] = _part(lambda: cache_figures(cache, settings))
     out["sync"] = _part(lambda: sync_figures(conn, broker, settings))
-    out["queues"] = _part(lambda: queue_figures(broker, settings, redis_broker))
+    out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     out["persisted_watermark"] = _part(lambda: persisted_watermark(conn))
     out["drift"] = _part(lambda: drift(conn))
     out["scheduler"] = _part(lambda: scheduler_runs(conn))
@@ -241,7 +244,7 @@ def snapshot(
 
 
 def snapshot_without_database(
-    broker: redis.Redis, cache: redis.Redis, settings: Settings, exc: Exception, *, redis_broker: bool = True
+    broker: redis.Redis, cache: redis.Redis, settings: Settings, exc: Exception, *, other_broker: Any = None
 ) -> dict[str, Any]:
     """The figures when no PostgreSQL connection could be had: its parts say so, Redis' still answer."""
     failed = {"error": type(exc).__name__}
@@ -249,7 +252,7 @@ def snapshot_without_database(
     out["listener"] = out["data_latency"] = failed
     out["cache"] = _part(lambda: cache_figures(cache, settings))
     out["sync"] = out["persisted_watermark"] = out["drift"] = out["scheduler"] = failed
-    out["queues"] = _part(lambda: queue_figures(broker, settings, redis_broker))
+    out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     return out
 
 

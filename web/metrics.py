@@ -161,7 +161,8 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
     if "error" not in queues:
         depth = Metric("ledger_queue_messages", "Messages in the broker by state.", "gauge")
         for state in ("ready", "delayed", "in_flight", "dead"):
-            depth.add_sample("ledger_queue_messages", {"state": state}, queues[state])
+            if queues[state] is not None:  # in flight is unknown on RabbitMQ
+                depth.add_sample("ledger_queue_messages", {"state": state}, queues[state])
         yield depth
     if isinstance(snap["drift"], list):
         drift = Metric(

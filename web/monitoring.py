@@ -19,12 +19,12 @@ _DB_TIMEOUT = 1.0  # seconds to get a pooled connection: a monitor must answer w
 
 def current_snapshot() -> dict[str, Any]:
     res = resources()
-    redis_broker = is_redis_broker(res.broker)
+    other_broker = None if is_redis_broker(res.broker) else res.broker
     try:
         with read_connection(res.pool, timeout=_DB_TIMEOUT) as conn:
-            return monitor.snapshot(conn, res.broker_redis, res.pages.client, res.settings, redis_broker=redis_broker)
+            return monitor.snapshot(conn, res.broker_redis, res.pages.client, res.settings, other_broker=other_broker)
     except PoolTimeout as exc:
         # No connection at all: every PostgreSQL part is unknown, the Redis parts still answer.
         return monitor.snapshot_without_database(
-            res.broker_redis, res.pages.client, res.settings, exc, redis_broker=redis_broker
+            res.broker_redis, res.pages.client, res.settings, exc, other_broker=other_broker
         )

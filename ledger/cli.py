@@ -122,7 +122,7 @@ def _dead_letter_parser(sub: Any) -> None:
 
 
 def _dead_letters(args: argparse.Namespace, settings: Any) -> int:
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
     broker_redis = metrics_client(settings.redis_url)
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:

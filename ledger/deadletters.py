@@ -7,9 +7,9 @@ If that write failed (PostgreSQL down at that moment), the broker's own dead-let
 still holds the message: `adopt_broker_dead_letters` turns such entries into rows, so the list
 never misses one. The CLI (`python -m ledger dead-letters`) and the admin API use these functions.
 
-Requeueing enqueues first and deletes second: a crash in between leaves a duplicate message, which
-persistence ignores (upserts by chain identity), never a loss. The new message starts with no
-retries.
+Requeueing deletes the row and enqueues in one transaction that commits after the enqueue: a crash
+in between rolls the delete back and leaves a duplicate message, which persistence ignores (upserts
+by chain identity), never a loss. The new message starts with no retries.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ def dead_letter_counts(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def broker_dead_letter_count(broker_redis: redis.Redis, queue_name: str, namespace: str = "dramatiq") -> int:
-    """How many messages the broker itself holds dead-lettered for `queue_name` (its XQ)."""
+    """How many messages the Redis broker itself holds dead-lettered for `queue_name` (its XQ).
+
+    (On RabbitMQ: `RabbitmqBroker.get_queue_message_counts(queue_name)[2]`, see ledger.inflight.)"""
     r: Any = broker_redis
     return int(r.zcard(f"{namespace}:{queue_name}.XQ"))
 
@@ -198,24 +200,33 @@ def requeue_dead_letter(conn: psycopg.Connection, broker: dramatiq.Broker, dl_id
     """Send a dead letter's message again, drop the broker's XQ copy and the row, and commit.
 
     Returns the message id enqueued, or None if there is no such row. Retries start from zero.
+    On RabbitMQ the broker's copy stays in the `<queue>.XQ` queue until RabbitMQ expires it
+    (Dramatiq's dead-message TTL, 7 days): AMQP cannot remove one message from the middle of a
+    queue. The row, the source of truth here, is gone either way.
     """
-    row = get_dead_letter(conn, dl_id)
-    if row is None:
-        return None
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=row["queue_name"],
-        actor_name=row["actor_name"],
-        args=tuple(row["args"]),
-        kwargs=dict(row["kwargs"] or {}),
-        options={},  # no retries, no traceback: a fresh start
-        message_id=row["message_id"],  # the same id, so logs tie the new attempts to the old ones
-    )
-    broker.enqueue(message)  # first: a crash after this leaves a duplicate, never a loss
-    if row["redis_message_id"] and isinstance(broker, RedisBroker):
-        _drop_xq_copies(broker.client, broker.namespace, [(row["queue_name"], row["redis_message_id"])])
-    # Only the row as read: if the new attempt already died and replaced it (same message id),
-    # that newer record stays.
-    conn.execute("DELETE FROM dead_letters WHERE id = %s AND failed_at = %s::timestamptz", (dl_id, row["failed_at"]))
+    # The row is deleted in a transaction that commits only after the enqueue: a crash or a failed
+    # enqueue rolls the delete back (a duplicate at worst, never a loss), and if the new attempt
+    # dies before the commit, its record waits on this row's lock and then becomes a new row.
+    with conn.transaction():
+        row = conn.execute(
+            "DELETE FROM dead_letters WHERE id = %s RETURNING queue_name, actor_name, args, kwargs, message_id,"
+            " redis_message_id",
+            (dl_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        queue_name, actor_name, args, kwargs, message_id, redis_message_id = row
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=queue_name,
+            actor_name=actor_name,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            options={},  # no retries, no traceback: a fresh start
+            message_id=message_id,  # the same id, so logs tie the new attempts to the old ones
+        )
+        broker.enqueue(message)
+        if redis_message_id and isinstance(broker, RedisBroker):
+            _drop_xq_copies(broker.client, broker.namespace, [(queue_name, redis_message_id)])
     if not conn.autocommit:
         conn.commit()
     return message.message_id

@@ -244,7 +244,7 @@ def test_requeue_all_by_actor_purge_and_broker_only_dead_letters(
 def test_a_requeue_that_crashes_after_enqueueing_loses_nothing(
     qsettings: Settings, pg: psycopg.Connection, producer: RedisBroker
 ) -> None:
-    # Given a dead letter, when the requeue dies between the enqueue and the delete
+    # Given a dead letter, when the requeue dies right after the message was enqueued
     dl_id = dl.record_dead_letter(
         pg,
         message_id="m1",
@@ -258,22 +258,13 @@ def test_a_requeue_that_crashes_after_enqueueing_loses_nothing(
     class Crash(Exception):
         pass
 
-    class CrashingConn:
-        autocommit = True
-
-        def __init__(self, conn: psycopg.Connection) -> None:
-            self.conn = conn
-
-        def execute(self, query: str, params: object = None) -> object:
-            if query.startswith("DELETE"):
-                raise Crash
-            return self.conn.execute(query, params)  # type: ignore[arg-type]
-
-        def cursor(self, **kwargs: object) -> object:
-            return self.conn.cursor(**kwargs)  # type: ignore[call-overload]
+    class CrashAfterEnqueue:
+        def enqueue(self, message: dramatiq.Message[object]) -> None:
+            producer.enqueue(message)
+            raise Crash
 
     with pytest.raises(Crash):
-        dl.requeue_dead_letter(CrashingConn(pg), producer, dl_id)  # type: ignore[arg-type]
+        dl.requeue_dead_letter(pg, CrashAfterEnqueue(), dl_id)  # type: ignore[arg-type]
     # Then the message is in the queue AND still listed: a duplicate at worst, never a loss.
     assert producer.client.llen(f"dramatiq:{qsettings.queue_name}") == 1
     assert dl.get_dead_letter(pg, dl_id) is not None

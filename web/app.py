@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         pool=pool,
         pages=PageCache(client, local_ttl=settings.cache_local_ttl),
         accounts=AccountDirectory(pool),
-        broker=create_broker(settings.redis_url),
+        broker=create_broker(settings.effective_broker_url),
         broker_redis=broker_client,
         admin_pool=admin_pool,
     )

@@ -89,6 +89,10 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     wait_until(lambda: figures(client)["listener"]["processed_block"] == head, 30, "the last block")
     wait_until(lambda: idle(figures(client)["queues"]), 30, "the worker to drain the queue")
     wait_until(lambda: figures(client)["sync"]["first_attempts"] > 0, 10, "the worker's metrics flush")
+    # The accounting work's persisted watermark (every operation up to it is stored) reaches the head.
+    wait_until(
+        lambda: figures(client)["persisted_watermark"].get("persisted_block") == head, 30, "the persisted watermark"
+    )
     snap = figures(client)
     assert snap["listener"]["head_block"] == head and snap["listener"]["active_holder"]
     assert snap["data_latency"]["ms"] is not None and snap["data_latency"]["ms"] < 300_000
@@ -216,6 +220,7 @@ def render_status_page(port: int, head: int) -> None:
         browser.wait_for(f"({text})('head-block') === '{head:,}'")
         assert browser.eval(f"({text})('listener-status')") == "online"
         assert browser.eval(f"({text})('q-dead')") == "1"
+        assert browser.eval(f"/^[0-9,]+$/.test(({text})('watermark'))")  # a block number, not "not available"
         assert browser.eval(f"({text})('health')") in ("healthy", "warning")
         assert browser.eval("document.querySelectorAll('#freshness-svg circle').length") >= 1
         browser.screenshot(ARTIFACTS / "status-page.png")

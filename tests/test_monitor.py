@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +25,18 @@ from ledger import monitor
 from ledger.config import Settings
 from ledger.queue import PERSIST_OPERATION, create_broker
 from tests.cdp import Browser, chromium
+from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import ROOT, Proc
-from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_web, start_worker, wait_until
+from tests.stack import (
+    SIM_ACCOUNTS,
+    Simulator,
+    delete_rabbitmq_queues,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+    wait_until,
+)
 from tests.test_cache import free_port
 from web.app import close_app, create_app
 
@@ -277,3 +288,28 @@ def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connectio
         {"account": SIM_ACCOUNTS[0], "block": 90, "drift": {"ENERGY.cancel": 5}},
         {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}},
     ]
+
+
+def test_queue_depths_on_rabbitmq(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    # RabbitMQ counts its own queues (ready, delayed, dead); messages in flight are not in those
+    # counts, so that figure is unknown there rather than a wrong zero.
+    queue = f"mon_{uuid.uuid4().hex[:8]}"
+    rabbit_settings = dataclasses.replace(settings, broker_url=TEST_RABBITMQ_URL, queue_name=queue)
+    app = create_app(rabbit_settings)
+    try:
+        broker = resources_of(app).broker
+        broker.declare_queue(queue)
+        for n in range(3):
+            broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="a", args=(n,), kwargs={}, options={}))
+        client = app.test_client()
+        wait_until(lambda: figures(client)["queues"]["ready"] == 3, 10, "RabbitMQ's count")
+        assert figures(client)["queues"] == {"ready": 3, "delayed": 0, "in_flight": None, "dead": 0}
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        assert {s.labels["state"] for s in families["ledger_queue_messages"].samples} == {"ready", "delayed", "dead"}
+    finally:
+        close_app(app)
+        delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)
+
+
+def resources_of(app: Flask) -> Any:
+    return app.extensions["ledger"]

@@ -34,6 +34,7 @@ from ledger.config import Settings
 from ledger.deadletters import dead_letter_counts
 from ledger.inflight import other_depths, queue_depths
 from ledger.metrics import read_window, sum_samples
+from ledger.queue import background_queue
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +180,18 @@ def sync_figures(conn: psycopg.Connection, broker: redis.Redis, settings: Settin
 
 
 def queue_figures(broker: redis.Redis, settings: Settings, other_broker: Any = None) -> dict[str, Any]:
-    """Queue depths from the Redis broker's structures, or from `other_broker` when it is not Redis."""
-    depths = (
-        queue_depths(broker, settings.queue_name)
-        if other_broker is None
-        else other_depths(other_broker, settings.queue_name)
-    )
-    return {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
+    """Queue depths of the live queue and its background queue (backfill), summed, from the Redis
+    broker's structures or from `other_broker` when it is not Redis; `live` has the live queue's own."""
+    out: dict[str, Any] = {}
+    for queue in (settings.queue_name, background_queue(settings.queue_name)):
+        depths = queue_depths(broker, queue) if other_broker is None else other_depths(other_broker, queue)
+        one = {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
+        if not out:
+            out = {**one, "live": dict(one)}
+            continue
+        for key, value in one.items():
+            out[key] = None if value is None or out[key] is None else out[key] + value
+    return out
 
 
 def persisted_watermark(conn: psycopg.Connection) -> dict[str, Any]:

@@ -303,7 +303,9 @@ def test_queue_depths_on_rabbitmq(settings: Settings, clean_db: str, redis_clean
             broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="a", args=(n,), kwargs={}, options={}))
         client = app.test_client()
         wait_until(lambda: figures(client)["queues"]["ready"] == 3, 10, "RabbitMQ's count")
-        assert figures(client)["queues"] == {"ready": 3, "delayed": 0, "in_flight": None, "dead": 0}
+        queues = figures(client)["queues"]
+        assert queues["live"] == {"ready": 3, "delayed": 0, "in_flight": None, "dead": 0}
+        assert (queues["ready"], queues["in_flight"]) == (3, None)  # with the empty background queue
         families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
         assert {s.labels["state"] for s in families["ledger_queue_messages"].samples} == {"ready", "delayed", "dead"}
     finally:

@@ -181,7 +181,9 @@ def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, brok
 def _in_flight(settings: Any) -> int:
     client = metrics_client(settings.redis_url)
     try:
-        holds = held_messages(client, settings.queue_name)
+        holds = held_messages(
+            client, settings.queue_name, heartbeat_timeout_ms=int(settings.worker_heartbeat_timeout * 1000)
+        )
     finally:
         client.close()
     for hold in holds:

@@ -9,18 +9,19 @@
   queue only at a later maintenance pass;
 - `<ns>:<queue>.XQ` - dead-lettered ids by time; `.XQ.msgs` their bodies.
 
-Read-only: recovering messages held by dead workers is the zero-loss work's `recover` command.
+Recovering messages held by dead workers is ledger.recovery's (`recover` below calls it).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+
+from ledger.recovery import recover_stranded
 
 NAMESPACE = "dramatiq"
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
@@ -131,17 +132,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def recover_stranded(client: redis.Redis, settings: Any, namespace: str = NAMESPACE) -> dict[str, Any] | None:
-    """Put back the messages held by workers whose heartbeat stopped; None if this build cannot.
-
-    The seam to the zero-loss work's `ledger.recovery.recover_stranded` (a `ledger recover`
-    command): called when that module exists, so the admin API and the status page need no change
-    when it lands.
-    """
-    try:
-        recovery = importlib.import_module("ledger.recovery")
-    except ImportError:
-        return None
-    timeout = getattr(settings, "worker_heartbeat_timeout", HEARTBEAT_TIMEOUT_MS / 1000)
-    result = recovery.recover_stranded(client, timeout=timeout, namespace=namespace)
+def recover(client: redis.Redis, settings: Any, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """Put back the messages held by workers whose heartbeat stopped (ledger.recovery, also
+    `python -m ledger recover`); what it moved, for the admin API and the status page."""
+    result = recover_stranded(client, timeout=settings.worker_heartbeat_timeout, namespace=namespace)
     return {"dead_workers": result.dead_workers, "by_queue": dict(result.by_queue), "messages": result.messages}

@@ -329,6 +329,18 @@ def test_messages_held_by_a_dead_worker_are_visible(
             timeout=60,
         )
         assert out.returncode == 0 and message.message_id in out.stdout, out
+        # And the admin API puts it back in its queue (ledger.recovery), where the next worker finds it.
+        wait_until(
+            lambda: any(
+                not h["alive"] and h["messages"]
+                for h in client.get("/admin/in-flight", headers=auth).get_json()["data"]
+            ),
+            20,
+            "the admin view to see the worker as dead (WORKER_HEARTBEAT_TIMEOUT)",
+        )
+        recovered = client.post("/admin/recover", headers=auth).get_json()["data"]
+        assert recovered["messages"] == 1 and recovered["dead_workers"] >= 1
+        assert producer.client.llen(f"dramatiq:{qsettings.queue_name}") == 1
     finally:
         pg.execute("SELECT pg_advisory_unlock(4242)")
         pg.execute("DROP TRIGGER IF EXISTS test_hold ON stake_records")

@@ -27,7 +27,8 @@ from psycopg_pool import ConnectionPool
 
 from ledger import deadletters as dl
 from ledger.domain import INT64_MAX
-from ledger.inflight import held_messages, is_redis_broker, recover_stranded
+from ledger.inflight import held_messages, is_redis_broker
+from ledger.inflight import recover as recover_stranded
 from web.params import int_param
 from web.pg import read_connection
 from web.resources import resources
@@ -143,7 +144,8 @@ def in_flight() -> Response:
     res = resources()
     if not is_redis_broker(res.broker):
         raise ApiError(501, "not_implemented", "messages held by workers are read from the Redis broker only")
-    holds = held_messages(res.broker_redis, res.settings.queue_name)
+    timeout_ms = int(res.settings.worker_heartbeat_timeout * 1000)
+    holds = held_messages(res.broker_redis, res.settings.queue_name, heartbeat_timeout_ms=timeout_ms)
     data = [
         {
             "worker_id": h.worker_id,
@@ -160,9 +162,9 @@ def in_flight() -> Response:
 @bp.post("/recover")
 def recover() -> Response:
     res = resources()
-    result = recover_stranded(res.broker_redis, res.settings) if is_redis_broker(res.broker) else None
-    if result is None:
-        raise ApiError(501, "not_implemented", "this build has no recover function (see docs/OPERATIONS.md)")
+    if not is_redis_broker(res.broker):
+        raise ApiError(501, "not_implemented", "RabbitMQ gives a dead consumer's messages back itself")
+    result = recover_stranded(res.broker_redis, res.settings)
     log.warning("admin: recover moved back %s", result)
     return json_response({"success": True, "data": result})
 

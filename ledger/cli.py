@@ -1,21 +1,26 @@
-"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile)."""
+"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
 
+from ledger import deadletters as dl
 from ledger.accounts import add_accounts, list_accounts
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.db import ensure_database, migrate
+from ledger.inflight import held_messages, is_redis_broker
 from ledger.logs import setup_logging
+from ledger.metrics import metrics_client
 from ledger.procfile import write_supervisord_conf, write_systemd_units
-from ledger.queue import is_amqp
+from ledger.queue import create_broker, is_amqp
 from ledger.recovery import recover_stranded
 from ledger.snapshot import SnapshotError, opening_gap_start, snapshot_new_accounts, take_snapshot
 from ledger.tron_json import ChainDataError, NodeError
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot", help="read accounts' positions from the chain (TRON_NODE_URL) as their opening state, now"
     )
     snap.add_argument("addresses", nargs="+")
+    _dead_letter_parser(sub)
+    sub.add_parser("in-flight", help="messages fetched by each worker and not acked yet (alive or dead workers)")
     args = parser.parse_args(argv)
 
     if args.command == "procfile":
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
         return 0
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "recover":
         if is_amqp(settings.effective_broker_url):
             print("RabbitMQ gives a dead consumer's messages back itself when its connection closes; nothing to do")
@@ -85,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         applied = migrate(settings.database_url)
         print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
         return 0
+    if args.command == "dead-letters":
+        return _dead_letters(args, settings)
+    if args.command == "in-flight":
+        return _in_flight(settings)
     with psycopg.connect(settings.database_url) as conn:
         if args.action == "add":
             try:
@@ -142,6 +153,106 @@ def _snapshot(conn: psycopg.Connection, settings: Settings, addresses: list[str]
     finally:
         node.close()
     return status
+
+
+def _dead_letter_parser(sub: Any) -> None:
+    dead = sub.add_parser("dead-letters", help="list, show, requeue or purge messages that ended dead")
+    actions = dead.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list", help="newest first, one line each")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--before-id", type=int, default=None, help="the last id of the previous page")
+    ls.add_argument("--actor", default=None, help="only this actor")
+    ls.add_argument("--error", default=None, help="error class or message contains this (case-insensitive)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line, arguments included")
+    show = actions.add_parser("show", help="one dead letter with its arguments and traceback (JSON)")
+    show.add_argument("id", type=int)
+    requeue = actions.add_parser("requeue", help="send one again (retries reset); it leaves the list")
+    requeue.add_argument("id", type=int)
+    requeue_all = actions.add_parser("requeue-all", help="send all again, oldest first (optionally one actor's)")
+    requeue_all.add_argument("--actor", default=None)
+    purge = actions.add_parser("purge", help="delete for good: one id, one actor's, or --all")
+    which = purge.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, dest="purge_id")
+    which.add_argument("--actor", dest="purge_actor")
+    which.add_argument("--all", action="store_true")
+
+
+def _dead_letters(args: argparse.Namespace, settings: Any) -> int:
+    broker = create_broker(settings.effective_broker_url)
+    broker_redis = metrics_client(settings.redis_url)
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            if is_redis_broker(broker):
+                # Dead letters only the broker knows (the worker could not write the row) join the list.
+                adopted = dl.adopt_broker_dead_letters(conn, broker_redis, settings.queue_name)
+                if adopted:
+                    print(f"recorded {adopted} dead letter(s) found only in the broker", file=sys.stderr)
+            return _dead_letter_action(args, conn, broker, broker_redis)
+    finally:
+        broker.close()
+        broker_redis.close()
+
+
+def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, broker: Any, broker_redis: Any) -> int:
+    if args.action == "list":
+        rows = dl.list_dead_letters(
+            conn, limit=args.limit, before_id=args.before_id, actor=args.actor, error=args.error
+        )
+        for row in rows:
+            if args.json:
+                row.pop("traceback", None)
+                print(json.dumps(row))
+            else:
+                error = f"{row['error_type']}: {row['error']}".replace("\n", " ")
+                print(
+                    f"{row['id']}\t{row['failed_at']}\t{row['actor_name']}\t{row['reason']}\t"
+                    f"attempts={row['attempts']}\t{error[:160]}"
+                )
+        if not rows:
+            print("no dead letters", file=sys.stderr)
+        return 0
+    if args.action == "show":
+        found = dl.get_dead_letter(conn, args.id)
+        if found is None:
+            print(f"error: no dead letter {args.id}", file=sys.stderr)
+            return 1
+        print(json.dumps(found, indent=2))
+        return 0
+    if args.action == "requeue":
+        message_id = dl.requeue_dead_letter(conn, broker, args.id)
+        if message_id is None:
+            print(f"error: no dead letter {args.id}", file=sys.stderr)
+            return 1
+        print(f"requeued {args.id} as message {message_id}")
+        return 0
+    if args.action == "requeue-all":
+        sent = dl.requeue_dead_letters(conn, broker, actor=args.actor)
+        print(f"requeued {len(sent)} dead letter(s)")
+        return 0
+    count = dl.purge_dead_letters(conn, broker_redis, dl_id=args.purge_id, actor=args.purge_actor)
+    print(f"purged {count} dead letter(s)")
+    return 0 if count or not args.purge_id else 1
+
+
+def _in_flight(settings: Any) -> int:
+    client = metrics_client(settings.redis_url)
+    try:
+        holds = held_messages(
+            client, settings.queue_name, heartbeat_timeout_ms=int(settings.worker_heartbeat_timeout * 1000)
+        )
+    finally:
+        client.close()
+    for hold in holds:
+        if not (hold.alive or hold.messages):
+            continue  # producers (listener, web) show up in the broker's heartbeats too
+        state = "alive" if hold.alive else "HEARTBEAT STOPPED"
+        print(
+            f"worker {hold.worker_id}: {state}, last seen {hold.last_seen_ms_ago / 1000:.0f} s ago, "
+            f"{len(hold.messages)} message(s) held"
+        )
+        for m in hold.messages:
+            print(f"  {m.queue}\t{m.message_id or '-'}\t{m.actor or '(body gone)'}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ class Settings:
     cache_socket_timeout: float = 0.05
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
+    admin_token: str = ""  # empty: the /admin API is off (404)
+    listener_heartbeat_seconds: float = 5.0
+    listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
+    listener_offline_seconds: float = 120.0  # ... and for this long: offline
+    monitor_window_seconds: int = 900  # recent window of hit rate and sync success rate
     bench_routes: bool = False  # serve /bench/constant (bench/api.py's ceiling); never in production
     # HMAC keys of the record lists' cursors (web.cursor): the first signs, all verify (rotation).
     # Empty: a development key written in this file, which anyone can read; set it in production.
@@ -122,6 +128,12 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
     "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
     "log_level": ("LOG_LEVEL", str),
+    "log_format": ("LOG_FORMAT", str),
+    "admin_token": ("ADMIN_TOKEN", str),
+    "listener_heartbeat_seconds": ("LISTENER_HEARTBEAT_SECONDS", float),
+    "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
+    "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),
+    "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
     "bench_routes": ("BENCH_ROUTES", _flag),
     "cursor_secrets": ("CURSOR_SECRET", _secrets),
 }

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from ledger.config import Settings
+from ledger.metrics import Counters
 from ledger.tron_json import NodeError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class TronNode:
         requests_per_second: float = 0.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        counters: Counters | None = None,
     ) -> None:
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
@@ -68,6 +70,7 @@ class TronNode:
         self._failures = 0
         self._cautious = False
         self._lock = threading.Lock()
+        self._counters = counters  # requests per endpoint and outcome, for /metrics
 
     def close(self) -> None:
         self._client.close()
@@ -206,6 +209,20 @@ class TronNode:
 
     def _call_once(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
         self._throttle()
+        if self._counters is None:
+            return self._request(base, path, body, params)
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            reply = self._request(base, path, body, params)
+            outcome = "ok"
+            return reply
+        finally:
+            labels = {"endpoint": path, "outcome": outcome}
+            self._counters.inc("ledger_node_requests_total", labels)
+            self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
+
+    def _request(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
         url = base + path
         try:
             if params is not None:  # TronGrid's v1 REST routes are GETs
@@ -247,12 +264,14 @@ def block_number(block: dict[str, Any]) -> int:
     return number
 
 
-def node_from_settings(settings: Settings, rate: float | None = None) -> TronNode:
-    """The node client as the settings describe it (`rate` overrides the request rate)."""
+def node_from_settings(settings: Settings, rate: float | None = None, counters: Counters | None = None) -> TronNode:
+    """The node client as the settings describe it (`rate` overrides the request rate; `counters`
+    collects request metrics)."""
     return TronNode(
         settings.tron_node_url,
         solidity_url=settings.solidity_url,
         api_key=settings.tron_api_key,
         timeout=settings.tron_timeout_seconds,
         requests_per_second=settings.tron_requests_per_second if rate is None else rate,
+        counters=counters,
     )

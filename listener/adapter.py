@@ -54,6 +54,17 @@ class NodeAdapter:
         self._head = self._node.now_block()
         return block_number(self._head)
 
+    def head_seen(self) -> tuple[int, int] | None:
+        """(number, timestamp in ms) of the head block last fetched, for the heartbeat; None before."""
+        head = self._head
+        if head is None:
+            return None
+        try:
+            timestamp = int(head["block_header"]["raw_data"]["timestamp"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return block_number(head), timestamp
+
     def solid_number(self) -> int:
         return self._node.solid_block_number()
 

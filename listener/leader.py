@@ -207,6 +207,11 @@ class Leader:
                 continue
             self._run_term(term, work)
 
+    @property
+    def active(self) -> bool:
+        """True while a term runs (this process indexes), for the heartbeat."""
+        return self.term is not None and not self._term_stop.is_set()
+
     def request_stop(self) -> None:
         """End the current term (if any) and the loop; safe from a signal handler."""
         self.stop.set()

@@ -22,6 +22,7 @@ from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.logs import setup_logging
+from ledger.metrics import Counters, Flusher, metrics_client
 from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
 from ledger.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
 from ledger.tron_node import NodeUnavailable, TronNode, node_from_settings
@@ -34,8 +35,9 @@ from listener.backfill import (
     first_block_since,
     parse_since,
 )
+from listener.heartbeat import Beat, Heartbeat
 from listener.history import AccountHistory, history_checkpoint_name
-from listener.leader import Leader, Lease
+from listener.leader import Leader, Lease, default_holder
 from listener.repair import repair_once
 from listener.sink import BrokerSink
 from listener.store import CheckpointFenced, PgStore
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if not settings.tron_node_url:
         parser.error("TRON_NODE_URL is not set")
     if args.command == "backfill":
@@ -129,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_listener(args, settings)
 
 
-def _node(settings: Settings, rate: float | None = None) -> TronNode:
-    return node_from_settings(settings, rate)
+def _node(settings: Settings, rate: float | None = None, counters: Counters | None = None) -> TronNode:
+    return node_from_settings(settings, rate, counters=counters)
 
 
 # -- the listener ------------------------------------------------------------------------------
@@ -144,7 +146,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             added = [a.address for a in add_accounts(conn, list(settings.pool_accounts), label="POOL_ACCOUNTS")]
 
     wake = threading.Event()
-    leader = Leader(Lease(settings.database_url, MAIN_CHECKPOINT), stop=threading.Event(), wake=wake)
+    holder = default_holder()
+    leader = Leader(Lease(settings.database_url, MAIN_CHECKPOINT, holder), stop=threading.Event(), wake=wake)
 
     def request_stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping after the current batch", signum)
@@ -160,11 +163,43 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         log.error("%s", exc)
         broker.close()
         return 2
-    node = _node(settings)
+    counters = Counters()
+    node = _node(settings, counters=counters)
+    flusher = Flusher(counters, metrics_client(settings.redis_url)).start()
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
     feed = WakeupFeed(settings.tron_ws_url, wake) if settings.tron_ws_url else None
     last_checkpoint: list[int] = []
+    streamers: list[Streamer] = []  # the current term's, for the heartbeat
+    counted = [0, 0]  # blocks, operations already added to the counters
+
+    def snapshot() -> Beat:
+        if not (leader.active and streamers):
+            return Beat(role="standby")
+        progress = streamers[-1].progress
+        counters.inc("ledger_listener_blocks_total", value=progress.blocks - counted[0])
+        counters.inc("ledger_listener_operations_total", value=progress.operations - counted[1])
+        counted[:] = [progress.blocks, progress.operations]
+        head = adapter.head_seen()
+        checkpoint_time = progress.checkpoint_time_ms
+        if head is not None and checkpoint_time is None and progress.checkpoint == head[0]:
+            checkpoint_time = head[1]  # at the head without a batch yet (e.g. just started)
+        return Beat(
+            role="active",
+            term=leader.term,
+            head_block=head[0] if head else None,
+            head_time_ms=head[1] if head else None,
+            processed_block=progress.checkpoint if progress.checkpoint >= 0 else None,
+            processed_time_ms=checkpoint_time,
+        )
+
+    heartbeat = Heartbeat(
+        settings.database_url,
+        name=MAIN_CHECKPOINT,
+        holder=holder,
+        interval=settings.listener_heartbeat_seconds,
+        snapshot=snapshot,
+    )
 
     def active(term: int, term_stop: threading.Event) -> None:
         # A fresh store and streamer per term: the checkpoint is re-read from PostgreSQL, since
@@ -184,6 +219,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             # soon after its grace period; one pass costs a few small queries.
             repair_interval=min(5.0, settings.repair_grace_seconds / 2),
         )
+        streamers[:] = [streamer]
+        counted[:] = [0, 0]
         try:
             streamer.run()
         finally:
@@ -192,6 +229,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
 
     if feed is not None:
         feed.start()
+    heartbeat.start()
     log.info(
         "listener started: node %s, queue %s, wake-up feed %s",
         settings.tron_node_url,
@@ -203,7 +241,9 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if feed is not None:
             feed.close()
+        heartbeat.stop()
         leader.lease.release()
+        flusher.stop()
         node.close()
         broker.close()
     log.info("listener stopped at block %s", last_checkpoint[-1] if last_checkpoint else "- (never active)")

@@ -61,6 +61,7 @@ class Progress:
     """What the loop has done; read by tests and by the progress line."""
 
     checkpoint: int = -1
+    checkpoint_time_ms: int | None = None  # timestamp of the checkpoint block, once one was processed
     head: int = 0
     solid: int = 0
     blocks: int = 0
@@ -167,7 +168,13 @@ class Streamer:
         operations = [op for block in blocks for op in block.operations]
         issues = [issue for block in blocks for issue in block.issues]
         for issue in issues:
-            log.error("skipped malformed transaction: block %s tx %s: %s", issue.block_num, issue.tx_id, issue.message)
+            log.error(
+                "skipped malformed transaction: block %s tx %s: %s",
+                issue.block_num,
+                issue.tx_id,
+                issue.message,
+                extra={"block": issue.block_num, "tx": issue.tx_id},
+            )
         if issues:
             self.store.record_issues(issues)
         self.sink.publish(operations)
@@ -177,6 +184,7 @@ class Streamer:
             end, blocks[-1].block_id, head, solid, recent, operations, block_time_ms=blocks[-1].timestamp_ms
         )
         self.progress.checkpoint = end
+        self.progress.checkpoint_time_ms = blocks[-1].timestamp_ms
         self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
         self.progress.operations += len(operations)
@@ -259,8 +267,15 @@ class Streamer:
             self.sink.revert(gone)
         self.store.rollback(ancestor, ancestor_id)
         self.progress.checkpoint, self._last_id = ancestor, ancestor_id
+        self.progress.checkpoint_time_ms = None
         self.progress.forks += 1
-        log.warning("fork: block %s left the chain; rolled back %d block(s) to %s", checkpoint, len(gone), ancestor)
+        log.warning(
+            "fork: block %s left the chain; rolled back %d block(s) to %s",
+            checkpoint,
+            len(gone),
+            ancestor,
+            extra={"block": checkpoint, "ancestor": ancestor},
+        )
 
     @staticmethod
     def _check_contiguous(blocks: list[BlockParse], first: int, last: int) -> None:

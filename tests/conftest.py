@@ -40,6 +40,8 @@ TABLES = (
     "expected_operations",
     "positions",
     "position_openings",
+    "listener_heartbeats",
+    "freshness_samples",
 )
 
 

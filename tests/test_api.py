@@ -660,24 +660,19 @@ def test_unexpected_errors_are_500_json_without_details(app: Flask) -> None:
     assert b"hunter2" not in response.data and b"Traceback" not in response.data
 
 
-def test_dead_letters(client: FlaskClient, conn: psycopg.Connection) -> None:
-    ids = []
-    for n in range(3):
-        row = conn.execute(
+def test_public_dead_letters_show_counts_only(client: FlaskClient, conn: psycopg.Connection) -> None:
+    for n, actor in enumerate(("persist_operation", "persist_operation", "confirm_blocks")):
+        conn.execute(
             "INSERT INTO dead_letters (message_id, queue_name, actor_name, args, error_type, error, retries)"
-            " VALUES (%s, 'ledger', 'persist_operation', %s, 'ValueError', 'bad', 3) RETURNING id",
-            (f"m{n}", json.dumps([{"n": n}])),
-        ).fetchone()
-        assert row is not None
-        ids.append(row[0])
-    body = get_json(client, "/api/dead-letters?limit=2")
-    assert [d["id"] for d in body["data"]] == [ids[2], ids[1]]
-    assert body["meta"] == {"limit": 2, "next_before_id": ids[1]}
-    body = get_json(client, f"/api/dead-letters?limit=2&before_id={ids[1]}")
-    assert [d["id"] for d in body["data"]] == [ids[0]] and body["meta"]["next_before_id"] is None
-    one = get_json(client, f"/api/dead-letters/{ids[0]}")["data"]
-    assert one["args"] == [{"n": 0}] and one["error_type"] == "ValueError" and one["message_id"] == "m0"
-    get_json(client, "/api/dead-letters/999999", 404)
-    assert "positive integer" in get_json(client, "/api/dead-letters/x", 400)["error"]["message"]
-    assert "limit" in get_json(client, "/api/dead-letters?limit=0", 400)["error"]["message"]
-    assert "before_id" in get_json(client, "/api/dead-letters?before_id=x", 400)["error"]["message"]
+            " VALUES (%s, 'ledger', %s, %s, 'ValueError', 'secret-host:5432 refused', 3)",
+            (f"m{n}", actor, json.dumps([{"owner_address": "TSecretAccount", "n": n}])),
+        )
+    response = client.get("/api/dead-letters")
+    assert response.status_code == 200
+    data = json.loads(response.data)["data"]
+    assert data["total"] == 3 and data["by_actor"] == {"persist_operation": 2, "confirm_blocks": 1}
+    assert data["by_reason"] == {"retries_exhausted": 3} and data["in_broker"] == 0
+    for secret in (b"TSecretAccount", b"secret-host", b"ValueError", b"m0"):
+        assert secret not in response.data
+    # The old per-message route is gone from the public API (it lives under /admin).
+    assert client.get("/api/dead-letters/1").status_code == 404

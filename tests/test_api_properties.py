@@ -30,6 +30,7 @@ from web.responses import ECHO_LIMIT
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "60"))
 SECRET = "property-test-secret"
+ADMIN_TOKEN = "property-admin-token"
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -89,6 +90,7 @@ def client(database_url: str) -> Iterator[FlaskClient]:
         cache_redis_url=TEST_CACHE_REDIS_URL,
         cache_local_ttl=0.0,
         cursor_secrets=(SECRET,),
+        admin_token=ADMIN_TOKEN,  # the dead-letter parameters are the admin API's
     )
     app = create_app(settings_)
     yield app.test_client()
@@ -97,7 +99,7 @@ def client(database_url: str) -> Iterator[FlaskClient]:
 
 
 def assert_bad_request(client: FlaskClient, url: str, query: dict[str, str], name: str, value: str) -> None:
-    response = client.get(url, query_string=query)
+    response = client.get(url, query_string=query, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 400, (url, query, response.data[:300])
     body: dict[str, Any] = response.get_json()
     assert body["success"] is False and body["error"]["code"] == "bad_request"
@@ -199,19 +201,19 @@ def test_bad_summary_account(client: FlaskClient, value: str) -> None:
 @PROPERTY
 @given(value=bad_int(1, 200))
 def test_bad_dead_letters_limit(client: FlaskClient, value: str) -> None:
-    assert_bad_request(client, "/api/dead-letters", {"limit": value}, "limit", value)
+    assert_bad_request(client, "/admin/dead-letters", {"limit": value}, "limit", value)
 
 
 @PROPERTY
 @given(value=bad_int(1, INT64_MAX))
 def test_bad_dead_letters_before_id(client: FlaskClient, value: str) -> None:
-    assert_bad_request(client, "/api/dead-letters", {"before_id": value}, "before_id", value)
+    assert_bad_request(client, "/admin/dead-letters", {"before_id": value}, "before_id", value)
 
 
 @PROPERTY
 @given(value=bad_int(1, INT64_MAX).filter(lambda s: "/" not in s and s.strip() not in ("", ".", "..")))
 def test_bad_dead_letter_id(client: FlaskClient, value: str) -> None:
-    assert_bad_request(client, f"/api/dead-letters/{quote(value, safe='')}", {}, "dead letter id", value)
+    assert_bad_request(client, f"/admin/dead-letters/{quote(value, safe='')}", {}, "dead letter id", value)
 
 
 # -- echoes ------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ def test_errors_show_only_a_prefix_of_long_input(client: FlaskClient, value: str
         (RECORDS[0], {"pool_account_id": value}, "pool_account_id"),
         (RECORDS[1], {"pool_account_id": "1", "limit": value}, "limit"),
         (RECORDS[2], {"pool_account_id": "1", "cursor": value}, "cursor"),
-        ("/api/dead-letters", {"before_id": value}, "before_id"),
+        ("/admin/dead-letters", {"before_id": value}, "before_id"),
     ]:
         if name != "pool_account_id" or not _account_form(value):
             assert_bad_request(client, url, query, name, value)

@@ -17,7 +17,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ledger.cache import VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts
+from ledger.cache import VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts, read_cache_window
 from ledger.config import Settings
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
@@ -121,7 +121,7 @@ def test_read_fill_hit_and_invalidate(cache_client: redis.Redis) -> None:
     assert pages.fetch(BOB, "p1", fill) == (b"cache:page", True)
     c = pages.counters
     assert (c.hits, c.misses, c.fills, c.errors) == (3, 3, 3, 0)
-    assert pages.stats() == {"hits": 3, "misses": 3}
+    assert pages.stats() == {"hits": 3, "misses": 3, "local_hits": 0}
     assert cache_client.keys("ledger:lock:*") == []  # every fill released its lock
     pages.close()
 
@@ -317,4 +317,22 @@ def test_micro_cache_serves_a_hot_page_without_redis_for_its_ttl_only(cache_clie
     assert pages.counters.local_hits == 1
     time.sleep(0.35)
     assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"db:v2", False)
+    pages.close()
+
+
+def test_local_hits_reach_the_shared_counts_and_the_window(cache_client: redis.Redis) -> None:
+    # Given a process whose micro-cache serves a hot page several times without Redis
+    pages = PageCache(cache_client, local_ttl=30)
+    before = read_cache_window(cache_client, 2)
+    pages.fetch(ALICE, "p1", lambda: fill(b"v1"))  # miss, filled
+    for _ in range(5):
+        assert pages.fetch(ALICE, "p1", lambda: fill(b"never"))[1]  # 1 Redis hit, then 4 local hits
+    assert pages.counters.local_hits == 4
+    # When the process next talks to Redis (another page: its local hits ride along)
+    pages.fetch(BOB, "p1", lambda: fill(b"b1"))
+    # Then the shared counts and the per-minute window include them, and the hit rate with them
+    after = read_cache_window(cache_client, 2)
+    assert after["local_hits"] - before["local_hits"] == 4
+    assert after["hits"] - before["hits"] == 1 and after["misses"] - before["misses"] == 2
+    assert pages.stats()["local_hits"] == 4
     pages.close()

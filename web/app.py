@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -18,6 +19,7 @@ from ledger.cache import PageCache, create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
 from ledger.logs import setup_logging
+from ledger.queue import create_broker
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.resources import Resources
@@ -33,12 +35,17 @@ WEB_POOL_SIZE = 4
 # Server-side settings for the web's sessions: timestamps in UTC (so JSON carries "Z"), no query
 # left running after its client has long gone, and no writes by accident.
 _SESSION_OPTIONS = "-c TimeZone=UTC -c statement_timeout=5000 -c default_transaction_read_only=on"
+# The admin API's sessions write (requeue, purge); few and rare, so a small pool of their own.
+_ADMIN_SESSION_OPTIONS = "-c TimeZone=UTC -c statement_timeout=15000"
+ADMIN_POOL_SIZE = 2
+# The status page and /metrics read the broker's Redis: a dead one costs them this, not a hang.
+BROKER_SOCKET_TIMEOUT = 2.0
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if not settings.cursor_secrets:
         log.warning("CURSOR_SECRET is not set: cursors are signed with the development key; set it in production")
 
@@ -56,22 +63,44 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeout=settings.web_db_timeout,
     )
     client = create_cache_client(settings.cache_redis_url, settings.cache_socket_timeout)
+    broker_client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=BROKER_SOCKET_TIMEOUT, socket_connect_timeout=BROKER_SOCKET_TIMEOUT
+    )
+    admin_pool = None
+    if settings.admin_token:
+        admin_pool = create_pool(
+            _web_conninfo(settings.database_url, _ADMIN_SESSION_OPTIONS),
+            max_size=ADMIN_POOL_SIZE,
+            min_size=1,
+            name="web-admin",
+            autocommit=True,
+        )
     app.extensions["ledger"] = Resources(
         settings=settings,
         pool=pool,
         pages=PageCache(client, local_ttl=settings.cache_local_ttl),
         accounts=AccountDirectory(pool),
+        broker=create_broker(settings.effective_broker_url),
+        broker_redis=broker_client,
+        admin_pool=admin_pool,
     )
 
     # Imported here so that importing web.app stays cheap and free of side effects.
     from web.deadletters import bp as deadletters_bp
     from web.health import bp as health_bp
+    from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
     from web.records import bp as records_bp
+    from web.status import bp as status_bp
     from web.summary import bp as summary_bp
 
-    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, openapi_bp):
+    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, openapi_bp, metrics_bp, status_bp):
         app.register_blueprint(blueprint)
+    if settings.admin_token:
+        # Without a token the admin routes do not exist at all (404), rather than exist and refuse.
+        from web.admin import bp as admin_bp
+
+        app.register_blueprint(admin_bp)
     if settings.bench_routes:
         from web.bench import bp as bench_bp
 
@@ -85,8 +114,12 @@ def close_app(app: Flask) -> None:
     res: Resources = app.extensions["ledger"]
     res.pages.close()
     res.pool.close()
+    res.broker.close()
+    res.broker_redis.close()
+    if res.admin_pool is not None:
+        res.admin_pool.close()
 
 
-def _web_conninfo(url: str) -> str:
+def _web_conninfo(url: str, session_options: str = _SESSION_OPTIONS) -> str:
     options = conninfo_to_dict(url).get("options")
-    return make_conninfo(url, options=f"{options} {_SESSION_OPTIONS}" if options else _SESSION_OPTIONS)
+    return make_conninfo(url, options=f"{options} {session_options}" if options else session_options)

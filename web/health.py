@@ -1,4 +1,12 @@
-"""Liveness, readiness, ingest heads and cache statistics."""
+"""Liveness, readiness, ingest heads, the data health check and cache statistics.
+
+- /health/live checks nothing outside the process (a restart would not fix PostgreSQL or Redis);
+- /health/ready checks PostgreSQL and the cache Redis (503 if either fails), with the ingest heads;
+- /health/tron-data-health says whether the data is fresh: `healthy` when the listener is online,
+  the data latency is under 300,000 ms and the cache hit rate over the recent window is above 0.8;
+  `warning` otherwise; `error` (HTTP 500) when it cannot tell (a dependency it reads failed).
+  The figures and the reasons are in the body (ledger/monitor.py says how each is measured).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ from collections.abc import Callable
 from flask import Blueprint, Response
 
 from ledger.accounting import read_heads
+from ledger.monitor import health
+from web.monitoring import current_snapshot
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import json_response
@@ -48,6 +58,22 @@ def ingest() -> Response:
     return json_response({"success": True, "data": _ingest_heads()})
 
 
+@bp.get("/health/tron-data-health")
+def tron_data_health() -> Response:
+    snap = current_snapshot()
+    status, reasons = health(snap)
+    body = {
+        "success": status != "error",
+        "status": status,
+        "reasons": reasons,
+        "listener": snap["listener"],
+        "data_latency": snap["data_latency"],
+        "cache": snap["cache"],
+        "generated_at": snap["generated_at"],
+    }
+    return json_response(body, 500 if status == "error" else 200)
+
+
 def _ingest_heads() -> dict[str, object]:
     with read_connection(resources().pool, timeout=_READY_DB_TIMEOUT) as conn:
         return read_heads(conn).to_dict()
@@ -67,8 +93,8 @@ def cache_stats() -> Response:
     pages = resources().pages
     shared = pages.stats()  # hits/misses of every web process, from Redis
     counters = pages.counters
-    hits, misses = shared["hits"], shared["misses"]
-    lookups = (hits or 0) + (misses or 0)
+    hits, misses, local_hits = shared["hits"], shared["misses"], shared["local_hits"]
+    lookups = (hits or 0) + (misses or 0) + (local_hits or 0)
     process = {
         "pid": os.getpid(),
         "hits": counters.hits,
@@ -78,13 +104,15 @@ def cache_stats() -> Response:
         "fills": counters.fills,
         "coalesced": counters.coalesced,
         "fallbacks": counters.fallbacks,
-        "hit_ratio": _ratio(counters.hits, counters.hits + counters.misses),
+        "local_hits": counters.local_hits,
+        "hit_ratio": _ratio(counters.hits + counters.local_hits, counters.hits + counters.local_hits + counters.misses),
     }
     data = {
         "hits": hits,
         "misses": misses,
+        "local_hits": local_hits,  # served from a process's micro-cache, counted with its next Redis read
         "errors": counters.errors,  # this process's: errors cannot be counted in an unreachable Redis
-        "hit_ratio": _ratio(hits or 0, lookups),
+        "hit_ratio": _ratio((hits or 0) + (local_hits or 0), lookups),
         "process": process,
     }
     return json_response({"success": True, "data": data})

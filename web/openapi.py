@@ -18,8 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ledger.domain import INT64_MAX, RESOURCES
-from web.deadletters import _MAX_LIMIT as DEAD_LETTERS_MAX_LIMIT
+from ledger.domain import RESOURCES
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
 from web.responses import ECHO_LIMIT, dumps
@@ -188,20 +187,6 @@ def _components() -> Schema:
                     "withdrawable_now": AMOUNT,
                 }
             ),
-            "DeadLetter": obj(
-                {
-                    "id": {"type": "integer", "minimum": 1},
-                    "message_id": TEXT,
-                    "queue_name": TEXT,
-                    "actor_name": TEXT,
-                    "args": {"description": "the message's arguments, as sent"},
-                    "error_type": TEXT,
-                    "error": TEXT,
-                    "retries": COUNT,
-                    "failed_at": {"type": "string", "format": "date-time"},
-                    "redis_message_id": nullable(TEXT),
-                }
-            ),
             "Check": {
                 "oneOf": [
                     obj({"ok": {"const": True}, "latency_ms": {"type": "number", "minimum": 0}}),
@@ -351,47 +336,68 @@ def _paths() -> dict[str, Schema]:
     }
     paths["/api/dead-letters"] = {
         "get": {
-            "operationId": "list_dead_letters",
-            "summary": "worker messages that failed for good, newest first",
+            "operationId": "dead_letter_counts",
+            "summary": "how many worker messages ended dead, per actor and reason (contents: the admin API)",
             "tags": ["operations"],
-            "parameters": [
-                _query(
-                    "limit",
-                    {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_MAX_LIMIT, "default": 50},
-                    "rows a page",
-                ),
-                _query(
-                    "before_id",
-                    {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
-                    "meta.next_before_id of the previous page",
-                ),
-            ],
             "responses": {
                 "200": _ok(
-                    {"type": "array", "items": ref("DeadLetter")},
-                    "one page",
                     obj(
                         {
-                            "limit": {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_MAX_LIMIT},
-                            "next_before_id": nullable({"type": "integer", "minimum": 1}),
-                        }
+                            "total": COUNT,
+                            "by_actor": {"type": "object", "additionalProperties": COUNT},
+                            "by_reason": {"type": "object", "additionalProperties": COUNT},
+                        },
+                        {"in_broker": COUNT},
                     ),
+                    "counts only",
                 ),
                 **_DB_ERRORS,
             },
         }
     }
-    paths["/api/dead-letters/{id}"] = {
+    figures = {
+        "type": "object",
+        "description": "figures as measured (ledger/monitor.py); a part that failed is {error}",
+    }
+    paths["/health/tron-data-health"] = {
         "get": {
-            "operationId": "get_dead_letter",
-            "summary": "one dead letter",
-            "tags": ["operations"],
-            "parameters": [_path("id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "dead letter id", 1)],
+            "operationId": "tron_data_health",
+            "summary": "healthy (listener online, latency < 300,000 ms, hit rate > 0.8), warning, or error",
+            "tags": ["health"],
             "responses": {
-                "200": _ok(ref("DeadLetter"), "the dead letter"),
-                **_DB_ERRORS,
-                "404": {"$ref": "#/components/responses/NotFound"},
+                "200": {
+                    "description": "healthy or warning, with the reasons and figures",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "500": {
+                    "description": "error: it cannot tell (a dependency it reads failed)",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
             },
+        }
+    }
+    paths["/api/monitor"] = {
+        "get": {
+            "operationId": "monitor",
+            "summary": "every monitor figure (the status page's data): counts and measurements, no message contents",
+            "tags": ["health"],
+            "responses": {"200": _ok(figures, "the figures")},
+        }
+    }
+    paths["/status"] = {
+        "get": {
+            "operationId": "status_page",
+            "summary": "the status page for a person (HTML, refreshes itself)",
+            "tags": ["health"],
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus text format; the same from any web process or instance",
+            "tags": ["health"],
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
         }
     }
     paths["/health/live"] = {
@@ -432,7 +438,10 @@ def _paths() -> dict[str, Schema]:
             },
         }
     }
-    counters = {name: COUNT for name in ("hits", "misses", "errors", "bypassed", "fills", "coalesced", "fallbacks")}
+    counters = {
+        name: COUNT
+        for name in ("hits", "misses", "errors", "bypassed", "fills", "coalesced", "fallbacks", "local_hits")
+    }
     paths["/api/cache/stats"] = {
         "get": {
             "operationId": "cache_stats",
@@ -444,6 +453,7 @@ def _paths() -> dict[str, Schema]:
                         {
                             "hits": nullable(COUNT),
                             "misses": nullable(COUNT),
+                            "local_hits": nullable(COUNT),
                             "errors": COUNT,
                             "hit_ratio": RATIO,
                             "process": obj({"pid": INT, **counters, "hit_ratio": RATIO}),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dramatiq
+import redis
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
@@ -24,6 +26,11 @@ class Resources:
     pool: ConnectionPool
     pages: PageCache
     accounts: AccountDirectory
+    broker: dramatiq.Broker  # admin requeues
+    # The Redis at REDIS_URL: the counters processes push (ledger/metrics.py) and, with the Redis
+    # broker, its queues, acks and dead-letter sets (read with short timeouts).
+    broker_redis: redis.Redis
+    admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
 
 
 def resources() -> Resources:

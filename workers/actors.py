@@ -81,7 +81,7 @@ def confirm_blocks(deps: Deps, solid_block: Any) -> None:
     addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
     deps.invalidator.invalidate(addresses)
     if addresses:
-        log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses))
+        log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses), extra={"block": solid_block})
 
 
 def revert_blocks(deps: Deps, blocks: Any) -> None:

@@ -35,6 +35,7 @@ from workers.actors import Deps, register_actors
 from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
 from workers.invalidator import Invalidator
+from workers.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def setup() -> None:
     """Entry point for the dramatiq CLI (`workers.main:setup`): build and install this process's broker."""
     die_with_parent()
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     # The CLI configured the root logger already (so basicConfig above was a no-op); apply our level.
     for name in ("ledger", "workers"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
@@ -86,6 +87,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     if isinstance(broker, RedisBroker):
         heartbeat = Heartbeat(broker.client, broker.broker_id, timeout=settings.worker_heartbeat_timeout)
     broker.add_middleware(_Lifecycle(deps, heartbeat))
+    broker.add_middleware(Metrics(settings.redis_url), before=Retries)
     register_actors(broker, deps)
     return broker, deps
 

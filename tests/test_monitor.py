@@ -1,0 +1,317 @@
+"""The monitor's figures against a real running system: each one moves when what it measures moves.
+
+Simulator -> listener -> worker -> PostgreSQL, the web app in process (Flask test client) for the
+JSON figures, and granian with two processes for /metrics and the status page in headless Chromium.
+Heartbeat thresholds are settings, so "stale" and "offline" take seconds here, not minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import httpx
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger import monitor
+from ledger.config import Settings
+from ledger.queue import PERSIST_OPERATION, create_broker
+from tests.cdp import Browser, chromium
+from tests.conftest import TEST_RABBITMQ_URL
+from tests.procs import ROOT, Proc
+from tests.stack import (
+    SIM_ACCOUNTS,
+    Simulator,
+    delete_rabbitmq_queues,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+    wait_until,
+)
+from tests.test_cache import free_port
+from web.app import close_app, create_app
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+TOKEN = "monitor-test-token"
+LISTENER_ENV = {"LISTENER_HEARTBEAT_SECONDS": "0.3", "LISTENER_STALE_SECONDS": "2", "LISTENER_OFFLINE_SECONDS": "5"}
+
+
+@pytest.fixture
+def stack(settings: Settings, env: dict[str, str], procs: list[Proc]) -> Iterator[dict[str, Any]]:
+    sim_proc, url = start_simulator("--block-interval", "0.5", "--history-blocks", "30", "--ops-per-block", "2")
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    env = {**env, **LISTENER_ENV, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"])}
+    worker = start_worker(env)
+    procs.append(worker)
+    listener = start_listener(env)
+    procs.append(listener)
+    wsettings = dataclasses.replace(
+        settings,
+        queue_name=env["QUEUE_NAME"],
+        listener_stale_seconds=2.0,
+        listener_offline_seconds=5.0,
+        admin_token=TOKEN,
+        cache_local_ttl=0.0,
+    )
+    app = create_app(wsettings)
+    yield {"sim": sim, "env": env, "worker": worker, "listener": listener, "app": app, "settings": wsettings}
+    close_app(app)
+
+
+def figures(client: FlaskClient) -> dict[str, Any]:
+    body = client.get("/api/monitor").get_json()
+    assert body["success"], body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def idle(queues: dict[str, int]) -> bool:
+    return queues["ready"] == queues["delayed"] == queues["in_flight"] == 0
+
+
+def data_health(client: FlaskClient) -> tuple[int, dict[str, Any]]:
+    response = client.get("/health/tron-data-health")
+    return response.status_code, response.get_json()
+
+
+def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: list[Proc]) -> None:
+    sim: Simulator = stack["sim"]
+    app: Flask = stack["app"]
+    settings: Settings = stack["settings"]
+    client = app.test_client()
+
+    # The listener beats, reports the head it saw and catches up: online, healthy, latency measured.
+    def caught_up() -> bool:
+        listener = figures(client)["listener"]
+        return listener["status"] == "online" and listener["blocks_behind"] == 0
+
+    wait_until(caught_up, 60, "the listener to be online at the head")
+    sim.pause()
+    head = sim.status()["head"]
+    wait_until(lambda: figures(client)["listener"]["processed_block"] == head, 30, "the last block")
+    wait_until(lambda: idle(figures(client)["queues"]), 30, "the worker to drain the queue")
+    wait_until(lambda: figures(client)["sync"]["first_attempts"] > 0, 10, "the worker's metrics flush")
+    # The accounting work's persisted watermark (every operation up to it is stored) reaches the head.
+    wait_until(
+        lambda: figures(client)["persisted_watermark"].get("persisted_block") == head, 30, "the persisted watermark"
+    )
+    snap = figures(client)
+    assert snap["listener"]["head_block"] == head and snap["listener"]["active_holder"]
+    assert snap["data_latency"]["ms"] is not None and snap["data_latency"]["ms"] < 300_000
+    assert snap["data_latency"]["persist_lag_ms"]["records"] > 0
+    assert snap["sync"]["first_attempts"] > 0 and snap["sync"]["success_rate"] == 1.0
+    assert snap["cache"]["hit_rate"] is None  # no API lookups yet: no rate, and not held against health
+    status, body = data_health(client)
+    assert (status, body["status"]) == (200, "healthy"), body
+
+    # Cache: one miss then hits move the hit rate; at 3/4 it is below 0.8, so health warns.
+    account = SIM_ACCOUNTS[0]
+    for _ in range(4):
+        assert client.get(f"/api/accounts/{account}/summary").status_code == 200
+    cache = figures(client)["cache"]
+    assert (cache["hits"], cache["misses"], cache["hit_rate"]) == (3, 1, 0.75)
+    assert cache["keys"] > 0 and cache["memory_bytes"] > 0
+    status, body = data_health(client)
+    assert body["status"] == "warning" and any("hit rate" in r for r in body["reasons"]), body
+    for _ in range(16):
+        client.get(f"/api/accounts/{account}/summary")
+    assert figures(client)["cache"]["hit_rate"] == 0.95
+    assert data_health(client)[1]["status"] == "healthy"
+
+    # Queues and sync: with the worker stopped, new blocks' messages wait as ready.
+    stack["worker"].kill()
+    before = figures(client)["sync"]["first_attempts"]
+    sim.produce(6)
+    wait_until(lambda: figures(client)["queues"]["ready"] > 0, 30, "messages waiting in the queue")
+    # A poison message: dead at its first attempt, so the success rate drops and the dead count rises.
+    broker = create_broker(settings.redis_url)
+    broker.enqueue(
+        dramatiq.Message(
+            queue_name=settings.queue_name, actor_name=PERSIST_OPERATION, args=({"tx_id": "x"},), kwargs={}, options={}
+        )
+    )
+    procs.append(start_worker(stack["env"]))
+    wait_until(lambda: figures(client)["queues"]["ready"] == 0, 30, "the new worker to drain the queue")
+    wait_until(lambda: figures(client)["sync"]["dead_letters"] == 1, 10, "the dead letter")
+    wait_until(lambda: figures(client)["sync"]["dead_in_window"] == 1, 10, "the worker's metrics flush")
+    snap = figures(client)
+    assert snap["sync"]["first_attempts"] > before and 0 < snap["sync"]["success_rate"] < 1
+    assert snap["queues"]["dead"] == 1 and snap["dead_letters"]["total"] == 1
+
+    # /metrics across granian's two processes: parses, and every process tells the same counts.
+    port = free_port()
+    web_env = {**stack["env"], **LISTENER_ENV, "ADMIN_TOKEN": TOKEN, "CACHE_LOCAL_TTL": "0"}
+    procs.append(start_web(web_env, port, workers=2, threads=2))
+    scrapes = [httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for _ in range(6)]
+    parsed = [{f.name: f for f in text_string_to_metric_families(text)} for text in scrapes]
+    for families in parsed:
+        assert families["ledger_listener_status"].samples
+        assert families["ledger_node_requests"].samples and families["ledger_worker_message_duration_seconds"].samples
+        dead = [s for s in families["ledger_worker_messages"].samples if s.labels.get("outcome") == "dead"]
+        assert sum(s.value for s in dead) == 1
+        depth = {s.labels["state"]: s.value for s in families["ledger_queue_messages"].samples}
+        assert depth["dead"] == 1
+    worker_counts = {
+        str(sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f["ledger_worker_messages"].samples))
+        for f in parsed
+    }
+    assert len(worker_counts) == 1  # whichever granian process answered
+
+    # The status page renders the live numbers in headless Chromium.
+    render_status_page(port, head + 6)
+
+    # Stop the listener: its heartbeat stops, so it turns stale, then offline; health warns.
+    stack["listener"].kill(signal.SIGTERM)
+    seen: list[tuple[str, int, dict[str, Any]]] = []  # each status change: (status, latency, health)
+
+    def offline() -> bool:
+        snap = figures(client)
+        status = snap["listener"]["status"]
+        if not seen or seen[-1][0] != status:
+            seen.append((status, snap["data_latency"]["ms"], data_health(client)[1]))
+        return status == "offline"
+
+    wait_until(offline, 20, "the stopped listener to be offline", interval=0.1)
+    assert [s[0] for s in seen][-2:] == ["stale", "offline"], seen
+    (_, stale_latency, stale_health), (_, offline_latency, offline_health) = seen[-2:]
+    assert stale_health["status"] == "warning" and "listener is stale" in stale_health["reasons"]
+    assert offline_health["status"] == "warning" and "listener is offline" in offline_health["reasons"]
+    assert offline_latency > stale_latency  # a stopped listener's latency grows
+
+
+def test_health_says_error_when_it_cannot_tell(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    dead_pg = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app(dataclasses.replace(settings, database_url=dead_pg))
+    try:
+        client = app.test_client()
+        status, body = data_health(client)
+        assert (status, body["status"]) == (500, "error") and body["listener"] == {"error": "PoolTimeout"}
+        assert client.get("/health/live").status_code == 200  # nothing outside the process
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.get_json()["checks"]["postgres"]["ok"] is False
+        assert ready.get_json()["checks"]["redis"]["ok"] is True
+        # /metrics still answers with what it can read, and says which sources failed.
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        up = {s.labels["source"]: s.value for s in families["ledger_metrics_source_up"].samples}
+        assert up["listener"] == 0 and up["queues"] == 1 and up["pushed_counters"] == 1
+    finally:
+        close_app(app)
+
+
+def test_no_listener_ever_is_offline(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    app = create_app(settings)
+    try:
+        status, body = data_health(app.test_client())
+        assert (status, body["status"]) == (200, "warning") and body["listener"]["status"] == "offline"
+    finally:
+        close_app(app)
+
+
+def render_status_page(port: int, head: int) -> None:
+    """Open /status in headless Chromium: live numbers, the chart, then a requeue with the token."""
+    binary = chromium()
+    if binary is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): status page not rendered")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser = Browser(binary)
+    try:
+        browser.goto(f"http://127.0.0.1:{port}/status?refresh=1000")
+        text = "(id) => document.getElementById(id).textContent"
+        # The live numbers, not placeholders: the chain head the listener reached, the health badge,
+        # the listener status, the queue depths and the freshness chart's points.
+        browser.wait_for(f"({text})('head-block') === '{head:,}'")
+        assert browser.eval(f"({text})('listener-status')") == "online"
+        assert browser.eval(f"({text})('q-dead')") == "1"
+        assert browser.eval(f"/^[0-9,]+$/.test(({text})('watermark'))")  # a block number, not "not available"
+        assert browser.eval(f"({text})('health')") in ("healthy", "warning")
+        assert browser.eval("document.querySelectorAll('#freshness-svg circle').length") >= 1
+        browser.screenshot(ARTIFACTS / "status-page.png")
+        # Dead letters need the token: typed in, the list comes from the admin API, and "requeue"
+        # sends the message again (a poison one dies again, under a new dead-letter id).
+        assert browser.eval("document.querySelectorAll('#dead-rows tr').length") == 0
+        browser.eval(
+            f"document.getElementById('token').value = '{TOKEN}'; document.getElementById('token-save').click()"
+        )
+        first = browser.wait_for(
+            "document.querySelector('#dead-rows tr td') && document.querySelector('#dead-rows tr td').textContent"
+        )
+        browser.eval("document.querySelector('#dead-rows button').click()")
+        browser.wait_for(f"({text})('admin-msg').includes('requeued')")
+        cell = "document.querySelector('#dead-rows tr td')"
+        browser.wait_for(f"{cell} && {cell}.textContent !== '{first}'")
+        browser.screenshot(ARTIFACTS / "status-page-admin.png")
+    finally:
+        browser.close()
+    assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
+
+
+def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connection, settings: Settings) -> None:
+    # Before the accounting and positions work's migrations: reported unavailable, never invented.
+
+    has_watermark = monitor._has_column(db, "listener_checkpoint", "persisted_block")
+    has_positions = monitor._has_column(db, "positions", "state")
+    if not has_watermark:
+        with pytest.raises(monitor.Unavailable):
+            monitor.persisted_watermark(db)
+    if not has_positions:
+        with pytest.raises(monitor.Unavailable):
+            monitor.drift(db)
+    # With their columns and rows (made here inside the test's transaction when missing), they show.
+    db.execute(
+        "ALTER TABLE listener_checkpoint ADD COLUMN IF NOT EXISTS persisted_block bigint,"
+        " ADD COLUMN IF NOT EXISTS persisted_at timestamptz"
+    )
+    db.execute(
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, persisted_block, persisted_at)"
+        " VALUES ('main', 120, 'x', 117, now())"
+    )
+    assert monitor.persisted_watermark(db)["persisted_block"] == 117
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS positions (address text PRIMARY KEY, block_num bigint NOT NULL,"
+        " state json NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+    )
+    db.execute("INSERT INTO pool_accounts (address) VALUES (%s), (%s)", SIM_ACCOUNTS[:2])
+    db.execute(
+        "INSERT INTO positions (address, block_num, state) VALUES (%s, 90, %s)",
+        (SIM_ACCOUNTS[0], '{"d": {"ENERGY.cancel": 5}}'),
+    )
+    assert monitor.drift(db) == [
+        {"account": SIM_ACCOUNTS[0], "block": 90, "drift": {"ENERGY.cancel": 5}},
+        {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}},
+    ]
+
+
+def test_queue_depths_on_rabbitmq(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    # RabbitMQ counts its own queues (ready, delayed, dead); messages in flight are not in those
+    # counts, so that figure is unknown there rather than a wrong zero.
+    queue = f"mon_{uuid.uuid4().hex[:8]}"
+    rabbit_settings = dataclasses.replace(settings, broker_url=TEST_RABBITMQ_URL, queue_name=queue)
+    app = create_app(rabbit_settings)
+    try:
+        broker = resources_of(app).broker
+        broker.declare_queue(queue)
+        for n in range(3):
+            broker.enqueue(dramatiq.Message(queue_name=queue, actor_name="a", args=(n,), kwargs={}, options={}))
+        client = app.test_client()
+        wait_until(lambda: figures(client)["queues"]["ready"] == 3, 10, "RabbitMQ's count")
+        queues = figures(client)["queues"]
+        assert queues["live"] == {"ready": 3, "delayed": 0, "in_flight": None, "dead": 0}
+        assert (queues["ready"], queues["in_flight"]) == (3, None)  # with the empty background queue
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        assert {s.labels["state"] for s in families["ledger_queue_messages"].samples} == {"ready", "delayed", "dead"}
+    finally:
+        close_app(app)
+        delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)
+
+
+def resources_of(app: Flask) -> Any:
+    return app.extensions["ledger"]

@@ -1,0 +1,176 @@
+"""The admin API, under /admin, behind ADMIN_TOKEN: everything that changes state or shows message contents.
+
+Registered only when ADMIN_TOKEN is set (otherwise every /admin route is a 404). Each request must
+carry `Authorization: Bearer <token>`; the comparison is constant-time (`hmac.compare_digest`),
+so response time says nothing about how much of a guess was right. A missing or wrong token is a
+401 with `WWW-Authenticate: Bearer`.
+
+Routes (JSON):
+- GET    /admin/dead-letters?limit&before_id&actor&error   list, newest first (with args and errors)
+- GET    /admin/dead-letters/<id>                          one, with its traceback
+- POST   /admin/dead-letters/<id>/requeue                  send it again (retries reset)
+- POST   /admin/dead-letters/requeue?actor=                requeue all (of one actor)
+- DELETE /admin/dead-letters/<id>                          purge one
+- POST   /admin/dead-letters/purge?actor=                  purge all (of one actor)
+- GET    /admin/in-flight                                  messages held by each worker, alive or not
+- POST   /admin/recover                                    put back messages held by dead workers
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, request
+from psycopg_pool import ConnectionPool
+
+from ledger import deadletters as dl
+from ledger.domain import INT64_MAX
+from ledger.inflight import held_messages, is_redis_broker
+from ledger.inflight import recover as recover_stranded
+from web.params import int_param
+from web.pg import read_connection
+from web.resources import resources
+from web.responses import ApiError, bad_request, json_response, not_found, shown
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+_MAX_LIMIT = 200
+
+
+@bp.before_request
+def _authenticate() -> None:
+    token = resources().settings.admin_token
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if not (token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())):
+        raise ApiError(401, "unauthorized", "this route needs 'Authorization: Bearer <ADMIN_TOKEN>'")
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"  # message contents must not sit in a proxy cache
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ledger admin"'
+    return response
+
+
+def _admin_pool() -> ConnectionPool:
+    pool = resources().admin_pool
+    assert pool is not None  # the blueprint is registered only with a token, which makes the pool
+    return pool
+
+
+def _adopt(conn: Any) -> None:
+    """Record dead letters only the broker knows (see ledger.deadletters), so lists are complete."""
+    res = resources()
+    if is_redis_broker(res.broker):
+        dl.adopt_broker_dead_letters(conn, res.broker_redis, res.settings.queue_name)
+
+
+@bp.get("/dead-letters")
+def list_dead_letters() -> Response:
+    limit = int_param(request.args, "limit", 50, 1, _MAX_LIMIT)
+    before_id = int_param(request.args, "before_id", 0, 1, INT64_MAX) or None
+    actor = request.args.get("actor") or None
+    error = request.args.get("error") or None
+    with read_connection(_admin_pool()) as conn:
+        _adopt(conn)
+        rows = dl.list_dead_letters(conn, limit=limit + 1, before_id=before_id, actor=actor, error=error)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for row in rows:
+        row.pop("traceback", None)  # long; GET /admin/dead-letters/<id> has it
+    meta = {"limit": limit, "next_before_id": rows[-1]["id"] if more else None}
+    return json_response({"success": True, "data": rows, "meta": meta})
+
+
+@bp.get("/dead-letters/<dl_id>")
+def show_dead_letter(dl_id: str) -> Response:
+    with read_connection(_admin_pool()) as conn:
+        row = dl.get_dead_letter(conn, _id(dl_id))
+    if row is None:
+        raise not_found(f"no dead letter {dl_id}")
+    return json_response({"success": True, "data": row})
+
+
+@bp.post("/dead-letters/<dl_id>/requeue")
+def requeue_one(dl_id: str) -> Response:
+    with read_connection(_admin_pool()) as conn:
+        message_id = dl.requeue_dead_letter(conn, resources().broker, _id(dl_id))
+    if message_id is None:
+        raise not_found(f"no dead letter {dl_id}")
+    log.warning("admin: requeued dead letter %s (message %s)", dl_id, message_id)
+    return json_response({"success": True, "data": {"requeued": [message_id]}})
+
+
+@bp.post("/dead-letters/requeue")
+def requeue_all() -> Response:
+    actor = request.args.get("actor") or None
+    with read_connection(_admin_pool()) as conn:
+        _adopt(conn)
+        sent = dl.requeue_dead_letters(conn, resources().broker, actor=actor)
+    log.warning("admin: requeued %d dead letter(s)%s", len(sent), f" of {actor}" if actor else "")
+    return json_response({"success": True, "data": {"requeued": sent}})
+
+
+@bp.delete("/dead-letters/<dl_id>")
+def purge_one(dl_id: str) -> Response:
+    res = resources()
+    with read_connection(_admin_pool()) as conn:
+        count = dl.purge_dead_letters(conn, res.broker_redis, dl_id=_id(dl_id))
+    if not count:
+        raise not_found(f"no dead letter {dl_id}")
+    log.warning("admin: purged dead letter %s", dl_id)
+    return json_response({"success": True, "data": {"purged": count}})
+
+
+@bp.post("/dead-letters/purge")
+def purge_all() -> Response:
+    res = resources()
+    actor = request.args.get("actor") or None
+    with read_connection(_admin_pool()) as conn:
+        _adopt(conn)
+        count = dl.purge_dead_letters(conn, res.broker_redis, actor=actor)
+    log.warning("admin: purged %d dead letter(s)%s", count, f" of {actor}" if actor else "")
+    return json_response({"success": True, "data": {"purged": count}})
+
+
+@bp.get("/in-flight")
+def in_flight() -> Response:
+    res = resources()
+    if not is_redis_broker(res.broker):
+        raise ApiError(501, "not_implemented", "messages held by workers are read from the Redis broker only")
+    timeout_ms = int(res.settings.worker_heartbeat_timeout * 1000)
+    holds = held_messages(res.broker_redis, res.settings.queue_name, heartbeat_timeout_ms=timeout_ms)
+    data = [
+        {
+            "worker_id": h.worker_id,
+            "alive": h.alive,
+            "last_seen_ms_ago": h.last_seen_ms_ago,
+            "messages": [vars(m) for m in h.messages],
+        }
+        for h in holds
+        if h.alive or h.messages  # producers (listener, web) also appear in the broker's heartbeats
+    ]
+    return json_response({"success": True, "data": data})
+
+
+@bp.post("/recover")
+def recover() -> Response:
+    res = resources()
+    if not is_redis_broker(res.broker):
+        raise ApiError(501, "not_implemented", "RabbitMQ gives a dead consumer's messages back itself")
+    result = recover_stranded(res.broker_redis, res.settings)
+    log.warning("admin: recover moved back %s", result)
+    return json_response({"success": True, "data": result})
+
+
+def _id(raw: str) -> int:
+    # Length before int(): past 4,300 digits int() raises instead of answering.
+    if not (raw.isdigit() and raw.isascii() and len(raw) <= 19 and 1 <= int(raw) <= INT64_MAX):
+        raise bad_request(f"dead letter id must be a positive integer (got {shown(raw)})")
+    return int(raw)

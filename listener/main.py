@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="REQ_PER_S",
-        help="node requests per second (default: TRON_REQUESTS_PER_SECOND; 0 = no limit)",
+        help="a cap for this run alone, under the shared budget (TRON_REQUESTS_PER_SECOND for all processes)",
     )
     return parser
 
@@ -218,6 +218,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             # Often enough that the watermark in /health/ready is fresh and a loss is re-sent
             # soon after its grace period; one pass costs a few small queries.
             repair_interval=min(5.0, settings.repair_grace_seconds / 2),
+            solid_every=settings.listener_solid_every_blocks,
         )
         streamers[:] = [streamer]
         counted[:] = [0, 0]
@@ -373,7 +374,8 @@ def _run_range(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     settle = args.add_account and args.to_block is None
-    rate = args.rate if args.rate is not None else settings.tron_requests_per_second
+    rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
+    rate = min(rates) if rates else 0.0
     log.info(
         "backfill %s: blocks %d..%s for %d account(s), %s",
         name,

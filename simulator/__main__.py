@@ -17,6 +17,7 @@ from .faults import FaultInjector
 from .feed import BlockFeed
 from .node import Producer, SimNode
 from .render import Renderer
+from .requests import HiddenTransactions, RequestCounter, RequestsApi
 from .server import SimServer
 from .trongrid import TronGridApi
 
@@ -38,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulator: generated {config.history_blocks} history blocks in {elapsed:.1f} s", file=sys.stderr)
     print(f"simulator: tracked accounts {','.join(config.accounts)}", file=sys.stderr, flush=True)
 
-    renderer = Renderer(node.book)
+    hidden = HiddenTransactions(node.store, config.hide_rate)
+    renderer = Renderer(node.book, hidden=hidden.is_hidden)
+    counter = RequestCounter()
     # Listeners are added after the history, which no client can have watched being made.
     node.store.add_listener(lambda removed, added, heights: renderer.forget(removed))
     feed = BlockFeed(config.solid_lag, node.store.heights().head, config.ws_drop_every)
@@ -57,7 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     trongrid = TronGridApi(node.store, node.view, renderer, accounts)
     server = SimServer(
         (config.host, config.port),
-        [NodeApi(node.store, renderer).handle, accounts.handle, trongrid.handle, ControlApi(node, faults, feed).handle],
+        # The /sim/requests and /sim/hidden routes go before ControlApi, which answers 404 for any /sim/ path.
+        [
+            NodeApi(node.store, renderer).handle,
+            accounts.handle,
+            trongrid.handle,
+            RequestsApi(counter, hidden).handle,
+            ControlApi(node, faults, feed).handle,
+        ],
+        counter=counter,
         response_filter=faults,
         log_requests=config.log_requests,
         feed=feed,

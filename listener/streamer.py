@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger.domain import BLOCK_INTERVAL_MS, Operation
+from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
 from ledger.parser import BlockParse, ParseIssue
 from ledger.tron_node import MAX_BLOCKS_PER_REQUEST
 from listener.adapter import ChainAdapter
@@ -31,6 +31,8 @@ RECENT_MARGIN = 100  # block ids kept this far below the solidified head (listen
 # With a push feed, the timed probe waits this much past the block's due time: the push normally
 # arrives first, and a probe that finds nothing is a request spent for nothing.
 PUSH_GRACE = 1.0
+# Empty probes in a row after which the head's header is asked for (see _check_empty_probes).
+EMPTY_PROBES_BEFORE_HEAD_CHECK = 5
 
 
 class SlotTiming:
@@ -168,7 +170,10 @@ class Streamer:
         self.solid_every = max(1, solid_every)
         self._solid_known = -1
         self._solid_at: int | None = None
+        self._solid_lag = 0
+        self._pending_blocks: set[int] = set()  # blocks of records sent pending, not yet confirmed
         self._timing = SlotTiming()
+        self._empty_probes = 0
         self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
@@ -204,8 +209,10 @@ class Streamer:
         blocks = self.adapter.follow(checkpoint + 1, self.batch_blocks, tracked, solid)
         self._timing.probed(bool(blocks))
         if not blocks:
+            self._check_empty_probes(checkpoint)
             self._send_confirmation(solid)
             return True
+        self._empty_probes = 0
         end = blocks[-1].number
         self._check_contiguous(blocks, checkpoint + 1, end)
         if not self._links(blocks):
@@ -224,6 +231,7 @@ class Streamer:
         if issues:
             self.store.record_issues(issues)
         self.sink.publish(operations)
+        self._pending_blocks.update(op.block_num for op in operations if op.status == PENDING)
         self._send_confirmation(solid)
         # The node's head is at least the last block it gave; a short answer means it is exactly that.
         head = max(self.progress.head, end)
@@ -242,6 +250,17 @@ class Streamer:
         if caught_up:
             self._timing.at_head(blocks[-1].timestamp_ms)
         return caught_up
+
+    def _check_empty_probes(self, checkpoint: int) -> None:
+        """Now and then, when probes keep finding nothing, ask the head's header: a node that
+        answers `{}` for blocks it has (a lagging or broken backend) is then said so, and retried
+        with backoff, instead of looking like a quiet chain."""
+        self._empty_probes += 1
+        if self._empty_probes % EMPTY_PROBES_BEFORE_HEAD_CHECK:
+            return
+        head = self.adapter.head_number()
+        if head > checkpoint:
+            raise ChainMoved(f"the node answered no block from {checkpoint + 1} though its head is {head}")
 
     def idle_wait(self) -> float:
         """Seconds to wait at the head before the next probe (see SlotTiming)."""
@@ -276,14 +295,23 @@ class Streamer:
         return checkpoint
 
     def _solid(self, checkpoint: int) -> int:
-        """The solidified head, asked for once per `solid_every` blocks, not every cycle.
+        """The solidified head, asked for when it can matter, not every cycle.
 
-        Confirmation is what it is for, and a record needs about 19 blocks (57 s) to solidify
-        anyway, so learning it once a minute (20 blocks) delays a confirmation by at most that
-        and costs 0.05 requests a block; the lifecycle job confirms anything left behind."""
-        if self._solid_at is None or checkpoint - self._solid_at >= self.solid_every or checkpoint < self._solid_at:
+        It is asked once per `solid_every` blocks (health and the chain_state row), and when a
+        record this listener sent as pending has become confirmable by the last known distance
+        between head and solid head (about 19 blocks): pool operations are a small share of blocks,
+        so that costs a few requests a day, while each confirmation still comes one block after
+        the chain's. While the chain stands still nothing is asked (nothing new can solidify)."""
+        lag = self._solid_lag
+        moved = self._solid_at is None or checkpoint != self._solid_at
+        due = self._solid_at is None or abs(checkpoint - self._solid_at) >= self.solid_every
+        confirmable = bool(self._pending_blocks) and min(self._pending_blocks) <= checkpoint - lag
+        if moved and (due or confirmable):
             self._solid_known = self.adapter.solid_number()
             self._solid_at = checkpoint
+            if self._solid_known >= 0:
+                self._solid_lag = max(0, checkpoint - self._solid_known)
+            self._pending_blocks = {b for b in self._pending_blocks if b > self._solid_known}
             self.progress.solid = self._solid_known
         return self._solid_known
 

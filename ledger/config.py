@@ -62,6 +62,13 @@ class Settings:
     cache_ttl_historical: int = 3_600
     cache_socket_timeout: float = 0.05
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
+    # The scheduler (scheduler/): seconds between runs of each job, 0 = off. Each run costs node
+    # requests from the shared budget: gap ~1 per pool account when nothing is missing, state
+    # ~3 + one per delegation receiver per account, lifecycle none.
+    schedule_gap_seconds: int = 600
+    schedule_state_seconds: int = 3_600
+    schedule_lifecycle_seconds: int = 300
+    gap_lookback_seconds: int = 86_400  # how far back the first gap run of an account reads
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     admin_token: str = ""  # empty: the /admin API is off (404)
@@ -141,6 +148,10 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cache_ttl_historical": ("CACHE_TTL_HISTORICAL", int),
     "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
     "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
+    "schedule_gap_seconds": ("SCHEDULE_GAP_SECONDS", int),
+    "schedule_state_seconds": ("SCHEDULE_STATE_SECONDS", int),
+    "schedule_lifecycle_seconds": ("SCHEDULE_LIFECYCLE_SECONDS", int),
+    "gap_lookback_seconds": ("GAP_LOOKBACK_SECONDS", int),
     "log_level": ("LOG_LEVEL", str),
     "log_format": ("LOG_FORMAT", str),
     "admin_token": ("ADMIN_TOKEN", str),

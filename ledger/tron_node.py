@@ -101,6 +101,11 @@ class TronNode:
         sends the whole block."""
         return self._object(self._call(self._base, "/wallet/getblock", {"detail": False}), "getblock")
 
+    def block_header(self, num: int) -> dict[str, Any] | None:
+        """Block `num`'s header only (getblock, detail false); None if the node has no such block."""
+        reply = self._object(self._call(self._base, "/wallet/getblock", {"id_or_num": str(num)}), "getblock")
+        return reply or None
+
     def solid_block_number(self) -> int:
         """The solidified head; -1 when the node has none to show (`{}`: a young chain, or a
         solidity node catching up). Records then stay pending until it answers."""

@@ -1,6 +1,6 @@
 """`python -m listener`: the listener process, and `python -m listener backfill` for past ranges.
 
-The listener runs as active or standby (listener/leader.py): start as many as you like, exactly one
+The listener runs as active or standby (ledger/leader.py): start as many as you like, exactly one
 indexes at a time. With TRON_WS_URL set, a WebSocket block feed wakes it as soon as a block is
 announced (listener/wakeup.py); polling from the checkpoint stays the source of truth.
 """
@@ -21,6 +21,7 @@ import psycopg
 from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
+from ledger.leader import CheckpointFenced, Leader, Lease, default_holder
 from ledger.logs import setup_logging
 from ledger.metrics import Counters, Flusher, metrics_client
 from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
@@ -37,10 +38,9 @@ from listener.backfill import (
 )
 from listener.heartbeat import Beat, Heartbeat
 from listener.history import AccountHistory, history_checkpoint_name
-from listener.leader import Leader, Lease, default_holder
 from listener.repair import repair_once
 from listener.sink import BrokerSink
-from listener.store import CheckpointFenced, PgStore
+from listener.store import PgStore
 from listener.streamer import Streamer
 from listener.wakeup import WakeupFeed
 

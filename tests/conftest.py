@@ -42,6 +42,10 @@ TABLES = (
     "position_openings",
     "listener_heartbeats",
     "freshness_samples",
+    "job_runs",
+    "reconcile_cursors",
+    "recovered_operations",
+    "drift",
 )
 
 

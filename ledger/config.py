@@ -69,6 +69,7 @@ class Settings:
     schedule_state_seconds: int = 3_600
     schedule_lifecycle_seconds: int = 300
     gap_lookback_seconds: int = 86_400  # how far back the first gap run of an account reads
+    gap_settle_seconds: int = 120  # records younger than this may still be in the listener's queue
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     admin_token: str = ""  # empty: the /admin API is off (404)
@@ -152,6 +153,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "schedule_state_seconds": ("SCHEDULE_STATE_SECONDS", int),
     "schedule_lifecycle_seconds": ("SCHEDULE_LIFECYCLE_SECONDS", int),
     "gap_lookback_seconds": ("GAP_LOOKBACK_SECONDS", int),
+    "gap_settle_seconds": ("GAP_SETTLE_SECONDS", int),
     "log_level": ("LOG_LEVEL", str),
     "log_format": ("LOG_FORMAT", str),
     "admin_token": ("ADMIN_TOKEN", str),

@@ -12,6 +12,7 @@ from types import FrameType
 from .account_api import AccountApi
 from .api import NodeApi
 from .config import parse_config
+from .contract_stakes import ContractStakeApi
 from .control import ControlApi
 from .faults import FaultInjector
 from .feed import BlockFeed
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             accounts.handle,
             trongrid.handle,
             RequestsApi(counter, hidden).handle,
+            ContractStakeApi(
+                node.contract_stakes, lambda: node.produce(1), lambda: node.store.heights().head, node.book
+            ).handle,
             ControlApi(node, faults, feed).handle,
         ],
         counter=counter,

@@ -135,6 +135,7 @@ def reconcile_gaps(deps: Deps, account: Any, run_id: Any) -> None:
             lambda op: persist_operation(deps, op.to_message()),
             run_id=run_id if isinstance(run_id, int) else None,
             lookback_seconds=deps.settings.gap_lookback_seconds,
+            settle_seconds=deps.settings.gap_settle_seconds,
         )
 
     _job(deps, run_id, body)

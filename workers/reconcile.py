@@ -37,7 +37,6 @@ from ledger.tron_node import TronNode
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200  # TronGrid's maximum `limit`
-GAP_SETTLE_SECONDS = 120  # younger records may still be in the listener's queue
 MAX_PAGES = 500  # per run; the cursor lets the next run go on
 
 
@@ -52,6 +51,7 @@ def reconcile_gaps(
     *,
     run_id: int | None,
     lookback_seconds: int,
+    settle_seconds: int = 120,
     now_ms: int | None = None,
 ) -> dict[str, int]:
     """One gap run for `account`; returns {"records", "operations", "recovered", "pages"}."""
@@ -73,7 +73,7 @@ def reconcile_gaps(
         counts["pages"] += 1
         judged = []
         for rec in records:
-            if rec["blockNumber"] > limit_block or rec["block_timestamp"] > now_ms - GAP_SETTLE_SECONDS * 1000:
+            if rec["blockNumber"] > limit_block or rec["block_timestamp"] > now_ms - settle_seconds * 1000:
                 fingerprint = None  # oldest first: everything after this one is too young as well
                 break
             judged.append(rec)

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulator: generated {config.history_blocks} history blocks in {elapsed:.1f} s", file=sys.stderr)
     print(f"simulator: tracked accounts {','.join(config.accounts)}", file=sys.stderr, flush=True)
 
-    hidden = HiddenTransactions(node.store, config.hide_rate)
+    hidden = HiddenTransactions(node.store, config.tracked_hex, config.hide_rate)
     renderer = Renderer(node.book, hidden=hidden.is_hidden)
     counter = RequestCounter()
     # Listeners are added after the history, which no client can have watched being made.
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trongrid.handle,
             RequestsApi(counter, hidden).handle,
             ContractStakeApi(
-                node.contract_stakes, lambda: node.produce(1), lambda: node.store.heights().head, node.book
+                node.contract_stakes, lambda: node.submit([]), lambda: node.store.heights().head, node.book
             ).handle,
             ControlApi(node, faults, feed).handle,
         ],

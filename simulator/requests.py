@@ -10,7 +10,7 @@ GET  /sim/requests[?client=label] -> {"clients": {label: {"total","today","max_p
                                       "per_second": {"<unix second>": n, ...}, "paths": {...}}}}
 POST /sim/requests/reset          -> forget every count
 
-Hiding: a share of the stake transactions (those the truth lists) is left out of the block feed
+Hiding: a share of the stake transactions of the tracked accounts (those the truth lists) is left out of the block feed
 (`getblockbynum`, `getblock`, `getblockbylimitnext`, `getnowblock`, `gettransactioninfobyblocknum`)
 and stays visible only through TronGrid's account index (`/v1/accounts/{a}/transactions`) and
 the by-id lookups, the way a node that served an incomplete block would lose them: only
@@ -29,7 +29,7 @@ import json
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .chain import ChainStore
 from .httpio import Request, Response, json_response
@@ -96,8 +96,9 @@ class RequestCounter:
 
 
 class HiddenTransactions:
-    def __init__(self, store: ChainStore, rate: float = 0.0) -> None:
+    def __init__(self, store: ChainStore, tracked_hex: Iterable[str], rate: float = 0.0) -> None:
         self._store = store
+        self._tracked = frozenset(tracked_hex)
         self._lock = threading.Lock()
         # (after block, rate), ascending: the rate for block n is the last entry with after < n.
         self._rates: list[tuple[int, float]] = [(-1, _check_rate(rate))]
@@ -109,7 +110,8 @@ class HiddenTransactions:
             self._rates.append((-1 if head is None else head, rate))
 
     def is_hidden(self, block: Block, tx: Tx) -> bool:
-        if not tx.rows:  # only what the ledger would record: other transactions are left alone
+        # Only what the truth lists (the tracked accounts' rows): other transactions are left alone.
+        if not any(r.owner in self._tracked or r.receiver in self._tracked for r in tx.rows):
             return False
         with self._lock:
             rate = next(r for after, r in reversed(self._rates) if after < block.number)

@@ -57,7 +57,7 @@ def reconcile_gaps(
     """One gap run for `account`; returns {"records", "operations", "recovered", "pages"}."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     start_ms = _cursor(conn, account) or now_ms - lookback_seconds * 1000
-    limit_block = _delivered_up_to(conn)
+    limit_block = min(_listener_checkpoint(conn), node.solid_block_number())
     params = {
         "only_confirmed": "true",
         "limit": str(PAGE_SIZE),
@@ -83,11 +83,15 @@ def reconcile_gaps(
         for op in _missing(conn, ops):
             op = replace(op, block_id=_block_id(node, op.block_num, headers))
             persist(op)
-            conn.execute(
+            # Counted once, by whichever run notes it first: a delegation between two pool accounts
+            # is found by both accounts' runs, maybe at the same time (the upsert makes one row).
+            first = conn.execute(
                 "INSERT INTO recovered_operations (tx_id, op_index, account, block_num, kind, run_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
                 (op.tx_id, op.op_index, account, op.block_num, op.kind, run_id),
-            )
+            ).fetchone()
+            if first is None:
+                continue
             counts["recovered"] += 1
             log.warning(
                 "reconciliation recovered %s/%s (%s, block %s) of %s",
@@ -183,13 +187,10 @@ def _save_cursor(conn: psycopg.Connection, account: str, timestamp_ms: int, bloc
     )
 
 
-def _delivered_up_to(conn: psycopg.Connection) -> int:
-    """The highest block the listener has sent everything of and the chain has solidified."""
-    row = conn.execute(
-        "SELECT least((SELECT block_num FROM listener_checkpoint WHERE name = 'main'),"
-        " (SELECT solid_block FROM chain_state WHERE id = 1))"
-    ).fetchone()
-    return int(row[0]) if row and row[0] is not None else -1
+def _listener_checkpoint(conn: psycopg.Connection) -> int:
+    """The last block the listener has sent everything of (-1 before its first batch)."""
+    row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
+    return int(row[0]) if row else -1
 
 
 # -- state -----------------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def reconcile_gaps(
         counts["pages"] += 1
         judged = []
         for rec in records:
-            if rec["blockNumber"] > limit_block or rec["block_timestamp"] > now_ms - settle_seconds * 1000:
+            too_young = settle_seconds > 0 and rec["block_timestamp"] > now_ms - settle_seconds * 1000
+            if rec["blockNumber"] > limit_block or too_young:
                 fingerprint = None  # oldest first: everything after this one is too young as well
                 break
             judged.append(rec)

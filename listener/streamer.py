@@ -31,6 +31,9 @@ RECENT_MARGIN = 100  # block ids kept this far below the solidified head (listen
 # With a push feed, the timed probe waits this much past the block's due time: the push normally
 # arrives first, and a probe that finds nothing is a request spent for nothing.
 PUSH_GRACE = 1.0
+# No new block for this long (two slots) is a chain gone quiet, not a late block: records that can
+# have solidified are then confirmed at once (see _solid).
+QUIET_SECONDS = 2 * BLOCK_INTERVAL_MS / 1000
 # Empty probes in a row after which the head's header is asked for (see _check_empty_probes).
 EMPTY_PROBES_BEFORE_HEAD_CHECK = 5
 
@@ -174,6 +177,7 @@ class Streamer:
         self._pending_blocks: set[int] = set()  # blocks of records sent pending, not yet confirmed
         self._timing = SlotTiming()
         self._empty_probes = 0
+        self._block_seen_at = time.monotonic()
         self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
@@ -210,9 +214,11 @@ class Streamer:
         self._timing.probed(bool(blocks))
         if not blocks:
             self._check_empty_probes(checkpoint)
-            self._send_confirmation(self._solid(checkpoint, idle=True))
+            quiet = time.monotonic() - self._block_seen_at >= QUIET_SECONDS
+            self._send_confirmation(self._solid(checkpoint, idle=quiet))
             return True
         self._empty_probes = 0
+        self._block_seen_at = time.monotonic()
         end = blocks[-1].number
         self._check_contiguous(blocks, checkpoint + 1, end)
         if not self._links(blocks):
@@ -309,7 +315,7 @@ class Streamer:
         due = self._solid_at is None or abs(checkpoint - self._solid_at) >= self.solid_every
         confirmable = bool(self._pending_blocks) and min(self._pending_blocks) <= checkpoint - lag
         # Several records solidifying a few blocks apart are confirmed by one request.
-        # (When the chain is quiet, at once: nothing else would come to confirm them.)
+        # (When the chain has gone quiet, at once: nothing else would come to confirm them.)
         spaced = idle or self._solid_at is None or abs(checkpoint - self._solid_at) >= max(1, self.solid_every // 2)
         if moved and (due or (confirmable and spaced)):
             self._solid_known = self.adapter.solid_number()

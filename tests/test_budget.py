@@ -19,7 +19,8 @@ from ledger.tron_json import NodeError
 from ledger.tron_node import NodeUnavailable, TronNode
 from simulator.requests import client_label
 from tests.procs import Proc, python
-from tests.stack import Simulator, start_simulator
+from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
+from tests.test_pipeline import checkpoint
 
 KEY = "0b1d3a5e-7c2f-4e11-9a8b-secretkey000"
 
@@ -181,3 +182,44 @@ def test_three_processes_stay_within_the_rate_by_the_nodes_own_count(budget_redi
     span = max(int(s) for s in mine["per_second"]) - min(int(s) for s in mine["per_second"]) + 1
     assert mine["total"] <= burst + rate * span + 3
     assert all(KEY not in c.output() for c in clients)
+
+
+def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid_head_rarely(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # Given a listener at the head of a chain that makes blocks only when told to
+    sim_proc, url = start_simulator("--block-interval", "3", "--history-blocks", "30", "--ops-per-block", "2")
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    sim.pause()
+    env.update(
+        {
+            "TRON_NODE_URL": url,
+            "TRON_API_KEY": KEY,
+            "START_BLOCK": str(sim.status()["start_block"]),
+            # Woken by the feed: blocks made on demand come faster than their 3-s slots.
+            "TRON_WS_URL": url.replace("http://", "ws://") + "/ws",
+        }
+    )
+    procs.append(start_worker(env))
+    procs.append(start_listener(env))
+    wait_until(lambda: checkpoint(settings.database_url) == sim.status()["head"], 60, "catch-up")
+    sim.http.post("/sim/requests/reset")
+
+    # When it follows 40 new blocks, one at a time
+    blocks = 40
+    for _ in range(blocks):
+        sim.produce(1)
+        head = sim.status()["head"]
+        wait_until(lambda h=head: checkpoint(settings.database_url) >= h, 30, f"block {head}")
+
+    # Then it never fetched a whole block to learn the head, nor block by block, and asked for the
+    # solidified head at most once per 10 blocks (plus the one when the chain stopped)
+    paths = sim.http.get("/sim/requests", params={"client": client_label(KEY, "")}).json()["clients"]
+    paths = paths[client_label(KEY, "")]["paths"]
+    assert "/wallet/getnowblock" not in paths and "/walletsolidity/getnowblock" not in paths, paths
+    assert "/wallet/getblockbynum" not in paths, paths
+    assert paths.get("/walletsolidity/getblock", 0) <= blocks // 10 + 2, paths
+    assert paths["/wallet/getblockbylimitnext"] >= blocks
+    # Every TransactionInfo asked for is for a block holding a tracked operation whose amount lives there.
+    assert paths.get("/wallet/gettransactioninfobyblocknum", 0) <= blocks

@@ -219,6 +219,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             # soon after its grace period; one pass costs a few small queries.
             repair_interval=min(5.0, settings.repair_grace_seconds / 2),
             solid_every=settings.listener_solid_every_blocks,
+            push=feed is not None,
         )
         streamers[:] = [streamer]
         counted[:] = [0, 0]

@@ -55,7 +55,7 @@ class SlotTiming:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self.margin = 0.5
+        self.margin = 0.3
         self._due: float | None = None
         self._timed = False
 
@@ -149,6 +149,7 @@ class Streamer:
         repair: Callable[[], object] | None = None,
         repair_interval: float = 5.0,
         solid_every: int = 20,
+        push: bool = False,
     ) -> None:
         self.adapter = adapter
         self.store = store
@@ -166,6 +167,7 @@ class Streamer:
         self.repair = repair
         self.repair_interval = repair_interval
         self._repaired_at = float("-inf")
+        self.push = push  # a feed sets `wake` on each new block (`wake` alone may only end a term)
         self.progress = Progress()
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
@@ -202,7 +204,7 @@ class Streamer:
                 else:
                     # Freshness follows the push; the timed probe is only the fallback for a
                     # message the feed lost, so it comes a little after the block is due.
-                    self.wake.wait(wait + (PUSH_GRACE if self._timing.expecting else 0.0))
+                    self.wake.wait(wait + (PUSH_GRACE if self.push and self._timing.expecting else 0.0))
                     self.wake.clear()
 
     def sync_cycle(self) -> bool:

@@ -223,3 +223,37 @@ def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid
     assert paths["/wallet/getblockbylimitnext"] >= blocks
     # Every TransactionInfo asked for is for a block holding a tracked operation whose amount lives there.
     assert paths.get("/wallet/gettransactioninfobyblocknum", 0) <= blocks
+
+
+def test_a_rate_limit_seen_by_one_client_holds_every_client_on_the_budget(budget_redis: str) -> None:
+    # Given two node clients (two processes' worth) on one budget, the first told to back off
+    limits = BudgetLimits(per_second=0, burst=1, per_day=0)
+    refusals = iter([httpx.Response(429, json={"Error": "request rate exceeded, suspended for 3 s"})])
+    asked: list[str] = []
+
+    def first(request: httpx.Request) -> httpx.Response:
+        asked.append("first")
+        return next(refusals, httpx.Response(200, json={"blockID": "00"}))
+
+    def second(request: httpx.Request) -> httpx.Response:
+        asked.append("second")
+        return httpx.Response(200, json={"blockID": "00"})
+
+    one = TronNode(
+        "http://n.test", transport=httpx.MockTransport(first), retries=1, budget=create_budget(budget_redis, limits)
+    )
+    other_budget = create_budget(budget_redis, limits)
+    other_budget.max_wait = 1.0
+    other = TronNode("http://n.test", transport=httpx.MockTransport(second), retries=0, budget=other_budget)
+    waiting = threading.Thread(target=one.head_header)  # waits the suspension out, then retries
+    waiting.start()
+    shared = redis.Redis.from_url(budget_redis)
+    wait_until(lambda: shared.exists("budget:tron:suspended") == 1, 10, "the suspension in the budget")
+    shared.close()
+    # Then the other client sends nothing while the suspension lasts
+    with pytest.raises(NodeUnavailable, match="suspended"):
+        other.head_header()
+    waiting.join(10)
+    assert asked[:2] == ["first", "first"]  # the first client's retry came after the suspension
+    one.close()
+    other.close()

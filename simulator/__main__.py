@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             accounts.handle,
             trongrid.handle,
             RequestsApi(counter, hidden).handle,
-            ContractStakeApi(
-                node.contract_stakes, lambda: node.submit([]), lambda: node.store.heights().head, node.book
-            ).handle,
+            ContractStakeApi(node.contract_stakes, lambda: node.submit([]), lambda: node.store.heights().head).handle,
             ControlApi(node, faults, feed).handle,
         ],
         counter=counter,

@@ -23,7 +23,7 @@ import json
 import threading
 from collections.abc import Callable
 
-from .addresses import AddressBook, base58_to_hex
+from .addresses import base58_to_hex
 from .httpio import Request, Response, json_response
 from .model import Block
 
@@ -66,12 +66,10 @@ class ContractStakeApi:
         stakes: ContractStakes,
         produce: Callable[[], Block | None],
         head: Callable[[], int | None],
-        book: AddressBook,
     ) -> None:
         self._stakes = stakes
         self._produce = produce
         self._head = head
-        self._book = book
         self._made: list[dict[str, object]] = []
 
     def handle(self, request: Request) -> Response | None:

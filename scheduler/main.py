@@ -101,7 +101,7 @@ class Ticker:
 
 
 def run_active(settings: Settings, term: int, term_stop: threading.Event, holder: str) -> None:
-    broker = create_broker(settings.redis_url)
+    broker = create_broker(settings.effective_broker_url)
     ticker = Ticker(settings, broker, term, holder)
     scheduler = BackgroundScheduler(timezone=UTC)
     now = datetime.now(UTC)

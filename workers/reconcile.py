@@ -143,8 +143,9 @@ def _operations(records: list[dict[str, Any]], account: str) -> list[Operation]:
 
 
 def _missing(conn: psycopg.Connection, ops: list[Operation]) -> list[Operation]:
-    """The operations the ledger does not hold (an orphaned row counts as missing: the chain has
-    the transaction, so it was re-included where the listener did not see it)."""
+    """The operations the ledger does not hold and the listener has not sent (an orphaned row
+    counts as missing: the chain has the transaction, so it was re-included where the listener
+    did not see it)."""
     if not ops:
         return []
     ids = sorted({op.tx_id for op in ops})
@@ -153,7 +154,10 @@ def _missing(conn: psycopg.Connection, ops: list[Operation]) -> list[Operation]:
         for tx_id, op_index in conn.execute(
             "SELECT tx_id, op_index FROM stake_records WHERE tx_id = ANY(%(ids)s) AND status <> 'orphaned'"
             " UNION ALL SELECT tx_id, op_index FROM delegate_records WHERE tx_id = ANY(%(ids)s)"
-            " AND status <> 'orphaned'",
+            " AND status <> 'orphaned'"
+            # Sent by the listener and not persisted yet: in flight, the accounting's repair
+            # re-sends it if the broker lost it (ledger/accounting.py). Not a gap.
+            " UNION ALL SELECT tx_id, op_index FROM expected_operations WHERE tx_id = ANY(%(ids)s)",
             {"ids": ids},
         ).fetchall()
     }

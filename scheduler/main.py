@@ -39,7 +39,15 @@ from ledger.config import Settings, load_settings
 from ledger.jobruns import claim_and_enqueue, window_start
 from ledger.leader import Leader, Lease, default_holder
 from ledger.logs import setup_logging
-from ledger.queue import LIFECYCLE, RECONCILE_GAPS, RECONCILE_STATE, create_broker, job_message
+from ledger.queue import (
+    LIFECYCLE,
+    RECONCILE_GAPS,
+    RECONCILE_STATE,
+    background_queue,
+    create_broker,
+    job_message,
+    lane_actor_name,
+)
 
 log = logging.getLogger("scheduler")
 
@@ -76,12 +84,15 @@ class Ticker:
         window = window_start(time.time() if now is None else now, spec.seconds)
         try:
             with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
+                # Background lane: reconciliation must never hold up the live records (ledger/queue.py).
+                queue = background_queue(self.settings.queue_name)
+                actor = lane_actor_name(spec.actor, queue)
 
                 def messages(run_id: int) -> Sequence[object]:
                     if not spec.per_account:
-                        return [job_message(spec.actor, (run_id,), self.settings.queue_name)]
+                        return [job_message(actor, (run_id,), queue)]
                     accounts = sorted(tracked_addresses(conn))
-                    return [job_message(spec.actor, (a, run_id), self.settings.queue_name) for a in accounts]
+                    return [job_message(actor, (a, run_id), queue) for a in accounts]
 
                 def enqueue(batch: Sequence[Any]) -> None:
                     for message in batch:

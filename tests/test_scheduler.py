@@ -17,6 +17,7 @@ from ledger.accounts import add_accounts
 from ledger.config import Settings
 from ledger.jobruns import claim_and_enqueue, window_start
 from ledger.leader import Lease
+from ledger.queue import background_queue
 from tests.procs import Proc, python
 from tests.stack import SIM_ACCOUNTS, wait_until
 
@@ -132,7 +133,7 @@ def test_two_schedulers_run_each_job_once_per_window_and_a_standby_takes_over(
         assert all(int(w) % seconds == 0 for w in windows)
     total = sum(m for job in ("lifecycle", "gap") for _, m in _runs(url, job))
     # Nothing was enqueued twice: the broker holds exactly the messages the runs account for.
-    assert _queue_length(settings, scheduler_env["QUEUE_NAME"]) == total
+    assert _queue_length(settings, background_queue(scheduler_env["QUEUE_NAME"])) == total
     # The windows follow each other with at most the takeover's gap.
     lifecycle = [w for w, _ in _runs(url, "lifecycle")]
     gaps = [b - a for a, b in zip(lifecycle, lifecycle[1:], strict=False)]

@@ -12,8 +12,9 @@ The cursor moves after each page, so a run cut short resumes where it stopped.
 
 State reconciliation compares the chain's account state at the solidified block with the ledger's
 position of the same account at that block (ledger/positions.py) and stores each difference in
-`drift` (what, chain, ledger, since which block); the first run that finds them equal again closes the row. Stake made by smart
-contracts (TIP-467) reaches account state without a top-level transaction, so it shows up here.
+`drift` (what, chain, ledger, since which block); the first run that finds them equal again
+closes the row. Stake made by smart contracts (TIP-467) reaches account state without a
+top-level transaction, so it shows up here.
 """
 
 from __future__ import annotations

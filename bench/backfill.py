@@ -58,6 +58,8 @@ def main() -> None:
                 database_url=DB_URL,
                 redis_url="redis://127.0.0.1:6379/12",
                 cache_redis_url="redis://127.0.0.1:6379/13",
+                tron_requests_per_second=0.0,  # the shared budget off: --rate is the limit measured
+                tron_requests_per_day=0,
             )
             redis.Redis.from_url(settings.redis_url).flushdb()
             env = {**settings_env(settings), "QUEUE_NAME": f"backfill-{uuid.uuid4().hex[:6]}", "TRON_NODE_URL": url}

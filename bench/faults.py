@@ -170,6 +170,10 @@ class Stack:
             "QUEUE_NAME": "ledger",
             "POLL_INTERVAL": "0.2",
             "LISTENER_BATCH_BLOCKS": "20",
+            # The simulator has no quota: the request budget (10/s by default) would only slow the
+            # scenarios down (and its Redis is the cache one, which some scenarios stop).
+            "TRON_REQUESTS_PER_SECOND": "0",
+            "TRON_REQUESTS_PER_DAY": "0",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,8 +1,11 @@
 """Freshness: block timestamp -> first visible in the API, while following the head at 3 s blocks,
-with the WebSocket wake-up and with polling alone, side by side in the same run.
+with the WebSocket wake-up and with polling alone, side by side in the same run; and what that
+costs: node requests per new block, by the simulator's own per-client count (each listener sends
+its own API key), and the requests a day that projects to at one block per 3 s.
 
     .venv/bin/python -m bench.freshness --duration 300     # the recorded run
     .venv/bin/python -m bench.freshness --duration 60      # a short one
+    .venv/bin/python -m bench.freshness --ops-per-block 0.2 --duration 600   # a pool's realistic share
 
 One simulator feeds two complete pipelines (listener, worker, web; each with its own database
 and Redis DBs): "ws" has TRON_WS_URL set, "poll" does not. Both use the same POLL_INTERVAL. A
@@ -23,6 +26,7 @@ import redis
 
 from ledger.config import load_settings
 from ledger.db import migrate
+from simulator.requests import client_label
 from tests.procs import Proc
 from tests.stack import (
     SIM_ACCOUNTS,
@@ -38,6 +42,7 @@ VARIANTS = {  # name -> (database, broker Redis DB, cache Redis DB, web port)
     "ws": ("ledger_bench_ws", 12, 13, 8123),
     "poll": ("ledger_bench_poll", 6, 7, 8124),
 }
+BLOCKS_PER_DAY = 86_400 // 3
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,16 +50,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_pipeline(name: str, sim_url: str, poll_interval: float) -> list[Proc]:
+def start_pipeline(name: str, sim_url: str, poll_interval: float, redis_base: str, tag: str) -> list[Proc]:
     database, broker_db, cache_db, port = VARIANTS[name]
-    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    url = f"postgresql://postgres@127.0.0.1:5432/{database}{tag}"
     recreate_database(url)
     migrate(url)
     settings = load_settings(
         {},
         database_url=url,
-        redis_url=f"redis://127.0.0.1:6379/{broker_db}",
-        cache_redis_url=f"redis://127.0.0.1:6379/{cache_db}",
+        redis_url=f"{redis_base}/{broker_db}",
+        cache_redis_url=f"{redis_base}/{cache_db}",
     )
     for db_url in (settings.redis_url, settings.cache_redis_url):
         redis.Redis.from_url(db_url).flushdb()
@@ -65,6 +70,9 @@ def start_pipeline(name: str, sim_url: str, poll_interval: float) -> list[Proc]:
         "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
         "POLL_INTERVAL": str(poll_interval),
         "TRON_NODE_URL": sim_url,
+        "TRON_API_KEY": f"bench-{name}",  # so the simulator counts each listener apart
+        "TRON_REQUESTS_PER_SECOND": "10",  # the defaults, as against TronGrid with a free key
+        "TRON_REQUESTS_PER_DAY": "100000",
     }
     if name == "ws":
         env["TRON_WS_URL"] = sim_url.replace("http://", "ws://") + "/ws"
@@ -98,20 +106,28 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of measurement")
     parser.add_argument("--block-interval", type=float, default=3.0)
     parser.add_argument("--poll-interval", type=float, default=1.0, help="the listeners' POLL_INTERVAL")
+    parser.add_argument("--ops-per-block", type=float, default=3.0, help="tracked stake operations per block")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the pipelines (DBs 6,7,12,13)")
+    parser.add_argument("--tag", default="", help="suffix for the databases (two runs on one PostgreSQL)")
     args = parser.parse_args()
 
-    sim, url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", "3")
+    sim, url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", str(args.ops_per_block))
     procs = [sim]
     results: dict[str, list[float]] = {name: [] for name in VARIANTS}
     stop = threading.Event()
+    node = httpx.Client(base_url=url, timeout=10)
     try:
         for name in VARIANTS:
-            procs += start_pipeline(name, url, args.poll_interval)
-        time.sleep(2 * args.block_interval)  # let both listeners reach the head
+            procs += start_pipeline(name, url, args.poll_interval, args.redis, args.tag)
+        time.sleep(4 * args.block_interval)  # let both listeners reach the head
         watchers = [threading.Thread(target=watch, args=(n, stop, results[n])) for n in VARIANTS]
         for thread in watchers:
             thread.start()
+        node.post("/sim/requests/reset")
+        first_head = node.get("/sim/status").json()["head"]
         time.sleep(args.duration)
+        last_head = node.get("/sim/status").json()["head"]
+        counts = node.get("/sim/requests").json()["clients"]
         stop.set()
         for thread in watchers:
             thread.join()
@@ -129,6 +145,16 @@ def main() -> None:
         print(
             f"  {name:5s}: {len(lags)} records, p50 {statistics.median(lags):.2f}, "
             f"p99 {percentile(lags, 0.99):.2f}, max {max(lags):.2f}"
+        )
+    blocks = last_head - first_head
+    print(f"node requests while following the head: {blocks} new blocks, {args.ops_per_block} tracked ops/block")
+    for name in VARIANTS:
+        mine = counts.get(client_label(f"bench-{name}", ""), {"total": 0, "paths": {}})
+        per_block = mine["total"] / max(blocks, 1)
+        paths = ", ".join(f"{p.rsplit('/', 1)[-1]} {n}" for p, n in sorted(mine["paths"].items()))
+        print(
+            f"  {name:5s}: {mine['total']} requests, {per_block:.3f} per new block, "
+            f"{per_block * BLOCKS_PER_DAY:,.0f} a day projected ({paths})"
         )
 
 

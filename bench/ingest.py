@@ -81,7 +81,12 @@ def main() -> None:
     recreate_database(DB_URL)
     migrate(DB_URL)
     settings = load_settings(
-        {}, database_url=DB_URL, redis_url="redis://127.0.0.1:6379/12", cache_redis_url="redis://127.0.0.1:6379/13"
+        {},
+        database_url=DB_URL,
+        redis_url="redis://127.0.0.1:6379/12",
+        cache_redis_url="redis://127.0.0.1:6379/13",
+        tron_requests_per_second=0.0,  # the simulator has no quota: measure the pipeline, not the budget
+        tron_requests_per_day=0,
     )
     redis.Redis.from_url(settings.redis_url).flushdb()
     env = {

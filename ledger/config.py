@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEVELOPMENT_CURSOR_SECRET = b"ledger-development-cursor-secret"
 
@@ -33,14 +33,20 @@ class Settings:
     repair_grace_seconds: float = 30.0
     tron_node_url: str = ""  # empty: the run script starts the simulator
     tron_solidity_url: str = ""  # empty: same as tron_node_url (TronGrid serves both)
-    tron_api_key: str = ""
-    tron_requests_per_second: float = 0.0  # 0 = no client-side limit (TronGrid: about 10-15)
+    tron_api_key: str = field(default="", repr=False)  # a secret: never in a log line or error
+    # One budget for every process (ledger/budget.py); the defaults fit a free TronGrid key
+    # (100,000 requests a day, "frequency limit(15)" a second). 0 = no limit of that kind.
+    tron_requests_per_second: float = 10.0
+    tron_requests_burst: float = 5.0
+    tron_requests_per_day: int = 100_000
+    tron_budget_redis_url: str = ""  # empty: CACHE_REDIS_URL (see ledger/budget.py for why)
     tron_timeout_seconds: float = 10.0
     tron_ws_url: str = ""  # empty: no push; a blockTrigger feed here only wakes the poller early
     pool_accounts: tuple[str, ...] = ()
     start_block: int | None = None  # None: the current head
     poll_interval: float = 1.0
     listener_batch_blocks: int = 100
+    listener_solid_every_blocks: int = 20  # ask for the solidified head once per this many blocks
     port: int = 8000
     queue_name: str = "ledger"
     unfreeze_delay_seconds: int = 14 * 86_400
@@ -56,6 +62,14 @@ class Settings:
     cache_ttl_historical: int = 3_600
     cache_socket_timeout: float = 0.05
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
+    # The scheduler (scheduler/): seconds between runs of each job, 0 = off. Each run costs node
+    # requests from the shared budget: gap ~1 per pool account when nothing is missing, state
+    # ~3 + one per delegation receiver per account, lifecycle none.
+    schedule_gap_seconds: int = 600
+    schedule_state_seconds: int = 3_600
+    schedule_lifecycle_seconds: int = 300
+    gap_lookback_seconds: int = 86_400  # how far back the first gap run of an account reads
+    gap_settle_seconds: int = 120  # records younger than this may still be in the listener's queue
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     admin_token: str = ""  # empty: the /admin API is off (404)
@@ -79,6 +93,10 @@ class Settings:
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def budget_redis_url(self) -> str:
+        return self.tron_budget_redis_url or self.cache_redis_url
 
 
 def _flag(raw: str) -> bool:
@@ -109,10 +127,14 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "tron_solidity_url": ("TRON_SOLIDITY_URL", str),
     "tron_api_key": ("TRON_API_KEY", str),
     "tron_requests_per_second": ("TRON_REQUESTS_PER_SECOND", float),
+    "tron_requests_burst": ("TRON_REQUESTS_BURST", float),
+    "tron_requests_per_day": ("TRON_REQUESTS_PER_DAY", int),
+    "tron_budget_redis_url": ("TRON_BUDGET_REDIS_URL", str),
     "tron_timeout_seconds": ("TRON_TIMEOUT_SECONDS", float),
     "tron_ws_url": ("TRON_WS_URL", str),
     "poll_interval": ("POLL_INTERVAL", float),
     "listener_batch_blocks": ("LISTENER_BATCH_BLOCKS", int),
+    "listener_solid_every_blocks": ("LISTENER_SOLID_EVERY_BLOCKS", int),
     "port": ("PORT", int),
     "queue_name": ("QUEUE_NAME", str),
     "unfreeze_delay_seconds": ("UNFREEZE_DELAY_SECONDS", int),
@@ -127,6 +149,11 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "cache_ttl_historical": ("CACHE_TTL_HISTORICAL", int),
     "cache_socket_timeout": ("CACHE_SOCKET_TIMEOUT", float),
     "cache_local_ttl": ("CACHE_LOCAL_TTL", float),
+    "schedule_gap_seconds": ("SCHEDULE_GAP_SECONDS", int),
+    "schedule_state_seconds": ("SCHEDULE_STATE_SECONDS", int),
+    "schedule_lifecycle_seconds": ("SCHEDULE_LIFECYCLE_SECONDS", int),
+    "gap_lookback_seconds": ("GAP_LOOKBACK_SECONDS", int),
+    "gap_settle_seconds": ("GAP_SETTLE_SECONDS", int),
     "log_level": ("LOG_LEVEL", str),
     "log_format": ("LOG_FORMAT", str),
     "admin_token": ("ADMIN_TOKEN", str),

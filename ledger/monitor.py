@@ -33,6 +33,7 @@ from ledger.cache import read_cache_window
 from ledger.config import Settings
 from ledger.deadletters import dead_letter_counts
 from ledger.inflight import other_depths, queue_depths
+from ledger.jobruns import last_runs
 from ledger.metrics import read_window, sum_samples
 from ledger.queue import background_queue
 
@@ -223,8 +224,22 @@ def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """The scheduler's last run per job, once there is a scheduler."""
-    raise Unavailable("no scheduler in this build")
+    """The scheduler's last run per job (job_runs: ledger/jobruns.py)."""
+    if not _has_column(conn, "job_runs", "job"):
+        raise Unavailable("no scheduler in this database")
+    out = []
+    for run in last_runs(conn, per_job=1):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run["result"].items()))
+        state = "finished" if run["finished_at"] else f"{run['done']}/{run['messages']} done"
+        out.append(
+            {
+                "job": run["job"],
+                "last_run": _iso(run["window_start"]),
+                "finished_at": _iso(run["finished_at"]),
+                "result": f"{state}{'; ' + counts if counts else ''}",
+            }
+        )
+    return out
 
 
 def snapshot(

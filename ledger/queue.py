@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 PERSIST_OPERATION = "persist_operation"  # args: (operation dict,)
 CONFIRM_BLOCKS = "confirm_blocks"  # args: (solid block number,)
 REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks that left the chain,)
+# Scheduled jobs (scheduler/ enqueues them, workers/reconcile.py and workers/lifecycle.py run them).
+RECONCILE_GAPS = "reconcile_gaps"  # args: (pool account, job_runs id)
+RECONCILE_STATE = "reconcile_state"  # args: (pool account, job_runs id)
+LIFECYCLE = "lifecycle"  # args: (job_runs id,)
 
 AMQP_SCHEMES = ("amqp", "amqps")
 
@@ -178,3 +182,7 @@ def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.M
         kwargs={},
         options={},
     )
+
+
+def job_message(actor_name: str, args: tuple[Any, ...], queue_name: str) -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})

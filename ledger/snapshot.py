@@ -86,7 +86,7 @@ def _quiet(node: TronNode, account: str, before: int, after: int, longest: int =
 def _block(node: TronNode, solid: bool) -> int:
     if solid:
         return node.solid_block_number()
-    return block_number(node.now_block())
+    return block_number(node.head_header())
 
 
 def take_snapshot(conn: psycopg.Connection, node: TronNode, account: str, *, solid: bool = True) -> Position:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ledger.budget import BudgetExhausted, BudgetLimits, RequestBudget, create_budget
 from ledger.config import Settings
 from ledger.metrics import Counters
 from ledger.tron_json import NodeError
@@ -43,6 +44,11 @@ class RouteMissing(NodeUnavailable):
     """HTTP 404: the node does not serve this route (e.g. no solidity API); asking again won't help."""
 
 
+class BudgetUnavailable(NodeUnavailable):
+    """The shared request budget will not allow a request soon (day used up, long suspension):
+    not retried here, the caller's backoff waits `retry_after`."""
+
+
 class TronNode:
     def __init__(
         self,
@@ -55,7 +61,10 @@ class TronNode:
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
         counters: Counters | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
+        """`budget` is the request budget shared by every process (ledger/budget.py);
+        `requests_per_second` is an extra cap for this client alone (e.g. a backfill's --rate)."""
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
         headers = {"Content-Type": "application/json"}
@@ -71,19 +80,38 @@ class TronNode:
         self._cautious = False
         self._lock = threading.Lock()
         self._counters = counters  # requests per endpoint and outcome, for /metrics
+        self._budget = budget
+        # The key must never reach a log line, an error or an API body, whatever a proxy echoes.
+        self._secret = api_key
 
     def close(self) -> None:
         self._client.close()
+        if self._budget is not None:
+            self._budget.close()
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    def now_block(self) -> dict[str, Any]:
-        return self._object(self._call(self._base, "/wallet/getnowblock", None), "getnowblock")
+    def head_header(self) -> dict[str, Any]:
+        """The head block's header only: `getblock` with `detail` false (its default) and an empty
+        `id_or_num` answers the latest block without `transactions` (java-tron docs:
+        docs/api/http/block-and-tx-query/getblock.md), a few hundred bytes where `getnowblock`
+        sends the whole block."""
+        return self._object(self._call(self._base, "/wallet/getblock", {"detail": False}), "getblock")
+
+    def block_header(self, num: int) -> dict[str, Any] | None:
+        """Block `num`'s header only (getblock, detail false); None if the node has no such block."""
+        reply = self._object(self._call(self._base, "/wallet/getblock", {"id_or_num": str(num)}), "getblock")
+        return reply or None
 
     def solid_block_number(self) -> int:
         """The solidified head; -1 when the node has none to show (`{}`: a young chain, or a
         solidity node catching up). Records then stay pending until it answers."""
-        block = self._object(self._call(self._solidity, "/walletsolidity/getnowblock", None), "solid getnowblock")
+        block = self._object(
+            self._call(self._solidity, "/walletsolidity/getblock", {"detail": False}), "solid getblock"
+        )
         return block_number(block) if block else -1
 
     def block(self, num: int) -> dict[str, Any] | None:
@@ -154,6 +182,11 @@ class TronNode:
             self._next_slot = max(now, self._next_slot) + interval
         if wait > 0:
             time.sleep(wait)
+        if self._budget is not None:
+            try:
+                self._budget.acquire()
+            except BudgetExhausted as exc:
+                raise BudgetUnavailable(str(exc), exc.retry_after) from None
 
     def _call(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None = None) -> Any:
         """One request, retried a few times on transient failures (every call here is a read).
@@ -164,7 +197,7 @@ class TronNode:
         for attempt in range(self._retries + 1):
             try:
                 reply = self._call_once(base, path, body, params)
-            except RouteMissing:
+            except (RouteMissing, BudgetUnavailable):
                 raise
             except (NodeUnavailable, NodeError) as exc:
                 self._note_failure(exc)
@@ -206,6 +239,9 @@ class TronNode:
         with self._lock:
             self._next_slot = max(self._next_slot, time.monotonic() + seconds)
             self._cautious = True
+        if self._budget is not None:
+            # Every process, not only this one: a request from any of them would extend it.
+            self._budget.suspend(seconds)
 
     def _call_once(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
         self._throttle()
@@ -234,8 +270,8 @@ class TronNode:
         except httpx.TimeoutException as exc:
             raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:
-            raise NodeUnavailable(f"{path}: {exc.__class__.__name__}: {exc}") from None
-        text = response.text
+            raise NodeUnavailable(self.redact(f"{path}: {exc.__class__.__name__}: {exc}")) from None
+        text = self.redact(response.text)
         if response.status_code in _RATE_LIMIT_STATUSES:
             match = _SUSPENDED.search(text)
             retry_after = float(match.group(1)) if match else None
@@ -247,9 +283,9 @@ class TronNode:
         try:
             reply = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise NodeUnavailable(f"{path}: malformed JSON ({exc}): {text[:120]!r}") from None
+            raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {text[:120]!r}")) from None
         if isinstance(reply, dict) and "Error" in reply:
-            raise NodeError(f"{path}: {reply['Error']}")
+            raise NodeError(self.redact(f"{path}: {reply['Error']}"))
         return reply
 
 
@@ -265,13 +301,19 @@ def block_number(block: dict[str, Any]) -> int:
 
 
 def node_from_settings(settings: Settings, rate: float | None = None, counters: Counters | None = None) -> TronNode:
-    """The node client as the settings describe it (`rate` overrides the request rate; `counters`
-    collects request metrics)."""
+    """The node client as the settings describe it (`rate`: an extra per-process cap, e.g. a backfill's --rate;
+    `counters` collects request metrics), drawing on the shared request budget."""
+    limits = BudgetLimits(
+        per_second=settings.tron_requests_per_second,
+        burst=settings.tron_requests_burst,
+        per_day=settings.tron_requests_per_day,
+    )
     return TronNode(
         settings.tron_node_url,
         solidity_url=settings.solidity_url,
         api_key=settings.tron_api_key,
         timeout=settings.tron_timeout_seconds,
-        requests_per_second=settings.tron_requests_per_second if rate is None else rate,
+        requests_per_second=rate or 0.0,
         counters=counters,
+        budget=create_budget(settings.budget_redis_url, limits),
     )

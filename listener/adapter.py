@@ -37,13 +37,17 @@ class ChainAdapter(Protocol):
         """Parsed blocks start..end-1, in order, none missing; operations filtered to `tracked`."""
         ...
 
+    def follow(self, start: int, limit: int, tracked: Container[str], solid: int) -> list[BlockParse]:
+        """Parsed blocks from `start` as far as the node has them (at most `limit`), in order,
+        none missing; [] when `start` is past the node's head."""
+        ...
+
 
 class NodeAdapter:
     def __init__(self, node: TronNode, threads: int = 8) -> None:
         self._node = node
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
-        # getnowblock returns the whole head block: keep it, so following the head costs one
-        # request per new block instead of two.
+        # The newest block fetched (the heartbeat reports it: head_seen).
         self._head: dict[str, Any] | None = None
         # Block id -> header timestamp of the blocks seen lately: each block's operations carry
         # their parent's time (java-tron's "now" for them), and the first block of a batch has its
@@ -51,8 +55,7 @@ class NodeAdapter:
         self._times: dict[str, int] = {}
 
     def head_number(self) -> int:
-        self._head = self._node.now_block()
-        return block_number(self._head)
+        return block_number(self._node.head_header())
 
     def head_seen(self) -> tuple[int, int] | None:
         """(number, timestamp in ms) of the head block last fetched, for the heartbeat; None before."""
@@ -112,10 +115,25 @@ class NodeAdapter:
             raise NodeUnavailable(f"block {num} has no timestamp")
         return timestamp
 
+    def follow(self, start: int, limit: int, tracked: Container[str], solid: int) -> list[BlockParse]:
+        # Following the head costs one request per cycle: getblockbylimitnext from the block after
+        # the checkpoint answers both "is there a new block?" and "what is in it?" (java-tron
+        # returns the blocks it has in the range, `{}` for none: BlockStore.getLimitNumber).
+        end = start + max(1, min(limit, MAX_BLOCKS_PER_REQUEST))
+        by_number = {block_number(block): block for block in self._node.blocks(start, end)}
+        by_number = {num: block for num, block in by_number.items() if start <= num < end}
+        if not by_number:
+            return []
+        # Blocks missing *inside* the answer are a node behind a load balancer (fetched one by
+        # one); missing after its last block only means they do not exist yet.
+        raw = [by_number.get(num) or self._missing_block(num) for num in range(start, max(by_number) + 1)]
+        self._head = raw[-1]
+        parents = self._parent_times(raw)
+        return list(
+            self._pool.map(lambda pair: self._parse(pair[0], tracked, solid, pair[1]), zip(raw, parents, strict=True))
+        )
+
     def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
-        head = self._head
-        if head is not None and end - start == 1 and block_number(head) == start:
-            return [head]
         blocks: list[dict[str, Any]] = []
         for lo in range(start, end, MAX_BLOCKS_PER_REQUEST):
             hi = min(end, lo + MAX_BLOCKS_PER_REQUEST)

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ledger.leader import CheckpointFenced
 from ledger.parser import BlockParse
 from ledger.tron_node import NodeUnavailable, TronNode
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
-from listener.store import CheckpointFenced, PgStore, move_checkpoint
+from listener.store import PgStore, move_checkpoint
 
 log = logging.getLogger(__name__)
 

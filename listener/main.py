@@ -1,6 +1,6 @@
 """`python -m listener`: the listener process, and `python -m listener backfill` for past ranges.
 
-The listener runs as active or standby (listener/leader.py): start as many as you like, exactly one
+The listener runs as active or standby (ledger/leader.py): start as many as you like, exactly one
 indexes at a time. With TRON_WS_URL set, a WebSocket block feed wakes it as soon as a block is
 announced (listener/wakeup.py); polling from the checkpoint stays the source of truth.
 """
@@ -21,6 +21,7 @@ import psycopg
 from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
+from ledger.leader import CheckpointFenced, Leader, Lease, default_holder
 from ledger.logs import setup_logging
 from ledger.metrics import Counters, Flusher, metrics_client
 from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
@@ -37,10 +38,9 @@ from listener.backfill import (
 )
 from listener.heartbeat import Beat, Heartbeat
 from listener.history import AccountHistory, history_checkpoint_name
-from listener.leader import Leader, Lease, default_holder
 from listener.repair import repair_once
 from listener.sink import BrokerSink
-from listener.store import CheckpointFenced, PgStore
+from listener.store import PgStore
 from listener.streamer import Streamer
 from listener.wakeup import WakeupFeed
 
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="REQ_PER_S",
-        help="node requests per second (default: TRON_REQUESTS_PER_SECOND; 0 = no limit)",
+        help="a cap for this run alone, under the shared budget (TRON_REQUESTS_PER_SECOND for all processes)",
     )
     return parser
 
@@ -218,6 +218,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
             # Often enough that the watermark in /health/ready is fresh and a loss is re-sent
             # soon after its grace period; one pass costs a few small queries.
             repair_interval=min(5.0, settings.repair_grace_seconds / 2),
+            solid_every=settings.listener_solid_every_blocks,
+            push=feed is not None,
         )
         streamers[:] = [streamer]
         counted[:] = [0, 0]
@@ -373,7 +375,8 @@ def _run_range(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     settle = args.add_account and args.to_block is None
-    rate = args.rate if args.rate is not None else settings.tron_requests_per_second
+    rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
+    rate = min(rates) if rates else 0.0
     log.info(
         "backfill %s: blocks %d..%s for %d account(s), %s",
         name,

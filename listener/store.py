@@ -10,13 +10,10 @@ import psycopg
 from ledger import accounting
 from ledger.accounts import tracked_addresses
 from ledger.domain import Operation
+from ledger.leader import CheckpointFenced
 from ledger.parser import ParseIssue
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointFenced(RuntimeError):
-    """Another listener holds a newer term: this one must stop writing."""
 
 
 class PgStore:

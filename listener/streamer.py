@@ -17,14 +17,72 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger.domain import Operation
+from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
 from ledger.parser import BlockParse, ParseIssue
+from ledger.tron_node import MAX_BLOCKS_PER_REQUEST
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
 
 log = logging.getLogger(__name__)
 
 RECENT_MARGIN = 100  # block ids kept this far below the solidified head (listener.store)
+
+
+# With a push feed, the timed probe waits this much past the block's due time: the push normally
+# arrives first, and a probe that finds nothing is a request spent for nothing.
+PUSH_GRACE = 1.0
+# No new block for this long (two slots) is a chain gone quiet, not a late block: records that can
+# have solidified are then confirmed at once (see _solid).
+QUIET_SECONDS = 2 * BLOCK_INTERVAL_MS / 1000
+# Empty probes in a row after which the head's header is asked for (see _check_empty_probes).
+EMPTY_PROBES_BEFORE_HEAD_CHECK = 5
+
+
+class SlotTiming:
+    """When to probe for the next block, so that following the head costs about one request a block.
+
+    Blocks come on 3-s slots (java-tron BLOCK_PRODUCED_INTERVAL) and carry their slot time, so at
+    the head the next block is due at the last block's timestamp + 3 s, plus the time it takes to
+    reach the node we ask. That delay (and any clock skew between us and the chain) is learned:
+    a probe at the due time that finds nothing widens the margin by 0.1 s, one that finds the
+    block narrows it by 0.01 s, so about one timed probe in eleven comes back empty. After an
+    empty probe, and whenever the chain's timestamps run ahead of our clock (a simulator producing
+    faster than real time, or a badly skewed clock), it falls back to POLL_INTERVAL.
+    """
+
+    MIN_MARGIN = 0.1
+    MAX_MARGIN = 2.0
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.margin = 0.3
+        self._due: float | None = None
+        self._timed = False
+
+    @property
+    def expecting(self) -> bool:
+        return self._due is not None
+
+    def at_head(self, last_block_ms: int) -> None:
+        due = last_block_ms / 1000 + BLOCK_INTERVAL_MS / 1000
+        now = self._clock()
+        # Timestamps ahead of our clock: the due time says nothing about when to look.
+        self._due = due if last_block_ms / 1000 <= now + 1.0 else None
+
+    def probed(self, found: bool) -> None:
+        if self._timed:
+            delta = -0.01 if found else 0.1
+            self.margin = min(self.MAX_MARGIN, max(self.MIN_MARGIN, self.margin + delta))
+        self._timed = False
+        if not found:
+            self._due = None
+
+    def wait(self, poll_interval: float) -> float:
+        if self._due is None:
+            return poll_interval
+        self._timed = True
+        wait = self._due + self.margin - self._clock()
+        return min(max(wait, 0.0), BLOCK_INTERVAL_MS / 1000 + self.MAX_MARGIN)
 
 
 class ChainMoved(RuntimeError):
@@ -90,6 +148,8 @@ class Streamer:
         wake: threading.Event | None = None,
         repair: Callable[[], object] | None = None,
         repair_interval: float = 5.0,
+        solid_every: int = 20,
+        push: bool = False,
     ) -> None:
         self.adapter = adapter
         self.store = store
@@ -107,12 +167,19 @@ class Streamer:
         self.repair = repair
         self.repair_interval = repair_interval
         self._repaired_at = float("-inf")
+        self.push = push  # a feed sets `wake` on each new block (`wake` alone may only end a term)
         self.progress = Progress()
         self._tracked: frozenset[str] = frozenset()
         self._tracked_at = float("-inf")
         self._confirmed_sent = -1
-        self._highest_head = -1
-        self._head_behind = False
+        self.solid_every = max(1, solid_every)
+        self._solid_known = -1
+        self._solid_at: int | None = None
+        self._solid_lag = 0
+        self._pending_blocks: set[int] = set()  # blocks of records sent pending, not yet confirmed
+        self._timing = SlotTiming()
+        self._empty_probes = 0
+        self._block_seen_at = time.monotonic()
         self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
@@ -131,36 +198,30 @@ class Streamer:
                 log.info("recovered after %d failed cycle(s)", self._failures)
                 self._failures = 0
             if caught_up:
+                wait = self.idle_wait()
                 if self.wake is None:
-                    self._sleep(self.poll_interval)
+                    self._sleep(wait)
                 else:
-                    # Freshness follows the push; the poll interval only bounds the wait.
-                    self.wake.wait(self.poll_interval)
+                    # Freshness follows the push; the timed probe is only the fallback for a
+                    # message the feed lost, so it comes a little after the block is due.
+                    self.wake.wait(wait + (PUSH_GRACE if self.push and self._timing.expecting else 0.0))
                     self.wake.clear()
 
     def sync_cycle(self) -> bool:
-        """Process one batch past the checkpoint. True when there was nothing to do."""
+        """Process the blocks past the checkpoint that the node has. True when at the head."""
         tracked = self._tracked_accounts()
-        head = self.adapter.head_number()
-        if head < self._highest_head:
-            # A lagging node behind a load balancer: nothing is lost by waiting for it, and
-            # reading "back" from it would only refetch blocks already enqueued.
-            if not self._head_behind:
-                log.warning("node head went backwards from %s to %s (lagging node?); waiting", self._highest_head, head)
-            self._head_behind = True
+        checkpoint = self._checkpoint()
+        solid = self._solid(checkpoint)
+        blocks = self.adapter.follow(checkpoint + 1, self.batch_blocks, tracked, solid)
+        self._timing.probed(bool(blocks))
+        if not blocks:
+            self._check_empty_probes(checkpoint)
+            quiet = time.monotonic() - self._block_seen_at >= QUIET_SECONDS
+            self._send_confirmation(self._solid(checkpoint, idle=quiet))
             return True
-        if self._head_behind:
-            log.info("node head moving forward again at %s", head)
-        self._head_behind = False
-        self._highest_head = head
-        checkpoint = self._checkpoint(head)
-        solid = self.adapter.solid_number()
-        self.progress.head, self.progress.solid = head, solid
-        if checkpoint >= head:
-            self._send_confirmation(solid)
-            return True
-        end = min(head, checkpoint + self.batch_blocks)
-        blocks = self.adapter.export(checkpoint + 1, end + 1, tracked, solid)
+        self._empty_probes = 0
+        self._block_seen_at = time.monotonic()
+        end = blocks[-1].number
         self._check_contiguous(blocks, checkpoint + 1, end)
         if not self._links(blocks):
             self._roll_back(checkpoint, solid)
@@ -178,19 +239,40 @@ class Streamer:
         if issues:
             self.store.record_issues(issues)
         self.sink.publish(operations)
+        self._pending_blocks.update(op.block_num for op in operations if op.status == PENDING)
         self._send_confirmation(solid)
+        # The node's head is at least the last block it gave; a short answer means it is exactly that.
+        head = max(self.progress.head, end)
         recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - RECENT_MARGIN]
         self.store.save_checkpoint(
             end, blocks[-1].block_id, head, solid, recent, operations, block_time_ms=blocks[-1].timestamp_ms
         )
-        self.progress.checkpoint = end
+        self.progress.checkpoint, self.progress.head = end, head
         self.progress.checkpoint_time_ms = blocks[-1].timestamp_ms
         self._last_id = blocks[-1].block_id
         self.progress.blocks += len(blocks)
         self.progress.operations += len(operations)
         self.progress.issues += len(issues)
         self._report(end, head)
-        return False
+        caught_up = len(blocks) < min(self.batch_blocks, MAX_BLOCKS_PER_REQUEST)
+        if caught_up:
+            self._timing.at_head(blocks[-1].timestamp_ms)
+        return caught_up
+
+    def _check_empty_probes(self, checkpoint: int) -> None:
+        """Now and then, when probes keep finding nothing, ask the head's header: a node that
+        answers `{}` for blocks it has (a lagging or broken backend) is then said so, and retried
+        with backoff, instead of looking like a quiet chain."""
+        self._empty_probes += 1
+        if self._empty_probes % EMPTY_PROBES_BEFORE_HEAD_CHECK:
+            return
+        head = self.adapter.head_number()
+        if head > checkpoint:
+            raise ChainMoved(f"the node answered no block from {checkpoint + 1} though its head is {head}")
+
+    def idle_wait(self) -> float:
+        """Seconds to wait at the head before the next probe (see SlotTiming)."""
+        return self._timing.wait(self.poll_interval)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -203,7 +285,7 @@ class Streamer:
         self._repaired_at = now
         self.repair()
 
-    def _checkpoint(self, head: int) -> int:
+    def _checkpoint(self) -> int:
         if self.progress.checkpoint >= 0:
             return self.progress.checkpoint
         stored = self.store.load_checkpoint()
@@ -214,10 +296,37 @@ class Streamer:
         elif self.start_block is not None:
             checkpoint = self.start_block - 1
         else:
-            checkpoint = head - 1
-        log.info("starting after block %s (head %s)", checkpoint, head)
+            # The only time the head number is asked for on its own (a header, not a block).
+            checkpoint = self.adapter.head_number() - 1
+        log.info("starting after block %s", checkpoint)
         self.progress.checkpoint = checkpoint
         return checkpoint
+
+    def _solid(self, checkpoint: int, idle: bool = False) -> int:
+        """The solidified head, asked for when it can matter, not every cycle.
+
+        It is asked once per `solid_every` blocks (health and the chain_state row), and when a
+        record this listener sent as pending has become confirmable by the last known distance
+        between head and solid head (about 19 blocks): pool operations are a small share of blocks,
+        so that costs little (at most one request per solid_every / 2 blocks while blocks come,
+        once when the chain goes quiet), and a confirmation comes at most that many blocks after
+        the chain's. Never twice for one checkpoint: while the chain stands still nothing can
+        solidify."""
+        lag = self._solid_lag
+        moved = self._solid_at is None or checkpoint != self._solid_at
+        due = self._solid_at is None or abs(checkpoint - self._solid_at) >= self.solid_every
+        confirmable = bool(self._pending_blocks) and min(self._pending_blocks) <= checkpoint - lag
+        # Several records solidifying a few blocks apart are confirmed by one request.
+        # (When the chain has gone quiet, at once: nothing else would come to confirm them.)
+        spaced = idle or self._solid_at is None or abs(checkpoint - self._solid_at) >= max(1, self.solid_every // 2)
+        if moved and (due or (confirmable and spaced)):
+            self._solid_known = self.adapter.solid_number()
+            self._solid_at = checkpoint
+            if self._solid_known >= 0:
+                self._solid_lag = max(0, checkpoint - self._solid_known)
+            self._pending_blocks = {b for b in self._pending_blocks if b > self._solid_known}
+            self.progress.solid = self._solid_known
+        return self._solid_known
 
     def _tracked_accounts(self) -> frozenset[str]:
         # Re-read now and then, so accounts added with the CLI are picked up without a restart.

@@ -12,11 +12,13 @@ from types import FrameType
 from .account_api import AccountApi
 from .api import NodeApi
 from .config import parse_config
+from .contract_stakes import ContractStakeApi
 from .control import ControlApi
 from .faults import FaultInjector
 from .feed import BlockFeed
 from .node import Producer, SimNode
 from .render import Renderer
+from .requests import HiddenTransactions, RequestCounter, RequestsApi
 from .server import SimServer
 from .trongrid import TronGridApi
 
@@ -38,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulator: generated {config.history_blocks} history blocks in {elapsed:.1f} s", file=sys.stderr)
     print(f"simulator: tracked accounts {','.join(config.accounts)}", file=sys.stderr, flush=True)
 
-    renderer = Renderer(node.book)
+    hidden = HiddenTransactions(node.store, config.tracked_hex, config.hide_rate)
+    renderer = Renderer(node.book, hidden=hidden.is_hidden)
+    counter = RequestCounter()
     # Listeners are added after the history, which no client can have watched being made.
     node.store.add_listener(lambda removed, added, heights: renderer.forget(removed))
     feed = BlockFeed(config.solid_lag, node.store.heights().head, config.ws_drop_every)
@@ -57,7 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     trongrid = TronGridApi(node.store, node.view, renderer, accounts)
     server = SimServer(
         (config.host, config.port),
-        [NodeApi(node.store, renderer).handle, accounts.handle, trongrid.handle, ControlApi(node, faults, feed).handle],
+        # The /sim/requests and /sim/hidden routes go before ControlApi, which answers 404 for any /sim/ path.
+        [
+            NodeApi(node.store, renderer).handle,
+            accounts.handle,
+            trongrid.handle,
+            RequestsApi(counter, hidden).handle,
+            ContractStakeApi(node.contract_stakes, lambda: node.submit([]), lambda: node.store.heights().head).handle,
+            ControlApi(node, faults, feed).handle,
+        ],
+        counter=counter,
         response_filter=faults,
         log_requests=config.log_requests,
         feed=feed,

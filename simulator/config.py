@@ -46,6 +46,7 @@ class SimConfig:
     ws_drop_every: float = 0.0
     opening_state: str = ""  # "", "random", JSON or @file (see simulator.opening)
     lock_periods: tuple[int, ...] = LOCK_PERIODS
+    hide_rate: float = 0.0
 
     @property
     def tracked_hex(self) -> tuple[str, ...]:
@@ -191,6 +192,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         ",".join(map(str, defaults.lock_periods)),
         "comma-separated lock_period values (blocks) generated delegations draw from",
     )
+    option(
+        "--hide-rate",
+        _ranged(float, 0, 1),
+        defaults.hide_rate,
+        "share of stake txs left out of the block feed, served only by /v1/accounts (see simulator.requests)",
+    )
     return parser
 
 
@@ -222,4 +229,5 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         ws_drop_every=args.ws_drop_every,
         opening_state=args.opening_state,
         lock_periods=tuple(args.lock_periods),
+        hide_rate=args.hide_rate,
     )

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from .addresses import AddressBook
 from .chain import ChainStore
 from .config import SimConfig
+from .contract_stakes import ContractStakes
 from .forks import Forker
 from .generator import ChainGenerator
 from .model import Block
@@ -61,7 +62,13 @@ class SimNode:
         )
         generator = self._generator
         # Account state for the endpoints, replayed from the stored chain, not the live state.
-        self.view = StateView(self.store, lambda: (generator.first_parent_ms, generator.opening_book.clone()))
+        # Contract-made stake (TIP-467): in account state only (simulator.contract_stakes).
+        self.contract_stakes = ContractStakes()
+        self.view = StateView(
+            self.store,
+            lambda: (generator.first_parent_ms, generator.opening_book.clone()),
+            self.contract_stakes.effects,
+        )
         # Forks draw from their own RNG, so a chain without forks is the same as before forks existed.
         self._forker = Forker(self.store, self._generator, config.solid_lag, random.Random(f"sim:{config.seed}:forks"))
         self._fork_rng = random.Random(f"sim:{config.seed}:fork-rate")

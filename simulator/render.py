@@ -74,9 +74,16 @@ class ByteCache:
 
 
 class Renderer:
-    def __init__(self, book: AddressBook, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        book: AddressBook,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        hidden: Callable[[Block, Tx], bool] | None = None,
+    ) -> None:
         self._book = book
         self._cache = ByteCache(cache_bytes)
+        # Transactions left out of blocks and their infos (simulator.requests.HiddenTransactions).
+        self._hidden = hidden or (lambda block, tx: False)
 
     def forget(self, blocks: Sequence[Block]) -> None:
         if blocks:
@@ -93,7 +100,7 @@ class Renderer:
         """gettransactioninfobyblocknum: a bare array, `[]` for an empty block."""
         return self._cache.get_or_render(
             ("infos", block.block_id, visible),
-            lambda: dumps([self.info(block, tx, visible) for tx in block.txs]),
+            lambda: dumps([self.info(block, tx, visible) for tx in self._shown(block)]),
         )
 
     def blocks_bytes(self, blocks: list[Block], visible: bool) -> bytes:
@@ -123,9 +130,13 @@ class Renderer:
             },
         }
         # No transactions -> no key at all (java-tron only adds it for a non-empty list).
-        if detail and block.txs:
-            out["transactions"] = [self.tx(tx, visible) for tx in block.txs]
+        shown = self._shown(block)
+        if detail and shown:
+            out["transactions"] = [self.tx(tx, visible) for tx in shown]
         return out
+
+    def _shown(self, block: Block) -> list[Tx]:
+        return [tx for tx in block.txs if not self._hidden(block, tx)]
 
     def tx(self, tx: Tx, visible: bool) -> dict[str, object]:
         value = tx.value

@@ -26,6 +26,7 @@ from .httpio import Request, Response
 
 if TYPE_CHECKING:
     from .feed import BlockFeed
+    from .requests import RequestCounter
 
 App = Callable[[Request], "Response | None"]
 MAX_BODY = 4 * 1024 * 1024  # java-tron rejects oversized bodies too (HTTP 413)
@@ -44,8 +45,10 @@ class SimServer(ThreadingHTTPServer):
         response_filter: ResponseFilter | None = None,
         log_requests: bool = False,
         feed: BlockFeed | None = None,
+        counter: RequestCounter | None = None,
     ) -> None:
         super().__init__(address, SimHandler)
+        self.counter = counter
         self.apps = list(apps)
         self.response_filter: ResponseFilter = response_filter or PassThrough()
         self.log_requests = log_requests
@@ -107,6 +110,8 @@ class SimHandler(BaseHTTPRequestHandler):
             body=body,
             headers={key.lower(): value for key, value in self.headers.items()},
         )
+        if self.server.counter is not None:
+            self.server.counter.record(request, str(self.client_address[0]))
         try:
             response = self.server.dispatch(request)
         except Exception as exc:  # a bug must not kill the connection thread silently

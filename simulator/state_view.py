@@ -24,10 +24,17 @@ MAX_CHECKPOINTS = 400
 
 
 class StateView:
-    def __init__(self, store: ChainStore, opening: Callable[[], tuple[int | None, StakeBook]]) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        opening: Callable[[], tuple[int | None, StakeBook]],
+        extra: Callable[[Block], list[tuple[str, dict[str, object]]]] | None = None,
+    ) -> None:
         """`opening` gives (the first block's parent time, a copy of the state before the first
-        block); the time is None until the first block exists."""
+        block); the time is None until the first block exists. `extra` gives state changes a block
+        makes besides its stake transactions (simulator.contract_stakes)."""
         self._store = store
+        self._extra = extra or (lambda block: [])
         self._opening = opening
         self._lock = threading.Lock()
         self._latest: tuple[int, str, StakeBook] | None = None  # private, advanced in place
@@ -75,6 +82,8 @@ class StateView:
         parent_ms = previous.timestamp if previous is not None else first_parent_ms
         for block in self._store.blocks(start + 1, number + 1):
             _apply_block(book, block, parent_ms)
+            for contract_type, value in self._extra(block):
+                book.execute(contract_type, value, parent_ms)
             parent_ms = block.timestamp
             if block.number % CHECKPOINT_EVERY == 0 and block.number not in self._checkpoints:
                 self._checkpoints[block.number] = (block.block_id, book.clone())

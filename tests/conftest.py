@@ -42,6 +42,10 @@ TABLES = (
     "position_openings",
     "listener_heartbeats",
     "freshness_samples",
+    "job_runs",
+    "reconcile_cursors",
+    "recovered_operations",
+    "drift",
 )
 
 
@@ -79,6 +83,9 @@ def settings(database_url: str) -> Settings:
         retry_max_backoff_ms=1000,
         retry_max_retries=3,
         cache_local_ttl=0.0,  # tests read their writes at once; the micro-cache has its own test
+        # The simulator has no quota: the request budget has its own tests (test_budget.py).
+        tron_requests_per_second=0.0,
+        tron_requests_per_day=0,
     )
 
 

@@ -144,6 +144,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RETRY_MAX_RETRIES": str(settings.retry_max_retries),
         "QUEUE_NAME": settings.queue_name,
         "POLL_INTERVAL": str(settings.poll_interval),
+        "TRON_REQUESTS_PER_SECOND": str(settings.tron_requests_per_second),
+        "TRON_REQUESTS_BURST": str(settings.tron_requests_burst),
+        "TRON_REQUESTS_PER_DAY": str(settings.tron_requests_per_day),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

@@ -103,9 +103,10 @@ def test_forks_over_failed_transactions_fix_every_row(
     assert not off_chain, off_chain
 
 
-@pytest.mark.parametrize(
-    "kind", ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block", "head_backwards"]
-)
+# head_backwards (getnowblock answering an older block) is not here: the listener no longer asks
+# for the head block, it probes getblockbylimitnext from its checkpoint, where a lagging node can
+# only answer fewer blocks (the "empty_block" and gap cases).
+@pytest.mark.parametrize("kind", ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block"])
 def test_node_faults_delay_but_never_lose_or_double(
     settings: Settings, env: dict[str, str], procs: list[Proc], kind: str
 ) -> None:
@@ -138,6 +139,11 @@ def test_node_faults_delay_but_never_lose_or_double(
     sim.http.post("/sim/faults", json={"rate": 0, "every": 0, "suspended": False})
     _finish(settings, sim, env)
     listener_log = procs[-1].output()
+    if kind == "empty_block":
+        # Following the head, `{}` to a getblockbylimitnext probe reads as "no new block yet" and
+        # costs one more probe (the listener asks the head's header after a few empty probes in a
+        # row, and only says so if the node has the blocks); nothing to log for a single one.
+        return
     said = {
         "head_backwards": ["head went backwards"],
         "empty_block": ["answered {}", "cycle failed"],

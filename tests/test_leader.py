@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from ledger.config import Settings
-from listener.leader import Leader, Lease
-from listener.store import CheckpointFenced, PgStore
+from ledger.leader import CheckpointFenced, Leader, Lease
+from listener.store import PgStore
 from tests.conftest import settings_env
 from tests.procs import Proc
 from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_worker, wait_until

@@ -48,7 +48,7 @@ def fake_chain(solid: Callable[[], int], account: Any, busy: Callable[[int], boo
         if path == "/wallet/getblockbylimitnext":
             nums = range(body["startNum"], body["endNum"])
             return httpx.Response(200, json={"block": [block(n, *([OWN_TX] if busy(n) else [])) for n in nums]})
-        if path == "/walletsolidity/getnowblock":
+        if path == "/walletsolidity/getblock":
             reply: Any = {"block_header": {"raw_data": {"number": solid()}}}
         elif path == "/walletsolidity/getaccount":
             reply = account
@@ -126,11 +126,11 @@ def test_a_node_without_the_account_api_is_asked_once_and_the_listener_goes_on(d
 
     def handle(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
-        if request.url.path == "/walletsolidity/getnowblock":
+        if request.url.path == "/walletsolidity/getblock":
             return httpx.Response(200, json={"block_header": {"raw_data": {"number": 3}}})
         return httpx.Response(404, text="Not Found")
 
     node = TronNode("http://chain.test", transport=httpx.MockTransport(handle), retries=3)
     accounts = [TGUSX, BOB]
     assert snapshot_new_accounts(db, node, accounts) == accounts
-    assert calls == ["/walletsolidity/getnowblock", "/walletsolidity/getaccount"]  # a 404 is not retried
+    assert calls == ["/walletsolidity/getblock", "/walletsolidity/getaccount"]  # a 404 is not retried

@@ -56,6 +56,10 @@ class StubAdapter:
     def solid_number(self) -> int:
         return self.head - self.solid_lag
 
+    def follow(self, start: int, limit: int, tracked: object, solid: int) -> list[BlockParse]:
+        end = min(start + min(limit, 100), self.head + 1)
+        return self.export(start, end, tracked, solid) if end > start else []
+
     def export(self, start: int, end: int, tracked: object, solid: int) -> list[BlockParse]:
         if self.fail_next:
             exc, self.fail_next = self.fail_next, None

@@ -90,11 +90,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.health import bp as health_bp
     from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
+    from web.reconciliation import bp as reconciliation_bp
     from web.records import bp as records_bp
     from web.status import bp as status_bp
     from web.summary import bp as summary_bp
 
-    for blueprint in (records_bp, summary_bp, deadletters_bp, health_bp, openapi_bp, metrics_bp, status_bp):
+    for blueprint in (
+        records_bp,
+        summary_bp,
+        deadletters_bp,
+        health_bp,
+        openapi_bp,
+        metrics_bp,
+        status_bp,
+        reconciliation_bp,
+    ):
         app.register_blueprint(blueprint)
     if settings.admin_token:
         # Without a token the admin routes do not exist at all (404), rather than exist and refuse.

@@ -187,6 +187,37 @@ def _components() -> Schema:
                     "withdrawable_now": AMOUNT,
                 }
             ),
+            "Drift": obj(
+                {
+                    "id": {"type": "integer", "minimum": 1},
+                    "account": ref("Address"),
+                    "what": {
+                        "type": "string",
+                        "description": "staked_v2:<res>, staked_v1:<res>, delegated_out:<res>, unfreezing",
+                    },
+                    "chain_amount": AMOUNT,
+                    "ledger_amount": AMOUNT,
+                    "difference": {"type": "integer", "description": "chain - ledger, sun"},
+                    "since_block": COUNT,
+                    "checked_block": COUNT,
+                    "first_seen": {"type": "string", "format": "date-time"},
+                    "last_seen": {"type": "string", "format": "date-time"},
+                    "resolved_block": nullable(COUNT),
+                    "resolved_at": nullable({"type": "string", "format": "date-time"}),
+                }
+            ),
+            "JobRun": obj(
+                {
+                    "job": {"enum": ["gap", "state", "lifecycle"]},
+                    "window_start": {"type": "string", "format": "date-time"},
+                    "scheduled_at": {"type": "string", "format": "date-time"},
+                    "holder": nullable(TEXT),
+                    "messages": COUNT,
+                    "done": COUNT,
+                    "finished_at": nullable({"type": "string", "format": "date-time"}),
+                    "result": {"type": "object", "description": "summed counts, e.g. recovered, compared, drift"},
+                }
+            ),
             "Check": {
                 "oneOf": [
                     obj({"ok": {"const": True}, "latency_ms": {"type": "number", "minimum": 0}}),
@@ -324,7 +355,8 @@ def _paths() -> dict[str, Schema]:
                             "drift": {
                                 "type": "object",
                                 "additionalProperties": AMOUNT,
-                                "description": "sun the ledger could not explain, by what (never served as a balance)",
+                                "description": "sun the ledger could not explain, by what (never served as a balance); "
+                                "`chain.<what>`: open differences with the chain's account state (GET /api/drift)",
                             },
                         }
                     ),
@@ -398,6 +430,47 @@ def _paths() -> dict[str, Schema]:
             "summary": "Prometheus text format; the same from any web process or instance",
             "tags": ["health"],
             "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        }
+    }
+    paths["/api/drift"] = {
+        "get": {
+            "operationId": "list_drift",
+            "summary": "differences between the chain's account state and the ledger, most recently seen first",
+            "tags": ["operations"],
+            "parameters": [
+                _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS + " (default: all)"),
+                _query("state", {"enum": ["open", "all"], "default": "open"}, "open rows only, or resolved ones too"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "rows"),
+            ],
+            "responses": {
+                "200": _ok(
+                    {"type": "array", "items": ref("Drift")},
+                    "the rows",
+                    obj(
+                        {"state": {"enum": ["open", "all"]}, "limit": {"type": "integer", "minimum": 1, "maximum": 200}}
+                    ),
+                ),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
+    paths["/api/reconciliation/runs"] = {
+        "get": {
+            "operationId": "reconciliation_runs",
+            "summary": "the scheduler's last runs per job, and how many operations reconciliation recovered",
+            "tags": ["operations"],
+            "parameters": [
+                _query("per_job", {"type": "integer", "minimum": 1, "maximum": 50, "default": 5}, "runs per job"),
+            ],
+            "responses": {
+                "200": _ok(
+                    {"type": "array", "items": ref("JobRun")},
+                    "newest first per job",
+                    obj({"recovered_operations": COUNT}),
+                ),
+                **_DB_ERRORS,
+            },
         }
     }
     paths["/health/live"] = {

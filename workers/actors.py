@@ -9,7 +9,9 @@ so Dramatiq retries the whole message: re-running the upsert is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,17 +21,23 @@ from psycopg_pool import ConnectionPool
 
 from ledger.config import Settings
 from ledger.domain import Operation, PayloadError
+from ledger.jobruns import finish_message
 from ledger.queue import (
     CONFIRM_BLOCKS,
+    LIFECYCLE,
     PERSIST_OPERATION,
+    RECONCILE_GAPS,
+    RECONCILE_STATE,
     REVERT_BLOCKS,
     background_queue,
     lane_actor_name,
     lane_priority,
 )
-from workers import persist
+from ledger.tron_node import TronNode
+from workers import persist, reconcile
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
+from workers.lifecycle import run_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,8 @@ TIME_LIMIT_MS = 60_000  # a hung statement is abandoned and retried after this
 # How long a message that met a PostgreSQL outage waits for it before it gives up one retry (under
 # the time limit, which would otherwise interrupt the wait with an error of its own).
 DB_WAIT_BUDGET_S = 45.0
+# A scheduled job reads pages of TronGrid at the budget's pace: minutes, not seconds.
+JOB_TIME_LIMIT_MS = 600_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Deps:
     pool: ConnectionPool
     gate: DbGate
     invalidator: Invalidator
+    node: TronNode | None = None  # for the reconciliation jobs; None without TRON_NODE_URL
 
 
 def persist_operation(deps: Deps, payload: Any) -> None:
@@ -94,6 +105,70 @@ def revert_blocks(deps: Deps, blocks: Any) -> None:
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 
 
+# -- scheduled jobs (scheduler/ enqueues them; each counts itself done or failed on its job_runs row) --
+
+
+def _job(deps: Deps, run_id: Any, body: Callable[[psycopg.Connection], dict[str, int]]) -> None:
+    run = run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
+    with deps.pool.connection() as conn:
+        try:
+            result = body(conn)
+        except Exception:
+            with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
+                finish_message(conn, run, False, {})
+            raise
+        finish_message(conn, run, True, result)
+
+
+def _node(deps: Deps) -> TronNode:
+    if deps.node is None:
+        raise PayloadError("TRON_NODE_URL is not set: reconciliation needs a node")
+    return deps.node
+
+
+def reconcile_gaps(deps: Deps, account: Any, run_id: Any) -> None:
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        return reconcile.reconcile_gaps(
+            conn,
+            _node(deps),
+            str(account),
+            lambda op: persist_operation(deps, op.to_message()),
+            run_id=run_id if isinstance(run_id, int) else None,
+            lookback_seconds=deps.settings.gap_lookback_seconds,
+            settle_seconds=deps.settings.gap_settle_seconds,
+        )
+
+    _job(deps, run_id, body)
+
+
+def reconcile_state(deps: Deps, account: Any, run_id: Any) -> None:
+    delay_ms = deps.settings.unfreeze_delay_seconds * 1000
+
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        found = reconcile.solid_state(_node(deps), str(account))
+        if found is None or not reconcile.ledger_passed(conn, found[0]):
+            return {"deferred": 1}  # compared by the next run, when the ledger is at that block
+        block, state = found
+        position = reconcile.position_at(conn, str(account), block, delay_ms)
+        if position is None:
+            return {"deferred": 1}
+        chain = reconcile.chain_figures(state)
+        differing = reconcile.record_drift(conn, str(account), block, chain, reconcile.position_figures(position))
+        deps.invalidator.invalidate({str(account)})  # the summary shows meta.drift
+        return {"compared": 1, "drift": differing}
+
+    _job(deps, run_id, body)
+
+
+def lifecycle(deps: Deps, run_id: Any) -> None:
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        counts, touched = run_lifecycle(conn, deps.node)
+        deps.invalidator.invalidate(touched)
+        return counts
+
+    _job(deps, run_id, body)
+
+
 def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor[Any, None]]:
     """Declare the actors on `broker`, once per lane (the live queue and its background queue, at a
     lower priority: see ledger.queue), with retries sized by settings. Keyed by actor name."""
@@ -108,6 +183,20 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     def revert_blocks_actor(blocks: Any) -> None:
         revert_blocks(deps, blocks)
 
+    def reconcile_gaps_actor(account: Any, run_id: Any = None) -> None:
+        reconcile_gaps(deps, account, run_id)
+
+    def reconcile_state_actor(account: Any, run_id: Any = None) -> None:
+        reconcile_state(deps, account, run_id)
+
+    def lifecycle_actor(run_id: Any = None) -> None:
+        lifecycle(deps, run_id)
+
+    jobs: dict[str, Callable[..., None]] = {
+        RECONCILE_GAPS: reconcile_gaps_actor,
+        RECONCILE_STATE: reconcile_state_actor,
+        LIFECYCLE: lifecycle_actor,
+    }
     functions = {
         PERSIST_OPERATION: persist_operation_actor,
         CONFIRM_BLOCKS: confirm_blocks_actor,
@@ -128,4 +217,10 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
         for base, function in functions.items():
             name = lane_actor_name(base, queue_name)
             actors[name] = dramatiq.actor(actor_name=name, **options)(function)
+        # A job run is read-mostly and long (pages of TronGrid at the budget's pace): more time,
+        # and fewer retries (the next window runs it again anyway).
+        job_options = {**options, "time_limit": JOB_TIME_LIMIT_MS, "max_retries": min(3, settings.retry_max_retries)}
+        for base, job in jobs.items():
+            name = lane_actor_name(base, queue_name)
+            actors[name] = dramatiq.actor(actor_name=name, **job_options)(job)
     return actors

@@ -31,6 +31,7 @@ from ledger.db import create_pool
 from ledger.logs import setup_logging
 from ledger.queue import background_queue, check_broker_durability, create_broker
 from ledger.recovery import Heartbeat
+from ledger.tron_node import node_from_settings
 from workers.actors import Deps, register_actors
 from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
@@ -76,7 +77,9 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     )
     gate = DbGate(settings.database_url, pool)
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
-    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache))
+    # The reconciliation jobs' node client, drawing on the request budget every process shares.
+    node = node_from_settings(settings) if settings.tron_node_url else None
+    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool), before=Retries)
     # Before TimeLimit: a thread waiting for PostgreSQL has not started its message's clock yet.
@@ -149,3 +152,5 @@ class _Lifecycle(Middleware):
         self.deps.invalidator.close()
         self.deps.invalidator.client.close()
         self.deps.pool.close()
+        if self.deps.node is not None:
+            self.deps.node.close()

@@ -1,7 +1,8 @@
-"""One active listener among several: a PostgreSQL session advisory lock plus a fencing term.
+"""One active process among several: a PostgreSQL session advisory lock plus a fencing term.
 
-Any number of `python -m listener` processes may run; the one holding the lease is active, the
-others are standbys that try to take it about once a second. The lease is a session advisory lock
+Used by the listener (lease "main"), backfills and the scheduler (lease "scheduler"). Any number
+of processes may run for one lease name; the one holding the lease is active, the others are
+standbys that try to take it about once a second. The lease is a session advisory lock
 on a dedicated connection, so PostgreSQL releases it the moment the holder's connection closes
 (process exit, even SIGKILL), and a standby takes over within a retry interval.
 
@@ -25,8 +26,6 @@ from typing import Any
 
 import psycopg
 
-from listener.store import CheckpointFenced
-
 log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock(int, int): this namespace, then hashtext(name). Two names that collide
@@ -37,6 +36,10 @@ LOCK_NAMESPACE = 0x4C53544E  # "LSTN"
 # the lock, of a holder whose host vanished (no FIN/RST) for the OS default of about two hours.
 # With them a partitioned holder's lock is dropped after about 5 + 3 * 2 = 11 s.
 _SERVER_KEEPALIVE = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+
+
+class CheckpointFenced(RuntimeError):
+    """Another process holds a newer term: this one must stop writing."""
 
 
 def default_holder() -> str:
@@ -61,7 +64,7 @@ class Lease:
                 self.url,
                 autocommit=True,
                 connect_timeout=5,
-                application_name=f"listener lease {self.name}"[:63],
+                application_name=f"lease {self.name}"[:63],
                 options=_SERVER_KEEPALIVE + " -c statement_timeout=5000",
                 # Client side: a dead network fails our checks within ~10 s instead of hanging.
                 keepalives=1,
@@ -228,7 +231,7 @@ class Leader:
             self._term_stop.set()
         if self.wake is not None:
             self.wake.set()
-        log.error("LOST THE LEASE (term %s): %s; stopping as active listener", self.term, reason)
+        log.error("LOST THE LEASE %s (term %s): %s; stopping as the active one", self.lease.name, self.term, reason)
 
     def fenced_store(self, store: Any) -> FencedStore:
         return FencedStore(store, lambda exc: self.step_down(f"checkpoint fenced: {exc}"))

@@ -1,0 +1,247 @@
+"""One request budget for the TRON node / TronGrid, shared by every process through Redis.
+
+TronGrid counts requests per API key, not per process: the listener, backfills, reconciliation
+jobs and any later fallback all spend the same quota (100,000 requests a day per key, about 15 a
+second; beyond that HTTP 403/429/503 and a "suspended for N s" block: developers.tron.network/
+reference/rate-limits). So the limiter lives in Redis, where every process sees it:
+
+- a token bucket per second (`TRON_REQUESTS_PER_SECOND`, burst `TRON_REQUESTS_BURST`): over any
+  interval of T seconds at most burst + rate * T requests leave, all processes together;
+- a counter per UTC day (`TRON_REQUESTS_PER_DAY`): a hard cap, never more in one calendar day;
+- a suspension: when one process is told "suspended for N s", it stores the end time here and
+  every process waits it out (a request during the suspension extends it).
+
+All three are decided in one Lua script on Redis's own clock (`TIME`), so processes on machines
+whose clocks differ still share one bucket. The state is small and soft: losing it (a flush, a
+restart) costs at most one burst, which is why it may live in the cache Redis
+(`TRON_BUDGET_REDIS_URL`, default `CACHE_REDIS_URL`): the broker may not be Redis at all.
+
+When that Redis cannot be reached the budget degrades to a limiter in this process at the same
+rates (logged once per outage, and on recovery) and tries Redis again every few seconds: keeping
+the listener going matters more than exact sharing for the few seconds of an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+REDIS_RETRY_SECONDS = 5.0  # while degraded, how often Redis is tried again
+MAX_SLEEP = 0.5  # a waiter re-checks at least this often (another process may have suspended us)
+
+# Returns {verdict, wait_ms}: 0 granted; 1 suspended; 2 day used up; 3 bucket empty.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local suspended = tonumber(redis.call('GET', KEYS[2]) or '0')
+if suspended > now then return {1, suspended - now} end
+local rate, burst, per_day = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local day = math.floor(now / 86400000)
+local day_key = KEYS[3] .. ':' .. day
+if per_day > 0 then
+  local used = tonumber(redis.call('GET', day_key) or '0')
+  if used >= per_day then return {2, (day + 1) * 86400000 - now} end
+end
+if rate > 0 then
+  local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if tokens == nil or ts == nil then tokens, ts = burst, now end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  if tokens < 1 then
+    return {3, math.ceil((1 - tokens) * 1000 / rate)}
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+end
+if per_day > 0 then
+  redis.call('INCR', day_key)
+  redis.call('PEXPIRE', day_key, 2 * 86400000)
+end
+return {0, 0}
+"""
+
+# Extends (never shortens) the shared suspension to now + ARGV[1] ms.
+_SUSPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local target = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if target > current then
+  redis.call('SET', KEYS[1], tostring(target), 'PX', tonumber(ARGV[1]) + 1000)
+end
+return target
+"""
+
+
+class BudgetExhausted(RuntimeError):
+    """Waiting for the budget would take longer than the caller allows (the day is used up, or a
+    long suspension); `retry_after` says when to try again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    per_second: float = 10.0  # 0 = no per-second limit
+    burst: float = 5.0  # tokens the bucket holds: 10/s + 5 stays under TronGrid's 15 in any second
+    per_day: int = 100_000  # 0 = no daily cap
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_second <= 0 and self.per_day <= 0
+
+
+class _LocalBucket:
+    """The same rules in one process: the fallback while Redis is away, and for tests without it."""
+
+    def __init__(self, limits: BudgetLimits) -> None:
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._tokens = max(1.0, limits.burst)
+        self._at = time.monotonic()
+        self._suspended_until = 0.0
+        self._day = -1
+        self._used = 0
+
+    def acquire(self) -> float:
+        """0 when granted, else seconds to wait."""
+        limits = self._limits
+        with self._lock:
+            now = time.monotonic()
+            if self._suspended_until > now:
+                return self._suspended_until - now
+            wall_ms = time.time() * 1000
+            day = int(wall_ms // DAY_MS)
+            if day != self._day:
+                self._day, self._used = day, 0
+            if limits.per_day > 0 and self._used >= limits.per_day:
+                return ((day + 1) * DAY_MS - wall_ms) / 1000
+            if limits.per_second > 0:
+                burst = max(1.0, limits.burst)
+                self._tokens = min(burst, self._tokens + (now - self._at) * limits.per_second)
+                self._at = now
+                if self._tokens < 1:
+                    return (1 - self._tokens) / limits.per_second
+                self._tokens -= 1
+            self._used += 1
+            return 0.0
+
+    def suspend(self, seconds: float) -> None:
+        with self._lock:
+            self._suspended_until = max(self._suspended_until, time.monotonic() + seconds)
+
+
+class RequestBudget:
+    """`acquire()` before every request; `suspend(s)` when the node says "suspended for s".
+
+    Thread-safe; one per process (it holds a Redis connection pool)."""
+
+    def __init__(
+        self,
+        limits: BudgetLimits,
+        client: redis.Redis | None,
+        *,
+        name: str = "tron",
+        max_wait: float = 30.0,
+    ) -> None:
+        self.limits = limits
+        self.max_wait = max_wait
+        self._client = client
+        self._keys = [f"budget:{name}:bucket", f"budget:{name}:suspended", f"budget:{name}:day"]
+        self._acquire_script = client.register_script(_ACQUIRE) if client is not None else None
+        self._suspend_script = client.register_script(_SUSPEND) if client is not None else None
+        self._local = _LocalBucket(limits)
+        self._degraded_since: float | None = None
+        self._lock = threading.Lock()
+        self.waited = 0.0  # seconds spent waiting for the budget, for progress lines and tests
+
+    def acquire(self) -> None:
+        """Wait for one request's worth of budget; BudgetExhausted past `max_wait`."""
+        if self.limits.unlimited and self._client is None:
+            return
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            verdict, wait = self._try()
+            if verdict == 0:
+                return
+            if time.monotonic() + wait > deadline:
+                why = {1: "suspended by the node", 2: "the daily request budget is used up"}.get(verdict, "busy")
+                raise BudgetExhausted(f"request budget: {why} for {wait:.0f}s more", retry_after=wait)
+            # Jitter: waiters of several processes must not all come back in the same millisecond.
+            pause = min(wait, MAX_SLEEP) * random.uniform(1.0, 1.2)
+            self.waited += pause
+            time.sleep(pause)
+
+    def suspend(self, seconds: float) -> None:
+        """Every process waits `seconds` from now before its next request (never shortens one)."""
+        self._local.suspend(seconds)
+        if self._suspend_script is None or self._use_local():
+            return
+        try:
+            self._suspend_script(keys=[self._keys[1]], args=[int(seconds * 1000)])
+        except redis.RedisError as exc:
+            self._degrade(exc)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _try(self) -> tuple[int, float]:
+        if self._acquire_script is None or self._use_local():
+            wait = self._local.acquire()
+            return (0, 0.0) if wait <= 0 else (3, wait)
+        try:
+            verdict, wait_ms = self._acquire_script(
+                keys=self._keys, args=[self.limits.per_second, self.limits.burst, self.limits.per_day]
+            )
+        except redis.RedisError as exc:
+            self._degrade(exc)
+            wait = self._local.acquire()
+            return (0, 0.0) if wait <= 0 else (3, wait)
+        self._recovered()
+        return int(verdict), int(wait_ms) / 1000
+
+    def _use_local(self) -> bool:
+        with self._lock:
+            since = self._degraded_since
+        return since is not None and time.monotonic() - since < REDIS_RETRY_SECONDS
+
+    def _degrade(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._degraded_since is None
+            self._degraded_since = time.monotonic()
+        if first:
+            log.warning(
+                "request budget: Redis unreachable (%s); limiting this process alone at %g/s until it answers",
+                exc.__class__.__name__,
+                self.limits.per_second,
+            )
+
+    def _recovered(self) -> None:
+        if self._degraded_since is None:
+            return
+        with self._lock:
+            was, self._degraded_since = self._degraded_since, None
+        if was is not None:
+            log.warning("request budget: Redis answers again; the budget is shared again")
+
+
+def create_budget(url: str, limits: BudgetLimits, *, name: str = "tron") -> RequestBudget:
+    """The process's budget on the Redis at `url` ("" = this process alone)."""
+    if not url:
+        return RequestBudget(limits, None, name=name)
+    # Short timeouts: a hung Redis must cost the listener a fraction of a second, then the local limiter.
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return RequestBudget(limits, client, name=name)

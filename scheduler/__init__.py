@@ -1,0 +1,1 @@
+"""The scheduler process: enqueues reconciliation jobs on schedules; does no work itself."""

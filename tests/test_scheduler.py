@@ -1,0 +1,141 @@
+"""The scheduler: one active among several (the shared lease), each job once per window (job_runs),
+a killed active one replaced by a standby."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+import psycopg
+import pytest
+import redis
+
+from ledger.accounts import add_accounts
+from ledger.config import Settings
+from ledger.jobruns import claim_and_enqueue, window_start
+from ledger.leader import Lease
+from ledger.queue import background_queue
+from tests.procs import Proc, python
+from tests.stack import SIM_ACCOUNTS, wait_until
+
+
+def _runs(url: str, job: str) -> list[tuple[float, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM window_start), messages FROM job_runs WHERE job = %s ORDER BY window_start",
+            (job,),
+        ).fetchall()
+    return [(float(w), int(m)) for w, m in rows]
+
+
+def test_a_window_is_claimed_once_whoever_asks_and_an_old_term_is_refused(clean_db: str) -> None:
+    lease = Lease(clean_db, "scheduler", "test")
+    assert lease.try_acquire()
+    term = lease.bump_term()
+    window = window_start(time.time(), 60)
+    enqueued: list[Sequence[object]] = []
+    results: list[int | None] = []
+    barrier = threading.Barrier(4)
+
+    def claim() -> None:
+        with psycopg.connect(clean_db, autocommit=True) as conn:
+            barrier.wait()
+            results.append(
+                claim_and_enqueue(
+                    conn,
+                    "gap",
+                    window,
+                    lambda run_id: [f"message of run {run_id}"],
+                    enqueued.append,
+                    holder="t",
+                    lease="scheduler",
+                    term=term,
+                )
+            )
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len([r for r in results if r is not None]) == 1 and len(enqueued) == 1
+    # A holder whose term was superseded cannot claim the next window.
+    lease.bump_term()
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        later = window_start(time.time() + 60, 60)
+        assert (
+            claim_and_enqueue(
+                conn, "gap", later, lambda r: ["x"], enqueued.append, holder="t", lease="scheduler", term=term
+            )
+            is None
+        )
+    lease.release()
+
+
+def _scheduler(env: dict[str, str], name: str) -> Proc:
+    proc = Proc(name, python("-m", "scheduler"), env)
+    proc.wait_for(r"scheduler started", timeout=30)
+    return proc
+
+
+def _queue_length(settings: Settings, queue: str) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.hlen(f"dramatiq:{queue}.msgs"))
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def scheduler_env(env: dict[str, str]) -> dict[str, str]:
+    return {
+        **env,
+        "SCHEDULE_LIFECYCLE_SECONDS": "2",
+        "SCHEDULE_GAP_SECONDS": "3",  # one message per pool account per window
+        "SCHEDULE_STATE_SECONDS": "0",
+        "TRON_NODE_URL": "http://127.0.0.1:9",  # never called: the scheduler only enqueues
+    }
+
+
+def test_two_schedulers_run_each_job_once_per_window_and_a_standby_takes_over(
+    settings: Settings, scheduler_env: dict[str, str], procs: list[Proc]
+) -> None:
+    url = scheduler_env["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_accounts(conn, list(SIM_ACCOUNTS))
+    first = _scheduler(scheduler_env, "scheduler-1")
+    procs.append(first)
+    second = _scheduler(scheduler_env, "scheduler-2")
+    procs.append(second)
+    wait_until(lambda: len(_runs(url, "lifecycle")) >= 4, 60, "four lifecycle windows")
+    active, standby = (first, second) if "active: term" in first.output() else (second, first)
+    assert "active: term" not in standby.output()
+
+    # When the active one is killed (no chance to release anything)
+    active.kill(signal.SIGKILL)
+    killed_at = time.monotonic()
+    standby.wait_for(r"active: term", timeout=30)
+    took_over = time.monotonic() - killed_at
+    before = len(_runs(url, "lifecycle"))
+    wait_until(lambda: len(_runs(url, "lifecycle")) >= before + 3, 60, "three more lifecycle windows")
+
+    # Then the standby took the lease within one lease period (the 1-s retry, plus the time
+    # PostgreSQL takes to see the killed session go), and each window ran exactly once.
+    assert took_over < 5, took_over
+    for job, seconds, per_run in (("lifecycle", 2, 1), ("gap", 3, 3)):
+        runs = _runs(url, job)
+        windows = [w for w, _ in runs]
+        assert len(windows) == len(set(windows))
+        assert all(messages == per_run for _, messages in runs), runs
+        assert all(int(w) % seconds == 0 for w in windows)
+    total = sum(m for job in ("lifecycle", "gap") for _, m in _runs(url, job))
+    # Nothing was enqueued twice: the broker holds exactly the messages the runs account for.
+    assert _queue_length(settings, background_queue(scheduler_env["QUEUE_NAME"])) == total
+    # The windows follow each other with at most the takeover's gap.
+    lifecycle = [w for w, _ in _runs(url, "lifecycle")]
+    gaps = [b - a for a, b in zip(lifecycle, lifecycle[1:], strict=False)]
+    assert max(gaps) <= 2 * (1 + int(took_over) + 1), gaps
+    assert re.search(r"lifecycle: run \d+ enqueued", standby.output())

@@ -1,0 +1,38 @@
+"""GET /api/drift (differences between the chain's account state and the ledger) and
+GET /api/reconciliation/runs (the scheduler's last runs and what reconciliation recovered)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from ledger.drift import list_drift, recovered_count
+from ledger.jobruns import last_runs
+from web.params import int_param, resolve_account
+from web.pg import read_connection
+from web.resources import resources
+from web.responses import bad_request, json_response
+
+bp = Blueprint("reconciliation", __name__)
+
+
+@bp.get("/api/drift")
+def drift() -> Response:
+    res = resources()
+    key = request.args.get("pool_account_id")
+    account = resolve_account(res.accounts, key, "pool_account_id").address if key is not None else None
+    state = request.args.get("state", "open")
+    if state not in ("open", "all"):
+        raise bad_request(f"state must be open or all (got {state!r})")
+    limit = int_param(request.args, "limit", 50, 1, 200)
+    with read_connection(res.pool) as conn:
+        rows = list_drift(conn, account, include_resolved=state == "all", limit=limit)
+    return json_response({"success": True, "data": rows, "meta": {"state": state, "limit": limit}})
+
+
+@bp.get("/api/reconciliation/runs")
+def runs() -> Response:
+    per_job = int_param(request.args, "per_job", 5, 1, 50)
+    with read_connection(resources().pool) as conn:
+        rows = last_runs(conn, per_job)
+        recovered = recovered_count(conn)
+    return json_response({"success": True, "data": rows, "meta": {"recovered_operations": recovered}})

@@ -136,7 +136,7 @@ class TronNode:
         """The raw reply of gettransactioninfobyblocknum (a bare JSON array)."""
         return self._call(self._base, "/wallet/gettransactioninfobyblocknum", {"num": num})
 
-    # -- account state (opening positions; TRON-NOTES-free: java-tron docs/api/http/stake-v2) ----------
+    # -- account state (opening positions; java-tron docs/api/http/stake-v2 and account/getaccount.md) ---
 
     def account(self, address: str, *, solid: bool = True) -> dict[str, Any]:
         """getaccount (`{}` when the account does not exist); `solid`: as of the solidified head."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
-from ledger.parser import parse_trongrid_record
+from ledger.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.tron_json import ChainDataError
 from ledger.tron_node import NodeUnavailable, TronNode
 from listener.backfill import BackfillStore, ProgressLine
@@ -167,16 +167,4 @@ class AccountHistory:
 def _page(reply: dict[str, Any]) -> tuple[list[Any], str | None]:
     if reply.get("success") is False:
         raise NodeUnavailable(f"v1/accounts/transactions: {str(reply)[:200]}")
-    data = reply.get("data", [])
-    if not isinstance(data, list):
-        raise ChainDataError("v1/accounts/transactions: 'data' is not a list")
-    meta = reply.get("meta", {})
-    fingerprint = meta.get("fingerprint") if isinstance(meta, dict) else None
-    if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
-        raise ChainDataError(f"v1/accounts/transactions: bad fingerprint {fingerprint!r}")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict) or not isinstance(rec.get("blockNumber"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no blockNumber")
-        if not isinstance(rec.get("block_timestamp"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no block_timestamp")
-    return data, fingerprint
+    return parse_trongrid_page(reply)

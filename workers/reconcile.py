@@ -29,7 +29,7 @@ import psycopg
 
 from ledger import positions
 from ledger.domain import CONFIRMED, RESOURCES, Operation
-from ledger.parser import parse_trongrid_record
+from ledger.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.positions import Position
 from ledger.tron_account import AccountState, parse_account
 from ledger.tron_json import ChainDataError
@@ -115,19 +115,7 @@ def reconcile_gaps(
 def _page(reply: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     if reply.get("success") is False:
         raise ChainDataError(f"v1/accounts/transactions: {str(reply)[:200]}")
-    data = reply.get("data", [])
-    if not isinstance(data, list):
-        raise ChainDataError("v1/accounts/transactions: 'data' is not a list")
-    meta = reply.get("meta")
-    fingerprint = meta.get("fingerprint") if isinstance(meta, dict) else None
-    if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
-        raise ChainDataError(f"v1/accounts/transactions: bad fingerprint {fingerprint!r}")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict) or not isinstance(rec.get("blockNumber"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no blockNumber")
-        if not isinstance(rec.get("block_timestamp"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no block_timestamp")
-    return data, fingerprint
+    return parse_trongrid_page(reply)
 
 
 def _operations(records: list[dict[str, Any]], account: str) -> list[Operation]:

@@ -77,6 +77,11 @@ end
 """
 
 
+def paths_script(paths: Path, threads: int) -> str:
+    """A wrk Lua script that walks the URL paths listed in `paths`, each wrk thread its own share."""
+    return _WRK_SETUP + _WRK_SCRIPT % {"paths": paths, "threads": threads}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     if shutil.which("wrk") is None:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = Path(tmp, "paths.txt")
             paths.write_text("\n".join(uncached_paths(args.database_url, account_id, args.cursors)) + "\n")
             script = Path(tmp, "uncached.lua")
-            script.write_text(_WRK_SETUP + _WRK_SCRIPT % {"paths": paths, "threads": args.threads})
+            script.write_text(paths_script(paths, args.threads))
             # The routes take turns, round after round, so a change in the machine's other load
             # affects all three alike rather than whichever happened to run during it.
             for _ in range(args.rounds):

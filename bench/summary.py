@@ -38,7 +38,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.api import _drop_database, _free_port, _get_json, run_wrk, start_server, stop_server
+from bench.api import _drop_database, _free_port, _get_json, paths_script, run_wrk, start_server, stop_server
 from ledger import positions
 from ledger.address import to_base58
 from ledger.cache import PAGE_PREFIX, invalidate_accounts
@@ -51,25 +51,6 @@ FIRST_BLOCK = 50_000_000
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 DELAY_S = 14 * 86_400
 TARGETS = {"uncached_p99_ms": 20.0, "uncached_rps": 500}
-
-_WRK_SCRIPT = """
-local paths = {}
-local n = 0
-local next_id = 0
-function setup(thread)
-    thread:set("id", next_id)
-    next_id = next_id + 1
-end
-function init(args)
-    for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
-    n = id
-end
-function request()
-    local path = paths[(n %% #paths) + 1]
-    n = n + %(threads)d
-    return wrk.format("GET", path)
-end
-"""
 
 
 def receiver(i: int) -> str:
@@ -301,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = Path(tmp, "paths.txt")
             paths.write_text("".join(f"/api/accounts/{a}/summary\n" for a in accounts))
             script = Path(tmp, "uncached.lua")
-            script.write_text(_WRK_SCRIPT % {"paths": paths, "threads": args.threads})
+            script.write_text(paths_script(paths, args.threads))
             for number in range(1, args.rounds + 1):
                 invalidate_accounts(cache, accounts)  # a new generation: every summary is a miss again
                 for expected in ("database", "cache"):

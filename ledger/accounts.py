@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,11 @@ class PoolAccount:
     address: str
     label: str | None
     added_at: datetime
+    # The platform's own id of the account (sql/011_external_ids.sql); None when it has none.
+    external_id: str | None = None
+
+
+_COLUMNS = "id, address, label, added_at, external_id"
 
 
 def add_accounts(conn: psycopg.Connection, addresses: list[str], label: str | None = None) -> list[PoolAccount]:
@@ -32,7 +38,7 @@ def add_accounts(conn: psycopg.Connection, addresses: list[str], label: str | No
 
 
 def list_accounts(conn: psycopg.Connection) -> list[PoolAccount]:
-    rows = conn.execute("SELECT id, address, label, added_at FROM pool_accounts ORDER BY id").fetchall()
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM pool_accounts ORDER BY id").fetchall()
     return [PoolAccount(*row) for row in rows]
 
 
@@ -77,7 +83,28 @@ def find_account(conn: psycopg.Connection, key: int | str) -> PoolAccount | None
     """
     normal = parse_account_key(key) if isinstance(key, str) else key
     column = "id" if isinstance(normal, int) else "address"
-    row = conn.execute(
-        f"SELECT id, address, label, added_at FROM pool_accounts WHERE {column} = %s", (normal,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {_COLUMNS} FROM pool_accounts WHERE {column} = %s", (normal,)).fetchone()
+    return PoolAccount(*row) if row else None
+
+
+# Mirrors the CHECK of sql/011_external_ids.sql, so a bad id is refused with a message, not a
+# constraint violation.
+EXTERNAL_ID_FORM = "1 to 64 printable ASCII characters, no spaces (e.g. 42)"
+_EXTERNAL_ID = re.compile(r"[!-~]{1,64}")
+
+
+class ExternalIdError(ValueError):
+    """Text that cannot be a platform external id."""
+
+
+def parse_external_id(text: str) -> str:
+    """The external id in `text` (surrounding blanks dropped); ExternalIdError if it has another form."""
+    value = text.strip()
+    if not _EXTERNAL_ID.fullmatch(value):
+        raise ExternalIdError(f"an external id is {EXTERNAL_ID_FORM}")
+    return value
+
+
+def find_by_external_id(conn: psycopg.Connection, external_id: str) -> PoolAccount | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM pool_accounts WHERE external_id = %s", (external_id,)).fetchone()
     return PoolAccount(*row) if row else None

@@ -12,7 +12,8 @@ import psycopg
 import redis
 
 from ledger import deadletters as dl
-from ledger.accounts import add_accounts, list_accounts
+from ledger.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
+from ledger.accounts import EXTERNAL_ID_FORM, ExternalIdError, add_accounts, list_accounts, parse_external_id
 from ledger.address import AddressError, to_base58
 from ledger.config import Settings, load_settings
 from ledger.db import ensure_database, migrate
@@ -35,13 +36,33 @@ def main(argv: list[str] | None = None) -> int:
     acc_sub = accounts.add_subparsers(dest="action", required=True)
     add = acc_sub.add_parser("add", help="track one or more accounts (base58 T... or hex 41...)")
     add.add_argument("addresses", nargs="+")
-    add.add_argument("--label", default=None)
+    add.add_argument("--label", default=None, help="label of the accounts this adds (an existing one keeps its own)")
     add.add_argument(
-        "--no-snapshot",
-        action="store_true",
-        help="do not read the opening position from the chain (e.g. its history is backfilled with --since)",
+        "--external-id",
+        default=None,
+        help=f"the platform's own id of the account (one address only): {EXTERNAL_ID_FORM}; "
+        "an account that has one keeps it unless --replace",
     )
-    acc_sub.add_parser("list", help="list tracked accounts")
+    add.add_argument("--replace", action="store_true", help="with --external-id: change an account's external id")
+    _no_snapshot_flag(add)
+    imp = acc_sub.add_parser(
+        "import",
+        help="add accounts and bind their external ids from a CSV file, all or nothing",
+        description="Reads a CSV file with the header address,external_id[,label] ('-': standard input). "
+        "Every line is checked first, errors name the line and the field; then all of it is written in one "
+        "transaction, or nothing is. Running the same file again changes nothing. New accounts get their "
+        "opening position from the chain, like `accounts add`. An account that already has another external "
+        "id keeps it unless --replace; labels are set on new accounts only. Prints added / updated / unchanged.",
+    )
+    imp.add_argument("file", help="the CSV file, or - for standard input")
+    imp.add_argument(
+        "--replace",
+        action="store_true",
+        help="change the external id of accounts that have another one (also moves an id between two accounts "
+        "of the file)",
+    )
+    _no_snapshot_flag(imp)
+    acc_sub.add_parser("list", help="list tracked accounts: id, address, external id, label, added")
     recover = sub.add_parser(
         "recover", help="put back in their queues the messages held by dead workers (the workers do it every second)"
     )
@@ -98,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return _in_flight(settings)
     with psycopg.connect(settings.database_url) as conn:
         if args.action == "add":
+            if args.replace and args.external_id is None:
+                print("error: --replace goes with --external-id", file=sys.stderr)
+                return 2
+            if args.external_id is not None:
+                return _add_with_external_id(conn, settings, args)
             try:
                 added = add_accounts(conn, args.addresses, args.label)
             except AddressError as exc:
@@ -105,28 +131,105 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for account in added:
                 print(f"{account.id}\t{account.address}\t{account.label or ''}")
-            if args.no_snapshot:
-                return 0
-            if not settings.tron_node_url:
-                print("warning: TRON_NODE_URL is not set: no opening position taken", file=sys.stderr)
-                return 0
-            node = node_from_settings(settings)
-            try:
-                failed = snapshot_new_accounts(conn, node, [a.address for a in added])
-            finally:
-                node.close()
-            first = opening_gap_start(conn, [a.address for a in added])
-            if first is not None:
-                # The running listener did not track these accounts in the blocks since the snapshot.
-                flags = " ".join(f"--account {a.address}" for a in added)
-                command = f"python -m listener backfill --from-block {first} {flags}"
-                print(f"the listener is past the snapshot: run `{command}`", file=sys.stderr)
-            return 1 if failed else 0
+            return _open_positions(conn, settings, [a.address for a in added], args.no_snapshot)
+        if args.action == "import":
+            return _import(conn, settings, args)
         if args.action == "snapshot":
             return _snapshot(conn, settings, args.addresses)
         for account in list_accounts(conn):
-            print(f"{account.id}\t{account.address}\t{account.label or ''}\t{account.added_at:%Y-%m-%d %H:%M:%S}")
+            print(
+                f"{account.id}\t{account.address}\t{account.external_id or '-'}\t{account.label or ''}\t"
+                f"{account.added_at:%Y-%m-%d %H:%M:%S}"
+            )
         return 0
+
+
+def _no_snapshot_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="do not read new accounts' opening position from the chain (e.g. their history is backfilled with "
+        "--since)",
+    )
+
+
+def _open_positions(conn: psycopg.Connection, settings: Settings, addresses: list[str], no_snapshot: bool) -> int:
+    """The opening position of each new account that has none, read from the chain (docs/POSITIONS.md)."""
+    if no_snapshot or not addresses:
+        return 0
+    if not settings.tron_node_url:
+        print("warning: TRON_NODE_URL is not set: no opening position taken", file=sys.stderr)
+        return 0
+    node = node_from_settings(settings)
+    try:
+        failed = snapshot_new_accounts(conn, node, addresses)
+    finally:
+        node.close()
+    first = opening_gap_start(conn, addresses)
+    if first is not None:
+        # The running listener did not track these accounts in the blocks since the snapshot.
+        flags = " ".join(f"--account {a}" for a in addresses)
+        command = f"python -m listener backfill --from-block {first} {flags}"
+        print(f"the listener is past the snapshot: run `{command}`", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_with_external_id(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+    if len(args.addresses) != 1:
+        print(f"error: --external-id takes one address (got {len(args.addresses)})", file=sys.stderr)
+        return 2
+    try:
+        address = to_base58(args.addresses[0])
+        external_id = parse_external_id(args.external_id)
+    except (AddressError, ExternalIdError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _bind(conn, settings, [Binding("", address, external_id, args.label)], args)
+
+
+def _import(conn: psycopg.Connection, settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        if args.file == "-":
+            bindings = read_bindings(sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8-sig", newline="") as stream:
+                bindings = read_bindings(stream)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportRefused as exc:
+        return _refused(exc)
+    return _bind(conn, settings, bindings, args)
+
+
+def _bind(conn: psycopg.Connection, settings: Settings, bindings: list[Binding], args: argparse.Namespace) -> int:
+    try:
+        result = apply_bindings(conn, bindings, replace=args.replace)
+    except ImportRefused as exc:
+        return _refused(exc)
+    _print_result(conn, result)
+    return _open_positions(conn, settings, result.added, args.no_snapshot)
+
+
+_MAX_SHOWN = 50
+
+
+def _refused(exc: ImportRefused) -> int:
+    for problem in exc.problems[:_MAX_SHOWN]:
+        print(f"error: {problem}", file=sys.stderr)
+    if len(exc.problems) > _MAX_SHOWN:
+        print(f"error: … and {len(exc.problems) - _MAX_SHOWN} more", file=sys.stderr)
+    print("nothing was written", file=sys.stderr)
+    return 2
+
+
+def _print_result(conn: psycopg.Connection, result: ImportResult) -> None:
+    accounts = {a.address: a for a in list_accounts(conn)}
+    for what, addresses in (("added", result.added), ("updated", result.updated)):
+        for address in addresses:
+            account = accounts[address]
+            print(f"{what}\t{account.id}\t{address}\t{account.external_id}\t{account.label or ''}")
+    print(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged")
 
 
 def _snapshot(conn: psycopg.Connection, settings: Settings, addresses: list[str]) -> int:

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from ledger.drift import list_drift, recovered_count
 from ledger.jobruns import last_runs
-from web.params import int_param, resolve_account
+from web.params import account_from_args, int_param
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import bad_request, json_response
@@ -18,8 +18,8 @@ bp = Blueprint("reconciliation", __name__)
 @bp.get("/api/drift")
 def drift() -> Response:
     res = resources()
-    key = request.args.get("pool_account_id")
-    account = resolve_account(res.accounts, key, "pool_account_id").address if key is not None else None
+    ref = account_from_args(res.accounts, request.args)
+    account = ref.account.address if ref is not None else None
     state = request.args.get("state", "open")
     if state not in ("open", "all"):
         raise bad_request(f"state must be open or all (got {state!r})")

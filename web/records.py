@@ -3,18 +3,27 @@
 A hit is one Redis call that returns the stored response bytes, sent as they are. On a miss the
 page is read from PostgreSQL and two encodings are made: the one returned now says
 `"source": "database"`, the one stored says `"source": "cache"`.
+
+GET /compat/api/{stake,delegate,unfreeze}/records is the same view with `shape="compat"`: there
+`pool_account_id` is the platform's external id, and the native page is rendered by
+web/compat.py before it is encoded. Its pages are cached under their own key suffix (with the
+external id in it: the rows carry it), beside the account's native pages, so the account's
+generation number invalidates both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from math import ceil
+from typing import Any
 
 from flask import Blueprint, Response, request
 
 from ledger.cache import Fill
+from web.compat import compat_page
 from web.cursor import Cursor, CursorError, decode_cursor
-from web.params import parse_limit, parse_page, resolve_account
+from web.params import parse_limit, parse_page, require_account
 from web.pg import read_connection
 from web.queries import KINDS, RecordPage, fetch_records
 from web.resources import resources
@@ -22,11 +31,16 @@ from web.responses import bad_request, dumps
 
 bp = Blueprint("records", __name__)
 
+NATIVE, COMPAT = "native", "compat"
+_KIND = f"<any({', '.join(KINDS)}):kind>"
+Render = Callable[[dict[str, Any]], dict[str, Any]]
+
 _CURSOR_HELP = "pass meta.next_cursor from the previous page of the same list, unchanged"
 
 
-@bp.get(f"/api/<any({', '.join(KINDS)}):kind>/records")
-def records(kind: str) -> Response:
+@bp.get(f"/api/{_KIND}/records", defaults={"shape": NATIVE})
+@bp.get(f"/compat/api/{_KIND}/records", defaults={"shape": COMPAT})
+def records(kind: str, shape: str) -> Response:
     res = resources()
     args = request.args
     limit = parse_limit(args)
@@ -37,7 +51,8 @@ def records(kind: str) -> Response:
         page = cursor.page
     else:
         page = parse_page(args, limit)
-    account = resolve_account(res.accounts, args.get("pool_account_id"), "pool_account_id")
+    ref = require_account(res.accounts, args, compat=shape == COMPAT)
+    account = ref.account
 
     settings = res.settings
     if cursor is not None:
@@ -52,6 +67,7 @@ def records(kind: str) -> Response:
     else:
         suffix = f"rec:{kind}:{limit}:p{page}"
         ttl = settings.cache_ttl_realtime
+    render, prefix = _shape(kind, shape, ref.external_id)
 
     def load() -> Fill:
         with read_connection(res.pool) as conn:
@@ -63,9 +79,9 @@ def records(kind: str) -> Response:
                 offset=(page - 1) * limit if cursor is None else 0,
                 after=cursor.key if cursor is not None else None,
             )
-        return _fill(kind, account.id, page, limit, result, ttl, settings.cursor_keys[0])
+        return _fill(kind, account.id, page, limit, result, ttl, settings.cursor_keys[0], render)
 
-    body, _ = res.pages.fetch(account.address, suffix, load)
+    body, _ = res.pages.fetch(account.address, prefix + suffix, load)
     return Response(body, mimetype="application/json")
 
 
@@ -78,15 +94,36 @@ def _parse_cursor(token: str | None, secrets: tuple[bytes, ...]) -> Cursor | Non
         raise bad_request(f"cursor is not valid ({exc}); {_CURSOR_HELP}") from None
 
 
-def _fill(kind: str, account_id: int, page: int, limit: int, result: RecordPage, ttl: int, secret: bytes) -> Fill:
+def _shape(kind: str, shape: str, external_id: str | None) -> tuple[Render, str]:
+    """How a native page is rendered in `shape`, and the cache key prefix of that shape's pages."""
+    if shape == NATIVE:
+        return _native, ""
+    if external_id is None:
+        raise RuntimeError("a compatibility route resolved its account by something other than an external id")
+
+    def render(payload: dict[str, Any]) -> dict[str, Any]:
+        return compat_page(kind, payload, external_id)
+
+    # The rows carry the external id, so it is part of the key; its length too, so that no two
+    # ids' prefixes can be the same whatever characters they hold.
+    return render, f"compat:{len(external_id)}:{external_id}:"
+
+
+def _native(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
+def _fill(
+    kind: str, account_id: int, page: int, limit: int, result: RecordPage, ttl: int, secret: bytes, render: Render
+) -> Fill:
     next_cursor = None
     if result.next_key is not None:
         next_cursor = Cursor(kind, account_id, page + 1, result.next_key).encode(secret)
     meta = {"page": page, "limit": limit, "source": "database", "next_cursor": next_cursor}
     payload = {"success": True, "data": result.rows, "meta": meta}
-    response = dumps(payload)
+    response = dumps(render(payload))
     meta["source"] = "cache"
-    return Fill(response, dumps(payload), _page_ttl(result, ttl))
+    return Fill(response, dumps(render(payload)), _page_ttl(result, ttl))
 
 
 def _page_ttl(result: RecordPage, ttl: int) -> int:

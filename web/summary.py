@@ -1,15 +1,20 @@
-"""GET /api/accounts/<account>/summary: the account's positions (ledger.positions), cached."""
+"""GET /api/accounts/<account>/summary: the account's positions (ledger.positions), cached.
+
+GET /api/summary?pool_account_id=… or ?external_id=… is the same view with the account in the query
+string, so that the platform's external id can name it as it does on every other route. (The path
+form takes an id or an address only: a path segment such as `42` must mean one thing.)
+"""
 
 from __future__ import annotations
 
 from math import ceil
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from ledger.cache import Fill
 from ledger.drift import open_drift
 from ledger.positions import read_summary
-from web.params import resolve_account
+from web.params import require_account, resolve_account
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import dumps
@@ -18,9 +23,13 @@ bp = Blueprint("summary", __name__)
 
 
 @bp.get("/api/accounts/<account_key>/summary")
-def summary(account_key: str) -> Response:
+@bp.get("/api/summary", defaults={"account_key": None})
+def summary(account_key: str | None) -> Response:
     res = resources()
-    account = resolve_account(res.accounts, account_key, "account")
+    if account_key is None:
+        account = require_account(res.accounts, request.args).account
+    else:
+        account = resolve_account(res.accounts, account_key, "account")
 
     def load() -> Fill:
         with read_connection(res.pool) as conn:

@@ -1,9 +1,10 @@
 """The contract run's stack, for tests/test_contract.py and bench/contract.py: a small database with
 every kind of row the API shows, a web server on it, and the schemathesis command against it.
 
-Account 1 (the first simulator demo account) has records of every kind and status, several pages
-of them, delegations both ways, unfreeze lots pending / withdrawable / withdrawn, and there are
-dead letters; account 2 has nothing, so empty pages and summaries are covered too.
+Account 1 (the first simulator demo account, external id "42") has records of every kind and
+status, several pages of them, delegations both ways, unfreeze lots pending / withdrawable /
+withdrawn, and there are dead letters; account 2 (external id "43") has nothing, so empty pages and
+summaries are covered too; account 3 has no external id.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def seed_api_data(database_url: str, rows: int = 60) -> None:
         if rows == 0:
             return
         conn.execute(
-            "INSERT INTO pool_accounts (address, label) VALUES (%s, 'pool-1'), (%s, NULL), (%s, 'pool-3')",
+            "INSERT INTO pool_accounts (address, label, external_id)"
+            " VALUES (%s, 'pool-1', '42'), (%s, NULL, '43'), (%s, 'pool-3', NULL)",
             (ONE, TWO, THREE),
         )
         for i in range(rows):

@@ -18,7 +18,9 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from ledger.accounts import EXTERNAL_ID_FORM
 from ledger.domain import RESOURCES
+from web.compat import FIELDS as COMPAT_FIELDS
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
 from web.responses import ECHO_LIMIT, dumps
@@ -30,6 +32,7 @@ Schema = dict[str, Any]
 # An example account for the examples (and for schemathesis's example phase): the first demo
 # account of scripts/run's simulator, id 1 on a fresh database.
 EXAMPLE_ADDRESS = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
+EXAMPLE_EXTERNAL_ID = "42"  # the external id tests/contract_stack.py gives that account
 
 _REF = "#/components/schemas/"
 
@@ -73,11 +76,17 @@ def _components() -> Schema:
         "amount": AMOUNT,
     }
     record_status = {"enum": ["pending", "confirmed", "failed", "orphaned"]}
-    return {
+    components: Schema = {
         "schemas": {
             "Address": {"type": "string", "pattern": "^T[1-9A-HJ-NP-Za-km-z]{33}$", "examples": [EXAMPLE_ADDRESS]},
             "TxId": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "Resource": {"enum": list(RESOURCES)},
+            "ExternalId": {
+                "type": "string",
+                "pattern": "^[!-~]{1,64}$",
+                "description": f"the platform's own id of a pool account: {EXTERNAL_ID_FORM}",
+                "examples": [EXAMPLE_EXTERNAL_ID],
+            },
             "Error": obj(
                 {
                     "success": {"const": False},
@@ -257,6 +266,19 @@ def _components() -> Schema:
             "Unavailable": _error("PostgreSQL is unreachable or the pool is exhausted; retry shortly"),
         },
     }
+    schemas = components["schemas"]
+    for kind, name in _RECORD_SCHEMAS.items():
+        schemas["Compat" + name] = _compat_record(kind, schemas[name])
+    return components
+
+
+def _compat_record(kind: str, native: Schema) -> Schema:
+    """A record in the compatibility shape (web/compat.py): the native field's schema under its new name."""
+    fields = {"pool_account_id": {**ref("ExternalId"), "description": "the platform's external id of the account"}}
+    for name, native_name in COMPAT_FIELDS[kind]:
+        fields[name] = native["properties"][native_name]
+    fields["created_at"] = {**TIME, "description": "the block's time (not when the ledger stored the record)"}
+    return obj(fields)
 
 
 def _error(description: str) -> Schema:
@@ -300,9 +322,26 @@ _RECORD_WHAT = {
 }
 
 
-def _records(kind: str) -> Schema:
+_EXTERNAL = "the platform's external id of the account, instead of pool_account_id (not both)"
+_COMPAT_ACCOUNT = "the platform's external id of the account (on /compat routes pool_account_id means that id)"
+
+
+def _account_params(compat: bool) -> list[Schema]:
+    """One of the two names the account; giving both is a 400."""
+    if compat:
+        return [
+            _query("pool_account_id", ref("ExternalId"), _COMPAT_ACCOUNT, example=EXAMPLE_EXTERNAL_ID),
+            _query("external_id", ref("ExternalId"), "the same, under its native name (not both)"),
+        ]
+    return [
+        _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, example="1"),
+        _query("external_id", ref("ExternalId"), _EXTERNAL),
+    ]
+
+
+def _records(kind: str, compat: bool = False) -> Schema:
     params = [
-        _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, required=True, example="1"),
+        *_account_params(compat),
         _query(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
@@ -320,15 +359,25 @@ def _records(kind: str) -> Schema:
             "meta.next_cursor of the previous page of the same list, unchanged (signed: an altered one is a 400)",
         ),
     ]
+    description = "Newest first (block, transaction, operation). Amounts are integers in sun."
+    if compat:
+        description += (
+            " The compatibility shape: the plan's field names (tx_hash, block_number, created_at, resource_type,"
+            " pool_account_id = the platform's external id), the same rows, meta and cache as the native list."
+        )
     return {
         "get": {
-            "operationId": f"list_{kind}_records",
+            "operationId": f"list_{kind}_records" + ("_compat" if compat else ""),
             "summary": _RECORD_WHAT[kind],
-            "description": "Newest first (block, transaction, operation). Amounts are integers in sun.",
-            "tags": ["records"],
+            "description": description,
+            "tags": ["compat" if compat else "records"],
             "parameters": params,
             "responses": {
-                "200": _ok({"type": "array", "items": ref(_RECORD_SCHEMAS[kind])}, "one page", ref("PageMeta")),
+                "200": _ok(
+                    {"type": "array", "items": ref(("Compat" if compat else "") + _RECORD_SCHEMAS[kind])},
+                    "one page",
+                    ref("PageMeta"),
+                ),
                 **_DB_ERRORS,
                 "404": {"$ref": "#/components/responses/NotFound"},
             },
@@ -336,15 +385,14 @@ def _records(kind: str) -> Schema:
     }
 
 
-def _paths() -> dict[str, Schema]:
-    paths = {f"/api/{kind}/records": _records(kind) for kind in KINDS}
-    paths["/api/accounts/{account}/summary"] = {
+def _summary(operation_id: str, params: list[Schema]) -> Schema:
+    return {
         "get": {
-            "operationId": "account_summary",
+            "operationId": operation_id,
             "summary": "positions per resource as java-tron keeps them: staked, available, delegated (locked and"
             " unlocked per receiver), unstaking lots, withdrawable, legacy V1",
             "tags": ["summary"],
-            "parameters": [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")],
+            "parameters": params,
             "responses": {
                 "200": _ok(
                     ref("Summary"),
@@ -366,6 +414,15 @@ def _paths() -> dict[str, Schema]:
             },
         }
     }
+
+
+def _paths() -> dict[str, Schema]:
+    paths = {f"/api/{kind}/records": _records(kind) for kind in KINDS}
+    paths.update({f"/compat/api/{kind}/records": _records(kind, compat=True) for kind in KINDS})
+    paths["/api/accounts/{account}/summary"] = _summary(
+        "account_summary", [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")]
+    )
+    paths["/api/summary"] = _summary("account_summary_by_query", _account_params(compat=False))
     paths["/api/dead-letters"] = {
         "get": {
             "operationId": "dead_letter_counts",
@@ -439,6 +496,7 @@ def _paths() -> dict[str, Schema]:
             "tags": ["operations"],
             "parameters": [
                 _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS + " (default: all)"),
+                _query("external_id", ref("ExternalId"), _EXTERNAL),
                 _query("state", {"enum": ["open", "all"], "default": "open"}, "open rows only, or resolved ones too"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "rows"),
             ],

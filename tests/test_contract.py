@@ -139,6 +139,27 @@ def test_record_bodies_follow_the_contract(client: FlaskClient, kind: str) -> No
     check(client, path, f"{path}", 400)
 
 
+@pytest.mark.parametrize("kind", ["stake", "delegate", "unfreeze"])
+def test_compat_and_external_id_bodies_follow_the_contract(client: FlaskClient, kind: str) -> None:
+    path = f"/compat/api/{kind}/records"
+    body = check(client, path, f"{path}?pool_account_id=42&limit=7", 200)
+    assert len(body["data"]) == 7
+    body = check(client, path, f"{path}?pool_account_id=42&limit=7&cursor={body['meta']['next_cursor']}", 200)
+    check(client, path, f"{path}?external_id=42&page=3&limit=5", 200)
+    assert check(client, path, f"{path}?pool_account_id=43", 200)["data"] == []
+    check(client, path, f"{path}?pool_account_id=1", 404)  # this ledger's id means nothing there
+    check(client, path, f"{path}?pool_account_id=a%20b", 400)
+    check(client, path, path, 400)
+    native = f"/api/{kind}/records"
+    assert len(check(client, native, f"{native}?external_id=42&limit=7", 200)["data"]) == 7
+    check(client, native, f"{native}?external_id=42&pool_account_id=1", 400)
+    check(client, native, f"{native}?external_id=99", 404)
+    check(client, "/api/summary", "/api/summary?external_id=42", 200)
+    check(client, "/api/summary", f"/api/summary?pool_account_id={ONE}", 200)
+    check(client, "/api/summary", "/api/summary", 400)
+    check(client, "/api/drift", "/api/drift?external_id=43", 200)
+
+
 def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) -> None:
     summary = "/api/accounts/{account}/summary"
     body = check(client, summary, "/api/accounts/1/summary", 200)

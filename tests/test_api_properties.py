@@ -81,6 +81,25 @@ BAD_ACCOUNT = st.one_of(
 )
 
 
+def _external_form(text: str) -> bool:
+    """The platform's external id (sql/011_external_ids.sql): 1-64 printable ASCII, no spaces."""
+    return re.fullmatch(r"[!-~]{1,64}", text.strip()) is not None
+
+
+BAD_EXTERNAL = st.one_of(
+    TEXT.filter(lambda s: not _external_form(s)),
+    st.sampled_from(["", " ", "a b", "x" * 65, "é", "42\x00"]),
+    LONG.filter(lambda s: not _external_form(s)),
+)
+# Every place an external id is given: (route, parameter).
+EXTERNAL_PARAMS = [
+    *[(url, "external_id") for url in RECORDS],
+    *[("/compat" + url, name) for url in RECORDS for name in ("pool_account_id", "external_id")],
+    ("/api/summary", "external_id"),
+    ("/api/drift", "external_id"),
+]
+
+
 @pytest.fixture(scope="module")
 def client(database_url: str) -> Iterator[FlaskClient]:
     seed_api_data(database_url)
@@ -133,6 +152,13 @@ def test_bad_page(client: FlaskClient, url: str, value: str) -> None:
 @given(value=BAD_ACCOUNT)
 def test_bad_pool_account_id(client: FlaskClient, url: str, value: str) -> None:
     assert_bad_request(client, url, {"pool_account_id": value}, "pool_account_id", value)
+
+
+@pytest.mark.parametrize(("url", "name"), EXTERNAL_PARAMS)
+@PROPERTY
+@given(value=BAD_EXTERNAL)
+def test_bad_external_id(client: FlaskClient, url: str, name: str, value: str) -> None:
+    assert_bad_request(client, url, {name: value}, name, value)
 
 
 @pytest.mark.parametrize("url", RECORDS)

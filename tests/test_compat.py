@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,11 +20,14 @@ import psycopg
 import pytest
 import redis
 from flask.testing import FlaskClient
+from psycopg.conninfo import make_conninfo
 
 from ledger.cache import invalidate_accounts
 from ledger.config import Settings
+from tests.tcpproxy import TcpProxy
 from tests.test_api import ALICE, BOB, CAROL, T0, add_account, get_json, insert_delegate, insert_lot, insert_stake
 from web.app import close_app, create_app
+from web.directory import AccountDirectory
 
 
 @pytest.fixture
@@ -325,3 +330,29 @@ def test_an_account_without_an_external_id_is_still_served_natively(
     assert "pool_account_id is required" in get_json(client, "/api/summary", 400)["error"]["message"]
     # The drift list without an account is every account's.
     assert len(get_json(client, "/api/drift")["data"]) == 2
+
+
+def test_cached_compat_pages_are_served_while_postgresql_is_away(
+    settings: Settings, conn: psycopg.Connection, seeded: dict[str, Any], redis_clean: object
+) -> None:
+    """The external id's mapping has expired and PostgreSQL cannot be asked: the last one read is
+    used, so the page in the cache is still served (and a page not cached is a 503)."""
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        url = make_conninfo(settings.database_url, host="127.0.0.1", port=str(proxy.port))
+        app = create_app(dataclasses.replace(settings, database_url=url))
+        try:
+            res = app.extensions["ledger"]
+            app.extensions["ledger"] = dataclasses.replace(
+                res, accounts=AccountDirectory(res.pool, external_ttl=0.2, negative_ttl=0.2)
+            )
+            client = app.test_client()
+            page = "/compat/api/stake/records?pool_account_id=7&limit=5"
+            assert get_json(client, page)["meta"]["source"] == "database"
+            proxy.close()
+            time.sleep(0.3)
+            body = get_json(client, page)
+            assert body["meta"]["source"] == "cache" and body["data"][0]["pool_account_id"] == "7"
+            assert get_json(client, page.replace("limit=5", "limit=6"), 503)["error"]["code"] == "unavailable"
+            get_json(client, "/compat/api/stake/records?pool_account_id=never-seen", 503)
+        finally:
+            close_app(app)

@@ -4,15 +4,21 @@
     .venv/bin/python -m bench.ingest --blocks 1000 --ops-per-block 6       # a short one
 
 Both figures come from the same run, the same broker and the same worker shape (processes ×
-threads), so their ratio holds on a noisy shared machine. Uses its own database (ledger_bench)
-and Redis DB numbers 12/13.
+threads), so their ratio holds on a noisy shared machine. Uses its own database (--database-url,
+default ledger_bench: dropped and re-created) and Redis DBs (--redis-url for the broker: flushed;
+--cache-redis-url), so point them at ones you do not need.
+
+--profile DIR --py-spy PATH records a py-spy profile (collapsed stacks) of the listener and of the
+workers for the end-to-end part: DIR/listener.txt and DIR/worker.txt.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 import uuid
+from pathlib import Path
 
 import dramatiq
 import psycopg
@@ -34,6 +40,8 @@ from tests.stack import (
 )
 
 DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+CACHE_REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
 def count_rows(url: str) -> int:
@@ -76,15 +84,21 @@ def main() -> None:
     parser.add_argument("--ops-per-block", type=float, default=6.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--database-url", default=DB_URL, help="dropped and re-created (default %(default)s)")
+    parser.add_argument("--redis-url", default=REDIS_URL, help="the broker's Redis DB: flushed (default %(default)s)")
+    parser.add_argument("--cache-redis-url", default=CACHE_REDIS_URL, help="default %(default)s")
+    parser.add_argument("--profile", metavar="DIR", default=None, help="write py-spy profiles here (needs --py-spy)")
+    parser.add_argument("--py-spy", metavar="PATH", default="py-spy", help="the py-spy binary (default %(default)s)")
     args = parser.parse_args()
+    db_url = args.database_url
 
-    recreate_database(DB_URL)
-    migrate(DB_URL)
+    recreate_database(db_url)
+    migrate(db_url)
     settings = load_settings(
         {},
-        database_url=DB_URL,
-        redis_url="redis://127.0.0.1:6379/12",
-        cache_redis_url="redis://127.0.0.1:6379/13",
+        database_url=db_url,
+        redis_url=args.redis_url,
+        cache_redis_url=args.cache_redis_url,
         tron_requests_per_second=0.0,  # the simulator has no quota: measure the pipeline, not the budget
         tron_requests_per_day=0,
     )
@@ -115,10 +129,15 @@ def main() -> None:
         worker = start_worker(env, processes=args.processes, threads=args.threads)
         started = time.monotonic()
         listener = start_listener(env)
+        profilers = _profile(args, listener, worker) if args.profile else []
         try:
-            wait_until(lambda: count_rows(DB_URL) >= expected, 3600, "all operations persisted", interval=0.2)
+            wait_until(lambda: count_rows(db_url) >= expected, 3600, "all operations persisted", interval=0.2)
             elapsed = time.monotonic() - started
         finally:
+            for profiler in profilers:
+                profiler.kill(signal.SIGINT)  # py-spy writes its file on SIGINT
+            for profiler in profilers:
+                profiler.popen.wait(60)
             listener.stop()
             worker.stop()
         rate = expected / elapsed
@@ -129,6 +148,18 @@ def main() -> None:
         print(f"ratio to the no-op ceiling: {rate / ceiling:.0%}")
     finally:
         sim_proc.stop()
+
+
+def _profile(args: argparse.Namespace, listener: Proc, worker: Proc) -> list[Proc]:
+    """py-spy on the listener and on the worker group (its children included), collapsed stacks."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for name, proc in (("listener", listener), ("worker", worker)):
+        argv = [args.py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking", "--subprocesses"]
+        argv += ["--pid", str(proc.popen.pid), "--output", str(out / f"{name}.txt")]
+        profilers.append(Proc(f"py-spy-{name}", argv, {}))
+    return profilers
 
 
 if __name__ == "__main__":

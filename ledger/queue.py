@@ -8,6 +8,7 @@ is plain JSON, so a producer only needs this module.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from ledger.domain import Operation
 log = logging.getLogger(__name__)
 
 PERSIST_OPERATION = "persist_operation"  # args: (operation dict,)
+PERSIST_OPERATIONS = "persist_operations"  # args: ([operation dict, ...] of one owner account,)
 CONFIRM_BLOCKS = "confirm_blocks"  # args: (solid block number,)
 REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks that left the chain,)
 # Scheduled jobs (scheduler/ enqueues them, workers/reconcile.py and workers/lifecycle.py run them).
@@ -162,6 +164,34 @@ def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
         kwargs={},
         options={},
     )
+
+
+# Operations per persist_operations message. The listener sends a batch's operations grouped by
+# owner account, in messages of at most this many: one message, one transaction and one cache
+# invalidation per group instead of per operation (docs/BENCHMARKS.md, "Ingest"). A group per owner
+# keeps one owner's lots and settlements in one transaction (workers.persist takes that owner's lock
+# once) and lets other owners' groups run beside it. Small enough that a retry redoes little and a
+# message stays a few tens of kB.
+OPERATIONS_PER_MESSAGE = 50
+
+
+def operations_messages(operations: Iterable[Operation], queue_name: str) -> list[dramatiq.Message[Any]]:
+    """The persist_operations messages for `operations`: per owner, in chain order, chunked."""
+    by_owner: dict[str, list[dict[str, Any]]] = {}
+    for op in operations:
+        by_owner.setdefault(op.owner_address, []).append(op.to_message())
+    actor = lane_actor_name(PERSIST_OPERATIONS, queue_name)
+    return [
+        dramatiq.Message(
+            queue_name=queue_name,
+            actor_name=actor,
+            args=(group[i : i + OPERATIONS_PER_MESSAGE],),
+            kwargs={},
+            options={},
+        )
+        for group in by_owner.values()
+        for i in range(0, len(group), OPERATIONS_PER_MESSAGE)
+    ]
 
 
 def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message[Any]:

@@ -1,4 +1,5 @@
-"""Where the listener's operations go: one Dramatiq message per operation."""
+"""Where the listener's operations go: persist_operations messages, one per owner account and up to
+ledger.queue.OPERATIONS_PER_MESSAGE operations."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Protocol
 import dramatiq
 
 from ledger.domain import Operation
-from ledger.queue import confirm_message, operation_message, queued_messages, revert_message
+from ledger.queue import confirm_message, operations_messages, queued_messages, revert_message
 
 
 class Sink(Protocol):
@@ -23,8 +24,8 @@ class Sink(Protocol):
 
 
 class BrokerSink:
-    """Enqueues through a few threads: each enqueue is one Redis round trip, and waiting on them
-    one after another made the listener the ingest bottleneck (about 1k messages/s)."""
+    """Enqueues a batch's groups through a few threads: each enqueue is one broker round trip (one
+    publisher confirm on RabbitMQ), and waiting on them one after another would add up."""
 
     def __init__(self, broker: dramatiq.Broker, queue_name: str, threads: int = 8) -> None:
         self._broker = broker
@@ -32,11 +33,13 @@ class BrokerSink:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="enqueue")
 
     def publish(self, operations: Iterable[Operation]) -> int:
-        messages = [operation_message(op, self._queue) for op in operations]
+        """Enqueue `operations`; return how many (not how many messages)."""
+        ops = list(operations)
+        messages = operations_messages(ops, self._queue)
         # list() waits for all of them and re-raises the first failure, so the caller never
         # advances its checkpoint past a message that was not enqueued.
         list(self._pool.map(self._broker.enqueue, messages))
-        return len(messages)
+        return len(ops)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -26,6 +26,7 @@ from ledger.queue import (
     CONFIRM_BLOCKS,
     LIFECYCLE,
     PERSIST_OPERATION,
+    PERSIST_OPERATIONS,
     RECONCILE_GAPS,
     RECONCILE_STATE,
     REVERT_BLOCKS,
@@ -64,6 +65,7 @@ class Deps:
     gate: DbGate
     invalidator: Invalidator
     node: TronNode | None = None  # for the reconciliation jobs; None without TRON_NODE_URL
+    broker: dramatiq.Broker | None = None  # to split a group that holds a poison operation
 
 
 def persist_operation(deps: Deps, payload: Any) -> None:
@@ -80,6 +82,52 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 
     deps.invalidator.invalidate(deps.gate.call(write, budget=DB_WAIT_BUDGET_S))
     log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)
+
+
+def persist_operations(deps: Deps, payloads: Any, queue_name: str) -> None:
+    """A group of operations (ledger.queue.operations_messages) in one transaction.
+
+    A group holding an operation that can never be stored (a bad payload, a value the schema
+    rejects) is split: each operation goes back to `queue_name` as its own persist_operation
+    message, so the good ones land (again: upserts are idempotent) and only the poison one is
+    dead-lettered, with its own payload. Any other failure retries the whole group.
+    """
+    if not isinstance(payloads, list) or not payloads:
+        raise PayloadError(f"operations payload must be a non-empty list, got {type(payloads).__name__}")
+    try:
+        ops = [Operation.from_message(payload) for payload in payloads]
+    except (TypeError, ValueError):  # PayloadError included
+        _split(deps, payloads, queue_name)
+        return
+
+    def write() -> set[str]:
+        with deps.pool.connection() as conn:  # autocommit: persist_operations opens its transaction
+            return persist.persist_operations(conn, ops, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+
+    try:
+        touched = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    except PERMANENT_ERRORS:
+        _split(deps, payloads, queue_name)
+        return
+    deps.invalidator.invalidate(touched)
+    log.debug("persisted %d operations of %s", len(ops), ops[0].owner_address)
+
+
+def _split(deps: Deps, payloads: list[Any], queue_name: str) -> None:
+    if len(payloads) == 1 or deps.broker is None:
+        # Nothing to split (or nowhere to send the parts): the group is the poison message.
+        raise PayloadError(f"a group of {len(payloads)} operation(s) holds one that can never be stored")
+    log.warning("a group of %d operations holds one that can never be stored: sent again one by one", len(payloads))
+    for payload in payloads:
+        deps.broker.enqueue(
+            dramatiq.Message(
+                queue_name=queue_name,
+                actor_name=lane_actor_name(PERSIST_OPERATION, queue_name),
+                args=(payload,),
+                kwargs={},
+                options={},
+            )
+        )
 
 
 def confirm_blocks(deps: Deps, solid_block: Any) -> None:
@@ -169,6 +217,13 @@ def lifecycle(deps: Deps, run_id: Any) -> None:
     _job(deps, run_id, body)
 
 
+def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], None]:
+    def persist_operations_actor(payloads: Any) -> None:
+        persist_operations(deps, payloads, queue_name)
+
+    return persist_operations_actor
+
+
 def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor[Any, None]]:
     """Declare the actors on `broker`, once per lane (the live queue and its background queue, at a
     lower priority: see ledger.queue), with retries sized by settings. Keyed by actor name."""
@@ -217,6 +272,8 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
         for base, function in functions.items():
             name = lane_actor_name(base, queue_name)
             actors[name] = dramatiq.actor(actor_name=name, **options)(function)
+        name = lane_actor_name(PERSIST_OPERATIONS, queue_name)
+        actors[name] = dramatiq.actor(actor_name=name, **options)(_persist_operations_actor(deps, queue_name))
         # A job run is read-mostly and long (pages of TronGrid at the budget's pace): more time,
         # and fewer retries (the next window runs it again anyway).
         job_options = {**options, "time_limit": JOB_TIME_LIMIT_MS, "max_retries": min(3, settings.retry_max_retries)}

@@ -97,8 +97,11 @@ class DeadLetters(Middleware):
 
 
 def _context(message: Any) -> dict[str, Any]:
-    """Block, tx and account of a persist_operation message, for the log line (and JSON logs)."""
+    """Block, tx and account of a persist_operation message (of the first operation of a
+    persist_operations group), for the log line (and JSON logs)."""
     payload = message.args[0] if message.args else None
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
     if not isinstance(payload, dict):
         return {}
     context = {"block": payload.get("block_num"), "tx": payload.get("tx_id"), "account": payload.get("owner_address")}

@@ -79,7 +79,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
     # The reconciliation jobs' node client, drawing on the request budget every process shares.
     node = node_from_settings(settings) if settings.tron_node_url else None
-    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node)
+    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node, broker=broker)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool), before=Retries)
     # Before TimeLimit: a thread waiting for PostgreSQL has not started its message's clock yet.

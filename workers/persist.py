@@ -65,12 +65,70 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
     return touched  # type: ignore[return-value]  # receiver_address validated for delegations
 
 
+def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfreeze_delay_seconds: int) -> set[str]:
+    """Upsert a group of operations (one owner's, as the listener sends them) in ONE transaction;
+    return the accounts to invalidate. The same rows, locks and settlement as `persist_operation`
+    one by one, for one commit (one WAL flush) and a few round trips per group instead of two or
+    more per operation: the single biggest cost of ingest (docs/BENCHMARKS.md, "Ingest").
+
+    Lock order, so that groups written side by side cannot deadlock on the owner locks: the shared
+    confirm lock first (the first upsert takes it), then owner locks in sorted owner order, the
+    lots and settlements of each owner together. Plain rows are written first, in (tx_id, op_index)
+    order, so two groups that share rows (a redelivery beside a repair's re-send) lock them in the
+    same order. The folded positions are dropped after the writes, inside the transaction: the
+    shared confirm lock it holds keeps a fold (confirm_blocks, exclusive) from running in between.
+    """
+    for op in ops:
+        _check_storable(op)
+    plain_stake: list[dict[str, Any]] = []
+    plain_delegate: list[dict[str, Any]] = []
+    lots_and_settlements: list[tuple[Operation, dict[str, Any], bool]] = []
+    touched: set[str] = set()
+    lowest: dict[str, int] = {}  # owner -> lowest block written, for the folded positions
+    for op in sorted(ops, key=lambda o: (o.tx_id, o.op_index)):
+        params = _params(op)
+        is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
+        if op.kind in DELEGATE_KINDS:
+            plain_delegate.append(params)
+            touched.add(op.receiver_address)  # type: ignore[arg-type]  # validated for delegations
+        elif is_lot or op.kind in (WITHDRAW, CANCEL):
+            lots_and_settlements.append((op, params, is_lot))
+        else:
+            plain_stake.append(params)
+        touched.add(op.owner_address)
+        lowest[op.owner_address] = min(op.block_num, lowest.get(op.owner_address, op.block_num))
+    if not touched:
+        return touched
+    with conn.transaction():
+        _lock_confirm_shared(conn)
+        with conn.cursor() as cur:
+            if plain_stake:
+                cur.executemany(_UPSERT_STAKE, plain_stake)
+            if plain_delegate:
+                cur.executemany(_UPSERT_DELEGATE, plain_delegate)
+        lots_and_settlements.sort(key=lambda item: item[0].owner_address)  # stable: (tx_id, op_index) within
+        for op, params, is_lot in lots_and_settlements:
+            _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
+        for owner in sorted(lowest):
+            positions.drop_folded_at_or_after(conn, owner, lowest[owner])
+    return touched
+
+
 def _persist_lot_or_settlement(
     conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
 ) -> None:
     # The upsert takes the confirm lock itself; take it first here so the two locks are always
     # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
     _lock_confirm_shared(conn)
+    _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
+
+
+def _write_lot_or_settlement(
+    conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
+) -> None:
+    """In a transaction that holds the shared confirm lock: the owner's lock, the row, then its lot
+    or the settlement of the owner's lots. (Taking the owner lock again in the same transaction is
+    free: a session re-acquires an advisory lock it holds.)"""
     _lock_owner(conn, op.owner_address)
     conn.execute(_UPSERT_STAKE, params)
     stored = conn.execute(

@@ -15,6 +15,7 @@ workers for the end-to-end part: DIR/listener.txt and DIR/worker.txt.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 import uuid
@@ -48,6 +49,24 @@ def count_rows(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT (SELECT count(*) FROM stake_records) + (SELECT count(*) FROM delegate_records)")
         return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of `pid` and its children still running (the worker group)."""
+    if not Path("/proc").is_dir():
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def noop_drain_rate(env: dict[str, str], messages: int, processes: int, threads: int) -> float:
@@ -88,6 +107,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default=REDIS_URL, help="the broker's Redis DB: flushed (default %(default)s)")
     parser.add_argument("--cache-redis-url", default=CACHE_REDIS_URL, help="default %(default)s")
     parser.add_argument("--profile", metavar="DIR", default=None, help="write py-spy profiles here (needs --py-spy)")
+    parser.add_argument("--profile-idle", action="store_true", help="profile waiting threads too (wall time)")
     parser.add_argument("--py-spy", metavar="PATH", default="py-spy", help="the py-spy binary (default %(default)s)")
     args = parser.parse_args()
     db_url = args.database_url
@@ -133,6 +153,7 @@ def main() -> None:
         try:
             wait_until(lambda: count_rows(db_url) >= expected, 3600, "all operations persisted", interval=0.2)
             elapsed = time.monotonic() - started
+            cpu = {"listener": cpu_seconds(listener.popen.pid), "workers": cpu_seconds(worker.popen.pid)}
         finally:
             for profiler in profilers:
                 profiler.kill(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -146,6 +167,11 @@ def main() -> None:
             f"({args.blocks / elapsed:,.0f} blocks/s)"
         )
         print(f"ratio to the no-op ceiling: {rate / ceiling:.0%}")
+        print(
+            "CPU per 1,000 operations: "
+            + ", ".join(f"{name} {seconds * 1000 / expected:.2f}s" for name, seconds in cpu.items())
+            + " (so far as /proc shows them: Linux only)"
+        )
     finally:
         sim_proc.stop()
 
@@ -157,6 +183,7 @@ def _profile(args: argparse.Namespace, listener: Proc, worker: Proc) -> list[Pro
     profilers = []
     for name, proc in (("listener", listener), ("worker", worker)):
         argv = [args.py_spy, "record", "--format", "raw", "--rate", "50", "--nonblocking", "--subprocesses"]
+        argv += ["--idle"] if args.profile_idle else []
         argv += ["--pid", str(proc.popen.pid), "--output", str(out / f"{name}.txt")]
         profilers.append(Proc(f"py-spy-{name}", argv, {}))
     return profilers

@@ -7,6 +7,8 @@ depending on `visible`, so every address is converted here, at the edge.
 
 from __future__ import annotations
 
+import functools
+
 import base58
 
 ADDRESS_PREFIX = 0x41  # mainnet, Nile and private nets all use the same prefix byte
@@ -24,6 +26,16 @@ class AddressError(ValueError):
 
 def to_base58(addr: str) -> str:
     """Return the base58check form (`T...`) of a hex or base58 address; AddressError if invalid."""
+    if not isinstance(addr, str):  # before the cache, which would fail on an unhashable value
+        raise AddressError(f"address must be a string, got {type(addr).__name__}")
+    return _to_base58(addr)
+
+
+# Cached (a pure function; errors are not cached): the parser converts every stake transaction's
+# addresses and the same accounts come back block after block, while two SHA-256 and a bignum base
+# conversion per address were a visible share of the listener's catch-up time.
+@functools.lru_cache(maxsize=65_536)
+def _to_base58(addr: str) -> str:
     return base58.b58encode_check(_to_bytes(addr)).decode("ascii")
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Container
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ledger.domain import CONFIRMED, PENDING
@@ -22,6 +23,17 @@ from ledger.parser import (
 from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, NodeUnavailable, TronNode, block_number
 
 log = logging.getLogger(__name__)
+
+_NOT_NEEDED = object()  # a block read by follow that needs no TransactionInfo
+_Read = tuple[list[dict[str, Any]], dict[int, Any]]  # raw blocks, TransactionInfo replies by block number
+
+
+@dataclass(frozen=True)
+class _Prefetch:
+    start: int
+    end: int
+    tracked: Container[str]
+    future: Future[_Read]
 
 
 class ChainAdapter(Protocol):
@@ -44,9 +56,14 @@ class ChainAdapter(Protocol):
 
 
 class NodeAdapter:
-    def __init__(self, node: TronNode, threads: int = 8) -> None:
+    def __init__(self, node: TronNode, threads: int = 8, *, prefetch: bool = True) -> None:
         self._node = node
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
+        # Catching up, the next batch is read while this one is enqueued and checkpointed (see
+        # follow). Its own thread: the read itself fans out on the fetch pool.
+        self._prefetch_enabled = prefetch
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._prefetched: _Prefetch | None = None
         # The newest block fetched (the heartbeat reports it: head_seen).
         self._head: dict[str, Any] | None = None
         # Block id -> header timestamp of the blocks seen lately: each block's operations carry
@@ -120,18 +137,58 @@ class NodeAdapter:
         # the checkpoint answers both "is there a new block?" and "what is in it?" (java-tron
         # returns the blocks it has in the range, `{}` for none: BlockStore.getLimitNumber).
         end = start + max(1, min(limit, MAX_BLOCKS_PER_REQUEST))
-        by_number = {block_number(block): block for block in self._node.blocks(start, end)}
-        by_number = {num: block for num, block in by_number.items() if start <= num < end}
-        if not by_number:
+        read = self._take_prefetched(start, end, tracked)
+        if read is None:
+            read = self._read(start, end, tracked)
+        raw, infos = read
+        if not raw:
             return []
-        # Blocks missing *inside* the answer are a node behind a load balancer (fetched one by
-        # one); missing after its last block only means they do not exist yet.
-        raw = [by_number.get(num) or self._missing_block(num) for num in range(start, max(by_number) + 1)]
+        if len(raw) == end - start and self._prefetch_enabled:
+            # A full batch: the chain goes on past it (catching up). Read the next one meanwhile,
+            # so the node's time overlaps this batch's parse, enqueue and checkpoint instead of
+            # adding to them. Only the raw replies: statuses depend on the solidified head the
+            # next call passes, and parent times on this call's blocks. A request the next cycle
+            # would make anyway; at the head (a short batch) none is made.
+            nxt = end + (end - start)
+            self._prefetched = _Prefetch(end, nxt, tracked, self._prefetcher.submit(self._read, end, nxt, tracked))
         self._head = raw[-1]
         parents = self._parent_times(raw)
         return list(
-            self._pool.map(lambda pair: self._parse(pair[0], tracked, solid, pair[1]), zip(raw, parents, strict=True))
+            self._pool.map(
+                lambda item: self._parse(
+                    item[0], tracked, solid, item[1], infos.get(block_number(item[0]), _NOT_NEEDED)
+                ),
+                zip(raw, parents, strict=True),
+            )
         )
+
+    def _take_prefetched(self, start: int, end: int, tracked: Container[str]) -> _Read | None:
+        """The prefetched read of exactly this range and tracked set, if one is waiting; any other
+        is dropped (the checkpoint moved back after a fork, or accounts were added). A failed or
+        empty prefetch is read again: an empty answer is only news when it is fresh."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is None or (prefetched.start, prefetched.end, prefetched.tracked) != (start, end, tracked):
+            return None
+        try:
+            read = prefetched.future.result()
+        except Exception:  # noqa: BLE001 - read again now; that read's error is the one to report
+            return None
+        return read if read[0] else None
+
+    def _read(self, start: int, end: int, tracked: Container[str]) -> _Read:
+        """The raw blocks from `start` as far as the node has them (< end), and the
+        TransactionInfo replies of those that need them, by block number."""
+        by_number = {block_number(block): block for block in self._node.blocks(start, end)}
+        by_number = {num: block for num, block in by_number.items() if start <= num < end}
+        if not by_number:
+            return [], {}
+        # Blocks missing *inside* the answer are a node behind a load balancer (fetched one by
+        # one); missing after its last block only means they do not exist yet.
+        raw = [by_number.get(num) or self._missing_block(num) for num in range(start, max(by_number) + 1)]
+        # Blocks that need TransactionInfo cost one request each: side by side (the node client's
+        # rate limit still applies), so a catch-up is not a chain of round trips.
+        wanted = [block_number(block) for block in raw if needs_transaction_info(block, tracked)]
+        return raw, dict(zip(wanted, self._pool.map(self._node.transaction_infos, wanted), strict=True))
 
     def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
         blocks: list[dict[str, Any]] = []
@@ -160,13 +217,25 @@ class NodeAdapter:
             time.sleep(0.2 * 2**attempt)
         raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
 
-    def _parse(self, block: dict[str, Any], tracked: Container[str], solid: int, parent_ms: int | None) -> BlockParse:
+    def _parse(
+        self,
+        block: dict[str, Any],
+        tracked: Container[str],
+        solid: int,
+        parent_ms: int | None,
+        fetched_infos: Any = None,
+    ) -> BlockParse:
         status = CONFIRMED if block_number(block) <= solid else PENDING
-        if not needs_transaction_info(block, tracked):
+        # A read (follow) already decided which blocks need their infos: NOT_NEEDED, or the reply.
+        needed = needs_transaction_info(block, tracked) if fetched_infos is None else fetched_infos is not _NOT_NEEDED
+        if not needed:
             return parse_block(block, tracked=tracked, status=status, parent_time_ms=parent_ms)
         num = block_number(block)
         for attempt in range(2):
-            infos = parse_transaction_infos(self._node.transaction_infos(num))
+            # The infos read with the block first; a second attempt asks again.
+            first = attempt == 0 and fetched_infos is not None
+            reply = fetched_infos if first else self._node.transaction_infos(num)
+            infos = parse_transaction_infos(reply)
             try:
                 return parse_block(block, tracked=tracked, infos=infos, status=status, parent_time_ms=parent_ms)
             except MissingTransactionInfo as exc:

@@ -71,6 +71,11 @@ class NodeAdapter:
         # parent in the previous batch. Bounded: only the newest ones are kept.
         self._times: dict[str, int] = {}
 
+    def close(self) -> None:
+        """Wait for a read-ahead still running, then stop the threads."""
+        self._prefetcher.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+
     def head_number(self) -> int:
         return block_number(self._node.head_header())
 

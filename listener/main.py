@@ -246,6 +246,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat.stop()
         leader.lease.release()
         flusher.stop()
+        adapter.close()
         node.close()
         broker.close()
     log.info("listener stopped at block %s", last_checkpoint[-1] if last_checkpoint else "- (never active)")
@@ -322,6 +323,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
             raise BackfillError(f"--to-block {args.to_block} is past the head {head}")
         return _run_range(args, settings, node, adapter, accounts, start)
     finally:
+        adapter.close()
         node.close()
 
 

@@ -271,6 +271,16 @@ class TronNode:
             raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
         except httpx.HTTPError as exc:
             raise NodeUnavailable(self.redact(f"{path}: {exc.__class__.__name__}: {exc}")) from None
+        if response.status_code == 200:
+            try:
+                reply = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                shown = self.redact(response.text)[:120]  # redacted whole: a cut could split the key
+                raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {shown!r}")) from None
+            if isinstance(reply, dict) and "Error" in reply:
+                raise NodeError(self.redact(f"{path}: {reply['Error']}"))
+            return reply
+        # Only an error reply is read as text (a block range is up to megabytes: no copy of it).
         text = self.redact(response.text)
         if response.status_code in _RATE_LIMIT_STATUSES:
             match = _SUSPENDED.search(text)
@@ -278,15 +288,7 @@ class TronNode:
             raise NodeUnavailable(f"{path}: rate limited (HTTP {response.status_code}): {text[:200]}", retry_after)
         if response.status_code == 404:
             raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
-        if response.status_code != 200:
-            raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
-        try:
-            reply = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {text[:120]!r}")) from None
-        if isinstance(reply, dict) and "Error" in reply:
-            raise NodeError(self.redact(f"{path}: {reply['Error']}"))
-        return reply
+        raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
 
 
 def block_number(block: dict[str, Any]) -> int:

@@ -107,8 +107,12 @@ def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfree
             if plain_delegate:
                 cur.executemany(_UPSERT_DELEGATE, plain_delegate)
         lots_and_settlements.sort(key=lambda item: item[0].owner_address)  # stable: (tx_id, op_index) within
+        locked: set[str] = set()
         for op, params, is_lot in lots_and_settlements:
-            _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
+            if op.owner_address not in locked:  # once per owner: held to the commit anyway
+                _lock_owner(conn, op.owner_address)
+                locked.add(op.owner_address)
+            _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds, owner_locked=True)
         for owner in sorted(lowest):
             positions.drop_folded_at_or_after(conn, owner, lowest[owner])
     return touched
@@ -124,12 +128,18 @@ def _persist_lot_or_settlement(
 
 
 def _write_lot_or_settlement(
-    conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
+    conn: psycopg.Connection,
+    op: Operation,
+    params: dict[str, Any],
+    is_lot: bool,
+    unfreeze_delay_seconds: int,
+    *,
+    owner_locked: bool = False,
 ) -> None:
-    """In a transaction that holds the shared confirm lock: the owner's lock, the row, then its lot
-    or the settlement of the owner's lots. (Taking the owner lock again in the same transaction is
-    free: a session re-acquires an advisory lock it holds.)"""
-    _lock_owner(conn, op.owner_address)
+    """In a transaction that holds the shared confirm lock: the owner's lock (unless the caller
+    took it in this transaction), the row, then its lot or the settlement of the owner's lots."""
+    if not owner_locked:
+        _lock_owner(conn, op.owner_address)
     conn.execute(_UPSERT_STAKE, params)
     stored = conn.execute(
         "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",

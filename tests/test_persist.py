@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from ledger.deadletters import get_dead_letter, list_dead_letters, record_dead_letter
 from ledger.domain import Operation, PayloadError
-from workers.persist import confirm_blocks, persist_operation
+from workers.persist import confirm_blocks, persist_operation, persist_operations
 
 ALICE = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 BOB = "TGusXhweqkJ1aJftjmAfLqA1rfEWD4hSGZ"
@@ -309,3 +310,65 @@ def test_dead_letters_list_and_get(db: psycopg.Connection) -> None:
     one = get_dead_letter(db, ids[0])
     assert one is not None and one["args"] == [{"n": 0}] and isinstance(one["failed_at"], str)
     assert get_dead_letter(db, -1) is None
+
+
+# --- groups (persist_operations: the listener's messages) -------------------------------------------
+
+
+def _history(seed: int) -> list[Operation]:
+    """One owner's lots, withdraws, cancels (some failed, some also sent as a pending copy, as a
+    listener sees a record before it solidifies) and plain rows, with delegations to BOB."""
+    rnd = random.Random(seed)
+    ops: list[Operation] = []
+    for i in range(40):
+        block = 100 + 2 * i
+        kind = rnd.choice(
+            ["unfreeze", "unfreeze", "withdraw_expire_unfreeze", "cancel_all_unfreeze", "freeze", "delegate"]
+        )
+        status = "failed" if rnd.random() < 0.15 else rnd.choice(["pending", "confirmed"])
+        ops.append(make_op(kind, block, status=status, contract_ret="REVERT" if status == "failed" else None))
+        if rnd.random() < 0.3:  # a redelivery, or a success also sent while it was pending
+            ops.append(ops[-1] if status == "failed" else make_op(kind, block, status="pending"))
+    return ops
+
+
+def _state(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    delegations = conn.execute(
+        "SELECT tx_id, block_num, status FROM delegate_records ORDER BY block_num, tx_id"
+    ).fetchall()
+    lot_rows = conn.execute(
+        "SELECT tx_id, status, settled_tx_id, settled_time, available_time, confirmed FROM unfreeze_records"
+        " ORDER BY block_num"
+    ).fetchall()
+    return stake_rows(conn), delegations, lot_rows
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_group_ends_as_its_operations_one_by_one_in_any_grouping(db: psycopg.Connection, seed: int) -> None:
+    ops = _history(seed)
+    set_solid(db, 120)
+    db.execute("SAVEPOINT one_by_one")
+    for op in ops:
+        persist(db, op)
+    expected = _state(db)
+    db.execute("ROLLBACK TO SAVEPOINT one_by_one")
+    assert _state(db) == ([], [], [])
+
+    shuffled = ops[:]
+    random.Random(seed).shuffle(shuffled)
+    touched: set[str] = set()
+    cut = sorted(random.Random(seed + 100).sample(range(1, len(shuffled)), 3))
+    for group in (shuffled[a:b] for a, b in zip([0, *cut], [*cut, len(shuffled)], strict=True)):
+        touched |= persist_operations(db, group, unfreeze_delay_seconds=DELAY)
+    assert _state(db) == expected
+    assert touched == {ALICE} | ({BOB} if any(op.kind == "delegate" for op in ops) else set())
+    # A replay of the whole history as one group changes nothing.
+    persist_operations(db, ops, unfreeze_delay_seconds=DELAY)
+    assert _state(db) == expected
+
+
+def test_a_group_with_an_unstorable_operation_writes_nothing(db: psycopg.Connection) -> None:
+    good, bad = make_op("freeze", 100), make_op("freeze", 101, tx_index=2**31)
+    with pytest.raises(PayloadError, match="tx_index"):
+        persist_operations(db, [good, bad], unfreeze_delay_seconds=DELAY)
+    assert stake_rows(db) == []

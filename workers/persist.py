@@ -106,16 +106,51 @@ def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfree
                 cur.executemany(_UPSERT_STAKE, plain_stake)
             if plain_delegate:
                 cur.executemany(_UPSERT_DELEGATE, plain_delegate)
-        lots_and_settlements.sort(key=lambda item: item[0].owner_address)  # stable: (tx_id, op_index) within
-        locked: set[str] = set()
-        for op, params, is_lot in lots_and_settlements:
-            if op.owner_address not in locked:  # once per owner: held to the commit anyway
-                _lock_owner(conn, op.owner_address)
-                locked.add(op.owner_address)
-            _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds, owner_locked=True)
+        if lots_and_settlements:
+            _write_lots_and_settlements(conn, lots_and_settlements, unfreeze_delay_seconds)
         for owner in sorted(lowest):
             positions.drop_folded_at_or_after(conn, owner, lowest[owner])
     return touched
+
+
+def _write_lots_and_settlements(
+    conn: psycopg.Connection, items: list[tuple[Operation, dict[str, Any], bool]], unfreeze_delay_seconds: int
+) -> None:
+    """`_persist_lot_or_settlement` for a group, a statement kind at a time (each `executemany` is one
+    pipelined round trip): the owners' locks (sorted), every row, their stored state, the lots,
+    then every settlement. Settling after all the rows and lots are written gives what settling
+    after each would: a settlement is recomputed from the stored rows, whatever their order."""
+    for owner in sorted({op.owner_address for op, _, _ in items}):
+        _lock_owner(conn, owner)
+    with conn.cursor() as cur:
+        cur.executemany(_UPSERT_STAKE, [params for _, params, _ in items])
+        stored = {
+            (tx_id, op_index): rest
+            for tx_id, op_index, *rest in conn.execute(
+                "SELECT tx_id, op_index, status, block_num, tx_index, block_time FROM stake_records"
+                " WHERE (tx_id, op_index) IN (SELECT * FROM unnest(%s::text[], %s::smallint[]))",
+                ([op.tx_id for op, _, _ in items], [op.op_index for op, _, _ in items]),
+            ).fetchall()
+        }
+        failed_lots, lots, lot_settles, event_settles = [], [], [], []
+        for op, params, is_lot in items:
+            status, block_num, tx_index, block_time = stored[(op.tx_id, op.op_index)]  # just upserted
+            key = {"owner": op.owner_address, "tx_id": op.tx_id, "op_index": op.op_index}
+            if is_lot and status == FAILED:
+                # A failed transaction never created a lot; drop one left by an earlier, pending copy.
+                failed_lots.append((op.tx_id, op.op_index))
+            elif is_lot:
+                lots.append({**params, "delay": unfreeze_delay_seconds})
+                lot_settles.append(key)
+            else:
+                event_settles.append({**key, "block_num": block_num, "tx_index": tx_index, "block_time": block_time})
+        if failed_lots:
+            cur.executemany("DELETE FROM unfreeze_records WHERE tx_id = %s AND op_index = %s", failed_lots)
+        if lots:
+            cur.executemany(_UPSERT_LOT, lots)
+            cur.executemany(_SETTLE.format(scope=_LOT_SCOPE), lot_settles)
+        if event_settles:
+            cur.executemany(_SETTLE.format(scope=_EVENT_SCOPE), event_settles)
 
 
 def _persist_lot_or_settlement(
@@ -124,22 +159,7 @@ def _persist_lot_or_settlement(
     # The upsert takes the confirm lock itself; take it first here so the two locks are always
     # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
     _lock_confirm_shared(conn)
-    _write_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
-
-
-def _write_lot_or_settlement(
-    conn: psycopg.Connection,
-    op: Operation,
-    params: dict[str, Any],
-    is_lot: bool,
-    unfreeze_delay_seconds: int,
-    *,
-    owner_locked: bool = False,
-) -> None:
-    """In a transaction that holds the shared confirm lock: the owner's lock (unless the caller
-    took it in this transaction), the row, then its lot or the settlement of the owner's lots."""
-    if not owner_locked:
-        _lock_owner(conn, op.owner_address)
+    _lock_owner(conn, op.owner_address)
     conn.execute(_UPSERT_STAKE, params)
     stored = conn.execute(
         "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",
@@ -155,18 +175,14 @@ def _write_lot_or_settlement(
         else:
             conn.execute(_UPSERT_LOT, {**params, "delay": unfreeze_delay_seconds})
             conn.execute(
-                _SETTLE.format(scope="u.tx_id = %(tx_id)s AND u.op_index = %(op_index)s"),
+                _SETTLE.format(scope=_LOT_SCOPE),
                 {"owner": op.owner_address, "tx_id": op.tx_id, "op_index": op.op_index},
             )
     else:
         # An event can only settle lots before it, and only change the outcome of lots still open,
         # lots settled by a later (or same-time) event, or lots it settled itself (if it now failed).
         conn.execute(
-            _SETTLE.format(
-                scope="(u.block_num, u.tx_index) <= (%(block_num)s, %(tx_index)s)"
-                " AND (u.status IN ('pending', 'withdrawable') OR u.settled_time >= %(block_time)s"
-                " OR u.settled_tx_id = %(tx_id)s)"
-            ),
+            _SETTLE.format(scope=_EVENT_SCOPE),
             {
                 "owner": op.owner_address,
                 "tx_id": op.tx_id,
@@ -383,6 +399,16 @@ ON CONFLICT (tx_id, op_index) DO UPDATE SET
                   WHEN u.status = 'orphaned' THEN 'pending' ELSE u.status END,
     updated_at = now()
 """
+
+# The lots a write settles again: a new lot itself; for a withdraw or cancel (an "event"), the lots
+# before it whose outcome it can change: still open, settled by a later (or same-time) event, or
+# settled by itself (if it now failed).
+_LOT_SCOPE = "u.tx_id = %(tx_id)s AND u.op_index = %(op_index)s"
+_EVENT_SCOPE = (
+    "(u.block_num, u.tx_index) <= (%(block_num)s, %(tx_index)s)"
+    " AND (u.status IN ('pending', 'withdrawable') OR u.settled_time >= %(block_time)s"
+    " OR u.settled_tx_id = %(tx_id)s)"
+)
 
 # Settle (or re-open) the owner's lots in `scope` from scratch: a lot is closed by the first later
 # non-failed withdraw of the owner at or after its available_time (withdrawn), or cancel-all

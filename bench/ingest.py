@@ -24,6 +24,7 @@ from pathlib import Path
 import dramatiq
 import psycopg
 import redis
+from psycopg.conninfo import conninfo_to_dict
 
 from ledger.config import load_settings
 from ledger.db import migrate
@@ -66,6 +67,28 @@ def cpu_seconds(pid: int) -> float:
             continue
         if entry.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_cpu_seconds(db_url: str) -> float:
+    """CPU time of the PostgreSQL backends connected to the benchmark's database right now (the
+    pools' connections live for the whole run; a backend that already exited is not counted)."""
+    if not Path("/proc").is_dir():
+        return float("nan")
+    name = str(conninfo_to_dict(db_url)["dbname"])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres: ") or f" {name} " not in title:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
@@ -153,7 +176,12 @@ def main() -> None:
         try:
             wait_until(lambda: count_rows(db_url) >= expected, 3600, "all operations persisted", interval=0.2)
             elapsed = time.monotonic() - started
-            cpu = {"listener": cpu_seconds(listener.popen.pid), "workers": cpu_seconds(worker.popen.pid)}
+            cpu = {
+                "listener": cpu_seconds(listener.popen.pid),
+                "workers": cpu_seconds(worker.popen.pid),
+                "simulator": cpu_seconds(sim_proc.popen.pid),
+                "PostgreSQL": postgres_cpu_seconds(db_url),
+            }
         finally:
             for profiler in profilers:
                 profiler.kill(signal.SIGINT)  # py-spy writes its file on SIGINT

@@ -170,9 +170,10 @@ def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
 # owner account, in messages of at most this many: one message, one transaction and one cache
 # invalidation per group instead of per operation (docs/BENCHMARKS.md, "Ingest"). A group per owner
 # keeps one owner's lots and settlements in one transaction (workers.persist takes that owner's lock
-# once) and lets other owners' groups run beside it. Small enough that a retry redoes little and a
-# message stays a few tens of kB.
-OPERATIONS_PER_MESSAGE = 50
+# once) and lets other owners' groups run beside it. 200 rather than 50: cheaper per operation for
+# the workers and PostgreSQL in the same runs (docs/BENCHMARKS.md); a retry still redoes about a
+# tenth of a second of work, and a message stays under 100 kB.
+OPERATIONS_PER_MESSAGE = 200
 
 
 def operations_messages(operations: Iterable[Operation], queue_name: str) -> list[dramatiq.Message[Any]]:

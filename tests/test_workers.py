@@ -402,11 +402,13 @@ def test_live_record_overtakes_a_pending_backfill(
 
 
 def test_operations_messages_group_by_owner_in_chain_order_and_chunk() -> None:
-    ops = [make_op("freeze", 100 + i, owner_address=ALICE if i % 3 else CAROL) for i in range(120)]
+    # ALICE: 2n + 1 operations (three messages), CAROL: n + 1 (two), for n = OPERATIONS_PER_MESSAGE.
+    n = OPERATIONS_PER_MESSAGE
+    ops = [make_op("freeze", 100 + i, owner_address=ALICE if i % 3 else CAROL) for i in range(3 * n + 2)]
     messages = operations_messages(ops, "ledger")
-    assert [m.actor_name for m in messages] == ["persist_operations"] * len(messages)
+    assert [m.actor_name for m in messages] == ["persist_operations"] * 5
     groups = [m.args[0] for m in messages]
-    assert all(0 < len(g) <= OPERATIONS_PER_MESSAGE for g in groups)
+    assert sorted(len(g) for g in groups) == [1, 1, n, n, n]
     assert all(len({p["owner_address"] for p in g}) == 1 for g in groups)
     # Nothing lost or doubled, and each owner's operations keep the order they were given in.
     for owner in (ALICE, CAROL):

@@ -60,6 +60,13 @@ def test_procfile_to_configs() -> None:
         parse_procfile("web granian\n")
 
 
+def test_committed_systemd_units_are_the_procfiles() -> None:
+    # docs/deploy/systemd once lacked the scheduler's unit, added to the Procfile after it was made.
+    want = systemd_units(parse_procfile((ROOT / "Procfile").read_text()))
+    have = {p.name: p.read_text() for p in (ROOT / "docs" / "deploy" / "systemd").iterdir()}
+    assert have == want, "regenerate: python -m ledger procfile systemd Procfile --dir docs/deploy/systemd"
+
+
 def test_killed_process_comes_back_and_the_others_keep_serving(
     qsettings: Settings, procs: list[Proc], supervisors: list[Supervisor], tmp_path: Path
 ) -> None:

@@ -23,7 +23,8 @@ then every n-th) and notes the first time each record shows: now - the record's 
 as bench/freshness.py measures it. Its own requests are left out of the hit rate.
 
 Memory: RSS of each process with all its children (granian and dramatiq fork workers), after the
-warm-up and at the end; growth is end/start - 1. The simulator holds the whole chain in memory by
+warm-up and at the end; growth is end/start - 1. CPU: the same families' CPU time over the
+measured window, as a share of one core. The simulator holds the whole chain in memory by
 design (it is the test's oracle, not the product), so it is shown but not held to the target.
 
 Sync: at the end the chain is paused, the ledger drains, and every operation of the simulator's
@@ -72,6 +73,7 @@ from tests.stack import (
 
 TARGETS = {"hit_rate": 0.95, "cached_p99_ms": 25.0, "freshness_p99_s": 3.0, "memory_growth": 0.10, "lost": 0}
 BLOCKS_PER_DAY = 86_400 // 3
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 API_KEY = "soak"  # the simulator counts the stack's node requests under this key
 # Route mix of the read load: (share, path template); {a} is the account's address.
 ROUTES = (
@@ -229,8 +231,8 @@ def watch(base: str, accounts: list[str], stop: threading.Event, seen_by: Watch,
 # -- memory -------------------------------------------------------------------------------------------
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and every descendant (granian and dramatiq fork their workers)."""
+def family(pid: int) -> set[int]:
+    """`pid` and every descendant (granian and dramatiq fork their workers)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -238,26 +240,32 @@ def tree_rss(pid: int) -> int:
                 parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-    family, frontier = {pid}, [pid]
+    members, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
         for child, ppid in parents.items():
-            if ppid == parent and child not in family:
-                family.add(child)
+            if ppid == parent and child not in members:
+                members.add(child)
                 frontier.append(child)
-    total = 0
-    for member in family:
+    return members
+
+
+def usage(pid: int) -> tuple[int, float]:
+    """(resident bytes, CPU seconds used so far) of `pid` and its descendants."""
+    rss, cpu = 0, 0.0
+    for member in family(pid):
         try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            status = Path(f"/proc/{member}/status").read_text()
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited between the listing and the read
-    return total
+        rss += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return rss, cpu
 
 
-def memory(procs: list[Proc]) -> dict[str, int]:
-    return {proc.name: tree_rss(proc.popen.pid) for proc in procs}
+def sample(procs: list[Proc]) -> dict[str, tuple[int, float]]:
+    return {proc.name: usage(proc.popen.pid) for proc in procs}
 
 
 # -- sync ---------------------------------------------------------------------------------------------
@@ -313,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # working size; memory "at start" is taken after it.
             if args.warmup >= 1:
                 run_wrk(wrk_args(args, args.warmup), base + "/", script)
-            mem_start = memory(procs)
+            mem_start = sample(procs)
             first_head = sim.status()["head"]
             sim.http.post("/sim/requests/reset")
             watcher = threading.Thread(
@@ -327,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             hits1, misses1 = cache_counts(base)
             stop.set()
             watcher.join()
-            mem_end = memory(procs)
+            mem_end = sample(procs)
             last_head = sim.status()["head"]
             node = sim.http.get("/sim/requests").json()["clients"].get(client_label(API_KEY, ""), {"total": 0})
         dead = [proc.name for proc in procs if not proc.alive()]
@@ -385,9 +393,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "memory": {
             name: {
-                "start_mb": mem_start[name] / 2**20,
-                "end_mb": mem_end[name] / 2**20,
-                "growth": mem_end[name] / mem_start[name] - 1 if mem_start[name] else None,
+                "start_mb": mem_start[name][0] / 2**20,
+                "end_mb": mem_end[name][0] / 2**20,
+                "growth": mem_end[name][0] / mem_start[name][0] - 1 if mem_start[name][0] else None,
+                "cpu_share": (mem_end[name][1] - mem_start[name][1]) / elapsed,
             }
             for name in mem_start
         },
@@ -452,11 +461,12 @@ def table(result: dict[str, Any]) -> str:
         f" / {sync['extra']} of {sync['expected']} (drained in {sync['drain_s']} s)",
         f"{'sync success':<34} {opt(sync['sync_success'], '>14.2%')}",
         "",
-        f"{'process RSS incl. children':<28} {'start MB':>9} {'end MB':>9} {'growth':>8}",
+        f"{'process, incl. children':<28} {'RSS start MB':>12} {'end MB':>9} {'growth':>8} {'CPU':>7}",
     ]
     for name, m in result["memory"].items():
         note = "  (the oracle: not held to the target)" if name == "simulator" else ""
-        lines.append(f"{name:<28} {m['start_mb']:>9.1f} {m['end_mb']:>9.1f} {opt(m['growth'], '>8.1%')}{note}")
+        cpu = opt(m.get("cpu_share"), ">7.0%")
+        lines.append(f"{name:<28} {m['start_mb']:>12.1f} {m['end_mb']:>9.1f} {opt(m['growth'], '>8.1%')} {cpu}{note}")
     if result["dead_processes"]:
         lines.append(f"processes that died: {', '.join(result['dead_processes'])}")
     lines.append("")

@@ -77,7 +77,7 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
     assert set(result["memory"]) == {"simulator", "worker", "listener", "scheduler", "web"}
     for name, mem in result["memory"].items():
         assert mem["start_mb"] > 10 and mem["end_mb"] > 10, name
-        assert mem["growth"] is not None, name
+        assert mem["growth"] is not None and mem["cpu_share"] >= 0, name
     # granian and dramatiq fork their workers: the children's memory is counted with the parent's.
     assert result["memory"]["web"]["start_mb"] > result["memory"]["scheduler"]["start_mb"]
 

@@ -15,8 +15,10 @@ database of the soak's own, dropped and created at the start.
 Read load: `wrk` walking a list of request paths (bench.api.paths_script) drawn from a Zipf law over
 the accounts (rank r drawn with weight 1/r^s): most requests are the first page of the stake or
 delegate records, or the summary, of a few busy accounts. Each wrk connection waits
-connections/rate s between requests, so the load is about `--rate` req/s (0: as fast as it goes)
-and the machine keeps room for ingest, as in production; wrk's latency excludes that wait.
+connections/rate s between requests (wrk's `delay()`; its latency figures exclude the wait), so
+the load stays near what production sees and the machine keeps room for ingest (`--rate 0`: as
+fast as it goes). At most 6 connections: granian (`--backpressure 4`, 2 workers) serves 8
+keep-alive connections at once and the watcher and the stats reads need theirs.
 
 Freshness: a watcher polls the first pages of `--watch` accounts (the busiest by the Zipf order,
 then every n-th) and notes the first time each record shows: now - the record's block timestamp,
@@ -37,6 +39,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -137,6 +140,8 @@ def start_stack(args: argparse.Namespace, accounts: tuple[str, ...]) -> tuple[li
             "TRON_API_KEY": API_KEY,
             "START_BLOCK": str(Simulator(sim_url).status()["start_block"]),  # the truth starts there
         }
+        if args.no_budget:
+            env |= {"TRON_REQUESTS_PER_SECOND": "0", "TRON_REQUESTS_PER_DAY": "0"}
         procs.append(start_worker(env, processes=2, threads=4))
         procs.append(start_listener(env))
         scheduler = Proc("scheduler", python("-m", "scheduler"), env)
@@ -359,7 +364,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "block_interval_s": args.block_interval,
             "ops_per_block": args.ops_per_block,
             "rate": args.rate,
+            "node_budget": "none" if args.no_budget else "the product's default",
             "wrk": f"-t{args.threads} -c{args.connections}",
+            "connections": args.connections,
             "zipf": args.zipf,
             "watched_accounts": args.watch,
             "cpus": os.cpu_count(),
@@ -389,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "node_requests": node["total"],
             "node_requests_per_block": node["total"] / blocks,
             "node_requests_per_day": round(node["total"] / blocks * BLOCKS_PER_DAY),
-            "node_requests_by_path": node.get("paths", {}),
+            "node_requests_by_path": by_route(node.get("paths", {})),
         },
         "memory": {
             name: {
@@ -403,6 +410,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dead_processes": dead,
         "sync": sync,
     }
+
+
+def by_route(paths: dict[str, int]) -> dict[str, int]:
+    """Node requests per route, the account in TronGrid's /v1/accounts/<address>/... paths left out."""
+    counts: dict[str, int] = {}
+    for path, count in paths.items():
+        route = re.sub(r"^/v1/accounts/[^/]+", "/v1/accounts/{a}", path)
+        counts[route] = counts.get(route, 0) + count
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -440,11 +456,14 @@ def table(result: dict[str, Any]) -> str:
     def opt(value: float | None, fmt: str) -> str:
         return "n/a" if value is None else format(value, fmt)
 
-    reads_at = "full speed" if not s["rate"] else f"~{s['rate']:g} req/s"
+    reads_at = (
+        f"{s['connections'] * 1000 / s['rate']:.0f} ms between a connection's requests" if s["rate"] else "no pause"
+    )
     lines = [
-        f"soak: {s['duration_s']:g} s after a {s['warmup_s']:g} s warm-up, {s['accounts']} pool accounts, a block every"
+        f"soak: {reads['elapsed_s']:g} s measured after a {s['warmup_s']:g} s warm-up, {s['accounts']} pool accounts,"
+        f" a block every"
         f" {s['block_interval_s']:g} s with {s['ops_per_block']:g} tracked ops on average; reads wrk {s['wrk']}"
-        f" at {reads_at}, Zipf s={s['zipf']:g}; {s['cpus']} CPUs,"
+        f" at {reads_at}, Zipf s={s['zipf']:g}; node budget: {s.get('node_budget', 'default')}; {s['cpus']} CPUs,"
         f" load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after",
         "",
         f"{'figure':<34} {'value':>14}",
@@ -457,6 +476,7 @@ def table(result: dict[str, Any]) -> str:
         f"{'blocks / operations':<34} {ingest['blocks']:>6} / {ingest['operations']}",
         f"{'node requests per block (a day)':<34} {ingest['node_requests_per_block']:>6.2f}"
         f" ({ingest['node_requests_per_day']:,})",
+        "  by route: " + ", ".join(f"{route} {n}" for route, n in ingest["node_requests_by_path"].items()),
         f"{'sync: lost / dup / wrong / extra':<34} {sync['lost']} / {sync['duplicated']} / {sync['wrong']}"
         f" / {sync['extra']} of {sync['expected']} (drained in {sync['drain_s']} s)",
         f"{'sync success':<34} {opt(sync['sync_success'], '>14.2%')}",
@@ -483,8 +503,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accounts", type=int, default=1000, help="pool accounts (default 1000)")
     p.add_argument("--block-interval", type=float, default=3.0, help="seconds between blocks (default 3)")
     p.add_argument("--ops-per-block", type=float, default=30.0, help="mean tracked stake ops a block (default 30)")
-    p.add_argument("--rate", type=float, default=1000, help="read requests/s to aim at; 0 = flat out (1000)")
-    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=1500,
+        help="each connection waits connections/rate s between requests (0: no wait); the answer's own"
+        " latency comes on top, so the rate reached is lower: 1,500 gives about 1,000 req/s (default 1500)",
+    )
+    p.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="no node request budget (an own node); default: the product's (10 requests/s, 100,000 a day)",
+    )
+    # granian holds a --backpressure permit per open connection, not per request: the Procfile's
+    # 2 workers x 4 serve 8 keep-alive connections at once and a 9th waits for one to close. wrk's
+    # connections, the watcher's and the stats reads must fit in those 8.
+    p.add_argument("--connections", type=int, default=6, help="wrk connections (default 6; <= 6, see above)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the account choice (default 1.1)")
     p.add_argument("--paths", type=int, default=100_000, help="request paths drawn for wrk to walk")

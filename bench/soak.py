@@ -433,7 +433,8 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool]]:
     t = TARGETS
     return [
         (f"hit rate >= {t['hit_rate']:.0%} under Zipf while ingesting", _ge(reads["hit_rate"], t["hit_rate"])),
-        (f"cached p99 < {TARGETS['cached_p99_ms']:g} ms", reads["p99_ms"] < TARGETS["cached_p99_ms"]),
+        # wrk cannot tell hits from misses: with more than 1 % misses this p99 is a miss's latency.
+        (f"p99 of all reads (the cached target) < {t['cached_p99_ms']:g} ms", reads["p99_ms"] < t["cached_p99_ms"]),
         (f"freshness p99 < {TARGETS['freshness_p99_s']:g} s", _lt(fresh["p99_s"], TARGETS["freshness_p99_s"])),
         (f"memory growth < {t['memory_growth']:.0%} (every product process)", _lt(growth, t["memory_growth"])),
         ("0 lost, 0 duplicated, 0 wrong", sync["lost"] == 0 and sync["duplicated"] == 0 and sync["wrong"] == 0),

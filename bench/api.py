@@ -340,7 +340,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
     p.add_argument("--blocking-threads", type=int, default=4, help="granian threads per worker (default 4)")
-    p.add_argument("--backpressure", type=int, default=4, help="granian backpressure per worker (0: default)")
+    p.add_argument(
+        "--backpressure",
+        type=int,
+        default=128,
+        help="granian backpressure per worker (default: the Procfile's 128; 0: granian's)",
+    )
     p.add_argument("--runtime-threads", type=int, default=0, help="granian runtime threads (0: default)")
     p.add_argument("--rows", type=int, default=200_000, help="records of the benchmarked account")
     p.add_argument("--cursors", type=int, default=100_000, help="distinct cursors for the uncached run")

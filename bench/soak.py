@@ -17,8 +17,8 @@ the accounts (rank r drawn with weight 1/r^s): most requests are the first page 
 delegate records, or the summary, of a few busy accounts. Each wrk connection waits
 connections/rate s between requests (wrk's `delay()`; its latency figures exclude the wait), so
 the load stays near what production sees and the machine keeps room for ingest (`--rate 0`: as
-fast as it goes). At most 6 connections: granian (`--backpressure 4`, 2 workers) serves 8
-keep-alive connections at once and the watcher and the stats reads need theirs.
+fast as it goes). granian counts a --backpressure permit per open connection (docs/DEPLOYMENT.md);
+the Procfile's 2 x 128 leave room for wrk's, the watcher's and the stats reads' connections.
 
 Freshness: a watcher polls the first pages of `--watch` accounts (the busiest by the Zipf order,
 then every n-th) and notes the first time each record shows: now - the record's block timestamp,
@@ -516,10 +516,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="no node request budget (an own node); default: the product's (10 requests/s, 100,000 a day)",
     )
-    # granian holds a --backpressure permit per open connection, not per request: the Procfile's
-    # 2 workers x 4 serve 8 keep-alive connections at once and a 9th waits for one to close. wrk's
-    # connections, the watcher's and the stats reads must fit in those 8.
-    p.add_argument("--connections", type=int, default=6, help="wrk connections (default 6; <= 6, see above)")
+    # Few connections, each paced by --rate: the load production sees, leaving the machine room to ingest.
+    p.add_argument("--connections", type=int, default=6, help="wrk connections (default 6)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the account choice (default 1.1)")
     p.add_argument("--paths", type=int, default=100_000, help="request paths drawn for wrk to walk")

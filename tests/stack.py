@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ledger.config import Settings
+from ledger.procfile import parse_procfile
 from ledger.queue import background_queue, create_broker, is_amqp, queued_messages
 from tests.procs import Proc, python
 
@@ -87,6 +89,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def procfile_web_flag(flag: str) -> str:
+    """The value the Procfile's web line gives `flag`, so tests and benches serve as production does."""
+    text = (Path(__file__).resolve().parent.parent / "Procfile").read_text()
+    web = next(p for p in parse_procfile(text) if p.name == "web")
+    words = web.command.split()
+    return words[words.index(flag) + 1]
+
+
 def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int = 4) -> Proc:
     """The web process as the Procfile runs it (granian, WSGI, app factory)."""
     proc = Proc(
@@ -107,7 +117,7 @@ def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int 
             "--blocking-threads",
             str(threads),
             "--backpressure",
-            str(threads),
+            str(procfile_web_flag("--backpressure")),
             "--no-ws",
         ),
         env,

@@ -1,0 +1,41 @@
+"""The web server as the Procfile runs it keeps answering while many clients hold keep-alive connections.
+
+granian's `--backpressure` is a permit per open *connection*, not per request in progress (granian
+2.8.7, measured): with the old `--backpressure 4` and 2 workers, eight idle keep-alive connections
+(a browser, a proxy's pool) left every other client unanswered. The Procfile's value must leave
+room for many more connections than request threads.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from tests.procs import Proc
+from tests.servers import free_port
+from tests.stack import procfile_web_flag, start_web
+
+IDLE_CONNECTIONS = 24
+
+
+def test_procfile_backpressure_leaves_room_for_many_connections() -> None:
+    # workers x backpressure is how many connections one host serves at once.
+    assert 2 * int(procfile_web_flag("--backpressure")) >= 64
+
+
+def test_answers_while_idle_keep_alive_connections_are_open(env: dict[str, str], procs: list[Proc]) -> None:
+    port = free_port()
+    procs.append(start_web(env, port))
+    idle = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")  # answered, and now idle, kept alive
+            idle.append(conn)
+        answer = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+        assert answer.status_code == 200
+    finally:
+        for conn in idle:
+            conn.close()

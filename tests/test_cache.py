@@ -17,7 +17,15 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ledger.cache import VERSION_KEY, Fill, PageCache, create_cache_client, invalidate_accounts, read_cache_window
+from ledger.cache import (
+    LOCAL_PAGES_SWEEP,
+    VERSION_KEY,
+    Fill,
+    PageCache,
+    create_cache_client,
+    invalidate_accounts,
+    read_cache_window,
+)
 from ledger.config import Settings
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
@@ -335,4 +343,20 @@ def test_local_hits_reach_the_shared_counts_and_the_window(cache_client: redis.R
     assert after["local_hits"] - before["local_hits"] == 4
     assert after["hits"] - before["hits"] == 1 and after["misses"] - before["misses"] == 2
     assert pages.stats()["local_hits"] == 4
+    pages.close()
+
+
+def test_micro_cache_drops_expired_pages_instead_of_growing_to_its_cap(cache_client: redis.Redis) -> None:
+    # Given a process with a short micro-cache that has read many distinct pages, long enough ago
+    pages = PageCache(cache_client, local_ttl=0.05)
+    for n in range(LOCAL_PAGES_SWEEP):
+        pages.fetch(ALICE, f"p{n}", lambda: fill(b"v"))
+        pages.fetch(ALICE, f"p{n}", lambda: fill(b"never"))  # a Redis hit: now held in-process
+    assert len(pages._local_pages) == LOCAL_PAGES_SWEEP
+    time.sleep(0.1)
+    # When one more page is read from Redis
+    pages.fetch(ALICE, "fresh", lambda: fill(b"v"))
+    pages.fetch(ALICE, "fresh", lambda: fill(b"never"))
+    # Then the expired pages are gone and only the live one is held
+    assert list(pages._local_pages) == [(ALICE, "fresh")]
     pages.close()

@@ -238,10 +238,11 @@ class RequestBudget:
             log.warning("request budget: Redis answers again; the budget is shared again")
 
 
-def create_budget(url: str, limits: BudgetLimits, *, name: str = "tron") -> RequestBudget:
-    """The process's budget on the Redis at `url` ("" = this process alone)."""
+def create_budget(url: str, limits: BudgetLimits, *, name: str = "tron", max_wait: float = 30.0) -> RequestBudget:
+    """The process's budget on the Redis at `url` ("" = this process alone); `max_wait`: seconds
+    `acquire()` may wait before BudgetExhausted (0: never wait, e.g. while a client waits)."""
     if not url:
-        return RequestBudget(limits, None, name=name)
+        return RequestBudget(limits, None, name=name, max_wait=max_wait)
     # Short timeouts: a hung Redis must cost the listener a fraction of a second, then the local limiter.
     client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return RequestBudget(limits, client, name=name)
+    return RequestBudget(limits, client, name=name, max_wait=max_wait)

@@ -1,4 +1,4 @@
-"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight)."""
+"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight, rollout)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ledger.metrics import metrics_client
 from ledger.procfile import write_supervisord_conf, write_systemd_units
 from ledger.queue import create_broker, is_amqp
 from ledger.recovery import recover_stranded
+from ledger.rollout import read_rollout, write_rollout
 from ledger.snapshot import SnapshotError, opening_gap_start, snapshot_new_accounts, take_snapshot
 from ledger.tron_json import ChainDataError, NodeError
 from ledger.tron_node import NodeUnavailable, node_from_settings
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("addresses", nargs="+")
     _dead_letter_parser(sub)
     sub.add_parser("in-flight", help="messages fetched by each worker and not acked yet (alive or dead workers)")
+    rollout = sub.add_parser("rollout", help="gray release: the share of accounts the legacy TronGrid path answers")
+    roll_sub = rollout.add_subparsers(dest="action", required=True)
+    roll_set = roll_sub.add_parser("set", help="percent of accounts (0-100) answered the legacy way; 0 = rollback")
+    roll_set.add_argument("percent", type=int)
+    roll_shadow = roll_sub.add_parser("shadow", help="percent (0-100) of native answers compared with the legacy one")
+    roll_shadow.add_argument("percent", type=int)
+    roll_sub.add_parser("show", help="the current setting")
     args = parser.parse_args(argv)
 
     if args.command == "procfile":
@@ -117,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return _dead_letters(args, settings)
     if args.command == "in-flight":
         return _in_flight(settings)
+    if args.command == "rollout":
+        return _rollout(args, settings)
     with psycopg.connect(settings.database_url) as conn:
         if args.action == "add":
             if args.replace and args.external_id is None:
@@ -335,6 +345,24 @@ def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, brok
     count = dl.purge_dead_letters(conn, broker_redis, dl_id=args.purge_id, actor=args.purge_actor)
     print(f"purged {count} dead letter(s)")
     return 0 if count or not args.purge_id else 1
+
+
+def _rollout(args: argparse.Namespace, settings: Settings) -> int:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        try:
+            if args.action == "set":
+                current = write_rollout(conn, legacy=args.percent, by="cli")
+            elif args.action == "shadow":
+                current = write_rollout(conn, shadow=args.percent, by="cli")
+            else:
+                current = read_rollout(conn)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"legacy {current.legacy_percent}%\tshadow {current.shadow_percent}%")
+    if args.action != "show":
+        print(f"every web process follows within {settings.rollout_refresh_seconds:g} s", file=sys.stderr)
+    return 0
 
 
 def _in_flight(settings: Any) -> int:

@@ -81,6 +81,14 @@ class Settings:
     # HMAC keys of the record lists' cursors (web.cursor): the first signs, all verify (rotation).
     # Empty: a development key written in this file, which anyone can read; set it in production.
     cursor_secrets: tuple[str, ...] = ()
+    # Legacy path, fallback and gray release (ledger/legacy.py, web/paths.py, ledger/rollout.py).
+    legacy_max_pages: int = 3  # TronGrid pages (200 transactions each) one legacy records page may read
+    legacy_timeout_seconds: float = 5.0  # per TronGrid request made while a client waits
+    # Records answers from TronGrid per minute when PostgreSQL and the cache both fail, all web
+    # processes together (0 = no fallback: a 503 as before); each costs <= legacy_max_pages requests.
+    fallback_requests_per_minute: float = 30.0
+    fallback_redis_url: str = ""  # empty: REDIS_URL (not the cache Redis, which is down in that case)
+    rollout_refresh_seconds: float = 2.0  # how often each web process re-reads the rollout row
 
     @property
     def cursor_keys(self) -> tuple[bytes, ...]:
@@ -97,6 +105,10 @@ class Settings:
     @property
     def budget_redis_url(self) -> str:
         return self.tron_budget_redis_url or self.cache_redis_url
+
+    @property
+    def fallback_limiter_url(self) -> str:
+        return self.fallback_redis_url or self.redis_url
 
 
 def _flag(raw: str) -> bool:
@@ -163,6 +175,11 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
     "bench_routes": ("BENCH_ROUTES", _flag),
     "cursor_secrets": ("CURSOR_SECRET", _secrets),
+    "legacy_max_pages": ("LEGACY_MAX_PAGES", int),
+    "legacy_timeout_seconds": ("LEGACY_TIMEOUT_SECONDS", float),
+    "fallback_requests_per_minute": ("FALLBACK_REQUESTS_PER_MINUTE", float),
+    "fallback_redis_url": ("FALLBACK_REDIS_URL", str),
+    "rollout_refresh_seconds": ("ROLLOUT_REFRESH_SECONDS", float),
 }
 
 
@@ -195,6 +212,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError(f"{var}: broker scheme {scheme!r} is not one of {', '.join(_BROKER_SCHEMES)}")
     if not settings.repair_grace_seconds > 0:
         raise ConfigError(f"REPAIR_GRACE_SECONDS={settings.repair_grace_seconds!r} must be > 0")
+    if settings.legacy_max_pages < 1:
+        raise ConfigError(f"LEGACY_MAX_PAGES={settings.legacy_max_pages!r} must be >= 1")
+    if settings.fallback_requests_per_minute < 0:
+        raise ConfigError(f"FALLBACK_REQUESTS_PER_MINUTE={settings.fallback_requests_per_minute!r} must be >= 0")
+    if not settings.rollout_refresh_seconds > 0:
+        raise ConfigError(f"ROLLOUT_REFRESH_SECONDS={settings.rollout_refresh_seconds!r} must be > 0")
     if settings.tron_node_url:
         object.__setattr__(settings, "tron_node_url", settings.tron_node_url.rstrip("/"))
     return settings

@@ -254,7 +254,7 @@ class TronNode:
             outcome = "ok"
             return reply
         finally:
-            labels = {"endpoint": path, "outcome": outcome}
+            labels = {"endpoint": _endpoint(path), "outcome": outcome}
             self._counters.inc("ledger_node_requests_total", labels)
             self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
 
@@ -291,6 +291,15 @@ class TronNode:
         raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
 
 
+def _endpoint(path: str) -> str:
+    """The metric label of a path: TronGrid's account routes without the address (one series, not one per account)."""
+    if path.startswith("/v1/accounts/"):
+        parts = path.split("/")
+        parts[3] = "{address}"
+        return "/".join(parts)
+    return path
+
+
 def block_number(block: dict[str, Any]) -> int:
     """The number in a block's header; NodeUnavailable if the block is `{}` or malformed."""
     try:
@@ -302,9 +311,18 @@ def block_number(block: dict[str, Any]) -> int:
     return number
 
 
-def node_from_settings(settings: Settings, rate: float | None = None, counters: Counters | None = None) -> TronNode:
+def node_from_settings(
+    settings: Settings,
+    rate: float | None = None,
+    counters: Counters | None = None,
+    *,
+    retries: int = 3,
+    timeout: float | None = None,
+    budget_wait: float = 30.0,
+) -> TronNode:
     """The node client as the settings describe it (`rate`: an extra per-process cap, e.g. a backfill's --rate;
-    `counters` collects request metrics), drawing on the shared request budget."""
+    `counters` collects request metrics), drawing on the shared request budget. A client waiting on
+    the answer (the web's legacy path) passes fewer `retries`, a shorter `timeout` and `budget_wait`."""
     limits = BudgetLimits(
         per_second=settings.tron_requests_per_second,
         burst=settings.tron_requests_burst,
@@ -314,8 +332,9 @@ def node_from_settings(settings: Settings, rate: float | None = None, counters: 
         settings.tron_node_url,
         solidity_url=settings.solidity_url,
         api_key=settings.tron_api_key,
-        timeout=settings.tron_timeout_seconds,
+        timeout=settings.tron_timeout_seconds if timeout is None else timeout,
         requests_per_second=rate or 0.0,
+        retries=retries,
         counters=counters,
-        budget=create_budget(settings.budget_redis_url, limits),
+        budget=create_budget(settings.budget_redis_url, limits, max_wait=budget_wait),
     )

@@ -46,6 +46,7 @@ TABLES = (
     "reconcile_cursors",
     "recovered_operations",
     "drift",
+    "rollout",
 )
 
 

@@ -14,6 +14,9 @@ Routes (JSON):
 - POST   /admin/dead-letters/purge?actor=                  purge all (of one actor)
 - GET    /admin/in-flight                                  messages held by each worker, alive or not
 - POST   /admin/recover                                    put back messages held by dead workers
+- GET    /admin/rollout                                    the gray release setting (ledger/rollout.py)
+- PUT    /admin/rollout {"legacy_percent", "shadow_percent"}  change either; every web process
+                                                           follows within ROLLOUT_REFRESH_SECONDS
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from ledger import deadletters as dl
 from ledger.domain import INT64_MAX
 from ledger.inflight import held_messages, is_redis_broker
 from ledger.inflight import recover as recover_stranded
+from ledger.rollout import read_rollout, write_rollout
 from web.params import int_param
+from web.paths import current_paths
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import ApiError, bad_request, json_response, not_found, shown
@@ -167,6 +172,39 @@ def recover() -> Response:
     result = recover_stranded(res.broker_redis, res.settings)
     log.warning("admin: recover moved back %s", result)
     return json_response({"success": True, "data": result})
+
+
+@bp.get("/rollout")
+def get_rollout() -> Response:
+    with read_connection(_admin_pool()) as conn:
+        stored = read_rollout(conn)
+    return json_response({"success": True, "data": _rollout_view(stored.to_json())})
+
+
+@bp.put("/rollout")
+def put_rollout() -> Response:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body or set(body) - {"legacy_percent", "shadow_percent"}:
+        raise bad_request('the body must be a JSON object with "legacy_percent" and/or "shadow_percent" (0-100)')
+    try:
+        with read_connection(_admin_pool()) as conn:
+            stored = write_rollout(
+                conn, legacy=body.get("legacy_percent"), shadow=body.get("shadow_percent"), by="admin API"
+            )
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    log.warning("admin: rollout set to %s", stored)
+    current_paths().rollout = stored  # this process at once; the others at their next refresh
+    return json_response({"success": True, "data": _rollout_view(stored.to_json())})
+
+
+def _rollout_view(stored: dict[str, int]) -> dict[str, Any]:
+    paths = current_paths()
+    return {
+        **stored,
+        "refresh_seconds": paths.settings.rollout_refresh_seconds,
+        "this_process": paths.rollout.to_json(),
+    }
 
 
 def _id(raw: str) -> int:

@@ -115,12 +115,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         from web.bench import bp as bench_bp
 
         app.register_blueprint(bench_bp)
+    from web.paths import create_paths, install
+
+    install(app, create_paths(settings, pool))
     register_error_handlers(app)
     return app
 
 
 def close_app(app: Flask) -> None:
     """Release the process's pool and Redis connections (tests make one app per test)."""
+    from web.paths import close_paths
+
+    close_paths(app.extensions["paths"])
     res: Resources = app.extensions["ledger"]
     res.pages.close()
     res.pool.close()

@@ -20,7 +20,9 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ledger.metrics import read_totals
+from web.dependency import gray_release
 from web.monitoring import current_snapshot
+from web.paths import current_paths
 from web.resources import resources
 
 bp = Blueprint("metrics", __name__)
@@ -30,10 +32,19 @@ PUSHED = {
     "ledger_worker_messages": ("counter", "Worker message attempts by actor and outcome (ok, retried, dead)."),
     "ledger_worker_first_attempts": ("counter", "First attempts of worker messages by actor and result."),
     "ledger_worker_message_duration_seconds": ("histogram", "Time an actor took per attempt."),
-    "ledger_node_requests": ("counter", "Requests the listener made to the TRON node, by endpoint and outcome."),
+    "ledger_node_requests": (
+        "counter",
+        "Requests every process (listener, workers, web) made to the TRON node, by endpoint and outcome.",
+    ),
     "ledger_node_request_duration_seconds": ("histogram", "TRON node request duration."),
     "ledger_listener_blocks": ("counter", "Blocks the active listener processed."),
     "ledger_listener_operations": ("counter", "Stake operations the active listener enqueued."),
+    "ledger_api_reads": ("counter", "Records and summary answers of every web process, by route and source."),
+    "ledger_shadow_comparisons": (
+        "counter",
+        "Shadow comparisons of native records answers with the legacy path, by result.",
+    ),
+    "ledger_legacy_errors": ("counter", "Legacy-path reads TronGrid did not answer, by path (legacy, fallback)."),
 }
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -78,6 +89,22 @@ def _families() -> Iterator[Metric]:
             lookups.add_sample("ledger_cache_lookups_total", {"result": result}, float(stats[key] or 0))
         yield lookups
     yield from _gauges(snap)
+    yield from _gray_release(res)
+
+
+def _gray_release(res: Any) -> Iterator[Metric]:
+    part = gray_release(res.broker_redis, res.settings, current_paths())
+    rollout = Metric("ledger_rollout_percent", "Gray release setting this process follows, by path.", "gauge")
+    rollout.add_sample("ledger_rollout_percent", {"path": "legacy"}, part["rollout"]["legacy_percent"])
+    rollout.add_sample("ledger_rollout_percent", {"path": "shadow"}, part["rollout"]["shadow_percent"])
+    yield rollout
+    dependency = part["dependency"]
+    if "error" not in dependency:
+        yield from _gauge(
+            "ledger_trongrid_requests_per_1000_reads",
+            "TronGrid (node) requests of every process per 1,000 API reads, over the monitor window.",
+            dependency["window"]["trongrid_per_1000_reads"],
+        )
 
 
 def _pushed(totals: dict[str, float]) -> Iterator[Metric]:

@@ -23,6 +23,7 @@ from ledger.domain import RESOURCES
 from web.compat import FIELDS as COMPAT_FIELDS
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
+from web.resources import resources
 from web.responses import ECHO_LIMIT, dumps
 
 bp = Blueprint("openapi", __name__)
@@ -66,7 +67,9 @@ RATIO: Schema = nullable({"type": "number", "minimum": 0, "maximum": 1})
 
 def _components() -> Schema:
     common = {
-        "id": {"type": "integer", "minimum": 1},
+        "id": nullable(
+            {"type": "integer", "minimum": 1, "description": "the ledger's row id; null when TronGrid answered"}
+        ),
         "tx_id": ref("TxId"),
         "op_index": COUNT,
         "block_num": COUNT,
@@ -95,7 +98,8 @@ def _components() -> Schema:
                             "code": {
                                 "type": "string",
                                 "description": "bad_request, not_found, method_not_allowed, unavailable, "
-                                "internal_error, ...",
+                                "fallback_budget_spent (503 with Retry-After: the database is down and the TronGrid"
+                                " fallback's FALLBACK_REQUESTS_PER_MINUTE are used), internal_error, ...",
                             },
                             "message": {
                                 "type": "string",
@@ -110,8 +114,19 @@ def _components() -> Schema:
                 {
                     "page": {"type": "integer", "minimum": 1},
                     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                    "source": {"enum": ["cache", "database"]},
-                    "next_cursor": nullable({"type": "string", "description": "pass as `cursor` for the next page"}),
+                    "source": {
+                        "enum": ["cache", "database", "legacy", "fallback"],
+                        "description": "which path answered: the cache or PostgreSQL (native); `legacy`: the gray"
+                        " release sends this account to TronGrid's account history; `fallback`: PostgreSQL and the"
+                        " cache both failed and TronGrid answered (confirmed rows only, `id` null, never cached)",
+                    },
+                    "next_cursor": nullable(
+                        {
+                            "type": "string",
+                            "description": "pass as `cursor` for the next page (null on legacy and fallback pages:"
+                            " page through them with `page`)",
+                        }
+                    ),
                 }
             ),
             "StakeRecord": obj(
@@ -260,10 +275,14 @@ def _components() -> Schema:
                 }
             ),
         },
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"}},
         "responses": {
             "BadRequest": _error("a parameter is missing or malformed; the message names it"),
             "NotFound": _error("no such pool account, dead letter or endpoint"),
-            "Unavailable": _error("PostgreSQL is unreachable or the pool is exhausted; retry shortly"),
+            "Unavailable": _error(
+                "PostgreSQL is unreachable or the pool is exhausted (and, for records, no TronGrid fallback could"
+                " answer: code unavailable or fallback_budget_spent); retry after Retry-After seconds"
+            ),
         },
     }
     schemas = components["schemas"]
@@ -608,7 +627,73 @@ def _paths() -> dict[str, Schema]:
     return paths
 
 
-def build_spec() -> Schema:
+ADMIN_ROLLOUT = "/admin/rollout"
+
+
+def _admin_paths() -> dict[str, Schema]:
+    """Admin routes, described only when served (web/admin.py: with ADMIN_TOKEN), since without a
+    token they do not exist at all."""
+    paths: dict[str, Schema] = {}
+    rollout = obj(
+        {
+            "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+            "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+            "refresh_seconds": {"type": "number", "description": "every web process re-reads the setting this often"},
+            "this_process": obj(
+                {
+                    "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                }
+            ),
+        }
+    )
+    admin_errors = {
+        "401": _error("no or a wrong `Authorization: Bearer <ADMIN_TOKEN>`"),
+        "503": {"$ref": "#/components/responses/Unavailable"},
+    }
+    paths[ADMIN_ROLLOUT] = {
+        "get": {
+            "operationId": "admin_get_rollout",
+            "summary": "admin (only with ADMIN_TOKEN): the gray release setting, stored and as this process follows it",
+            "tags": ["admin"],
+            "security": [{"bearer": []}],
+            "responses": {"200": _ok(rollout, "the setting"), **admin_errors},
+        },
+        "put": {
+            "operationId": "admin_put_rollout",
+            "summary": "admin: change the share of accounts answered by the legacy TronGrid path (0 = rollback) "
+            "and/or the share of native answers compared with it (shadow); every web process follows within "
+            "ROLLOUT_REFRESH_SECONDS",
+            "tags": ["admin"],
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "properties": {
+                                "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                                "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _ok(rollout, "the new setting"),
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                **admin_errors,
+            },
+        },
+    }
+    return paths
+
+
+def build_spec(*, admin: bool = False) -> Schema:
+    """The document; `admin`: with the admin routes this document describes (served with ADMIN_TOKEN)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -617,11 +702,11 @@ def build_spec() -> Schema:
             "description": "Stake 2.0 operations of an operator's pool accounts, from PostgreSQL through a Redis "
             'cache. Every error has one shape: {"success": false, "error": {"code", "message"}}.',
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **(_admin_paths() if admin else {})},
         "components": _components(),
     }
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return Response(dumps(build_spec()), mimetype="application/json")
+    return Response(dumps(build_spec(admin=bool(resources().settings.admin_token))), mimetype="application/json")

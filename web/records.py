@@ -2,7 +2,9 @@
 
 A hit is one Redis call that returns the stored response bytes, sent as they are. On a miss the
 page is read from PostgreSQL and two encodings are made: the one returned now says
-`"source": "database"`, the one stored says `"source": "cache"`.
+`"source": "database"`, the one stored says `"source": "cache"`. The gray release may send the
+account the legacy way (`"legacy"`), and when PostgreSQL fails with no cached page the legacy path
+answers (`"fallback"`): web/paths.py decides both, in either shape.
 
 GET /compat/api/{stake,delegate,unfreeze}/records is the same view with `shape="compat"`: there
 `pool_account_id` is the platform's external id, and the native page is rendered by
@@ -24,6 +26,7 @@ from ledger.cache import Fill
 from web.compat import compat_page
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.params import parse_limit, parse_page, require_account
+from web.paths import DATABASE_DOWN, fallback_response, legacy_response, shadow_sample
 from web.pg import read_connection
 from web.queries import KINDS, RecordPage, fetch_records
 from web.resources import resources
@@ -51,7 +54,12 @@ def records(kind: str, shape: str) -> Response:
         page = cursor.page
     else:
         page = parse_page(args, limit)
-    ref = require_account(res.accounts, args, compat=shape == COMPAT)
+    key = args.get("pool_account_id")
+    try:
+        ref = require_account(res.accounts, args, compat=shape == COMPAT)
+    except DATABASE_DOWN:
+        # An external id cannot be mapped to an address without the database; an address can.
+        return fallback_response(kind, key if shape == NATIVE else None, None, page, limit)
     account = ref.account
 
     settings = res.settings
@@ -68,6 +76,9 @@ def records(kind: str, shape: str) -> Response:
         suffix = f"rec:{kind}:{limit}:p{page}"
         ttl = settings.cache_ttl_realtime
     render, prefix = _shape(kind, shape, ref.external_id)
+    legacy = legacy_response(kind, account.address, page, limit, render)
+    if legacy is not None:
+        return legacy
 
     def load() -> Fill:
         with read_connection(res.pool) as conn:
@@ -81,7 +92,11 @@ def records(kind: str, shape: str) -> Response:
             )
         return _fill(kind, account.id, page, limit, result, ttl, settings.cursor_keys[0], render)
 
-    body, _ = res.pages.fetch(account.address, prefix + suffix, load)
+    try:
+        body, _ = res.pages.fetch(account.address, prefix + suffix, load)
+    except DATABASE_DOWN:
+        return fallback_response(kind, key, account.address, page, limit, render)
+    shadow_sample(kind, account.address, page, limit, cursor is not None)
     return Response(body, mimetype="application/json")
 
 

@@ -14,7 +14,9 @@ from flask import Blueprint, Response
 
 from ledger.deadletters import dead_letter_counts
 from ledger.monitor import freshness_series, health
+from web.dependency import gray_release
 from web.monitoring import current_snapshot
+from web.paths import current_paths
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import json_response
@@ -41,4 +43,5 @@ def monitor() -> Response:
     except Exception as exc:  # noqa: BLE001 - the rest of the page still has its figures
         snap["freshness"] = snap["dead_letters"] = {"error": type(exc).__name__}
     snap["admin_enabled"] = bool(res.settings.admin_token)
+    snap["gray_release"] = gray_release(res.broker_redis, res.settings, current_paths())
     return json_response({"success": True, "data": snap})

@@ -29,6 +29,7 @@ from ledger.cache import create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
 from ledger.logs import setup_logging
+from ledger.metrics import Counters
 from ledger.queue import background_queue, check_broker_durability, create_broker
 from ledger.recovery import Heartbeat
 from ledger.tron_node import node_from_settings
@@ -78,7 +79,9 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     gate = DbGate(settings.database_url, pool)
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
     # The reconciliation jobs' node client, drawing on the request budget every process shares.
-    node = node_from_settings(settings) if settings.tron_node_url else None
+    # Its requests are counted like the listener's (TronGrid requests per 1,000 API reads, /metrics).
+    counters = Counters()
+    node = node_from_settings(settings, counters=counters) if settings.tron_node_url else None
     deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node, broker=broker)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool), before=Retries)
@@ -90,7 +93,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     if isinstance(broker, RedisBroker):
         heartbeat = Heartbeat(broker.client, broker.broker_id, timeout=settings.worker_heartbeat_timeout)
     broker.add_middleware(_Lifecycle(deps, heartbeat))
-    broker.add_middleware(Metrics(settings.redis_url), before=Retries)
+    broker.add_middleware(Metrics(settings.redis_url, counters), before=Retries)
     register_actors(broker, deps)
     return broker, deps
 

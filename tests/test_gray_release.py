@@ -1,0 +1,491 @@
+"""The legacy TronGrid path, the fallback, the gray release and shadow mode (issue 11).
+
+Real PostgreSQL and Redis (cut with TCP proxies in front of them, never stopped), the simulator as
+TronGrid, real web processes where the test is about processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ledger.address import to_base58
+from ledger.config import Settings
+from ledger.legacy import record_rows
+from ledger.metrics import read_totals, sum_samples
+from ledger.rollout import bucket, goes_legacy
+from tests.procs import Proc, python
+from tests.servers import free_port
+from tests.stack import (
+    SIM_ACCOUNTS,
+    Simulator,
+    settings_env,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+    wait_until,
+)
+from tests.tcpproxy import TcpProxy
+from web.app import close_app, create_app
+from web.openapi import build_spec
+from web.paths import current_paths, refresh_rollout
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tron"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def address(n: int) -> str:
+    return to_base58("41" + f"{n:040x}")
+
+
+def set_rollout(url: str, *, legacy: int | None = None, shadow: int | None = None) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO rollout (id) VALUES (1) ON CONFLICT DO NOTHING")  # the tests truncate it
+        if legacy is not None:
+            conn.execute("UPDATE rollout SET legacy_percent = %s", (legacy,))
+        if shadow is not None:
+            conn.execute("UPDATE rollout SET shadow_percent = %s", (shadow,))
+
+
+@pytest.fixture
+def sim(procs: list[Proc], settings: Settings) -> Iterator[Simulator]:
+    proc, url = start_simulator(
+        "--history-blocks",
+        "150",
+        "--paused",
+        "true",
+        "--solid-lag",
+        "2",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
+    procs.append(proc)
+    yield Simulator(url)
+
+
+def records(client: FlaskClient, kind: str, key: str, **params: Any) -> Any:
+    response = client.get(f"/api/{kind}/records", query_string={"pool_account_id": key, **params})
+    return response
+
+
+# -- the legacy path's mapping -------------------------------------------------------------------
+
+
+def test_a_real_trongrid_record_maps_to_the_native_row_shape() -> None:
+    rec = json.loads((FIXTURES / "mainnet_trongrid_v1_tx_freezebalancev2_energy_37a8a1cf.json").read_text())
+    owner = to_base58("416e3b44b96104b26f84057974a1f0c9880f7c9b13")
+    now = datetime.now(UTC)
+    [row] = record_rows(rec, "stake", owner, 30, now)
+    assert row == {
+        "id": None,
+        "tx_id": "37a8a1cf504a1b5d777f23ab5e553b92bc9fca6c56ccf7cd8c9f82a13d9d1af3",
+        "op_index": 0,
+        "block_num": 65918471,
+        "block_time": datetime.fromtimestamp(1728404118, UTC),
+        "owner_address": owner,
+        "operation_type": "freeze",
+        "contract_type": "FreezeBalanceV2Contract",
+        "resource": "ENERGY",
+        "amount": 1_000_000,
+        "status": "confirmed",
+    }
+    # Another account's list, or another kind of list, does not show it.
+    assert list(record_rows(rec, "stake", address(7), 30, now)) == []
+    assert list(record_rows(rec, "delegate", owner, 30, now)) == []
+    assert list(record_rows(rec, "unfreeze", owner, 30, now)) == []
+    # A malformed record is skipped, as the listener skips it.
+    assert list(record_rows({"blockNumber": 1, "block_timestamp": 2, "raw_data": "x"}, "stake", owner, 30, now)) == []
+
+
+def test_the_bucket_is_stable_and_the_percentage_monotonic() -> None:
+    # SHA-256, not hash(): the same in every process (PYTHONHASHSEED differs between processes).
+    assert bucket("TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre") == bucket("TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre")
+    accounts = [address(n) for n in range(1, 501)]
+    at10 = {a for a in accounts if goes_legacy(a, 10)}
+    at50 = {a for a in accounts if goes_legacy(a, 50)}
+    assert at10 <= at50  # raising the percentage keeps the accounts already moved
+    assert not any(goes_legacy(a, 0) for a in accounts)
+    assert all(goes_legacy(a, 100) for a in accounts)
+
+
+# -- fallback ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outage(
+    settings: Settings, clean_db: str, redis_clean: object, sim: Simulator
+) -> Iterator[tuple[Settings, TcpProxy, TcpProxy]]:
+    """Settings whose PostgreSQL and cache Redis go through proxies the test can cut."""
+    pg = urlsplit(settings.database_url)
+    cache = urlsplit(settings.cache_redis_url)
+    pg_proxy = TcpProxy(pg.hostname or "127.0.0.1", pg.port or 5432)
+    cache_proxy = TcpProxy(cache.hostname or "127.0.0.1", cache.port or 6379)
+    pg_proxy.open()
+    cache_proxy.open()
+    proxied = replace(
+        settings,
+        database_url=settings.database_url.replace(f"{pg.hostname}:{pg.port}", f"127.0.0.1:{pg_proxy.port}"),
+        cache_redis_url=settings.cache_redis_url.replace(
+            f"{cache.hostname}:{cache.port}", f"127.0.0.1:{cache_proxy.port}"
+        ),
+        tron_node_url=sim.url,
+        fallback_requests_per_minute=20,  # a burst of 2 answers, then one every 3 s
+    )
+    yield proxied, pg_proxy, cache_proxy
+    pg_proxy.close()
+    cache_proxy.close()
+
+
+def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_is_spent(
+    outage: tuple[Settings, TcpProxy, TcpProxy], sim: Simulator
+) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    account = SIM_ACCOUNTS[0]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        row = conn.execute("INSERT INTO pool_accounts (address) VALUES (%s) RETURNING id", (account,)).fetchone()
+        assert row is not None
+        account_id = row[0]
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        assert records(client, "stake", account).json["meta"]["source"] == "database"
+        # When PostgreSQL and the cache Redis both go away
+        pg_proxy.close()
+        cache_proxy.close()
+        # Then the records come from the simulator's TronGrid route, marked as the fallback
+        truth = sim.truth(account)
+        solid = truth["solid"]
+        newest = sorted(
+            (op for op in truth["operations"] if _stake_row(op, account, solid)),
+            key=lambda op: (op["block_num"], op["op_index"]),
+        )[-100:]
+        answer = records(client, "stake", account, limit=100)
+        assert answer.status_code == 200, answer.json
+        assert answer.json["meta"] == {"page": 1, "limit": 100, "source": "fallback", "next_cursor": None}
+        assert answer.headers["Cache-Control"] == "no-store"
+        got = {(r["tx_id"], r["op_index"], r["operation_type"], r["amount"]) for r in answer.json["data"]}
+        assert got == {(op["tx_id"], op["op_index"], op["kind"], op["amount"]) for op in newest}
+        assert got, "the simulator produced no stake records for the account"
+        # An id the process resolved before the outage still maps to its address
+        second = records(client, "delegate", str(account_id))
+        assert second.status_code == 200 and second.json["meta"]["source"] == "fallback"
+        # One it never saw cannot be mapped without the database: the plain 503
+        unknown = records(client, "stake", str(account_id + 1000))
+        assert unknown.status_code == 503 and unknown.json["error"]["code"] == "unavailable"
+        # And once the fallback's budget is spent (a burst of 2): 503 with Retry-After
+        spent = records(client, "unfreeze", account)
+        assert spent.status_code == 503
+        assert spent.json["error"]["code"] == "fallback_budget_spent"
+        assert int(spent.headers["Retry-After"]) >= 1
+        # When PostgreSQL is back, the native path answers again, without a restart
+        pg_proxy.open()
+        wait_until(lambda: records(client, "stake", account).json["meta"]["source"] == "database", 20, "native")
+    finally:
+        close_app(app)
+
+
+def test_fallback_limiter_without_its_redis_limits_each_process(
+    outage: tuple[Settings, TcpProxy, TcpProxy],
+) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    # The limiter's Redis is unreachable as well: the process limits itself at the same rate.
+    settings = replace(settings, fallback_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        pg_proxy.close()
+        cache_proxy.close()
+        codes = [records(client, "stake", SIM_ACCOUNTS[1]).status_code for _ in range(4)]
+        assert codes == [200, 200, 503, 503]
+    finally:
+        close_app(app)
+
+
+def test_no_fallback_when_it_is_off(outage: tuple[Settings, TcpProxy, TcpProxy]) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    app = create_app(replace(settings, fallback_requests_per_minute=0))
+    try:
+        pg_proxy.close()
+        cache_proxy.close()
+        answer = records(app.test_client(), "stake", SIM_ACCOUNTS[0])
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "unavailable"
+        assert answer.headers["Retry-After"] == "1"
+    finally:
+        close_app(app)
+
+
+def _stake_row(op: dict[str, Any], account: str, solid: int) -> bool:
+    return (
+        op["owner_address"] == account
+        and op["kind"] in ("freeze", "unfreeze", "withdraw_expire_unfreeze", "cancel_all_unfreeze")
+        and op["block_num"] <= solid
+        and op["status"] != "orphaned"
+    )
+
+
+# -- gray release --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(settings: Settings, clean_db: str, redis_clean: object, sim: Simulator) -> Iterator[Flask]:
+    application = create_app(replace(settings, tron_node_url=sim.url, admin_token=ADMIN_TOKEN))
+    yield application
+    close_app(application)
+
+
+def test_ten_percent_rollout_sends_ten_percent_of_accounts_the_legacy_way_always_the_same(
+    app: Flask, clean_db: str
+) -> None:
+    accounts = [address(n) for n in range(1, 2001)]
+    with psycopg.connect(clean_db, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO pool_accounts (address) VALUES (%s)", [(a,) for a in accounts])
+    set_rollout(clean_db, legacy=10)
+    with app.app_context():
+        refresh_rollout(current_paths(), app.extensions["ledger"].pool)
+    client = app.test_client()
+    sources = {}
+    for a in accounts:
+        answer = records(client, "stake", a)
+        assert answer.status_code == 200, answer.json
+        sources[a] = answer.json["meta"]["source"]
+    counts = Counter(sources.values())
+    assert 170 <= counts["legacy"] <= 230, counts  # 10 % ± 3 % of 2,000
+    assert counts["legacy"] + counts["database"] == 2000
+    # The same account always goes the same way
+    for a in accounts[:300]:
+        again = records(client, "stake", a).json["meta"]["source"]
+        assert (again == "legacy") == (sources[a] == "legacy"), a
+
+
+def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, clean_db: str) -> None:
+    # The admin routes described in the OpenAPI document are the ones served with a token.
+    served = {(r.rule, m.lower()) for r in app.url_map.iter_rules() for m in r.methods or () if m in ("GET", "PUT")}
+    admin_doc = {(p, m) for p, item in build_spec(admin=True)["paths"].items() if p.startswith("/admin/") for m in item}
+    assert admin_doc and admin_doc <= served
+    assert app.test_client().get("/openapi.json").json == build_spec(admin=True)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert client.get("/admin/rollout").status_code == 401
+    shown = client.get("/admin/rollout", headers=auth).json["data"]
+    assert shown["legacy_percent"] == 0 and shown["shadow_percent"] == 0
+    changed = client.put("/admin/rollout", json={"legacy_percent": 25}, headers=auth)
+    assert changed.status_code == 200
+    assert changed.json["data"]["legacy_percent"] == 25 and changed.json["data"]["this_process"]["legacy_percent"] == 25
+    for bad in ({"legacy_percent": 101}, {"legacy_percent": "10"}, {"shadow_percent": -1}, {"other": 1}, {}):
+        answer = client.put("/admin/rollout", json=bad, headers=auth)
+        assert answer.status_code == 400, bad
+    env = {**settings_env(settings), "DATABASE_URL": clean_db}
+    cli = subprocess.run(python("-m", "ledger", "rollout", "shadow", "5"), env=env, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == "legacy 25%\tshadow 5%"
+    show = subprocess.run(python("-m", "ledger", "rollout", "show"), env=env, capture_output=True, text=True)
+    assert show.stdout.strip() == "legacy 25%\tshadow 5%"
+    bad = subprocess.run(python("-m", "ledger", "rollout", "set", "150"), env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "0 to 100" in bad.stderr
+
+
+def test_rollback_reaches_two_web_processes_within_five_seconds(
+    settings: Settings, clean_db: str, redis_clean: object, sim: Simulator, procs: list[Proc]
+) -> None:
+    account = SIM_ACCOUNTS[0]
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
+    env = {**settings_env(settings), "TRON_NODE_URL": sim.url}
+    cli_env = {**env}
+    subprocess.run(python("-m", "ledger", "rollout", "set", "100"), env=cli_env, check=True, capture_output=True)
+    ports = [free_port(), free_port()]
+    for port in ports:
+        procs.append(start_web({**env, "PORT": str(port)}, port, workers=1, threads=2))
+    urls = [f"http://127.0.0.1:{p}/api/stake/records?pool_account_id={account}" for p in ports]
+
+    def source(url: str) -> str:
+        return str(httpx.get(url, timeout=10).json()["meta"]["source"])
+
+    wait_until(lambda: all(source(u) == "legacy" for u in urls), 20, "both processes on the legacy path")
+    # When the operator rolls back
+    subprocess.run(python("-m", "ledger", "rollout", "set", "0"), env=cli_env, check=True, capture_output=True)
+    started = time.monotonic()
+    native_after: dict[str, float] = {}
+    while len(native_after) < len(urls) and time.monotonic() - started < 10:
+        for u in urls:
+            if u not in native_after and source(u) != "legacy":
+                native_after[u] = time.monotonic() - started
+        time.sleep(0.05)
+    # Then both processes answer natively within 5 s, and stay there
+    assert len(native_after) == 2 and max(native_after.values()) < 5.0, native_after
+    assert all(source(u) in ("database", "cache") for u in urls for _ in range(10))
+
+
+# -- shadow mode ---------------------------------------------------------------------------------
+
+
+def _shadow_counts(client: redis.Redis) -> dict[str, int]:
+    totals = read_totals(client)
+    return {
+        r: int(sum_samples(totals, "ledger_shadow_comparisons_total", [f'result="{r}"']))
+        for r in ("match", "mismatch", "error", "dropped")
+    }
+
+
+def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_difference(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    sim_proc, url = start_simulator(
+        "--block-interval",
+        "0.2",
+        "--history-blocks",
+        "100",
+        "--solid-lag",
+        "2",
+        "--unfreeze-delay-seconds",
+        str(settings.unfreeze_delay_seconds),
+    )
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"])}
+    procs.append(start_worker(env))
+    procs.append(start_listener(env))
+    db = settings.database_url
+
+    def caught_up() -> bool:
+        status = sim.status()
+        with psycopg.connect(db) as conn:
+            row = conn.execute(
+                "SELECT c.solid_block, p.persisted_block FROM chain_state c, listener_checkpoint p"
+                " WHERE p.name = 'main'"
+            ).fetchone()
+        return row is not None and row[0] == status["solid"] and (row[1] or 0) >= status["solid"]
+
+    sim.pause()
+    sim.produce(3)  # the pending tail becomes solid
+    wait_until(caught_up, 90, "the ledger to store every confirmed block")
+    app = create_app(replace(settings, tron_node_url=url, queue_name=env["QUEUE_NAME"]))
+    broker = redis.Redis.from_url(settings.redis_url)
+    try:
+        client = app.test_client()
+        set_rollout(db, shadow=100)
+        with app.app_context():
+            refresh_rollout(current_paths(), app.extensions["ledger"].pool)
+        # A quiet chain: every comparison agrees
+        asked = 0
+        for account in SIM_ACCOUNTS:
+            for kind in ("stake", "delegate", "unfreeze"):
+                assert records(client, kind, account).status_code == 200
+                asked += 1
+                time.sleep(0.3)  # the queue is small on purpose; do not let samples drop
+        wait_until(lambda: sum(_shadow_counts(broker).values()) >= asked, 30, "the comparisons")
+        counts = _shadow_counts(broker)
+        assert counts == {"match": asked, "mismatch": 0, "error": 0, "dropped": 0}, counts
+        # When TronGrid has transactions the ledger never saw (left out of the block feed)
+        httpx.post(f"{url}/sim/hidden", json={"rate": 1.0}, timeout=10).raise_for_status()
+        sim.produce(10)
+        wait_until(caught_up, 60, "the ledger to pass the hidden blocks")
+        hidden = httpx.get(f"{url}/sim/hidden", timeout=10).json()["hidden"]
+        assert hidden, "nothing was hidden"
+        for account in SIM_ACCOUNTS:
+            for kind in ("stake", "delegate"):
+                assert records(client, kind, account).status_code == 200
+                time.sleep(0.3)
+        wait_until(lambda: sum(_shadow_counts(broker).values()) >= asked + 6, 30, "the comparisons")
+        after = _shadow_counts(broker)
+        # Then the difference is counted
+        assert after["mismatch"] >= 1, after
+        assert after["error"] == 0, after
+        # And the status page's data and /metrics show it
+        monitor = client.get("/api/monitor").json["data"]["gray_release"]
+        assert monitor["shadow"]["mismatch"] == after["mismatch"]
+        assert monitor["rollout"] == {"legacy_percent": 0, "shadow_percent": 100}
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert f'ledger_shadow_comparisons_total{{result="mismatch"}} {float(after["mismatch"])}' in metrics
+    finally:
+        set_rollout(db, shadow=0)
+        broker.close()
+        close_app(app)
+
+
+# -- the external dependency figure --------------------------------------------------------------
+
+
+def test_trongrid_requests_per_thousand_reads_are_measured(app: Flask, clean_db: str) -> None:
+    client = app.test_client()
+    account = SIM_ACCOUNTS[0]
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
+    for _ in range(20):
+        assert records(client, "stake", account).status_code == 200
+    set_rollout(clean_db, legacy=100)
+    with app.app_context():
+        refresh_rollout(current_paths(), app.extensions["ledger"].pool)
+    for _ in range(5):
+        assert records(client, "stake", account).json["meta"]["source"] == "legacy"
+
+    def figure() -> dict[str, Any]:
+        data: dict[str, Any] = client.get("/api/monitor").json["data"]["gray_release"]["dependency"]["window"]
+        return data
+
+    wait_until(lambda: figure()["api_reads"] >= 25, 10, "the reads to be flushed")
+    window = figure()
+    assert window["api_reads_by_source"] == {"native": 20, "legacy": 5, "fallback": 0}
+    assert window["trongrid_requests"] >= 5  # at least one TronGrid page per legacy answer
+    assert window["trongrid_per_1000_reads"] == pytest.approx(window["trongrid_requests"] * 1000 / 25, rel=1e-3)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "ledger_trongrid_requests_per_1000_reads " in metrics
+    assert 'ledger_node_requests_total{endpoint="/v1/accounts/{address}/transactions",outcome="ok"}' in metrics
+
+
+def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(
+    settings: Settings, clean_db: str, redis_clean: object
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    app = create_app(replace(settings, tron_node_url=dead, legacy_timeout_seconds=1.0))
+    try:
+        with psycopg.connect(clean_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (SIM_ACCOUNTS[0],))
+        set_rollout(clean_db, legacy=100, shadow=100)
+        with app.app_context():
+            paths = current_paths()
+            refresh_rollout(paths, app.extensions["ledger"].pool)
+            assert paths.shadow is not None
+            assert paths.rollout.legacy_percent == 100
+        answer = records(app.test_client(), "stake", SIM_ACCOUNTS[0])
+        assert answer.status_code == 200 and answer.json["meta"]["source"] == "database"
+    finally:
+        close_app(app)
+
+
+def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
+    outage: tuple[Settings, TcpProxy, TcpProxy],
+) -> None:
+    settings, pg_proxy, _ = outage
+    app = create_app(settings)
+    try:
+        set_rollout(settings.database_url, legacy=30)
+        with app.app_context():
+            paths = current_paths()
+            refresh_rollout(paths, app.extensions["ledger"].pool)
+            assert paths.rollout.legacy_percent == 30 and paths.rollout_read
+            pg_proxy.close()
+            refresh_rollout(paths, app.extensions["ledger"].pool)
+            assert paths.rollout.legacy_percent == 30 and not paths.rollout_read
+            pg_proxy.open()
+            set_rollout(settings.database_url, legacy=0)
+            wait_until(lambda: (refresh_rollout(paths, app.extensions["ledger"].pool), paths.rollout_read)[1], 20, "PG")
+            assert paths.rollout.legacy_percent == 0
+    finally:
+        close_app(app)

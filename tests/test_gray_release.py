@@ -489,3 +489,31 @@ def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
             assert paths.rollout.legacy_percent == 0
     finally:
         close_app(app)
+
+
+def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
+    outage: tuple[Settings, TcpProxy, TcpProxy],
+) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    account = SIM_ACCOUNTS[0]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address, external_id) VALUES (%s, '42')", (account,))
+    set_rollout(settings.database_url, legacy=100)
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        with app.app_context():
+            refresh_rollout(current_paths(), app.extensions["ledger"].pool)
+        legacy = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
+        assert legacy.status_code == 200 and legacy.json["meta"]["source"] == "legacy"
+        assert legacy.json["data"] and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in legacy.json["data"])
+        set_rollout(settings.database_url, legacy=0)
+        with app.app_context():
+            refresh_rollout(current_paths(), app.extensions["ledger"].pool)
+        pg_proxy.close()
+        cache_proxy.close()
+        fallback = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
+        assert fallback.status_code == 200 and fallback.json["meta"]["source"] == "fallback"
+        assert {r["tx_hash"] for r in fallback.json["data"]} == {r["tx_hash"] for r in legacy.json["data"]}
+    finally:
+        close_app(app)

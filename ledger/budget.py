@@ -16,6 +16,14 @@ whose clocks differ still share one bucket. The state is small and soft: losing 
 restart) costs at most one burst, which is why it may live in the cache Redis
 (`TRON_BUDGET_REDIS_URL`, default `CACHE_REDIS_URL`): the broker may not be Redis at all.
 
+Without a quota (`TRON_REQUESTS_PER_SECOND=0` and `TRON_REQUESTS_PER_DAY=0`: an own node) only
+the suspension is shared, and asking Redis about it before every request was a round trip per
+request, 10-14 % of a catching-up listener's time. Such a budget keeps a mirror of the suspension
+instead (`_SuspensionWatch`): subscribed to the channel every suspension is published on, it reads
+the current state once subscribed and pings Redis every second; while it has heard from Redis
+lately a request asks the mirror, otherwise Redis as before. A suspension reaches every process
+as fast as a publish travels, not at the next poll.
+
 When that Redis cannot be reached the budget degrades to a limiter in this process at the same
 rates (logged once per outage, and on recovery) and tries Redis again every few seconds: keeping
 the listener going matters more than exact sharing for the few seconds of an outage.
@@ -28,6 +36,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -35,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 REDIS_RETRY_SECONDS = 5.0  # while degraded, how often Redis is tried again
+WATCH_PING_SECONDS = 1.0  # the suspension watch pings this often; silent for 3x as long = not trusted
 MAX_SLEEP = 0.5  # a waiter re-checks at least this often (another process may have suspended us)
 
 # Returns {verdict, wait_ms}: 0 granted; 1 suspended; 2 day used up; 3 bucket empty.
@@ -77,7 +87,16 @@ local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if target > current then
   redis.call('SET', KEYS[1], tostring(target), 'PX', tonumber(ARGV[1]) + 1000)
 end
+redis.call('PUBLISH', KEYS[1], tostring(target - now))
 return target
+"""
+
+# The shared suspension's remaining ms (0 for none), on Redis's clock.
+_REMAINING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+return math.max(0, current - now)
 """
 
 
@@ -141,6 +160,79 @@ class _LocalBucket:
             self._suspended_until = max(self._suspended_until, time.monotonic() + seconds)
 
 
+class _SuspensionWatch:
+    """This process's mirror of the shared suspension, kept by a subscription to the channel the
+    suspend script publishes on (a daemon thread). Trusted only while it hears from Redis: the
+    subscription confirmed, then the state read, then a pong at least every second."""
+
+    def __init__(self, client: redis.Redis, key: str, remaining: Any) -> None:
+        self._client = client
+        self._key = key
+        self._remaining = remaining
+        self._lock = threading.Lock()
+        self._until = 0.0  # monotonic end of the newest suspension heard of
+        self._heard_at: float | None = None  # monotonic; None while not subscribed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="budget-watch", daemon=True)
+        self._thread.start()
+
+    def suspended_for(self) -> float | None:
+        """Seconds the shared suspension lasts (0: none); None when the mirror is not trusted."""
+        now = time.monotonic()
+        with self._lock:
+            heard, until = self._heard_at, self._until
+        if heard is None or now - heard > 3 * WATCH_PING_SECONDS:
+            return None
+        return max(0.0, until - now)
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2 * WATCH_PING_SECONDS)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch()
+            except (redis.RedisError, OSError, ValueError) as exc:
+                log.debug("request budget: suspension watch lost (%s); asking Redis per request", exc)
+            with self._lock:
+                self._heard_at = None
+            self._stop.wait(REDIS_RETRY_SECONDS)
+
+    def _watch(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self._key)
+            deadline = time.monotonic() + 5.0
+            while (message := pubsub.get_message(timeout=0.5)) is None or message["type"] != "subscribe":
+                if time.monotonic() > deadline:
+                    raise redis.TimeoutError("no subscription confirmed")
+            # Subscribed first, then read: a suspension published in between is in the channel.
+            self.extend(int(self._remaining(keys=[self._key])) / 1000)
+            pinged = time.monotonic()
+            self._heard(pinged)
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=WATCH_PING_SECONDS / 2)
+                now = time.monotonic()
+                if message is not None:
+                    if message["type"] == "message":
+                        self.extend(int(message["data"]) / 1000)
+                    self._heard(now)
+                if now - pinged >= WATCH_PING_SECONDS:
+                    pubsub.ping()
+                    pinged = now
+        finally:
+            pubsub.close()
+
+    def _heard(self, at: float) -> None:
+        with self._lock:
+            self._heard_at = at
+
+
 class RequestBudget:
     """`acquire()` before every request; `suspend(s)` when the node says "suspended for s".
 
@@ -160,6 +252,12 @@ class RequestBudget:
         self._keys = [f"budget:{name}:bucket", f"budget:{name}:suspended", f"budget:{name}:day"]
         self._acquire_script = client.register_script(_ACQUIRE) if client is not None else None
         self._suspend_script = client.register_script(_SUSPEND) if client is not None else None
+        # Only the suspension to share (no quota): a mirror answers instead of a round trip each.
+        self._watch = (
+            _SuspensionWatch(client, self._keys[1], client.register_script(_REMAINING))
+            if client is not None and limits.unlimited
+            else None
+        )
         self._local = _LocalBucket(limits)
         self._degraded_since: float | None = None
         self._lock = threading.Lock()
@@ -185,6 +283,8 @@ class RequestBudget:
     def suspend(self, seconds: float) -> None:
         """Every process waits `seconds` from now before its next request (never shortens one)."""
         self._local.suspend(seconds)
+        if self._watch is not None:
+            self._watch.extend(seconds)
         if self._suspend_script is None or self._use_local():
             return
         try:
@@ -193,12 +293,18 @@ class RequestBudget:
             self._degrade(exc)
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         if self._client is not None:
             self._client.close()
 
     # -- internals -----------------------------------------------------------------------------
 
     def _try(self) -> tuple[int, float]:
+        if self._watch is not None:
+            remaining = self._watch.suspended_for()
+            if remaining is not None:
+                return (0, 0.0) if remaining <= 0 else (1, remaining)
         if self._acquire_script is None or self._use_local():
             wait = self._local.acquire()
             return (0, 0.0) if wait <= 0 else (3, wait)

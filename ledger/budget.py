@@ -280,6 +280,11 @@ class RequestBudget:
             self.waited += pause
             time.sleep(pause)
 
+    @property
+    def mirrored(self) -> bool:
+        """True while requests ask this process's mirror of the suspension, not Redis."""
+        return self._watch is not None and self._watch.suspended_for() is not None
+
     def suspend(self, seconds: float) -> None:
         """Every process waits `seconds` from now before its next request (never shortens one)."""
         self._local.suspend(seconds)

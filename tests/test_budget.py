@@ -82,12 +82,77 @@ def test_a_suspension_reported_by_one_client_holds_for_all(budget_redis: str) ->
     one, other = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=0), 2, max_wait=0.3)
     other.acquire()
     one.suspend(2.0)
-    with pytest.raises(BudgetExhausted, match="suspended") as caught:
-        other.acquire()
-    assert 1.0 < caught.value.retry_after <= 2.0
+    # Without a quota the other process learns it from a publish (its mirror, see the next test):
+    # as fast as the message travels, not necessarily before `suspend` returns here.
+    told = time.monotonic()
+    caught = _refusal(other)
+    assert time.monotonic() - told < 0.5
+    assert 1.0 < caught.retry_after <= 2.0
     one.suspend(0.5)  # a shorter one never shortens it
     with pytest.raises(BudgetExhausted):
         other.acquire()
+
+
+def _refusal(budget: RequestBudget, within: float = 5.0) -> BudgetExhausted:
+    """The BudgetExhausted `budget.acquire()` raises within `within` seconds (fails if it never does)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            budget.acquire()
+        except BudgetExhausted as exc:
+            return exc
+        time.sleep(0.001)
+    pytest.fail(f"acquire() was still granted after {within}s")
+
+
+def _evalsha_calls(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0})
+    client.close()
+    return int(stats["calls"])
+
+
+def test_without_a_quota_requests_ask_a_subscribed_mirror_not_redis(budget_redis: str) -> None:
+    # Given two processes' budgets with no quota: only the suspension is shared
+    one, other = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=0), 2, max_wait=0.3)
+    wait_until(lambda: one.mirrored and other.mirrored, 10, "both suspension watches subscribed")
+    # When they ask for many requests, Redis runs no script for them
+    before = _evalsha_calls(budget_redis)
+    for _ in range(200):
+        other.acquire()
+    assert _evalsha_calls(budget_redis) == before
+    # And a suspension one of them stores reaches the other one's mirror
+    one.suspend(2.0)
+    caught = _refusal(other, within=0.5)
+    assert "suspended" in str(caught) and 1.0 < caught.retry_after <= 2.0
+    assert other.mirrored and _evalsha_calls(budget_redis) == before + 1  # the suspend script alone
+    one.close()
+    other.close()
+
+
+def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
+    budget_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ledger.budget.REDIS_RETRY_SECONDS", 1.0)
+    one, other = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=0), 2, max_wait=0.3)
+    wait_until(lambda: other.mirrored, 10, "the suspension watch subscribed")
+    # Given the watches' connections cut (a publish sent now would reach nobody)
+    admin = redis.Redis.from_url(budget_redis)
+    admin.client_kill_filter(_type="pubsub")
+    wait_until(lambda: not other.mirrored, 5, "the lost watch no longer trusted")
+    # When a suspension is stored meanwhile, the other process still honours it (asking Redis)
+    before = _evalsha_calls(budget_redis)
+    one.suspend(3.0)
+    with pytest.raises(BudgetExhausted, match="suspended"):
+        other.acquire()
+    assert _evalsha_calls(budget_redis) > before + 1
+    # And the watch, back, reads the suspension it missed before it is trusted again
+    wait_until(lambda: other.mirrored, 10, "the watch subscribed again")
+    with pytest.raises(BudgetExhausted, match="suspended"):
+        other.acquire()
+    admin.close()
+    one.close()
+    other.close()
 
 
 def _dead_port() -> int:

@@ -8,13 +8,16 @@ wrong. Parsing modules (`parser`, `tron_account`, `tron_trigger`) build on them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ledger.address import AddressError, to_base58
 from ledger.domain import RESOURCES
 
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+# One C-level match per id: the listener checks a few per transaction (a per-character test was 4 %
+# of its samples while catching up).
+_HEX_ID = re.compile("[0-9a-fA-F]{64}")
 
 
 class ChainDataError(ValueError):
@@ -84,7 +87,7 @@ def req_str(obj: Mapping[str, Any], key: str, where: str) -> str:
 
 def hex_id(value: Any, where: str) -> str:
     """A 32-byte id (txID, blockID, hash): 64 hex chars, no `0x`, returned lowercase."""
-    if not isinstance(value, str) or len(value) != 64 or not all(c in _HEX_DIGITS for c in value):
+    if not isinstance(value, str) or _HEX_ID.fullmatch(value) is None:
         raise ChainDataError(f"{where} must be 64 hex characters without 0x, got {value!r}")
     return value.lower()
 

@@ -1,7 +1,7 @@
 """A client for the java-tron HTTP API (a self-run node, TronGrid, or the project's simulator).
 
-The transport is a seam: tests and tools may pass any `httpx.BaseTransport`. Everything the node
-can do wrong is turned into one of two exceptions, so callers have exactly two cases to handle:
+Requests go over urllib3 (ledger/node_transport.py says why); the seam: tests and tools may pass
+any `httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two exceptions, so callers have exactly two cases to handle:
 `NodeUnavailable` (transient: retry later, maybe after `retry_after`) and `NodeError` (the node
 answered HTTP 200 with an `Error` key, e.g. a bad parameter).
 """
@@ -21,6 +21,7 @@ import orjson
 from ledger.budget import BudgetExhausted, BudgetLimits, RequestBudget, create_budget
 from ledger.config import Settings
 from ledger.metrics import Counters
+from ledger.node_transport import HttpxSender, Sender, TransportFailure, TransportTimeout, Urllib3Sender
 from ledger.tron_json import NodeError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class TronNode:
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["TRON-PRO-API-KEY"] = api_key
-        self._client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        self._sender: Sender = (
+            Urllib3Sender(headers, timeout) if transport is None else HttpxSender(headers, timeout, transport)
+        )
         self._base = base_url.rstrip("/")
         self._solidity = (solidity_url or base_url).rstrip("/")
         self._min_interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
@@ -85,7 +88,7 @@ class TronNode:
         self._secret = api_key
 
     def close(self) -> None:
-        self._client.close()
+        self._sender.close()
         if self._budget is not None:
             self._budget.close()
 
@@ -259,36 +262,33 @@ class TronNode:
             self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
 
     def _request(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
-        url = base + path
+        # TronGrid's v1 REST routes are GETs (params); the wallet API takes a JSON body.
+        method = "GET" if params is not None else "POST"
+        content = orjson.dumps(body) if body is not None else None
         try:
-            if params is not None:  # TronGrid's v1 REST routes are GETs
-                response = self._client.get(url, params=params)
-            elif body is None:
-                response = self._client.post(url)
-            else:
-                response = self._client.post(url, content=orjson.dumps(body))
-        except httpx.TimeoutException as exc:
-            raise NodeUnavailable(f"{path}: timed out ({exc.__class__.__name__})") from None
-        except httpx.HTTPError as exc:
-            raise NodeUnavailable(self.redact(f"{path}: {exc.__class__.__name__}: {exc}")) from None
-        if response.status_code == 200:
+            status, raw = self._sender.send(method, base + path, content, params)
+        except TransportTimeout as exc:
+            raise NodeUnavailable(f"{path}: timed out ({exc})") from None
+        except TransportFailure as exc:
+            raise NodeUnavailable(self.redact(f"{path}: {exc}")) from None
+        if status == 200:
             try:
-                reply = orjson.loads(response.content)
+                reply = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                shown = self.redact(response.text)[:120]  # redacted whole: a cut could split the key
+                shown = self.redact(raw.decode("utf-8", "replace"))[:120]  # redacted whole: a cut could split the key
                 raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {shown!r}")) from None
             if isinstance(reply, dict) and "Error" in reply:
                 raise NodeError(self.redact(f"{path}: {reply['Error']}"))
             return reply
         # Only an error reply is read as text (a block range is up to megabytes: no copy of it).
-        text = self.redact(response.text)
-        if response.status_code in _RATE_LIMIT_STATUSES:
+        text = self.redact(raw.decode("utf-8", "replace"))
+        if status in _RATE_LIMIT_STATUSES:
             match = _SUSPENDED.search(text)
             retry_after = float(match.group(1)) if match else None
-            raise NodeUnavailable(f"{path}: rate limited (HTTP {response.status_code}): {text[:200]}", retry_after)
-        if response.status_code == 404:
+            raise NodeUnavailable(f"{path}: rate limited (HTTP {status}): {text[:200]}", retry_after)
+        if status == 404:
             raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
-        raise NodeUnavailable(f"{path}: HTTP {response.status_code}: {text[:200]}")
+        raise NodeUnavailable(f"{path}: HTTP {status}: {text[:200]}")
 
 
 def _endpoint(path: str) -> str:

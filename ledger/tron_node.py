@@ -1,9 +1,10 @@
 """A client for the java-tron HTTP API (a self-run node, TronGrid, or the project's simulator).
 
 Requests go over urllib3 (ledger/node_transport.py says why); the seam: tests and tools may pass
-any `httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two exceptions, so callers have exactly two cases to handle:
-`NodeUnavailable` (transient: retry later, maybe after `retry_after`) and `NodeError` (the node
-answered HTTP 200 with an `Error` key, e.g. a bad parameter).
+any `httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two
+exceptions, so callers have exactly two cases to handle: `NodeUnavailable` (transient: retry
+later, maybe after `retry_after`) and `NodeError` (the node answered HTTP 200 with an `Error`
+key, e.g. a bad parameter).
 """
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ urllib3 and 0.55-0.9 ms with httpx (whose Client layer alone ate the gain of put
 it as its transport). So the default path is urllib3 with nothing on top; both paths hand the node
 client the same (status, body) pair and raise the same exceptions.
 
-Not carried over from httpx's defaults: proxies from the environment (`HTTPS_PROXY`), and
-certificates are checked against the system's CA store (urllib3's default) rather than certifi's.
+Certificates are checked against certifi's CA bundle, as httpx does, so the two paths trust the
+same roots. Not carried over from httpx's defaults: proxies from the environment (`HTTPS_PROXY`).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+import certifi
 import httpx
 import urllib3
 
@@ -48,6 +49,7 @@ class Urllib3Sender:
             retries=False,
             headers=headers,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            ca_certs=certifi.where(),
         )
 
     def send(self, method: str, url: str, body: bytes | None, params: dict[str, str] | None) -> tuple[int, bytes]:

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from ledger.address import to_base58
 from ledger.cache import PAGE_PREFIX, invalidate_accounts
 from ledger.config import load_settings
 from ledger.db import ensure_database, migrate
+from tests.servers import free_port
 from web.cursor import Cursor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     account_id = seed(args.database_url, args.rows)
     cache = redis.Redis.from_url(args.cache_redis_url)
-    port = args.port or _free_port()
+    port = args.port or free_port()
     server = start_server(args, port)
     base = f"http://127.0.0.1:{port}"
     rounds: list[dict[str, dict[str, float]]] = []
@@ -362,12 +362,6 @@ def _get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: dict[str, Any] = json.loads(response.read())
         return body
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import redis
 
 from ledger.config import load_settings
 from ledger.db import migrate
-from tests.contract_stack import free_port, run_schemathesis, seed_api_data, start_contract_web
+from tests.contract_stack import run_schemathesis, seed_api_data, start_contract_web
+from tests.servers import free_port
 from tests.stack import recreate_database
 
 DATABASE = "ledger_bench_contract"

@@ -38,12 +38,13 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.api import _drop_database, _free_port, _get_json, paths_script, run_wrk, start_server, stop_server
+from bench.api import _drop_database, _get_json, paths_script, run_wrk, start_server, stop_server
 from ledger import positions
 from ledger.address import to_base58
 from ledger.cache import PAGE_PREFIX, invalidate_accounts
 from ledger.db import ensure_database, migrate
 from ledger.domain import Operation
+from tests.servers import free_port
 from workers.persist import confirm_blocks, persist_operation
 
 ACCOUNT = to_base58("41" + "5a" * 20)
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     last_block = seed(args)
     cache = redis.Redis.from_url(args.cache_redis_url)
-    port = args.port or _free_port()
+    port = args.port or free_port()
     server = start_server(args, port)
     base = f"http://127.0.0.1:{port}"
     accounts = [ACCOUNT] + [copy_address(i) for i in range(args.copies)]

@@ -10,7 +10,6 @@ summaries are covered too; account 3 has no external id.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -112,13 +111,6 @@ def _tx(prefix: str, i: int) -> str:
 
 def _time(block: int) -> datetime:
     return T0 + timedelta(seconds=3 * block)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def start_contract_web(settings: Settings, port: int) -> Proc:

@@ -616,7 +616,7 @@ def test_health_and_ingest_tell_the_checkpoint_from_the_persisted_watermark(
 
 
 def test_ready_is_503_when_redis_is_unreachable(settings: Settings, clean_db: str) -> None:
-    from tests.test_cache import free_port
+    from tests.servers import free_port
 
     dead = create_app(replace(settings, cache_redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     try:

@@ -18,8 +18,9 @@ from ledger.config import ConfigError, Settings, load_settings
 from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, queued_messages
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
+from tests.servers import free_port
 from tests.stack import delete_rabbitmq_queues, settings_env
-from tests.test_cache import RedisServer, free_port
+from tests.test_cache import RedisServer
 from tests.test_persist import make_op
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,16 +26,11 @@ from ledger.cache import (
     read_cache_window,
 )
 from ledger.config import Settings
+from tests.servers import free_port
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
 
 # -- a private redis-server, so a test can kill Redis without touching the shared one --------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

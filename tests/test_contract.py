@@ -21,7 +21,8 @@ from flask.testing import FlaskClient
 
 from ledger.config import Settings
 from tests.conftest import TEST_CACHE_REDIS_URL, TEST_REDIS_URL
-from tests.contract_stack import ONE, free_port, run_schemathesis, seed_api_data, start_contract_web
+from tests.contract_stack import ONE, run_schemathesis, seed_api_data, start_contract_web
+from tests.servers import free_port
 from web.app import close_app, create_app
 from web.openapi import build_spec
 

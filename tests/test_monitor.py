@@ -27,6 +27,7 @@ from ledger.queue import PERSIST_OPERATION, create_broker
 from tests.cdp import Browser, chromium
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import ROOT, Proc
+from tests.servers import free_port
 from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
@@ -37,7 +38,6 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
-from tests.test_cache import free_port
 from web.app import close_app, create_app
 
 ARTIFACTS = ROOT / "tests" / "artifacts"

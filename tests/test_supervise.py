@@ -25,10 +25,10 @@ from ledger.config import Settings
 from ledger.procfile import parse_procfile, supervisord_conf, systemd_units
 from ledger.queue import create_broker, operation_message
 from tests.procs import ROOT, Proc
+from tests.servers import free_port
 from tests.stack import settings_env, start_simulator, wait_until
 from tests.supervise import Supervisor
 from tests.tcpproxy import TcpProxy
-from tests.test_cache import free_port
 from tests.test_persist import make_op
 from tests.test_recovery import alive, children
 

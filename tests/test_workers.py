@@ -40,9 +40,10 @@ from ledger.queue import (
 from listener.sink import BrokerSink
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
+from tests.servers import free_port
 from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.tcpproxy import TcpProxy
-from tests.test_cache import RedisServer, free_port
+from tests.test_cache import RedisServer
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
 from workers.actors import Deps

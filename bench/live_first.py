@@ -182,7 +182,7 @@ def main() -> None:
         help="one live-only and one background-only worker process instead of 2 for both",
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server (DBs 8 to 13 are flushed)")
-    parser.add_argument("--port", type=int, default=8125, help="first web port (one a pipeline)")
+    parser.add_argument("--port", type=int, default=8125, help="first web port (one a pipeline; must be free)")
     args = parser.parse_args()
 
     names = ["reference", "background"] + (["shared"] if args.shared else [])

@@ -64,6 +64,7 @@ from ledger.snapshot import mark_history
 from simulator.config import demo_accounts
 from simulator.requests import client_label
 from tests.procs import Proc, python
+from tests.servers import free_port
 from tests.stack import (
     Simulator,
     recreate_database,
@@ -525,14 +526,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--watch-interval", type=float, default=0.1, help="pause between the watcher's sweeps (s)")
     p.add_argument("--drain-timeout", type=float, default=180, help="seconds allowed to drain at the end")
     p.add_argument("--seed", type=int, default=1, help="the simulator's seed (chain content, accounts, paths)")
-    p.add_argument("--port", type=int, default=8131, help="the web server's port")
+    p.add_argument("--port", type=int, default=0, help="the web server's port (0: a free one)")
     # The soak's own database and Redis DBs: dropped and flushed at the start.
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/ledger_soak")
     p.add_argument("--broker-url", default="redis://127.0.0.1:6379/4", help="broker Redis DB (flushed)")
     p.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/5", help="cache Redis DB (flushed)")
     p.add_argument("--logs", type=Path, help="write each process's output to DIR/<name>.log at the end")
     p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.port = args.port or free_port()
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

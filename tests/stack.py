@@ -3,6 +3,7 @@ end-to-end tests and by the benchmarks."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -99,6 +100,14 @@ def procfile_web_flag(flag: str) -> str:
 
 def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int = 4) -> Proc:
     """The web process as the Procfile runs it (granian, WSGI, app factory)."""
+    # granian binds with SO_REUSEPORT: on a port another server holds, it starts without a word and
+    # the kernel splits the connections between the two (two soaks on one port once read each
+    # other's pages). So a port in use is refused here.
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(f"port {port} is in use: pick a free one (0 in the benches)") from None
     proc = Proc(
         "web",
         python(

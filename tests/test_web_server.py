@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import pytest
 
 from tests.procs import Proc
 from tests.servers import free_port
@@ -39,3 +40,13 @@ def test_answers_while_idle_keep_alive_connections_are_open(env: dict[str, str],
     finally:
         for conn in idle:
             conn.close()
+
+
+def test_a_port_in_use_is_refused_not_shared(env: dict[str, str]) -> None:
+    # granian binds with SO_REUSEPORT and would share the port with its holder without a word.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port} is in use"):
+            start_web(env, port)

@@ -19,8 +19,8 @@ from ledger import positions
 from ledger.domain import PENDING
 from ledger.parser import MissingTransactionInfo, parse_block
 from ledger.positions import Position
-from ledger.tron_account import DelegatedResource, parse_account, parse_delegated_resources
-from ledger.tron_json import ChainDataError, address, as_list
+from ledger.tron_account import DelegatedResource, account_state, parse_delegated_resources
+from ledger.tron_json import address, as_list
 from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, RouteMissing, TronNode, block_number
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,8 @@ def read_opening(node: TronNode, account: str, *, attempts: int = 5, solid: bool
         # records; an expired lock is merged lazily, by its own next delegate or undelegate). So
         # when none is in the blocks the head moved over, every reply describes block `after`.
         if before >= 0 and after >= before and _quiet(node, account, before, after):
-            if not reply:  # `{}`: the account does not exist (yet), so it holds nothing
-                return Position(block_num=after)
-            state = parse_account(reply)
-            if state.address != account:
-                raise ChainDataError(f"getaccount for {account} answered for {state.address}")
-            return positions.opening(state, records, after)
+            # `{}`: the account is not on chain (yet), so it holds nothing, whatever else was answered.
+            return positions.opening(account_state(reply, account), records if reply else [], after)
         log.info(
             "snapshot of %s: it had transactions in blocks %s..%s (attempt %d); reading again",
             account,

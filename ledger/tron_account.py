@@ -114,6 +114,34 @@ def parse_account(obj: Any) -> AccountState:
     )
 
 
+def account_state(reply: Any, account: str) -> AccountState:
+    """The state of `account` from its getaccount reply: the one reader of that reply (opening
+    snapshots and state reconciliation both use it). java-tron answers `{}` for an account the
+    chain has not seen (GetAccountServlet prints an empty object when the account is null), and an
+    account that does not exist holds nothing: every total 0, not an error to retry. A reply about
+    another address is a ChainDataError."""
+    check_node_reply(reply)
+    if isinstance(reply, Mapping) and not reply:
+        return empty_account(account)
+    state = parse_account(reply)
+    if state.address != account:
+        raise ChainDataError(f"getaccount for {account} answered for {state.address}")
+    return state
+
+
+def empty_account(account: str) -> AccountState:
+    """An account the chain does not know: nothing staked, delegated or unfreezing."""
+    return AccountState(
+        address=account,
+        balance=0,
+        frozen_v2=dict.fromkeys(RESOURCES, 0),
+        unfrozen_v2=(),
+        delegated_v2=dict.fromkeys(DELEGABLE, 0),
+        acquired_delegated_v2=dict.fromkeys(DELEGABLE, 0),
+        frozen_v1=dict.fromkeys(RESOURCES, 0),
+    )
+
+
 def parse_delegated_resources(reply: Any) -> list[DelegatedResource]:
     """Parse a getdelegatedresourcev2 reply (`{}` = none); a bare list of entries is accepted too."""
     check_node_reply(reply)

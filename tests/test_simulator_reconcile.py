@@ -8,9 +8,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from ledger.address import to_base58
+from ledger.positions import Position
+from ledger.snapshot import read_opening
+from ledger.tron_node import TronNode
 from simulator.requests import client_label
 from tests.procs import Proc
 from tests.stack import SIM_ACCOUNTS, start_simulator
+from workers import reconcile
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,26 @@ def test_a_contract_stake_shows_in_account_state_only(sim: httpx.Client) -> None
     assert "transactions" not in block  # nothing in the feed
     truth = sim.get("/sim/truth", params={"account": account}).json()["operations"]
     assert not [op for op in truth if op["block_num"] == made.json()["block"]]  # nor in the truth
+
+
+def test_an_account_not_on_chain_reads_as_holding_nothing_for_both_readers(sim: httpx.Client) -> None:
+    # java-tron answers getaccount with `{}` for an account it has never seen (the simulator too);
+    # the state job once raised on it and retried, spending node requests each time.
+    unknown = to_base58("41" + "ab" * 20)
+    assert sim.post("/walletsolidity/getaccount", json={"address": unknown, "visible": True}).json() == {}
+    node = TronNode(str(sim.base_url), retries=0)
+    try:
+        found = reconcile.solid_state(node, unknown)
+        assert found is not None
+        block, state = found
+        assert block >= 0 and state.address == unknown
+        assert set(reconcile.chain_figures(state).values()) == {0}
+        # The opening snapshot reads the same reply the same way: an empty position.
+        opening = read_opening(node, unknown)
+        assert opening == Position(block_num=opening.block_num)
+        assert reconcile.position_figures(opening) == reconcile.chain_figures(state)
+        # A pool account the chain knows still parses as itself.
+        known = reconcile.solid_state(node, SIM_ACCOUNTS[0])
+        assert known is not None and known[1].address == SIM_ACCOUNTS[0]
+    finally:
+        node.close()

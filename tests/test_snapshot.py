@@ -14,6 +14,8 @@ import pytest
 
 from ledger import positions
 from ledger.snapshot import SnapshotError, read_opening, snapshot_new_accounts, take_snapshot
+from ledger.tron_account import account_state, empty_account
+from ledger.tron_json import ChainDataError
 from ledger.tron_node import TronNode
 from tests.test_persist import make_op
 from workers.persist import confirm_blocks, persist_operation
@@ -134,3 +136,14 @@ def test_a_node_without_the_account_api_is_asked_once_and_the_listener_goes_on(d
     accounts = [TGUSX, BOB]
     assert snapshot_new_accounts(db, node, accounts) == accounts
     assert calls == ["/walletsolidity/getblock", "/walletsolidity/getaccount"]  # a 404 is not retried
+
+
+def test_the_account_reader_takes_empty_as_nothing_and_refuses_another_address() -> None:
+    empty = account_state({}, TGUSX)
+    assert empty == empty_account(TGUSX) and empty.address == TGUSX
+    assert sum(empty.frozen_v2.values()) == 0 and empty.unfrozen_v2 == ()
+    assert account_state(TGUSX_ACCOUNT, TGUSX).address == TGUSX
+    with pytest.raises(ChainDataError, match="answered for"):
+        account_state(TGUSX_ACCOUNT, BOB)
+    with pytest.raises(ChainDataError):
+        account_state([], TGUSX)  # not an object: still an error, not "nothing"

@@ -31,7 +31,7 @@ from ledger import positions
 from ledger.domain import CONFIRMED, RESOURCES, Operation
 from ledger.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.positions import Position
-from ledger.tron_account import AccountState, parse_account
+from ledger.tron_account import AccountState, account_state
 from ledger.tron_json import ChainDataError
 from ledger.tron_node import TronNode
 
@@ -229,13 +229,14 @@ def position_at(conn: psycopg.Connection, account: str, block: int, unfreeze_del
 
 def solid_state(node: TronNode, account: str) -> tuple[int, AccountState] | None:
     """The account's state and the solidified block it is as of; None if the solid head moved
-    between the reads twice in a row (then the comparison waits for the next run)."""
+    between the reads twice in a row (then the comparison waits for the next run). An account
+    not on chain yet (`{}`) holds nothing: compared as zeros, not retried."""
     for _ in range(2):
         before = node.solid_block_number()
         reply = node.account(account, solid=True)
         after = node.solid_block_number()
         if before == after and before >= 0:
-            return before, parse_account(reply)
+            return before, account_state(reply, account)
     return None
 
 

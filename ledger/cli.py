@@ -15,6 +15,7 @@ from ledger import deadletters as dl
 from ledger.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
 from ledger.accounts import EXTERNAL_ID_FORM, ExternalIdError, add_accounts, list_accounts, parse_external_id
 from ledger.address import AddressError, to_base58
+from ledger.budget import Priority
 from ledger.config import Settings, load_settings
 from ledger.db import ensure_database, migrate
 from ledger.inflight import held_messages, is_redis_broker
@@ -170,7 +171,7 @@ def _open_positions(conn: psycopg.Connection, settings: Settings, addresses: lis
     if not settings.tron_node_url:
         print("warning: TRON_NODE_URL is not set: no opening position taken", file=sys.stderr)
         return 0
-    node = node_from_settings(settings)
+    node = node_from_settings(settings, priority=Priority.BACKGROUND)
     try:
         failed = snapshot_new_accounts(conn, node, addresses)
     finally:
@@ -251,7 +252,7 @@ def _snapshot(conn: psycopg.Connection, settings: Settings, addresses: list[str]
     except AddressError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    node = node_from_settings(settings)
+    node = node_from_settings(settings, priority=Priority.BACKGROUND)
     status = 0
     try:
         for address in normalised:

@@ -40,6 +40,10 @@ class Settings:
     tron_requests_burst: float = 5.0
     tron_requests_per_day: int = 100_000
     tron_budget_redis_url: str = ""  # empty: CACHE_REDIS_URL (see ledger/budget.py for why)
+    # The live path's (the listener's) reserves (ledger/budget.py): background callers leave this
+    # share of the burst in the bucket, and stop at (1 - daily share) of the daily cap.
+    tron_budget_reserve_fraction: float = 0.4
+    tron_budget_daily_reserve_fraction: float = 0.4
     tron_timeout_seconds: float = 10.0
     tron_ws_url: str = ""  # empty: no push; a blockTrigger feed here only wakes the poller early
     pool_accounts: tuple[str, ...] = ()
@@ -142,6 +146,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "tron_requests_burst": ("TRON_REQUESTS_BURST", float),
     "tron_requests_per_day": ("TRON_REQUESTS_PER_DAY", int),
     "tron_budget_redis_url": ("TRON_BUDGET_REDIS_URL", str),
+    "tron_budget_reserve_fraction": ("TRON_BUDGET_RESERVE_FRACTION", float),
+    "tron_budget_daily_reserve_fraction": ("TRON_BUDGET_DAILY_RESERVE_FRACTION", float),
     "tron_timeout_seconds": ("TRON_TIMEOUT_SECONDS", float),
     "tron_ws_url": ("TRON_WS_URL", str),
     "poll_interval": ("POLL_INTERVAL", float),
@@ -218,6 +224,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError(f"FALLBACK_REQUESTS_PER_MINUTE={settings.fallback_requests_per_minute!r} must be >= 0")
     if not settings.rollout_refresh_seconds > 0:
         raise ConfigError(f"ROLLOUT_REFRESH_SECONDS={settings.rollout_refresh_seconds!r} must be > 0")
+    for name in ("tron_budget_reserve_fraction", "tron_budget_daily_reserve_fraction"):
+        value = getattr(settings, name)
+        if not 0 <= value < 1:
+            raise ConfigError(f"{_ENV[name][0]}={value!r} must be in [0, 1)")
     if settings.tron_node_url:
         object.__setattr__(settings, "tron_node_url", settings.tron_node_url.rstrip("/"))
     return settings

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ledger.budget import BudgetExhausted, BudgetLimits, RequestBudget, create_budget
+from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.config import Settings
 from ledger.metrics import Counters
 from ledger.node_transport import HttpxSender, Sender, TransportFailure, TransportTimeout, Urllib3Sender
@@ -64,9 +64,12 @@ class TronNode:
         transport: httpx.BaseTransport | None = None,
         counters: Counters | None = None,
         budget: RequestBudget | None = None,
+        priority: Priority = Priority.BACKGROUND,
     ) -> None:
-        """`budget` is the request budget shared by every process (ledger/budget.py);
-        `requests_per_second` is an extra cap for this client alone (e.g. a backfill's --rate)."""
+        """`budget` is the request budget shared by every process (ledger/budget.py), spent as a
+        caller of class `priority` (background unless told: a client that forgot to say must not
+        take the live path's reserve); `requests_per_second` is an extra cap for this client alone
+        (e.g. a backfill's --rate)."""
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
         headers = {"Content-Type": "application/json"}
@@ -85,6 +88,7 @@ class TronNode:
         self._lock = threading.Lock()
         self._counters = counters  # requests per endpoint and outcome, for /metrics
         self._budget = budget
+        self.priority = priority
         # The key must never reach a log line, an error or an API body, whatever a proxy echoes.
         self._secret = api_key
 
@@ -188,7 +192,7 @@ class TronNode:
             time.sleep(wait)
         if self._budget is not None:
             try:
-                self._budget.acquire()
+                self._budget.acquire(self.priority)
             except BudgetExhausted as exc:
                 raise BudgetUnavailable(str(exc), exc.retry_after) from None
 
@@ -312,23 +316,31 @@ def block_number(block: dict[str, Any]) -> int:
     return number
 
 
+def budget_limits(settings: Settings) -> BudgetLimits:
+    return BudgetLimits(
+        per_second=settings.tron_requests_per_second,
+        burst=settings.tron_requests_burst,
+        per_day=settings.tron_requests_per_day,
+        reserve_fraction=settings.tron_budget_reserve_fraction,
+        daily_reserve_fraction=settings.tron_budget_daily_reserve_fraction,
+    )
+
+
 def node_from_settings(
     settings: Settings,
     rate: float | None = None,
     counters: Counters | None = None,
     *,
+    priority: Priority,
     retries: int = 3,
     timeout: float | None = None,
     budget_wait: float = 30.0,
 ) -> TronNode:
     """The node client as the settings describe it (`rate`: an extra per-process cap, e.g. a backfill's --rate;
-    `counters` collects request metrics), drawing on the shared request budget. A client waiting on
-    the answer (the web's legacy path) passes fewer `retries`, a shorter `timeout` and `budget_wait`."""
-    limits = BudgetLimits(
-        per_second=settings.tron_requests_per_second,
-        burst=settings.tron_requests_burst,
-        per_day=settings.tron_requests_per_day,
-    )
+    `counters` collects request metrics), drawing on the shared request budget as a caller of class
+    `priority` (no default: each caller says whether it is the live path). A client waiting on the
+    answer (the web's legacy path) passes fewer `retries`, a shorter `timeout` and `budget_wait`."""
+    limits = budget_limits(settings)
     return TronNode(
         settings.tron_node_url,
         solidity_url=settings.solidity_url,
@@ -338,4 +350,5 @@ def node_from_settings(
         retries=retries,
         counters=counters,
         budget=create_budget(settings.budget_redis_url, limits, max_wait=budget_wait),
+        priority=priority,
     )

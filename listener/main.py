@@ -20,6 +20,7 @@ import psycopg
 
 from ledger.accounts import add_accounts, tracked_addresses
 from ledger.address import AddressError, to_base58
+from ledger.budget import Priority
 from ledger.config import Settings, load_settings
 from ledger.leader import CheckpointFenced, Leader, Lease, default_holder
 from ledger.logs import setup_logging
@@ -131,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_listener(args, settings)
 
 
-def _node(settings: Settings, rate: float | None = None, counters: Counters | None = None) -> TronNode:
-    return node_from_settings(settings, rate, counters=counters)
+def _node(
+    settings: Settings, priority: Priority, rate: float | None = None, counters: Counters | None = None
+) -> TronNode:
+    return node_from_settings(settings, rate, counters=counters, priority=priority)
 
 
 # -- the listener ------------------------------------------------------------------------------
@@ -164,7 +167,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         broker.close()
         return 2
     counters = Counters()
-    node = _node(settings, counters=counters)
+    # Following the head is the live path: its requests may use the budget's reserve.
+    node = _node(settings, Priority.LIVE, counters=counters)
     flusher = Flusher(counters, metrics_client(settings.redis_url)).start()
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
@@ -302,7 +306,8 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         # The API only serves pool accounts: records of others would be stored and never shown.
         raise BackfillError(f"not pool accounts: {', '.join(unknown)} (add them with --add-account)")
 
-    node = _node(settings, args.rate)
+    # A backfill can wait: it must not slow the running listener's requests (ledger/budget.py).
+    node = _node(settings, Priority.BACKGROUND, args.rate)
     adapter = NodeAdapter(node)
     try:
         head = adapter.head_number()

@@ -13,10 +13,10 @@ import httpx
 import pytest
 import redis
 
-from ledger.budget import BudgetExhausted, BudgetLimits, RequestBudget, create_budget
-from ledger.config import Settings, load_settings
+from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.config import ConfigError, Settings, load_settings
 from ledger.tron_json import NodeError
-from ledger.tron_node import NodeUnavailable, TronNode
+from ledger.tron_node import NodeUnavailable, TronNode, budget_limits
 from simulator.requests import client_label
 from tests.procs import Proc, python
 from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
@@ -50,7 +50,7 @@ def test_rate_is_shared_by_all_clients(budget_redis: str) -> None:
 
     def spend(budget: RequestBudget, count: int) -> None:
         for _ in range(count):
-            budget.acquire()
+            budget.acquire(Priority.LIVE)
             with lock:
                 granted.append(time.monotonic())
 
@@ -69,18 +69,18 @@ def test_rate_is_shared_by_all_clients(budget_redis: str) -> None:
 def test_daily_cap_is_hard(budget_redis: str) -> None:
     first, second = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=5), 2, max_wait=0.2)
     for budget in (first, second, first, second, first):
-        budget.acquire()
+        budget.acquire(Priority.LIVE)
     with pytest.raises(BudgetExhausted, match="daily") as caught:
-        second.acquire()
+        second.acquire(Priority.LIVE)
     # Until the next UTC midnight, whichever client asks.
     assert 0 < caught.value.retry_after <= 86_400
     with pytest.raises(BudgetExhausted):
-        first.acquire()
+        first.acquire(Priority.LIVE)
 
 
 def test_a_suspension_reported_by_one_client_holds_for_all(budget_redis: str) -> None:
     one, other = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=0), 2, max_wait=0.3)
-    other.acquire()
+    other.acquire(Priority.LIVE)
     one.suspend(2.0)
     # Without a quota the other process learns it from a publish (its mirror, see the next test):
     # as fast as the message travels, not necessarily before `suspend` returns here.
@@ -90,7 +90,7 @@ def test_a_suspension_reported_by_one_client_holds_for_all(budget_redis: str) ->
     assert 1.0 < caught.retry_after <= 2.0
     one.suspend(0.5)  # a shorter one never shortens it
     with pytest.raises(BudgetExhausted):
-        other.acquire()
+        other.acquire(Priority.LIVE)
 
 
 def _refusal(budget: RequestBudget, within: float = 5.0) -> BudgetExhausted:
@@ -98,7 +98,7 @@ def _refusal(budget: RequestBudget, within: float = 5.0) -> BudgetExhausted:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            budget.acquire()
+            budget.acquire(Priority.LIVE)
         except BudgetExhausted as exc:
             return exc
         time.sleep(0.001)
@@ -119,7 +119,7 @@ def test_without_a_quota_requests_ask_a_subscribed_mirror_not_redis(budget_redis
     # When they ask for many requests, Redis runs no script for them
     before = _evalsha_calls(budget_redis)
     for _ in range(200):
-        other.acquire()
+        other.acquire(Priority.LIVE)
     assert _evalsha_calls(budget_redis) == before
     # And a suspension one of them stores reaches the other one's mirror
     one.suspend(2.0)
@@ -144,12 +144,12 @@ def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
     before = _evalsha_calls(budget_redis)
     one.suspend(3.0)
     with pytest.raises(BudgetExhausted, match="suspended"):
-        other.acquire()
+        other.acquire(Priority.LIVE)
     assert _evalsha_calls(budget_redis) > before + 1
     # And the watch, back, reads the suspension it missed before it is trusted again
     wait_until(lambda: other.mirrored, 10, "the watch subscribed again")
     with pytest.raises(BudgetExhausted, match="suspended"):
-        other.acquire()
+        other.acquire(Priority.LIVE)
     admin.close()
     one.close()
     other.close()
@@ -166,7 +166,7 @@ def test_redis_down_degrades_to_a_local_limiter_and_says_so_once(caplog: pytest.
     caplog.set_level(logging.WARNING, "ledger.budget")
     started = time.monotonic()
     for _ in range(11):
-        budget.acquire()
+        budget.acquire(Priority.LIVE)
     # Still limited (locally): 10 waits of 1/50 s.
     assert time.monotonic() - started >= 10 / 50 - 0.02
     lines = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
@@ -207,8 +207,9 @@ def test_the_api_key_never_reaches_an_error_or_a_log(caplog: pytest.LogCaptureFi
 CLIENT = """
 import sys, time
 from ledger.config import load_settings
+from ledger.budget import Priority
 from ledger.tron_node import node_from_settings
-node = node_from_settings(load_settings())
+node = node_from_settings(load_settings(), priority=Priority(sys.argv[2]))
 deadline = time.monotonic() + float(sys.argv[1])
 count = 0
 while time.monotonic() < deadline:
@@ -231,7 +232,9 @@ def test_three_processes_stay_within_the_rate_by_the_nodes_own_count(budget_redi
         "TRON_REQUESTS_PER_DAY": "0",
         "PYTHONUNBUFFERED": "1",
     }
-    clients = [Proc(f"client{i}", python("-c", CLIENT, str(seconds)), env) for i in range(3)]
+    # One live client and two background ones: the classes share one bucket, so the bound is for all.
+    classes = ("live", "background", "background")
+    clients = [Proc(f"client{i}", python("-c", CLIENT, str(seconds), c), env) for i, c in enumerate(classes)]
     try:
         sim.http.post("/sim/requests/reset")
         done = [int(c.wait_for(r"CLIENT DONE (\d+)", timeout=60).group(1)) for c in clients]
@@ -322,3 +325,112 @@ def test_a_rate_limit_seen_by_one_client_holds_every_client_on_the_budget(budget
     assert asked[:2] == ["first", "first"]  # the first client's retry came after the suspension
     one.close()
     other.close()
+
+
+# -- priority: the live path first ---------------------------------------------------------------
+
+
+def test_a_background_hog_cannot_delay_the_live_path_beyond_one_token_interval(budget_redis: str) -> None:
+    # Four background clients (as four worker processes would) take every token they may, for 6 s;
+    # a live client (the listener) asks twice a second, below the rate, as following the head does.
+    rate, seconds = 5.0, 6.0
+    limits = BudgetLimits(per_second=rate, burst=3, per_day=0, reserve_fraction=0.5)
+    hogs = _budgets(budget_redis, limits, 4, max_wait=60)
+    live = create_budget(budget_redis, limits)
+    stop = threading.Event()
+    taken = [0] * len(hogs)
+    waits: list[float] = []
+
+    def hog(i: int) -> None:
+        while not stop.is_set():
+            hogs[i].acquire(Priority.BACKGROUND)
+            taken[i] += 1
+
+    threads = [threading.Thread(target=hog, args=(i,)) for i in range(len(hogs))]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # the hogs have emptied the bucket down to the reserve
+    while time.monotonic() - started < seconds:
+        asked = time.monotonic()
+        live.acquire(Priority.LIVE)
+        waits.append(time.monotonic() - asked)
+        time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - started
+    # Then no live request waited more than one token interval (plus scheduling slack on a busy machine)
+    assert max(waits) <= 1 / rate + 0.15, waits
+    # And the background lost no rate to the reserve: it had what the live client left
+    total = sum(taken) + len(waits)
+    assert sum(taken) >= 0.7 * (rate * elapsed - len(waits)), (taken, elapsed)
+    # And both classes together stayed in one bucket's bound
+    assert total <= limits.burst + rate * elapsed + 1, (total, elapsed)
+    for budget in (*hogs, live):
+        budget.close()
+
+
+def test_background_stops_at_its_daily_share_and_leaves_the_rest_to_the_live_path(budget_redis: str) -> None:
+    limits = BudgetLimits(per_second=0, burst=1, per_day=10, daily_reserve_fraction=0.3)
+    background, listener = _budgets(budget_redis, limits, 2, max_wait=0.2)
+    for _ in range(7):
+        background.acquire(Priority.BACKGROUND)
+    with pytest.raises(BudgetExhausted, match="background share") as caught:
+        background.acquire(Priority.BACKGROUND)
+    assert 0 < caught.value.retry_after <= 86_400  # tomorrow
+    for _ in range(3):
+        listener.acquire(Priority.LIVE)
+    # The cap itself is still hard: the live path stops at the day's total.
+    with pytest.raises(BudgetExhausted, match="live share"):
+        listener.acquire(Priority.LIVE)
+
+
+def test_the_live_path_may_spend_the_day_background_left(budget_redis: str) -> None:
+    # The reserve is a floor for the live path, not a ceiling: a quiet background leaves it everything.
+    limits = BudgetLimits(per_second=0, burst=1, per_day=6, daily_reserve_fraction=0.5)
+    (listener,) = _budgets(budget_redis, limits, 1, max_wait=0.2)
+    for _ in range(6):
+        listener.acquire(Priority.LIVE)
+    with pytest.raises(BudgetExhausted):
+        listener.acquire(Priority.BACKGROUND)
+
+
+def test_without_redis_the_local_limiter_keeps_the_same_reserves() -> None:
+    limits = BudgetLimits(per_second=0, burst=1, per_day=4, daily_reserve_fraction=0.5)
+    budget = create_budget(f"redis://127.0.0.1:{_dead_port()}/0", limits)
+    budget.max_wait = 0.2
+    budget.acquire(Priority.BACKGROUND)
+    budget.acquire(Priority.BACKGROUND)
+    with pytest.raises(BudgetExhausted):
+        budget.acquire(Priority.BACKGROUND)
+    budget.acquire(Priority.LIVE)
+    budget.acquire(Priority.LIVE)
+    with pytest.raises(BudgetExhausted):
+        budget.acquire(Priority.LIVE)
+    budget.close()
+
+
+def test_the_local_limiter_leaves_the_bucket_reserve_to_the_live_path() -> None:
+    limits = BudgetLimits(per_second=1, burst=4, per_day=0, reserve_fraction=0.5)
+    budget = RequestBudget(limits, None, max_wait=0.05)
+    budget.acquire(Priority.BACKGROUND)
+    budget.acquire(Priority.BACKGROUND)  # 2 tokens left: the reserve
+    with pytest.raises(BudgetExhausted, match="busy"):
+        budget.acquire(Priority.BACKGROUND)
+    budget.acquire(Priority.LIVE)
+    budget.acquire(Priority.LIVE)
+
+
+@pytest.mark.parametrize("var", ["TRON_BUDGET_RESERVE_FRACTION", "TRON_BUDGET_DAILY_RESERVE_FRACTION"])
+@pytest.mark.parametrize("raw", ["1", "1.5", "-0.1", "half"])
+def test_a_reserve_outside_0_to_1_is_refused_naming_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        load_settings({var: raw})
+
+
+def test_the_reserves_reach_the_node_client_from_the_settings() -> None:
+    settings = load_settings({"TRON_BUDGET_RESERVE_FRACTION": "0.25", "TRON_BUDGET_DAILY_RESERVE_FRACTION": "0.5"})
+    limits = budget_limits(settings)
+    assert limits.reserve(Priority.LIVE) == (0.0, 0)
+    assert limits.reserve(Priority.BACKGROUND) == (settings.tron_requests_burst * 0.25, 50_000)

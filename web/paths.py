@@ -36,7 +36,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.accounts import AccountKeyError, parse_account_key
-from ledger.budget import BudgetExhausted, BudgetLimits, RequestBudget, create_budget
+from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.config import Settings
 from ledger.legacy import legacy_page
 from ledger.metrics import Counters, Flusher, metrics_client
@@ -80,9 +80,12 @@ def create_paths(settings: Settings, pool: ConnectionPool) -> Paths:
     node = None
     if settings.tron_node_url:
         # One retry at most and a short timeout: a client is waiting (the listener retries more).
+        # Background in the shared budget: legacy pages, the fallback and shadow comparisons must
+        # never make the listener, which keeps every page fresh, wait for the node.
         node = node_from_settings(
             settings,
             counters=counters,
+            priority=Priority.BACKGROUND,
             retries=1,
             timeout=settings.legacy_timeout_seconds,
             budget_wait=BUDGET_WAIT_SECONDS,
@@ -198,7 +201,8 @@ def fallback_response(
     if paths.node is None or paths.fallback_budget is None or address is None:
         return _database_unavailable()
     try:
-        paths.fallback_budget.acquire()
+        # Its own bucket ("fallback") with one class of caller: no reserve to leave.
+        paths.fallback_budget.acquire(Priority.LIVE)
     except BudgetExhausted as exc:
         return _unavailable(
             "fallback_budget_spent",

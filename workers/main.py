@@ -25,6 +25,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, TimeLimit
 
+from ledger.budget import Priority
 from ledger.cache import create_cache_client
 from ledger.config import Settings, load_settings
 from ledger.db import create_pool
@@ -78,10 +79,15 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     )
     gate = DbGate(settings.database_url, pool)
     cache = create_cache_client(settings.cache_redis_url, CACHE_SOCKET_TIMEOUT)
-    # The reconciliation jobs' node client, drawing on the request budget every process shares.
-    # Its requests are counted like the listener's (TronGrid requests per 1,000 API reads, /metrics).
+    # The reconciliation jobs' node client, drawing on the request budget every process shares as
+    # background work: the listener's reserve is not theirs to spend. Its requests are counted like
+    # the listener's (TronGrid requests per 1,000 API reads, /metrics).
     counters = Counters()
-    node = node_from_settings(settings, counters=counters) if settings.tron_node_url else None
+    node = (
+        node_from_settings(settings, counters=counters, priority=Priority.BACKGROUND)
+        if settings.tron_node_url
+        else None
+    )
     deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node, broker=broker)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool), before=Retries)

@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ledger.accounts import AccountKeyError, parse_account_key
 from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.config import Settings
-from ledger.legacy import legacy_page
+from ledger.legacy import LegacyPage, legacy_page
 from ledger.metrics import Counters, Flusher, metrics_client
 from ledger.rollout import Rollout, goes_legacy, read_rollout
 from ledger.tron_node import BudgetUnavailable, NodeUnavailable, TronNode, node_from_settings
@@ -168,20 +168,25 @@ def legacy_response(kind: str, address: str, page: int, limit: int, render: Rend
     if paths.node is None or not goes_legacy(address, paths.rollout.legacy_percent):
         return None
     try:
-        result = legacy_page(
-            paths.node,
-            kind,
-            address,
-            page=page,
-            limit=limit,
-            unfreeze_delay_seconds=paths.settings.unfreeze_delay_seconds,
-            max_pages=paths.settings.legacy_max_pages,
-        )
+        result = _legacy_page(paths, kind, address, page, limit)
     except NodeUnavailable as exc:
         paths.counters.inc(LEGACY_ERRORS, {"path": "legacy"})
         log.warning("legacy path failed for %s (%s); answering natively", address, exc)
         return None
     return _answer(result.rows, page, limit, "legacy", render)
+
+
+def _legacy_page(paths: Paths, kind: str, address: str, page: int, limit: int) -> LegacyPage:
+    assert paths.node is not None  # both callers checked
+    return legacy_page(
+        paths.node,
+        kind,
+        address,
+        page=page,
+        limit=limit,
+        unfreeze_delay_seconds=paths.settings.unfreeze_delay_seconds,
+        max_pages=paths.settings.legacy_max_pages,
+    )
 
 
 def fallback_response(
@@ -210,15 +215,7 @@ def fallback_response(
             exc.retry_after,
         )
     try:
-        result = legacy_page(
-            paths.node,
-            kind,
-            address,
-            page=page,
-            limit=limit,
-            unfreeze_delay_seconds=paths.settings.unfreeze_delay_seconds,
-            max_pages=paths.settings.legacy_max_pages,
-        )
+        result = _legacy_page(paths, kind, address, page, limit)
     except BudgetUnavailable as exc:
         return _unavailable(
             "fallback_budget_spent",

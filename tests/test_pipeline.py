@@ -26,7 +26,7 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
-from web.app import create_app
+from web.app import close_app, create_app
 
 Row = tuple[Any, ...]
 
@@ -115,22 +115,25 @@ def watermark(database_url: str) -> int | None:
 
 def assert_ledger_matches_truth(settings: Settings, sim: Simulator, env: dict[str, str]) -> None:
     app = create_app(Settings(**{**settings.__dict__, "queue_name": env["QUEUE_NAME"]}))
-    client = app.test_client()
-    for account in SIM_ACCOUNTS:
-        expected = truth_rows(sim, account)
-        assert expected, f"the simulator produced nothing for {account}"
+    try:
+        client = app.test_client()
+        for account in SIM_ACCOUNTS:
+            expected = truth_rows(sim, account)
+            assert expected, f"the simulator produced nothing for {account}"
 
-        def settled(account: str = account, expected: set[Row] = expected) -> bool:
-            return set(ledger_rows(client, account)) == expected
+            def settled(account: str = account, expected: set[Row] = expected) -> bool:
+                return set(ledger_rows(client, account)) == expected
 
-        try:
-            wait_until(settled, 60, f"ledger of {account} to equal the simulator's truth")
-        except TimeoutError:
-            got = set(ledger_rows(client, account))
-            missing, extra = sorted(expected - got)[:5], sorted(got - expected)[:5]
-            raise AssertionError(f"{account}: missing {missing} extra {extra}") from None
-        rows = ledger_rows(client, account)
-        assert len(rows) == len(set(rows)), "a record appears twice"
+            try:
+                wait_until(settled, 60, f"ledger of {account} to equal the simulator's truth")
+            except TimeoutError:
+                got = set(ledger_rows(client, account))
+                missing, extra = sorted(expected - got)[:5], sorted(got - expected)[:5]
+                raise AssertionError(f"{account}: missing {missing} extra {extra}") from None
+            rows = ledger_rows(client, account)
+            assert len(rows) == len(set(rows)), "a record appears twice"
+    finally:
+        close_app(app)  # its pools hold 4+ connections: 13 callers left ~70 open in one session
 
 
 @pytest.mark.parametrize("broker_env", ["redis", "rabbitmq"], indirect=True)

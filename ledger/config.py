@@ -60,6 +60,9 @@ class Settings:
     db_pool_size: int = 8
     # A worker silent this long is dead: the messages it held go back to the queue (ledger.recovery).
     worker_heartbeat_timeout: float = 5.0
+    # Background-lane messages (reconciliation jobs, backfill) one worker process holds at once;
+    # 0 = half its threads. The rest stay free for live messages (workers/main.py, _BackgroundLane).
+    worker_background_threads: int = 0
     web_db_timeout: float = 0.5  # seconds a request waits for a PostgreSQL connection before its 503
     cache_ttl_realtime: int = 300
     cache_ttl_summary: int = 1_800
@@ -161,6 +164,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "retry_max_retries": ("RETRY_MAX_RETRIES", int),
     "db_pool_size": ("DB_POOL_SIZE", int),
     "worker_heartbeat_timeout": ("WORKER_HEARTBEAT_TIMEOUT", float),
+    "worker_background_threads": ("WORKER_BACKGROUND_THREADS", int),
     "web_db_timeout": ("WEB_DB_TIMEOUT", float),
     "cache_ttl_realtime": ("CACHE_TTL_REALTIME", int),
     "cache_ttl_summary": ("CACHE_TTL_SUMMARY", int),
@@ -220,6 +224,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError(f"REPAIR_GRACE_SECONDS={settings.repair_grace_seconds!r} must be > 0")
     if settings.legacy_max_pages < 1:
         raise ConfigError(f"LEGACY_MAX_PAGES={settings.legacy_max_pages!r} must be >= 1")
+    if settings.worker_background_threads < 0:
+        raise ConfigError(f"WORKER_BACKGROUND_THREADS={settings.worker_background_threads!r} must be >= 0")
     if settings.fallback_requests_per_minute < 0:
         raise ConfigError(f"FALLBACK_REQUESTS_PER_MINUTE={settings.fallback_requests_per_minute!r} must be >= 0")
     if not settings.rollout_refresh_seconds > 0:

@@ -23,6 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from psycopg.conninfo import make_conninfo
 
 from ledger.address import to_base58
+from ledger.budget import BudgetExhausted, BudgetLimits, Priority, create_budget
 from ledger.cache import create_cache_client
 from ledger.config import Settings
 from ledger.db import create_pool
@@ -31,9 +32,13 @@ from ledger.domain import Operation
 from ledger.queue import (
     OPERATIONS_PER_MESSAGE,
     PERSIST_OPERATION,
+    RECONCILE_GAPS,
+    RECONCILE_STATE,
     background_queue,
     confirm_message,
     create_broker,
+    job_message,
+    lane_actor_name,
     operation_message,
     operations_messages,
 )
@@ -396,6 +401,91 @@ def test_live_record_overtakes_a_pending_backfill(
         assert done < backlog // 2, f"the live record waited for the backlog ({done} of {backlog} done first)"
     finally:
         sink.close()
+        producer.flush(bg_queue)
+
+
+def test_background_jobs_leave_threads_free_for_live_messages(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    """A reconciliation job holds its thread while it waits on the request budget. With more such
+    jobs queued than the worker has threads, a live operation is still persisted at once: the
+    background lane gets half the threads. (With every thread in a job, the live message waits for
+    the first job to give up, 20 s and more here: this test then fails.)"""
+    keys = redis.Redis.from_url(wsettings.budget_redis_url)
+    bg_queue = background_queue(wsettings.queue_name)
+    try:
+        keys.delete(*keys.keys("budget:tron:*") or ["-"])
+        worker = start_worker(
+            threads=4,
+            TRON_NODE_URL="http://127.0.0.1:9",
+            # One token at most, and background callers must leave 0.4 of it: a job's request
+            # waits until its 30-s budget wait is used up, holding its thread all along.
+            TRON_REQUESTS_PER_SECOND="0.05",
+            TRON_REQUESTS_BURST="1",
+        )
+        worker.wait_for(r"background lane: at most 2 of 4 threads", timeout=10)
+        for account in [ALICE, BOB, CAROL, DAVE] * 2:
+            producer.enqueue(job_message(lane_actor_name(RECONCILE_STATE, bg_queue), (account, None), bg_queue))
+        time.sleep(1.0)  # the jobs are taken and waiting on the budget
+        live = make_op("freeze", 500)
+        producer.enqueue(operation_message(live, wsettings.queue_name))
+        wait_until(lambda: rows(pg, "SELECT 1 FROM stake_records WHERE tx_id = %s", live.tx_id), 5, "the live record")
+    finally:
+        keys.delete(*keys.keys("budget:tron:*") or ["-"])
+        keys.close()
+        producer.flush(bg_queue)
+
+
+def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    """Once the day's background share of the request budget is spent, a reconciliation job
+    cannot get a request until the next UTC day: it is counted done as deferred (the next window
+    runs it again), never retried into dead letters. (Without the rule each message is retried
+    and dead-lettered: this test then fails.)"""
+    limits = BudgetLimits(per_second=100, burst=100, per_day=10, daily_reserve_fraction=0.4)
+    budget_env = {
+        "TRON_NODE_URL": "http://127.0.0.1:9",  # never asked: the budget refuses first
+        "TRON_REQUESTS_PER_SECOND": "100",
+        "TRON_REQUESTS_BURST": "100",
+        "TRON_REQUESTS_PER_DAY": str(limits.per_day),
+        "TRON_BUDGET_DAILY_RESERVE_FRACTION": str(limits.daily_reserve_fraction),
+    }
+    keys = redis.Redis.from_url(wsettings.budget_redis_url)
+    budget = create_budget(wsettings.budget_redis_url, limits, max_wait=0)
+    bg_queue = background_queue(wsettings.queue_name)
+    try:
+        keys.delete(*keys.keys("budget:tron:*") or ["-"])
+        # Given the background share (6 of the day's 10) spent, the live reserve left
+        for _ in range(6):
+            budget.acquire(Priority.BACKGROUND)
+        with pytest.raises(BudgetExhausted):
+            budget.acquire(Priority.BACKGROUND)
+        # When a run of the state and gap jobs over three accounts reaches a worker
+        accounts = [ALICE, BOB, CAROL]
+        (run_id,) = rows(
+            pg,
+            "INSERT INTO job_runs (job, window_start, holder, term, messages) VALUES ('state', now(), 't', 1, %s)"
+            " RETURNING id",
+            2 * len(accounts),
+        )[0]
+        for base in (RECONCILE_STATE, RECONCILE_GAPS):
+            for account in accounts:
+                producer.enqueue(job_message(lane_actor_name(base, bg_queue), (account, run_id), bg_queue))
+        worker = start_worker(threads=2, **budget_env)
+        # Then the run finishes, every message deferred, none retried or dead-lettered
+        run = wait_until(
+            lambda: rows(pg, "SELECT result FROM job_runs WHERE id = %s AND finished_at IS NOT NULL", run_id), 30
+        )
+        assert run[0][0] == {"deferred_budget": 2 * len(accounts)}
+        assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+        assert "Retrying message" not in worker.output()
+        # and the live class may still spend its reserve
+        budget.acquire(Priority.LIVE)
+    finally:
+        budget.close()
+        keys.delete(*keys.keys("budget:tron:*") or ["-"])
+        keys.close()
         producer.flush(bg_queue)
 
 

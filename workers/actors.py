@@ -34,7 +34,7 @@ from ledger.queue import (
     lane_actor_name,
     lane_priority,
 )
-from ledger.tron_node import TronNode
+from ledger.tron_node import BudgetUnavailable, TronNode
 from workers import persist, reconcile
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
@@ -161,6 +161,15 @@ def _job(deps: Deps, run_id: Any, body: Callable[[psycopg.Connection], dict[str,
     with deps.pool.connection() as conn:
         try:
             result = body(conn)
+        except BudgetUnavailable as exc:
+            # The shared request budget refuses for longer than a job waits (the day's background
+            # share spent, or a long suspension). A retry seconds later meets the same refusal, so
+            # retrying only ended in dead letters (1,000 accounts' jobs a window, once the share
+            # was spent). The job is idempotent and the next window runs it again: counted done,
+            # as deferred, which the run's result and the status page show.
+            log.info("job of run %s deferred to the next window: %s", run, exc)
+            finish_message(conn, run, True, {"deferred_budget": 1})
+            return
         except Exception:
             with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
                 finish_message(conn, run, False, {})

@@ -70,7 +70,7 @@ class Settings:
     cache_socket_timeout: float = 0.05
     cache_local_ttl: float = 0.25  # seconds a web process reuses a page it just read from Redis
     # The scheduler (scheduler/): seconds between runs of each job, 0 = off. Each run costs node
-    # requests from the shared budget: gap ~1 per pool account when nothing is missing, state
+    # requests from the shared budget: gap 1 per pool account (a page) when nothing is new, state
     # ~3 + one per delegation receiver per account, lifecycle none.
     schedule_gap_seconds: int = 600
     schedule_state_seconds: int = 3_600

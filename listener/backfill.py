@@ -29,6 +29,7 @@ from ledger.tron_node import NodeUnavailable, TronNode
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
 from listener.store import PgStore, move_checkpoint
+from listener.streamer import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class Backfill:
                 failures += 1
                 if failures >= self.max_failures:
                     raise BackfillError(f"giving up after {failures} failures in a row: {exc}") from exc
-                delay = max(min(30.0, 0.5 * 2 ** (failures - 1)), float(getattr(exc, "retry_after", 0) or 0))
+                delay = retry_delay(failures, exc)
                 if failures == 1:
                     log.warning("batch after block %d failed: %s: %s; retrying", position, exc.__class__.__name__, exc)
                 self.stop.wait(delay)

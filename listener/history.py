@@ -35,6 +35,7 @@ from ledger.tron_json import ChainDataError
 from ledger.tron_node import NodeUnavailable, TronNode
 from listener.backfill import BackfillStore, ProgressLine
 from listener.sink import Sink
+from listener.streamer import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class AccountHistory:
                 failures += 1
                 if failures >= self.max_failures:
                     raise
-                delay = max(min(30.0, 0.5 * 2 ** (failures - 1)), float(getattr(exc, "retry_after", 0) or 0))
+                delay = retry_delay(failures, exc)
                 log.warning("history page failed (%d): %s; retrying in %.1fs", failures, exc, delay)
                 self.stop.wait(delay)
                 continue

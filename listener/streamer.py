@@ -85,6 +85,13 @@ class SlotTiming:
         return min(max(wait, 0.0), BLOCK_INTERVAL_MS / 1000 + self.MAX_MARGIN)
 
 
+def retry_delay(failures: int, exc: BaseException, cap: float = 30.0, jitter: float = 1.0) -> float:
+    """Seconds to wait after `failures` failed tries in a row: 0.5 s doubling up to `cap`, times
+    `jitter`, and never less than the `retry_after` the error carries (a rate limit's suspension)."""
+    # The exponent stops at 6 (32 s, past the default cap): hours of failures in a row cannot overflow the float.
+    return max(min(cap, 0.5 * 2.0 ** min(failures - 1, 6)) * jitter, float(getattr(exc, "retry_after", 0) or 0))
+
+
 class ChainMoved(RuntimeError):
     """The node changed branches while a batch was being read; the batch is read again."""
 
@@ -415,10 +422,7 @@ class Streamer:
     def _on_failure(self, exc: Exception) -> None:
         self._failures += 1
         self.progress.errors += 1
-        retry_after = getattr(exc, "retry_after", None)
-        delay = min(self.max_backoff, 0.5 * 2 ** min(self._failures - 1, 6)) * random.uniform(0.8, 1.2)
-        if retry_after:
-            delay = max(delay, float(retry_after))
+        delay = retry_delay(self._failures, exc, self.max_backoff, jitter=random.uniform(0.8, 1.2))
         # Log a burst once, then only every tenth failure, so a long outage does not flood the log.
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning(

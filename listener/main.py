@@ -14,8 +14,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
+import dramatiq
 import psycopg
 
 from ledger.accounts import add_accounts, tracked_addresses
@@ -332,8 +335,10 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         node.close()
 
 
-def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
-    name = history_checkpoint_name(account, since_ms)
+@contextmanager
+def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dramatiq.Broker]]:
+    """The lease on the checkpoint row `name`, its store (fenced by the lease's term) and a broker,
+    all released when the run ends; BackfillError if another run holds the lease."""
     lease = Lease(settings.database_url, name)
     if not lease.try_acquire():
         info = lease.holder_info()
@@ -341,21 +346,28 @@ def _account_history(settings: Settings, node: TronNode, account: str, since_ms:
         raise BackfillError(f"{name} is already running ({info})")
     store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
     broker = create_broker(settings.effective_broker_url)
-    sink = BrokerSink(broker, background_queue(settings.queue_name))  # live first, as block-range backfills
     try:
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
-            # Positions from the whole history since DATE, not from a snapshot of the chain.
-            mark_history(conn, account)
-        result = AccountHistory(node, sink, store, account=account, since_ms=since_ms, tracked=tracked).run()
-    except NodeUnavailable as exc:
-        raise BackfillError(f"history of {account}: {exc}") from None
-    except CheckpointFenced as exc:
-        raise BackfillError(f"another run took this history over: {exc}") from None
+        yield store, broker
     finally:
-        sink.close()
         store.close()
         lease.release()
         broker.close()
+
+
+def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
+    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker):
+        sink = BrokerSink(broker, background_queue(settings.queue_name))  # live first, as block-range backfills
+        try:
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                # Positions from the whole history since DATE, not from a snapshot of the chain.
+                mark_history(conn, account)
+            result = AccountHistory(node, sink, store, account=account, since_ms=since_ms, tracked=tracked).run()
+        except NodeUnavailable as exc:
+            raise BackfillError(f"history of {account}: {exc}") from None
+        except CheckpointFenced as exc:
+            raise BackfillError(f"another run took this history over: {exc}") from None
+        finally:
+            sink.close()
     print(
         f"history of {account}: {result.pages} page(s), {result.records} record(s), {result.operations} operation(s)",
         file=sys.stderr,
@@ -366,52 +378,42 @@ def _run_range(
     args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
 ) -> int:
     name = checkpoint_name(start, args.to_block, accounts)
-    lease = Lease(settings.database_url, name)
-    if not lease.try_acquire():
-        info = lease.holder_info()
-        lease.release()
-        raise BackfillError(f"{name} is already running ({info})")
-    store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
-    broker = create_broker(settings.effective_broker_url)
-    stop = threading.Event()
+    with _claimed(settings, name) as (store, broker):
+        stop = threading.Event()
 
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("signal %s: stopping after the current batch", signum)
-        stop.set()
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping after the current batch", signum)
+            stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    settle = args.add_account and args.to_block is None
-    rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
-    rate = min(rates) if rates else 0.0
-    log.info(
-        "backfill %s: blocks %d..%s for %d account(s), %s",
-        name,
-        start,
-        "head" if args.to_block is None else args.to_block,
-        len(accounts),
-        f"{rate:g} requests/s" if rate else "no request limit",
-    )
-    backfill = Backfill(
-        adapter,
-        store,
-        BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.queue
-        accounts=accounts,
-        start=start,
-        end=args.to_block,
-        batch_blocks=settings.listener_batch_blocks,
-        settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
-        poll_interval=settings.poll_interval,
-        stop=stop,
-    )
-    try:
-        result = backfill.run()
-    except CheckpointFenced as exc:
-        raise BackfillError(f"another run took this backfill over: {exc}") from None
-    finally:
-        store.close()
-        lease.release()
-        broker.close()
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        settle = args.add_account and args.to_block is None
+        rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
+        rate = min(rates) if rates else 0.0
+        log.info(
+            "backfill %s: blocks %d..%s for %d account(s), %s",
+            name,
+            start,
+            "head" if args.to_block is None else args.to_block,
+            len(accounts),
+            f"{rate:g} requests/s" if rate else "no request limit",
+        )
+        backfill = Backfill(
+            adapter,
+            store,
+            BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.queue
+            accounts=accounts,
+            start=start,
+            end=args.to_block,
+            batch_blocks=settings.listener_batch_blocks,
+            settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
+            poll_interval=settings.poll_interval,
+            stop=stop,
+        )
+        try:
+            result = backfill.run()
+        except CheckpointFenced as exc:
+            raise BackfillError(f"another run took this backfill over: {exc}") from None
     if not result.completed:
         print(f"backfill interrupted after block {result.last}; run the same command to resume", file=sys.stderr)
         return 130

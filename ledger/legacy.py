@@ -129,27 +129,21 @@ def _row(op: Operation, kind: str, address: str, delay_s: int, now: datetime) ->
         "block_num": op.block_num,
         "block_time": _time(op.block_time_ms),
         "owner_address": op.owner_address,
+        "operation_type": op.kind,
+        "contract_type": op.contract_type,
+        "resource": op.resource,
+        "amount": op.amount,
+        "status": op.status,
     }
     if kind == "stake":
         if op.kind not in STAKE_KINDS or op.owner_address != address:
             return None
-        return common | {
-            "operation_type": op.kind,
-            "contract_type": op.contract_type,
-            "resource": op.resource,
-            "amount": op.amount,
-            "status": op.status,
-        }
+        return common
     if kind == "delegate":
         if op.kind not in DELEGATE_KINDS or address not in (op.owner_address, op.receiver_address):
             return None
         expire = parent_ms + op.lock_period * BLOCK_INTERVAL_MS if op.lock else None
         return common | {
-            "operation_type": op.kind,
-            "contract_type": op.contract_type,
-            "resource": op.resource,
-            "amount": op.amount,
-            "status": op.status,
             "receiver_address": op.receiver_address,
             "lock": op.lock,
             "lock_period": op.lock_period,
@@ -159,11 +153,9 @@ def _row(op: Operation, kind: str, address: str, delay_s: int, now: datetime) ->
     if op.kind != UNFREEZE or op.contract_type != UNFREEZE_V2 or op.owner_address != address or op.status == FAILED:
         return None
     available = _time(parent_ms) + timedelta(seconds=delay_s)
+    # A lot's status is its own (by its time), not its transaction's; the other fields are the
+    # operation's (its kind and contract type are the ones checked above).
     return common | {
-        "operation_type": "unfreeze",
-        "contract_type": UNFREEZE_V2,
-        "resource": op.resource,
-        "amount": op.amount,
         "status": "withdrawable" if available <= now else "pending",
         "available_time": available,
         "settled_tx_id": None,

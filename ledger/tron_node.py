@@ -1,7 +1,8 @@
 """A client for the java-tron HTTP API (a self-run node, TronGrid, or the project's simulator).
 
-Requests go over urllib3 (ledger/node_transport.py says why); the seam: tests and tools may pass
-any `httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two
+Requests go over urllib3 (ledger/node_transport.py says why), through the proxy the environment
+names if any (`HTTPS_PROXY`, `NO_PROXY`..., see there); the seam: tests and tools may pass any
+`httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two
 exceptions, so callers have exactly two cases to handle: `NodeUnavailable` (transient: retry
 later, maybe after `retry_after`) and `NodeError` (the node answered HTTP 200 with an `Error`
 key, e.g. a bad parameter).
@@ -22,7 +23,7 @@ import orjson
 from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.config import Settings
 from ledger.metrics import Counters
-from ledger.node_transport import HttpxSender, Sender, TransportFailure, TransportTimeout, Urllib3Sender
+from ledger.node_transport import HttpxSender, Proxies, Sender, TransportFailure, TransportTimeout, Urllib3Sender
 from ledger.tron_json import NodeError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class TronNode:
         requests_per_second: float = 0.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        proxies: Proxies | None = None,
         counters: Counters | None = None,
         budget: RequestBudget | None = None,
         priority: Priority = Priority.BACKGROUND,
@@ -69,17 +71,20 @@ class TronNode:
         """`budget` is the request budget shared by every process (ledger/budget.py), spent as a
         caller of class `priority` (background unless told: a client that forgot to say must not
         take the live path's reserve); `requests_per_second` is an extra cap for this client alone
-        (e.g. a backfill's --rate)."""
+        (e.g. a backfill's --rate). `proxies` (scheme -> proxy URL, "no" -> the NO_PROXY list) says
+        which base URLs the urllib3 path reaches through a proxy; default: the environment's."""
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["TRON-PRO-API-KEY"] = api_key
-        self._sender: Sender = (
-            Urllib3Sender(headers, timeout) if transport is None else HttpxSender(headers, timeout, transport)
-        )
         self._base = base_url.rstrip("/")
         self._solidity = (solidity_url or base_url).rstrip("/")
+        self._sender: Sender = (
+            Urllib3Sender(headers, timeout, (self._base, self._solidity), proxies)
+            if transport is None
+            else HttpxSender(headers, timeout, transport)
+        )
         self._min_interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
         self._next_slot = 0.0
         self._retries = retries
@@ -271,7 +276,7 @@ class TronNode:
         method = "GET" if params is not None else "POST"
         content = orjson.dumps(body) if body is not None else None
         try:
-            status, raw = self._sender.send(method, base + path, content, params)
+            status, raw = self._sender.send(method, base, path, content, params)
         except TransportTimeout as exc:
             raise NodeUnavailable(f"{path}: timed out ({exc})") from None
         except TransportFailure as exc:

@@ -1,18 +1,29 @@
 """The node client's default path (urllib3, ledger/node_transport.py) against a real HTTP server:
-every way a node answers or fails ends as the same exceptions as through an httpx transport."""
+every way a node answers or fails ends as the same exceptions as through an httpx transport; and
+through a forwarding proxy in front of the simulator, as the proxy variables say."""
 
 from __future__ import annotations
 
+import base64
+import http.client
+import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from ledger.tron_json import NodeError
-from ledger.tron_node import NodeUnavailable, RouteMissing, TronNode
+from ledger.tron_node import NodeUnavailable, RouteMissing, TronNode, block_number
+from tests.procs import ROOT, Proc
+from tests.stack import start_simulator
 
 KEY = "5e0c1d2a-0b1d-4e11-9a8b-secretkey111"
 Reply = tuple[int, bytes]
@@ -40,7 +51,7 @@ class _Node:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = _serve
+            do_GET = do_POST = do_CONNECT = _serve
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -61,7 +72,8 @@ def node() -> Iterator[_Node]:
     server.close()
 
 
-def _client(url: str, **kwargs: float) -> TronNode:
+def _client(url: str, **kwargs: object) -> TronNode:
+    kwargs.setdefault("proxies", {})  # direct unless a test says otherwise, whatever the runner's environment
     return TronNode(url, api_key=KEY, retries=0, **kwargs)  # type: ignore[arg-type]
 
 
@@ -148,3 +160,123 @@ def test_a_connection_the_node_closed_is_unavailable_then_the_next_request_recon
     node.answer = lambda handler, body: (200, b"[]")
     assert client.transaction_infos(2) == []
     client.close()
+
+
+# -- proxies ---------------------------------------------------------------------------------------
+
+
+def _forward(handler: BaseHTTPRequestHandler, body: bytes) -> Reply:
+    """A forwarding proxy's answer: an absolute-URI request sent on to its host. A CONNECT is
+    refused (no tunnel: the tests only look at what asked for it)."""
+    if handler.command == "CONNECT":
+        return 403, b""
+    target = urlsplit(handler.path)
+    hop_by_hop = {"connection", "keep-alive", "proxy-connection", "proxy-authorization"}
+    headers = {name: value for name, value in handler.headers.items() if name.lower() not in hop_by_hop}
+    upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+    try:
+        upstream.request(handler.command, target.path + (f"?{target.query}" if target.query else ""), body, headers)
+        reply = upstream.getresponse()
+        return reply.status, reply.read()
+    finally:
+        upstream.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[_Node]:
+    server = _Node()
+    server.answer = _forward
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[str]:
+    proc, url = start_simulator("--history-blocks", "30", "--paused")  # solid = head - 19
+    yield url
+    Proc.stop(proc)
+
+
+def _height(simulator: str, which: str = "head") -> int:
+    number: int = httpx.get(f"{simulator}/sim/status").json()[which]
+    return number
+
+
+def _port(url: str) -> int:
+    return urlsplit(url).port or 0
+
+
+def test_with_http_proxy_set_requests_reach_the_node_through_the_proxy(simulator: str, proxy: _Node) -> None:
+    client = _client(simulator, proxies={"http": proxy.url})
+    assert block_number(client.head_header()) == _height(simulator)
+    assert block_number(client.head_header()) == _height(simulator)
+    assert [(method, path) for method, path, *_ in proxy.seen] == [("POST", f"{simulator}/wallet/getblock")] * 2
+    assert all(headers["TRON-PRO-API-KEY"] == KEY for _, _, headers, _ in proxy.seen)
+    client.close()
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "localhost, 127.0.0.1:{port}", "*"])
+def test_no_proxy_naming_the_host_goes_direct(simulator: str, proxy: _Node, no_proxy: str) -> None:
+    proxies = {"http": proxy.url, "no": no_proxy.format(port=_port(simulator))}
+    client = _client(simulator, proxies=proxies)
+    assert block_number(client.head_header()) == _height(simulator)
+    assert proxy.seen == []
+    client.close()
+
+
+@pytest.mark.parametrize("schemes", [[], ["https"]], ids=["none", "https-only"])
+def test_without_a_proxy_for_the_scheme_requests_go_direct(simulator: str, proxy: _Node, schemes: list[str]) -> None:
+    client = _client(simulator, proxies={scheme: proxy.url for scheme in schemes})
+    assert block_number(client.head_header()) == _height(simulator)
+    assert proxy.seen == []
+    client.close()
+
+
+def test_node_and_solidity_urls_are_decided_apart_and_logged_once_without_credentials(
+    simulator: str, proxy: _Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _port(simulator)
+    local = f"http://localhost:{port}"  # the same simulator by another name, which NO_PROXY lists
+    proxy_url = proxy.url.replace("http://", "http://ops:s%40cret@")
+    with caplog.at_level(logging.INFO, logger="ledger.node_transport"):
+        client = _client(simulator, solidity_url=local, proxies={"http": proxy_url, "no": "localhost"})
+    assert client.solid_block_number() == _height(simulator, "solid")
+    assert block_number(client.head_header()) == _height(simulator)
+    assert [path for _, path, *_ in proxy.seen] == [f"{simulator}/wallet/getblock"]
+    headers = {name.lower(): value for name, value in proxy.seen[0][2].items()}
+    assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"ops:s@cret").decode()
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [f"node requests: {simulator} through proxy {proxy.url}; {local} direct"]
+    client.close()
+
+
+def test_an_https_node_is_asked_for_through_a_connect_tunnel_without_the_key(proxy: _Node) -> None:
+    client = _client("https://trongrid.test", proxies={"https": proxy.url})
+    with pytest.raises(NodeUnavailable, match="getblock"):
+        client.head_header()
+    [(method, target, headers, _)] = proxy.seen
+    assert (method, target) == ("CONNECT", "trongrid.test:443")
+    assert KEY not in str(headers)
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("variables", "through"),
+    [({"HTTP_PROXY": "{proxy}"}, True), ({"http_proxy": "{proxy}", "NO_PROXY": "127.0.0.1"}, False), ({}, False)],
+    ids=["HTTP_PROXY", "NO_PROXY", "none"],
+)
+def test_the_proxy_variables_of_the_environment_are_the_default(
+    simulator: str, proxy: _Node, variables: Mapping[str, str], through: bool
+) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
+    env |= {name: value.format(proxy=proxy.url) for name, value in variables.items()}
+    code = (
+        "import sys; from ledger.tron_node import TronNode, block_number;"
+        "print(block_number(TronNode(sys.argv[1]).head_header()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, simulator], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == _height(simulator)
+    assert len(proxy.seen) == (1 if through else 0)

@@ -336,17 +336,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the three runs, interleaved (default 3)")
-    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
-    p.add_argument("--blocking-threads", type=int, default=4, help="granian threads per worker (default 4)")
-    p.add_argument(
-        "--backpressure",
-        type=int,
-        default=128,
-        help="granian backpressure per worker (default: the Procfile's 128; 0: granian's)",
-    )
-    p.add_argument("--runtime-threads", type=int, default=0, help="granian runtime threads (0: default)")
+    add_wrk_options(p, connections=32)
+    add_granian_options(p)
     p.add_argument("--rows", type=int, default=200_000, help="records of the benchmarked account")
     p.add_argument("--cursors", type=int, default=100_000, help="distinct cursors for the uncached run")
     p.add_argument("--port", type=int, default=0)
@@ -356,6 +347,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="print wrk's own output")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     return p.parse_args(argv)
+
+
+def add_wrk_options(parser: argparse.ArgumentParser, connections: int) -> None:
+    """--connections and --threads, as run_wrk reads them."""
+    parser.add_argument("--connections", type=int, default=connections, help=f"wrk connections (default {connections})")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+
+
+def add_granian_options(parser: argparse.ArgumentParser) -> None:
+    """granian's --workers, --blocking-threads, --backpressure and --runtime-threads, as granian_argv reads them."""
+    parser.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
+    parser.add_argument("--blocking-threads", type=int, default=4, help="granian threads per worker (default 4)")
+    parser.add_argument(
+        "--backpressure",
+        type=int,
+        default=128,
+        help="granian backpressure per worker (default: the Procfile's 128; 0: granian's)",
+    )
+    parser.add_argument("--runtime-threads", type=int, default=0, help="granian runtime threads (0: default)")
 
 
 def _get_json(url: str) -> dict[str, Any]:

@@ -13,12 +13,8 @@ import argparse
 import time
 import uuid
 
-import redis
-
-from ledger.config import load_settings
-from ledger.db import migrate
 from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, settings_env, start_simulator
+from tests.stack import SIM_ACCOUNTS, Simulator, new_ledger, settings_env, start_simulator
 
 DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench"
 
@@ -51,17 +47,13 @@ def main() -> None:
         head = Simulator(url).status()["head"]
         first = head - args.blocks + 1
         for rate, count in ((None, args.blocks), (10.0, args.limited_blocks)):
-            recreate_database(DB_URL)
-            migrate(DB_URL)
-            settings = load_settings(
-                {},
-                database_url=DB_URL,
-                redis_url="redis://127.0.0.1:6379/12",
-                cache_redis_url="redis://127.0.0.1:6379/13",
+            settings = new_ledger(
+                DB_URL,
+                "redis://127.0.0.1:6379/12",
+                "redis://127.0.0.1:6379/13",
                 tron_requests_per_second=0.0,  # the shared budget off: --rate is the limit measured
                 tron_requests_per_day=0,
             )
-            redis.Redis.from_url(settings.redis_url).flushdb()
             env = {**settings_env(settings), "QUEUE_NAME": f"backfill-{uuid.uuid4().hex[:6]}", "TRON_NODE_URL": url}
             elapsed = run_backfill(env, first, first + count - 1, rate)
             label = f"--rate {rate:g}" if rate else "no rate limit"

@@ -16,13 +16,9 @@ import re
 import sys
 import time
 
-import redis
-
-from ledger.config import load_settings
-from ledger.db import migrate
 from tests.contract_stack import run_schemathesis, seed_api_data, start_contract_web
 from tests.servers import free_port
-from tests.stack import recreate_database
+from tests.stack import new_ledger
 
 DATABASE = "ledger_bench_contract"
 
@@ -35,17 +31,8 @@ def main() -> int:
     args = parser.parse_args()
 
     url = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
-    recreate_database(url)
-    migrate(url)
+    settings = new_ledger(url, f"{args.redis}/4", f"{args.redis}/5", cursor_secrets=("bench-contract-secret",))
     seed_api_data(url)
-    settings = load_settings(
-        {},
-        database_url=url,
-        redis_url=f"{args.redis}/4",
-        cache_redis_url=f"{args.redis}/5",
-        cursor_secrets=("bench-contract-secret",),
-    )
-    redis.Redis.from_url(settings.cache_redis_url).flushdb()
     port = free_port()
     web = start_contract_web(settings, port)
     started = time.monotonic()

@@ -449,37 +449,38 @@ def listener_kill_alone(st: Stack) -> tuple[float, str]:
     return end, "restarted by the suite"
 
 
+def _down_for(seconds: float, stop: Callable[[], None], start: Callable[[], None]) -> float:
+    """Stop a server, leave it down `seconds`, start it again; return when it is back (the fault's end)."""
+    stop()
+    time.sleep(seconds)
+    start()
+    return time.monotonic()
+
+
 def rabbitmq_restart(st: Stack) -> tuple[float, str]:
-    assert st.rabbit is not None
-    st.rabbit.stop(signal.SIGTERM)
-    time.sleep(1)
-    st.rabbit.start()
-    return time.monotonic(), "clean shutdown and start of the node, same ports and data directory"
+    rabbit = st.rabbit
+    assert rabbit is not None
+    end = _down_for(1, lambda: rabbit.stop(signal.SIGTERM), rabbit.start)
+    return end, "clean shutdown and start of the node, same ports and data directory"
 
 
 def broker_restart(st: Stack) -> tuple[float, str]:
-    st.broker.stop(signal.SIGTERM)
-    time.sleep(1)
-    st.broker.start()
-    return time.monotonic(), "clean shutdown and start, same port and directory"
+    end = _down_for(1, lambda: st.broker.stop(signal.SIGTERM), st.broker.start)
+    return end, "clean shutdown and start, same port and directory"
 
 
 def pg_stop(seconds: float) -> Callable[[Stack], tuple[float, str]]:
     def fault(st: Stack) -> tuple[float, str]:
-        st.pg.stop("fast")
-        time.sleep(seconds)
-        st.pg.start()
-        return time.monotonic(), f"pg_ctl stop -m fast, {seconds:.0f} s, start"
+        end = _down_for(seconds, lambda: st.pg.stop("fast"), st.pg.start)
+        return end, f"pg_ctl stop -m fast, {seconds:.0f} s, start"
 
     return fault
 
 
 def cache_stop(seconds: float) -> Callable[[Stack], tuple[float, str]]:
     def fault(st: Stack) -> tuple[float, str]:
-        st.cache.stop(signal.SIGKILL)
-        time.sleep(seconds)
-        st.cache.start()
-        return time.monotonic(), f"SIGKILL, {seconds:.0f} s, start"
+        end = _down_for(seconds, lambda: st.cache.stop(signal.SIGKILL), st.cache.start)
+        return end, f"SIGKILL, {seconds:.0f} s, start"
 
     return fault
 

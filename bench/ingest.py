@@ -5,8 +5,8 @@
 
 Both figures come from the same run, the same broker and the same worker shape (processes ×
 threads), so their ratio holds on a noisy shared machine. Uses its own database (--database-url,
-default ledger_bench: dropped and re-created) and Redis DBs (--redis-url for the broker: flushed;
---cache-redis-url), so point them at ones you do not need.
+default ledger_bench: dropped and re-created) and Redis DBs (--redis-url for the broker,
+--cache-redis-url: both flushed), so point them at ones you do not need.
 
 --profile DIR --py-spy PATH records a py-spy profile (collapsed stacks) of the listener and of the
 workers for the end-to-end part: DIR/listener.txt and DIR/worker.txt.
@@ -15,7 +15,6 @@ workers for the end-to-end part: DIR/listener.txt and DIR/worker.txt.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import time
 import uuid
@@ -26,24 +25,20 @@ import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict
 
-from ledger.config import load_settings
-from ledger.db import migrate
+from bench import procfs
 from ledger.queue import create_broker
 from tests.procs import Proc, python
 from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
-    recreate_database,
+    add_ledger_options,
+    new_ledger,
     settings_env,
     start_listener,
     start_simulator,
     start_worker,
     wait_until,
 )
-
-DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench"
-REDIS_URL = "redis://127.0.0.1:6379/12"
-CACHE_REDIS_URL = "redis://127.0.0.1:6379/13"
 
 
 def count_rows(url: str) -> int:
@@ -53,21 +48,10 @@ def count_rows(url: str) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of `pid` and its children still running (the worker group)."""
+    """CPU time (user + system) of `pid` and its descendants still running (the worker group)."""
     if not Path("/proc").is_dir():
         return float("nan")
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if entry.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return procfs.usage(pid)[1]
 
 
 def postgres_cpu_seconds(db_url: str) -> float:
@@ -76,19 +60,14 @@ def postgres_cpu_seconds(db_url: str) -> float:
     if not Path("/proc").is_dir():
         return float("nan")
     name = str(conninfo_to_dict(db_url)["dbname"])
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, fields in procfs.running():
         try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if not title.startswith("postgres: ") or f" {name} " not in title:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        if title.startswith("postgres: ") and f" {name} " in title:
+            total += procfs.cpu_seconds(fields)
     return total
 
 
@@ -126,26 +105,20 @@ def main() -> None:
     parser.add_argument("--ops-per-block", type=float, default=6.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--database-url", default=DB_URL, help="dropped and re-created (default %(default)s)")
-    parser.add_argument("--redis-url", default=REDIS_URL, help="the broker's Redis DB: flushed (default %(default)s)")
-    parser.add_argument("--cache-redis-url", default=CACHE_REDIS_URL, help="default %(default)s")
+    add_ledger_options(parser, "ledger_bench", 12, 13)
     parser.add_argument("--profile", metavar="DIR", default=None, help="write py-spy profiles here (needs --py-spy)")
     parser.add_argument("--profile-idle", action="store_true", help="profile waiting threads too (wall time)")
     parser.add_argument("--py-spy", metavar="PATH", default="py-spy", help="the py-spy binary (default %(default)s)")
     args = parser.parse_args()
     db_url = args.database_url
 
-    recreate_database(db_url)
-    migrate(db_url)
-    settings = load_settings(
-        {},
-        database_url=db_url,
-        redis_url=args.redis_url,
-        cache_redis_url=args.cache_redis_url,
+    settings = new_ledger(
+        db_url,
+        args.redis_url,
+        args.cache_redis_url,
         tron_requests_per_second=0.0,  # the simulator has no quota: measure the pipeline, not the budget
         tron_requests_per_day=0,
     )
-    redis.Redis.from_url(settings.redis_url).flushdb()
     env = {
         **settings_env(settings),
         "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:6]}",

@@ -29,26 +29,16 @@ import statistics
 import threading
 import time
 import uuid
-from datetime import datetime
 
 import httpx
 import redis
 
-from ledger.config import load_settings
-from ledger.db import migrate
+from bench.freshness import Watch, percentile, watch
 from ledger.domain import Operation
 from ledger.queue import background_queue, create_broker
 from listener.sink import BrokerSink
 from tests.procs import Proc, python
-from tests.stack import (
-    SIM_ACCOUNTS,
-    recreate_database,
-    settings_env,
-    start_listener,
-    start_simulator,
-    start_web,
-    start_worker,
-)
+from tests.stack import SIM_ACCOUNTS, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 # name -> (database, broker Redis DB, cache Redis DB, web port offset)
 PIPELINES = {
@@ -57,11 +47,6 @@ PIPELINES = {
     "shared": ("ledger_bench_live_shared", 8, 9, 2),
 }
 HISTORY_TIME_MS = 1_600_000_000_000  # September 2020: far below any live block
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def history(count: int, seed: str) -> list[Operation]:
@@ -104,45 +89,14 @@ def start_workers(env: dict[str, str], queue: str, split: bool) -> list[Proc]:
     return procs
 
 
-def watch(port: int, floor: int, stop: threading.Event, lags: list[float]) -> None:
-    """Note each live record (block > floor) the first time the API shows it."""
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    seen: set[tuple[str, int]] = set()
-    first_poll = True
-    while not stop.is_set():
-        for account in SIM_ACCOUNTS:
-            for path in ("/api/stake/records", "/api/delegate/records"):
-                try:
-                    body = http.get(path, params={"pool_account_id": account, "limit": 50}).json()
-                except httpx.HTTPError:
-                    continue  # a slow answer on a loaded machine: the next poll sees the record
-                now_ms = time.time() * 1000
-                for row in body.get("data", []):
-                    key = (row["tx_id"], row["op_index"])
-                    if row["block_num"] <= floor or key in seen:
-                        continue
-                    seen.add(key)
-                    if not first_poll:  # rows already there at the start say nothing about lag
-                        block_ms = datetime.fromisoformat(row["block_time"]).timestamp() * 1000
-                        lags.append((now_ms - block_ms) / 1000)
-        first_poll = False
-        stop.wait(0.05)
-
-
 def start_pipeline(name: str, args: argparse.Namespace, sim_url: str) -> tuple[list[Proc], str, int]:
     database, broker_db, cache_db, offset = PIPELINES[name]
-    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
-    recreate_database(url)
-    migrate(url)
-    settings = load_settings(
-        {},
-        database_url=url,
-        redis_url=f"{args.redis}/{broker_db}",
-        cache_redis_url=f"{args.redis}/{cache_db}",
+    settings = new_ledger(
+        f"postgresql://postgres@127.0.0.1:5432/{database}",
+        f"{args.redis}/{broker_db}",
+        f"{args.redis}/{cache_db}",
         poll_interval=1.0,
     )
-    for db_url in (settings.redis_url, settings.cache_redis_url):
-        redis.Redis.from_url(db_url).flushdb()
     queue = f"live-first-{name}-{uuid.uuid4().hex[:6]}"
     env = {
         **settings_env(settings),
@@ -188,7 +142,7 @@ def main() -> None:
     names = ["reference", "background"] + (["shared"] if args.shared else [])
     sim, sim_url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", "3")
     procs: list[Proc] = [sim]
-    lags: dict[str, list[float]] = {name: [] for name in names}
+    seen = {name: Watch() for name in names}
     left: dict[str, int] = {}
     took: dict[str, list[float]] = {name: [] for name in names}
     stop = threading.Event()
@@ -200,7 +154,14 @@ def main() -> None:
             pipelines[name] = (queue, port)
         time.sleep(2 * args.block_interval)  # the listeners reach the head
         floor = httpx.get(f"{sim_url}/sim/status").json()["head"]
-        watchers = [threading.Thread(target=watch, args=(pipelines[n][1], floor, stop, lags[n])) for n in names]
+        watchers = [
+            threading.Thread(
+                target=watch,
+                args=(f"http://127.0.0.1:{pipelines[n][1]}", SIM_ACCOUNTS, stop, seen[n]),
+                kwargs={"floor": floor},  # live records only
+            )
+            for n in names
+        ]
         producers = []
         for name in names[1:]:
             queue = pipelines[name][0]
@@ -227,6 +188,7 @@ def main() -> None:
         stop.set()
         for proc in reversed(procs):
             proc.stop()
+    lags = {name: watched.lags for name, watched in seen.items()}
     window = max((t[0] for t in took.values() if t), default=0.0) + args.duration
     print(
         f"freshness of live records at {args.block_interval:g}-s blocks over {window:.0f}s, backlog "

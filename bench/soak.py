@@ -47,37 +47,25 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import redis
 
-from bench.api import paths_script, run_wrk
+from bench import procfs
+from bench.api import add_wrk_options, paths_script, run_wrk
 from bench.faults import compare
-from ledger.config import load_settings
-from ledger.db import migrate
+from bench.freshness import Watch, percentile, watch
 from ledger.snapshot import mark_history
 from simulator.config import demo_accounts
 from simulator.requests import client_label
 from tests.procs import Proc, python
 from tests.servers import free_port
-from tests.stack import (
-    Simulator,
-    recreate_database,
-    settings_env,
-    start_listener,
-    start_simulator,
-    start_web,
-    start_worker,
-)
+from tests.stack import Simulator, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 TARGETS = {"hit_rate": 0.95, "cached_p99_ms": 25.0, "freshness_p99_s": 3.0, "memory_growth": 0.10, "lost": 0}
 BLOCKS_PER_DAY = 86_400 // 3
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 API_KEY = "soak"  # the simulator counts the stack's node requests under this key
 # Route mix of the read load: (share, path template); {a} is the account's address.
 ROUTES = (
@@ -90,16 +78,6 @@ function delay()
     return %(ms)d
 end
 """
-
-
-@dataclass
-class Watch:
-    """What the freshness watcher saw; its own cache hits and misses, to leave out of the hit rate."""
-
-    lags: list[float] = field(default_factory=list)
-    hits: int = 0
-    misses: int = 0
-    errors: int = 0
 
 
 # -- the stack ----------------------------------------------------------------------------------------
@@ -118,11 +96,7 @@ def start_stack(args: argparse.Namespace, accounts: tuple[str, ...]) -> tuple[li
     )
     procs = [sim]
     try:
-        recreate_database(args.database_url)
-        migrate(args.database_url)
-        settings = load_settings(
-            {}, database_url=args.database_url, redis_url=args.broker_url, cache_redis_url=args.cache_redis_url
-        )
+        settings = new_ledger(args.database_url, args.broker_url, args.cache_redis_url)  # the soak's own (see --help)
         # The chain starts empty at its first block, so each account's whole history is the chain's:
         # mark it so (what `listener backfill --since` does) rather than have the listener take
         # 1,000 opening snapshots, one by one, before it follows a block (a first start's cost,
@@ -130,8 +104,6 @@ def start_stack(args: argparse.Namespace, accounts: tuple[str, ...]) -> tuple[li
         with psycopg.connect(args.database_url) as conn:
             for account in accounts:
                 mark_history(conn, account)
-        for url in {args.broker_url, args.cache_redis_url}:
-            redis.Redis.from_url(url).flushdb()  # the soak's own DBs (see --help)
         env = {
             **settings_env(settings),
             "QUEUE_NAME": f"soak-{uuid.uuid4().hex[:6]}",
@@ -205,73 +177,11 @@ def watched(accounts: tuple[str, ...], count: int) -> list[str]:
     return busy + list(rest[::step][: count - len(busy)])
 
 
-def watch(base: str, accounts: list[str], stop: threading.Event, seen_by: Watch, interval: float) -> None:
-    http = httpx.Client(base_url=base, timeout=10)
-    seen: set[tuple[str, int]] = set()
-    first_poll = True
-    while not stop.is_set():
-        for account in accounts:
-            for path in ("/api/stake/records", "/api/delegate/records"):
-                try:
-                    body = http.get(path, params={"pool_account_id": account, "limit": 50}).json()
-                except (httpx.HTTPError, ValueError):
-                    seen_by.errors += 1
-                    continue
-                now_ms = time.time() * 1000
-                if body.get("meta", {}).get("source") == "cache":
-                    seen_by.hits += 1
-                else:
-                    seen_by.misses += 1
-                for row in body.get("data", []):
-                    key = (row["tx_id"], row["op_index"])
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    if not first_poll:  # rows already there at the start say nothing about lag
-                        block_ms = datetime.fromisoformat(row["block_time"]).timestamp() * 1000
-                        seen_by.lags.append((now_ms - block_ms) / 1000)
-        first_poll = False
-        stop.wait(interval)
-
-
 # -- memory -------------------------------------------------------------------------------------------
 
 
-def family(pid: int) -> set[int]:
-    """`pid` and every descendant (granian and dramatiq fork their workers)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    members, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in members:
-                members.add(child)
-                frontier.append(child)
-    return members
-
-
-def usage(pid: int) -> tuple[int, float]:
-    """(resident bytes, CPU seconds used so far) of `pid` and its descendants."""
-    rss, cpu = 0, 0.0
-    for member in family(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited between the listing and the read
-        rss += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-    return rss, cpu
-
-
 def sample(procs: list[Proc]) -> dict[str, tuple[int, float]]:
-    return {proc.name: usage(proc.popen.pid) for proc in procs}
+    return {proc.name: procfs.usage(proc.popen.pid) for proc in procs}
 
 
 # -- sync ---------------------------------------------------------------------------------------------
@@ -422,11 +332,6 @@ def by_route(paths: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def checks(result: dict[str, Any]) -> list[tuple[str, bool]]:
     reads, fresh, sync = result["reads"], result["freshness"], result["sync"]
     product = {name: m for name, m in result["memory"].items() if name != "simulator"}
@@ -518,8 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="no node request budget (an own node); default: the product's (10 requests/s, 100,000 a day)",
     )
     # Few connections, each paced by --rate: the load production sees, leaving the machine room to ingest.
-    p.add_argument("--connections", type=int, default=6, help="wrk connections (default 6)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    add_wrk_options(p, connections=6)
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the account choice (default 1.1)")
     p.add_argument("--paths", type=int, default=100_000, help="request paths drawn for wrk to walk")
     p.add_argument("--watch", type=int, default=20, help="accounts the freshness watcher polls (default 20)")

@@ -38,7 +38,16 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.api import _drop_database, _get_json, paths_script, run_wrk, start_server, stop_server
+from bench.api import (
+    _drop_database,
+    _get_json,
+    add_granian_options,
+    add_wrk_options,
+    paths_script,
+    run_wrk,
+    start_server,
+    stop_server,
+)
 from ledger import positions
 from ledger.address import to_base58
 from ledger.cache import PAGE_PREFIX, invalidate_accounts
@@ -350,17 +359,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--direct", type=int, default=2000, help="read_summary calls per round in this process")
     p.add_argument("--write-rate", type=float, default=50.0, help="operations/s written during the last run")
-    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
-    p.add_argument("--blocking-threads", type=int, default=4, help="granian threads per worker (default 4)")
-    p.add_argument(
-        "--backpressure",
-        type=int,
-        default=128,
-        help="granian backpressure per worker (default: the Procfile's 128; 0: granian's)",
-    )
-    p.add_argument("--runtime-threads", type=int, default=0, help="granian runtime threads (0: default)")
+    add_wrk_options(p, connections=16)
+    add_granian_options(p)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/ledger_bench_summary")
     p.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/10")

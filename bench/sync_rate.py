@@ -19,15 +19,12 @@ import time
 import uuid
 
 import psycopg
-import redis
 
-from ledger.config import load_settings
-from ledger.db import migrate
 from tests.procs import Proc, python
 from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
-    recreate_database,
+    new_ledger,
     settings_env,
     start_listener,
     start_simulator,
@@ -80,19 +77,14 @@ def main() -> None:
     )
     sim = Simulator(url)
     procs: list[Proc] = [sim_proc]
-    recreate_database(DB_URL)
-    migrate(DB_URL)
-    settings = load_settings(
-        {},
-        database_url=DB_URL,
-        redis_url=f"{args.redis}/10",
-        cache_redis_url=f"{args.redis}/11",
+    settings = new_ledger(
+        DB_URL,
+        f"{args.redis}/10",
+        f"{args.redis}/11",
         tron_requests_per_second=0.0,
         tron_requests_per_day=0,
         unfreeze_delay_seconds=30,
     )
-    for db_url in (settings.redis_url, settings.cache_redis_url):
-        redis.Redis.from_url(db_url).flushdb()
     env = {
         **settings_env(settings),
         "QUEUE_NAME": f"sync-{uuid.uuid4().hex[:6]}",

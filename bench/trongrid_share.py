@@ -42,17 +42,14 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
 
 from bench.api import paths_script
 from ledger.address import to_base58
-from ledger.config import load_settings
-from ledger.db import migrate
 from ledger.rollout import write_rollout
 from simulator.requests import client_label
 from tests.procs import Proc, python
 from tests.servers import free_port
-from tests.stack import recreate_database, settings_env, start_listener, start_simulator, start_web, start_worker
+from tests.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 DATABASE = "ledger_bench_share"
 ROLES = ("listener", "worker", "web")
@@ -158,11 +155,7 @@ def main() -> None:
     procs: list[Proc] = [sim_proc]
     node = httpx.Client(base_url=sim_url, timeout=30)
     db_url = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
-    recreate_database(db_url)
-    migrate(db_url)
-    settings = load_settings({}, database_url=db_url, redis_url=f"{args.redis}/4", cache_redis_url=f"{args.redis}/5")
-    for url in (settings.redis_url, settings.cache_redis_url):
-        redis.Redis.from_url(url).flushdb()
+    settings = new_ledger(db_url, f"{args.redis}/4", f"{args.redis}/5")
     env = {
         **settings_env(settings),
         "QUEUE_NAME": f"share-{uuid.uuid4().hex[:6]}",

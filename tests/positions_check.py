@@ -25,16 +25,15 @@ from typing import Any
 
 import orjson
 import psycopg
-import redis
 
 from ledger import positions
-from ledger.config import Settings, load_settings
-from ledger.db import migrate
+from ledger.config import Settings
 from tests.procs import Proc
 from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
-    recreate_database,
+    add_ledger_options,
+    new_ledger,
     settings_env,
     start_listener,
     start_simulator,
@@ -242,20 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=10_000)
     p.add_argument("--chunk", type=int, default=100, help="blocks between two comparisons")
     p.add_argument("--fork-rate", type=float, default=0.05)
-    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/ledger_positions_check")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
-    p.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/9")
+    add_ledger_options(p, "ledger_positions_check", 8, 9)
     args = p.parse_args(argv)
-    recreate_database(args.database_url)
-    migrate(args.database_url)
-    settings = load_settings(
-        {},
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-        cache_redis_url=args.cache_redis_url,
-        unfreeze_delay_seconds=30,
-    )
-    redis.Redis.from_url(args.redis_url).flushdb()
+    settings = new_ledger(args.database_url, args.redis_url, args.cache_redis_url, unfreeze_delay_seconds=30)
     procs: list[Proc] = []
     started = time.monotonic()
     try:

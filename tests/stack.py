@@ -3,6 +3,7 @@ end-to-end tests and by the benchmarks."""
 
 from __future__ import annotations
 
+import argparse
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,8 @@ from dramatiq.common import dq_name, xq_name
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ledger.config import Settings
+from ledger.config import Settings, load_settings
+from ledger.db import migrate
 from ledger.procfile import parse_procfile
 from ledger.queue import background_queue, create_broker, is_amqp, queued_messages
 from tests.procs import Proc, python
@@ -147,6 +149,40 @@ def recreate_database(url: str) -> None:
     with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+
+
+def add_ledger_options(parser: argparse.ArgumentParser, database: str, broker_db: int, cache_db: int) -> None:
+    """--database-url, --redis-url and --cache-redis-url: a run's own database and Redis DBs (for
+    new_ledger), by default `database` and DBs of the local servers."""
+    parser.add_argument(
+        "--database-url",
+        default=f"postgresql://postgres@127.0.0.1:5432/{database}",
+        help="dropped and re-created (default %(default)s)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=f"redis://127.0.0.1:6379/{broker_db}",
+        help="the broker's Redis DB: flushed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-redis-url",
+        default=f"redis://127.0.0.1:6379/{cache_db}",
+        help="the cache's Redis DB: flushed (default %(default)s)",
+    )
+
+
+def new_ledger(database_url: str, redis_url: str, cache_redis_url: str, **overrides: object) -> Settings:
+    """Settings for an empty ledger: the database dropped, re-created and migrated, the broker's and
+    the cache's Redis DBs flushed (all of them the caller's own); `overrides` as load_settings."""
+    recreate_database(database_url)
+    migrate(database_url)
+    settings = load_settings(
+        {}, database_url=database_url, redis_url=redis_url, cache_redis_url=cache_redis_url, **overrides
+    )
+    for url in {redis_url, cache_redis_url}:
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -18,6 +18,7 @@ import redis
 from ledger.config import Settings, load_settings
 from ledger.db import migrate
 from tests.procs import Proc
+from tests.servers import PrivateRedis
 from tests.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, recreate_database, settings_env
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
@@ -72,18 +73,27 @@ def database_url() -> str:
     return TEST_DATABASE_URL
 
 
-@pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings_for(database_url: str, **overrides: object) -> Settings:
+    """Settings on the test database and the test Redis DBs, with no micro-cache: tests read their
+    writes at once (the micro-cache has its own test)."""
     return load_settings(
         {},
         database_url=database_url,
         redis_url=TEST_REDIS_URL,
         cache_redis_url=TEST_CACHE_REDIS_URL,
+        cache_local_ttl=0.0,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return settings_for(
+        database_url,
         unfreeze_delay_seconds=30,
         retry_min_backoff_ms=100,
         retry_max_backoff_ms=1000,
         retry_max_retries=3,
-        cache_local_ttl=0.0,  # tests read their writes at once; the micro-cache has its own test
         # The simulator has no quota: the request budget has its own tests (test_budget.py).
         tron_requests_per_second=0.0,
         tron_requests_per_day=0,
@@ -126,6 +136,15 @@ def redis_clean(settings: Settings) -> Iterator[tuple[redis.Redis, redis.Redis]]
     yield broker, cache
     broker.close()
     cache.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, which it may kill or hang (SIGSTOP): the shared one is never touched."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -33,10 +33,11 @@ from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
     add_ledger_options,
+    main_checkpoint,
     new_ledger,
     settings_env,
+    start_chain,
     start_listener,
-    start_simulator,
     start_worker,
     wait_until,
 )
@@ -134,12 +135,6 @@ def numbers(value: Any) -> Iterator[int]:
             yield from numbers(v)
 
 
-def checkpoint(database_url: str) -> int:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-        return int(row[0]) if row else -1
-
-
 def compare(settings: Settings, sim: Simulator, head: int) -> dict[str, str]:
     """Differences per account between the ledger's summary and the simulator's state ({} = none)."""
     problems = {}
@@ -178,7 +173,9 @@ def run(
 ) -> int:
     """Start the stack, produce `blocks` blocks in chunks and compare after each; return the number
     of comparisons made (each over every account). AssertionError on the first difference."""
-    sim_proc, url = start_simulator(
+    sim = start_chain(
+        procs,
+        settings,
         "--paused",
         "--history-blocks",
         str(history),
@@ -188,21 +185,17 @@ def run(
         "random",
         "--lock-periods",
         "3,5,20,40",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
         "--fork-rate",
         str(fork_rate),
         "--fork-depth",
         "3",
     )
-    procs.append(sim_proc)
-    sim = Simulator(url)
     env = {
         **settings_env(settings),
         "QUEUE_NAME": f"pos-{uuid.uuid4().hex[:8]}",
         "POLL_INTERVAL": "0.1",
         "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
-        "TRON_NODE_URL": url,
+        "TRON_NODE_URL": sim.url,
     }
     procs.append(start_worker(env))
     procs.append(start_listener(env))  # no START_BLOCK: it starts after the snapshots' block
@@ -211,7 +204,7 @@ def run(
     while True:
         head = sim.status()["head"]
         wait_until(
-            lambda head=head: checkpoint(settings.database_url) == head,
+            lambda head=head: main_checkpoint(settings.database_url) == head,
             120,
             f"the listener to reach block {head}",
         )

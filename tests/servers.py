@@ -1,7 +1,7 @@
-"""Private servers for fault runs, so that stopping, hanging or restarting one never touches the
-shared PostgreSQL, Redis or RabbitMQ: a redis-server on a free port (optionally with AOF), a
-PostgreSQL cluster made with initdb in a temporary directory, run as the `postgres` user, and a
-RabbitMQ node of its own (own node name, ports and data directory)."""
+"""Private servers for fault runs and for the tests that kill or hang one, so that stopping, hanging or
+restarting a server never touches the shared PostgreSQL, Redis or RabbitMQ: a redis-server on a free
+port (optionally with AOF), a PostgreSQL cluster made with initdb in a temporary directory, run as
+the `postgres` user, and a RabbitMQ node of its own (own node name, ports and data directory)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -28,22 +29,26 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server in its own directory; `aof` turns on appendonly (fsync every second)."""
+    """A redis-server in its own directory, with no persistence unless `aof` turns on appendonly
+    (fsync every second) or `extra` redis-server options say otherwise."""
 
-    def __init__(self, *, aof: bool = False) -> None:
+    def __init__(self, *extra: str, aof: bool = False) -> None:
         self.port = free_port()
         self.aof = aof
-        self.dir = Path(tempfile.mkdtemp(prefix="faults-redis-"))
+        self.extra = extra
+        self.dir = Path(tempfile.mkdtemp(prefix="private-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server") or "redis-server"
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")  # outside pytest, this ends the run with the reason
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.aof else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*args, *self.extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 15
         while True:

@@ -83,6 +83,21 @@ class Simulator:
         return body
 
 
+def start_chain(procs: list[Proc], settings: Settings, *args: str) -> Simulator:
+    """The simulator of a test's pipeline: unfrozen lots mature after the ledger's own delay, and it
+    stops with the test's other processes (`procs`)."""
+    proc, url = start_simulator(*args, "--unfreeze-delay-seconds", str(settings.unfreeze_delay_seconds))
+    procs.append(proc)
+    return Simulator(url)
+
+
+def main_checkpoint(database_url: str) -> int:
+    """The block the listener's main checkpoint stands at (-1 before its first)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
+        return int(row[0]) if row else -1
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,37 +7,25 @@ instead of sleeping."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 
 import psycopg
 
 from ledger.accounting import BACKLOG_PATIENCE, read_heads, record_expected, repair
-from ledger.domain import Operation
 from listener.store import PgStore, move_checkpoint
 from tests.test_forks import NEW, OLD
 from tests.test_persist import make_op, persist
+from tests.test_streamer import ListSink
 from workers.persist import revert_blocks
 
 BLOCK_ID = "00" * 32
 
 
-class FakeSink:
+class FakeSink(ListSink):
+    """The streamer tests' sink, with a broker backlog of `backlog` messages."""
+
     def __init__(self, backlog: int = 0) -> None:
-        self.ops: list[Operation] = []
-        self.confirmed: list[int] = []
-        self.reverted: list[list[tuple[int, str]]] = []
+        super().__init__()
         self.queued = backlog
-
-    def publish(self, operations: Iterable[Operation]) -> int:
-        ops = list(operations)
-        self.ops.extend(ops)
-        return len(ops)
-
-    def confirm(self, solid_block: int) -> None:
-        self.confirmed.append(solid_block)
-
-    def revert(self, blocks: list[tuple[int, str]]) -> None:
-        self.reverted.append(blocks)
 
     def backlog(self) -> int:
         return self.queued

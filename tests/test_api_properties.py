@@ -20,9 +20,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.config import DEVELOPMENT_CURSOR_SECRET, Settings, load_settings
+from ledger.config import DEVELOPMENT_CURSOR_SECRET, load_settings
 from ledger.domain import INT64_MAX
-from tests.conftest import TEST_CACHE_REDIS_URL, TEST_REDIS_URL
+from tests.conftest import settings_for
 from tests.contract_stack import ONE, seed_api_data
 from web.app import close_app, create_app
 from web.cursor import Cursor, CursorError, decode_cursor
@@ -103,15 +103,8 @@ EXTERNAL_PARAMS = [
 @pytest.fixture(scope="module")
 def client(database_url: str) -> Iterator[FlaskClient]:
     seed_api_data(database_url)
-    settings_ = Settings(
-        database_url=database_url,
-        redis_url=TEST_REDIS_URL,
-        cache_redis_url=TEST_CACHE_REDIS_URL,
-        cache_local_ttl=0.0,
-        cursor_secrets=(SECRET,),
-        admin_token=ADMIN_TOKEN,  # the dead-letter parameters are the admin API's
-    )
-    app = create_app(settings_)
+    # With the admin token: the dead-letter parameters are the admin API's.
+    app = create_app(settings_for(database_url, cursor_secrets=(SECRET,), admin_token=ADMIN_TOKEN))
     yield app.test_client()
     close_app(app)
     seed_api_data(database_url, rows=0)
@@ -199,9 +192,8 @@ def test_a_real_cursor_with_another_page_number_is_refused(client: FlaskClient, 
 
 def test_rotation_accepts_the_old_secret_until_it_is_dropped(database_url: str, client: FlaskClient) -> None:
     old = client.get(RECORDS[0], query_string={"pool_account_id": "1", "limit": "5"}).get_json()["meta"]
-    base = {"database_url": database_url, "redis_url": TEST_REDIS_URL, "cache_redis_url": TEST_CACHE_REDIS_URL}
     for secrets, status in ((("new", SECRET), 200), (("new",), 400)):
-        app = create_app(Settings(**base, cache_local_ttl=0.0, cursor_secrets=secrets))  # type: ignore[arg-type]
+        app = create_app(settings_for(database_url, cursor_secrets=secrets))
         try:
             query = {"pool_account_id": "1", "limit": "5", "cursor": old["next_cursor"]}
             response = app.test_client().get(RECORDS[0], query_string=query)

@@ -12,17 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from flask.testing import FlaskClient
 
 from ledger.accounts import add_accounts
 from ledger.config import Settings
 from listener.backfill import Backfill, BackfillError, ProgressLine, checkpoint_name, first_block_since, parse_since
 from tests.conftest import settings_env
 from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, start_simulator, start_worker, wait_until
-from tests.test_pipeline import Row, ledger_rows
+from tests.stack import SIM_ACCOUNTS, Simulator, start_chain, start_worker, wait_until
+from tests.test_pipeline import assert_ledger_matches_truth, truth_rows
 from tests.test_streamer import OWNER, ListSink, StubAdapter
-from web.app import close_app, create_app
 
 # -- the date search, without a node -----------------------------------------------------------
 
@@ -140,48 +138,6 @@ def test_a_range_past_the_head_is_refused() -> None:
 # -- real runs -----------------------------------------------------------------------------------
 
 
-def truth_in_range(sim: Simulator, account: str, lo: int, hi: int) -> set[Row]:
-    return {
-        (
-            op["tx_id"],
-            op["op_index"],
-            op["block_num"],
-            op["kind"],
-            op["resource"],
-            op["amount"],
-            op["receiver_address"],
-            op["lock"],
-            op["lock_period"],
-            op["status"],
-        )
-        for op in sim.truth(account)["operations"]
-        if lo <= op["block_num"] <= hi
-    }
-
-
-def assert_range_matches_truth(
-    settings: Settings, sim: Simulator, env: dict[str, str], accounts: list[str], lo: int, hi: int
-) -> None:
-    app = create_app(Settings(**{**settings.__dict__, "queue_name": env["QUEUE_NAME"]}))
-    try:
-        _compare(app.test_client(), sim, accounts, lo, hi)
-    finally:
-        close_app(app)
-
-
-def _compare(client: FlaskClient, sim: Simulator, accounts: list[str], lo: int, hi: int) -> None:
-    for account in accounts:
-        expected = truth_in_range(sim, account, lo, hi)
-        assert expected, f"no truth rows for {account} in {lo}..{hi}"
-        try:
-            wait_until(lambda a=account, e=expected: set(ledger_rows(client, a)) == e, 30, f"{account}'s rows")
-        except TimeoutError:
-            got = set(ledger_rows(client, account))
-            raise AssertionError(f"missing {sorted(expected - got)[:3]} extra {sorted(got - expected)[:3]}") from None
-        rows = ledger_rows(client, account)
-        assert len(rows) == len(set(rows))
-
-
 def record_count(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT (SELECT count(*) FROM stake_records) + (SELECT count(*) FROM delegate_records)")
@@ -195,24 +151,15 @@ def backfill_position(url: str) -> int:
 
 
 def _stack(settings: Settings, procs: list[Proc], history: int) -> tuple[Simulator, dict[str, str]]:
-    sim_proc, url = start_simulator(
-        "--history-blocks",
-        str(history),
-        "--ops-per-block",
-        "2",
-        "--paused",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
+    sim = start_chain(procs, settings, "--history-blocks", str(history), "--ops-per-block", "2", "--paused")
     env = {
         **settings_env(settings),
         "QUEUE_NAME": f"bf-{uuid.uuid4().hex[:8]}",
-        "TRON_NODE_URL": url,
+        "TRON_NODE_URL": sim.url,
         "LISTENER_BATCH_BLOCKS": "20",
     }
     procs.append(start_worker(env))
-    return Simulator(url), env
+    return sim, env
 
 
 def backfill(env: dict[str, str], *args: str) -> Proc:
@@ -238,8 +185,8 @@ def test_backfill_of_a_range_indexes_exactly_that_range_for_the_account(
     assert f"backfill:{lo}-{hi}:" in proc.output()
     assert "backfill complete" in proc.output()
     # Then the ledger holds exactly the truth's rows of that account in that range, nothing else
-    assert_range_matches_truth(settings, sim, env, [account], lo, hi)
-    assert record_count(clean_db) == len(truth_in_range(sim, account, lo, hi))
+    assert_ledger_matches_truth(settings, sim, env, [account], lo, hi, timeout=30)
+    assert record_count(clean_db) == len(truth_rows(sim, account, lo, hi))
     # And the same command again has nothing left to do
     again = backfill(env, "--since", since, "--scan-blocks", "--to-block", str(hi), "--account", account)
     procs.append(again)
@@ -272,4 +219,4 @@ def test_a_killed_backfill_resumes_where_it_stopped(
     assert f"resuming backfill:{lo}-{hi}:" in second.output()
     assert f"after block {stopped}" in second.output()
     assert backfill_position(clean_db) == hi
-    assert_range_matches_truth(settings, sim, env, list(SIM_ACCOUNTS), lo, hi)
+    assert_ledger_matches_truth(settings, sim, env, SIM_ACCOUNTS, lo, hi, timeout=30)

@@ -18,22 +18,21 @@ from ledger.config import ConfigError, Settings, load_settings
 from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, queued_messages
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
-from tests.servers import free_port
+from tests.servers import PrivateRedis
 from tests.stack import delete_rabbitmq_queues, settings_env
-from tests.test_cache import RedisServer
 from tests.test_persist import make_op
 
 
-def redis_broker(*flags: str) -> Iterator[RedisBroker]:
-    server = RedisServer(free_port(), *flags)
+def redis_broker(*flags: str, aof: bool = False) -> Iterator[RedisBroker]:
+    server = PrivateRedis(*flags, aof=aof)
     server.start()
-    broker = create_broker(server.url)
+    broker = create_broker(server.url())
     assert isinstance(broker, RedisBroker)
     try:
         yield broker
     finally:
         broker.close()
-        server.kill()
+        server.close()
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_snapshots_alone_are_not_durable() -> None:
 
 
 def test_aof_is_durable() -> None:
-    for broker in redis_broker("--appendonly", "yes", "--appendfsync", "everysec"):
+    for broker in redis_broker(aof=True):
         assert check_broker_durability(broker, require=True) == "durable: AOF"
 
 

@@ -4,7 +4,6 @@ cross-process case, the simulator's own per-client request count."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from ledger.tron_json import NodeError
 from ledger.tron_node import NodeUnavailable, TronNode, budget_limits
 from simulator.requests import client_label
 from tests.procs import Proc, python
+from tests.servers import free_port
 from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
 from tests.test_pipeline import checkpoint
 
@@ -155,14 +155,8 @@ def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
     other.close()
 
 
-def _dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_redis_down_degrades_to_a_local_limiter_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    budget = create_budget(f"redis://127.0.0.1:{_dead_port()}/0", BudgetLimits(per_second=50, burst=1, per_day=0))
+    budget = create_budget(f"redis://127.0.0.1:{free_port()}/0", BudgetLimits(per_second=50, burst=1, per_day=0))
     caplog.set_level(logging.WARNING, "ledger.budget")
     started = time.monotonic()
     for _ in range(11):
@@ -398,7 +392,7 @@ def test_the_live_path_may_spend_the_day_background_left(budget_redis: str) -> N
 
 def test_without_redis_the_local_limiter_keeps_the_same_reserves() -> None:
     limits = BudgetLimits(per_second=0, burst=1, per_day=4, daily_reserve_fraction=0.5)
-    budget = create_budget(f"redis://127.0.0.1:{_dead_port()}/0", limits)
+    budget = create_budget(f"redis://127.0.0.1:{free_port()}/0", limits)
     budget.max_wait = 0.2
     budget.acquire(Priority.BACKGROUND)
     budget.acquire(Priority.BACKGROUND)

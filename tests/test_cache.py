@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -26,59 +23,9 @@ from ledger.cache import (
     read_cache_window,
 )
 from ledger.config import Settings
-from tests.servers import free_port
+from tests.servers import PrivateRedis, free_port
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
-
-# -- a private redis-server, so a test can kill Redis without touching the shared one --------------
-
-
-class RedisServer:
-    """A private redis-server (no persistence unless `extra` flags say otherwise; files in a temp dir)."""
-
-    def __init__(self, port: int, *extra: str) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.dir = tempfile.mkdtemp(prefix="ledger-redis-")
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        os.makedirs(self.dir, exist_ok=True)  # kill() removed it; a restart starts empty
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", self.dir, *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        probe = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        probe.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer(free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
@@ -259,19 +206,19 @@ def test_api_single_flight_on_one_hot_page(
 
 
 def test_api_answers_from_postgres_while_redis_is_down(
-    settings: Settings, clean_db: str, private_redis: RedisServer
+    settings: Settings, clean_db: str, private_redis: PrivateRedis
 ) -> None:
     with psycopg.connect(clean_db, autocommit=True) as conn:
         account = add_account(conn, ALICE)
         row_id = insert_stake(conn, ALICE, 1, amount=2**60)
-    app = create_app(replace(settings, cache_redis_url=private_redis.url))
+    app = create_app(replace(settings, cache_redis_url=private_redis.url()))
     client: FlaskClient = app.test_client()
     url = records_url("stake", account)
     try:
         assert get_json(client, url)["meta"]["source"] == "database"
         assert get_json(client, url)["meta"]["source"] == "cache"
 
-        private_redis.kill()
+        private_redis.stop(signal.SIGKILL)
         began = time.monotonic()
         for _ in range(20):
             body = get_json(client, url)

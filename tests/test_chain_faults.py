@@ -9,25 +9,15 @@ import pytest
 
 from ledger.config import Settings
 from tests.procs import Proc
-from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
+from tests.stack import Simulator, start_chain, start_listener, start_worker, wait_until
 from tests.test_pipeline import assert_ledger_matches_truth, checkpoint
 
 
 def _run_pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_args: str) -> Simulator:
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.3",
-        "--history-blocks",
-        "60",
-        "--ops-per-block",
-        "3",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-        *sim_args,
+    sim = start_chain(
+        procs, settings, "--block-interval", "0.3", "--history-blocks", "60", "--ops-per-block", "3", *sim_args
     )
-    procs.append(sim_proc)
-    sim = Simulator(url)
-    env.update({"TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"]), "TRON_TIMEOUT_SECONDS": "2"})
+    env.update({"TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"]), "TRON_TIMEOUT_SECONDS": "2"})
     procs.append(start_worker(env))
     procs.append(start_listener(env))
     return sim

@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from ledger.config import Settings
-from tests.conftest import TEST_CACHE_REDIS_URL, TEST_REDIS_URL
+from tests.conftest import settings_for
 from tests.contract_stack import ONE, run_schemathesis, seed_api_data, start_contract_web
 from tests.servers import free_port
 from web.app import close_app, create_app
@@ -57,13 +57,7 @@ def seeded(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def module_settings(seeded: str) -> Settings:
-    return Settings(
-        database_url=seeded,
-        redis_url=TEST_REDIS_URL,
-        cache_redis_url=TEST_CACHE_REDIS_URL,
-        cache_local_ttl=0.0,
-        cursor_secrets=("contract-test-secret",),
-    )
+    return settings_for(seeded, cursor_secrets=("contract-test-secret",))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ TronGrid, real web processes where the test is about processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -35,8 +36,8 @@ from tests.stack import (
     SIM_ACCOUNTS,
     Simulator,
     settings_env,
+    start_chain,
     start_listener,
-    start_simulator,
     start_web,
     start_worker,
     wait_until,
@@ -65,18 +66,17 @@ def set_rollout(url: str, *, legacy: int | None = None, shadow: int | None = Non
 
 @pytest.fixture
 def sim(procs: list[Proc], settings: Settings) -> Iterator[Simulator]:
-    proc, url = start_simulator(
-        "--history-blocks",
-        "150",
-        "--paused",
-        "true",
-        "--solid-lag",
-        "2",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(proc)
-    yield Simulator(url)
+    yield start_chain(procs, settings, "--history-blocks", "150", "--paused", "true", "--solid-lag", "2")
+
+
+@contextlib.contextmanager
+def app_for(settings: Settings) -> Iterator[Flask]:
+    """An app the test closes when done with it: its pools hold PostgreSQL connections."""
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        close_app(app)
 
 
 def records(client: FlaskClient, kind: str, key: str, **params: Any) -> Any:
@@ -161,8 +161,7 @@ def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_
         row = conn.execute("INSERT INTO pool_accounts (address) VALUES (%s) RETURNING id", (account,)).fetchone()
         assert row is not None
         account_id = row[0]
-    app = create_app(settings)
-    try:
+    with app_for(settings) as app:
         client = app.test_client()
         assert records(client, "stake", account).json["meta"]["source"] == "database"
         # When PostgreSQL and the cache Redis both go away
@@ -196,8 +195,6 @@ def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_
         # When PostgreSQL is back, the native path answers again, without a restart
         pg_proxy.open()
         wait_until(lambda: records(client, "stake", account).json["meta"]["source"] == "database", 20, "native")
-    finally:
-        close_app(app)
 
 
 def test_fallback_limiter_without_its_redis_limits_each_process(
@@ -206,28 +203,22 @@ def test_fallback_limiter_without_its_redis_limits_each_process(
     settings, pg_proxy, cache_proxy = outage
     # The limiter's Redis is unreachable as well: the process limits itself at the same rate.
     settings = replace(settings, fallback_redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    app = create_app(settings)
-    try:
+    with app_for(settings) as app:
         client = app.test_client()
         pg_proxy.close()
         cache_proxy.close()
         codes = [records(client, "stake", SIM_ACCOUNTS[1]).status_code for _ in range(4)]
         assert codes == [200, 200, 503, 503]
-    finally:
-        close_app(app)
 
 
 def test_no_fallback_when_it_is_off(outage: tuple[Settings, TcpProxy, TcpProxy]) -> None:
     settings, pg_proxy, cache_proxy = outage
-    app = create_app(replace(settings, fallback_requests_per_minute=0))
-    try:
+    with app_for(replace(settings, fallback_requests_per_minute=0)) as app:
         pg_proxy.close()
         cache_proxy.close()
         answer = records(app.test_client(), "stake", SIM_ACCOUNTS[0])
         assert answer.status_code == 503 and answer.json["error"]["code"] == "unavailable"
         assert answer.headers["Retry-After"] == "1"
-    finally:
-        close_app(app)
 
 
 def _stake_row(op: dict[str, Any], account: str, solid: int) -> bool:
@@ -244,9 +235,8 @@ def _stake_row(op: dict[str, Any], account: str, solid: int) -> bool:
 
 @pytest.fixture
 def app(settings: Settings, clean_db: str, redis_clean: object, sim: Simulator) -> Iterator[Flask]:
-    application = create_app(replace(settings, tron_node_url=sim.url, admin_token=ADMIN_TOKEN))
-    yield application
-    close_app(application)
+    with app_for(replace(settings, tron_node_url=sim.url, admin_token=ADMIN_TOKEN)) as application:
+        yield application
 
 
 def test_ten_percent_rollout_sends_ten_percent_of_accounts_the_legacy_way_always_the_same(
@@ -346,18 +336,8 @@ def _shadow_counts(client: redis.Redis) -> dict[str, int]:
 def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_difference(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.2",
-        "--history-blocks",
-        "100",
-        "--solid-lag",
-        "2",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim = start_chain(procs, settings, "--block-interval", "0.2", "--history-blocks", "100", "--solid-lag", "2")
+    url = sim.url
     env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"])}
     procs.append(start_worker(env))
     procs.append(start_listener(env))
@@ -453,8 +433,7 @@ def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(
     settings: Settings, clean_db: str, redis_clean: object
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    app = create_app(replace(settings, tron_node_url=dead, legacy_timeout_seconds=1.0))
-    try:
+    with app_for(replace(settings, tron_node_url=dead, legacy_timeout_seconds=1.0)) as app:
         with psycopg.connect(clean_db, autocommit=True) as conn:
             conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (SIM_ACCOUNTS[0],))
         set_rollout(clean_db, legacy=100, shadow=100)
@@ -465,16 +444,13 @@ def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(
             assert paths.rollout.legacy_percent == 100
         answer = records(app.test_client(), "stake", SIM_ACCOUNTS[0])
         assert answer.status_code == 200 and answer.json["meta"]["source"] == "database"
-    finally:
-        close_app(app)
 
 
 def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
     outage: tuple[Settings, TcpProxy, TcpProxy],
 ) -> None:
     settings, pg_proxy, _ = outage
-    app = create_app(settings)
-    try:
+    with app_for(settings) as app:
         set_rollout(settings.database_url, legacy=30)
         with app.app_context():
             paths = current_paths()
@@ -487,8 +463,6 @@ def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
             set_rollout(settings.database_url, legacy=0)
             wait_until(lambda: (refresh_rollout(paths, app.extensions["ledger"].pool), paths.rollout_read)[1], 20, "PG")
             assert paths.rollout.legacy_percent == 0
-    finally:
-        close_app(app)
 
 
 def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
@@ -499,8 +473,7 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO pool_accounts (address, external_id) VALUES (%s, '42')", (account,))
     set_rollout(settings.database_url, legacy=100)
-    app = create_app(settings)
-    try:
+    with app_for(settings) as app:
         client = app.test_client()
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
@@ -515,5 +488,3 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
         fallback = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
         assert fallback.status_code == 200 and fallback.json["meta"]["source"] == "fallback"
         assert {r["tx_hash"] for r in fallback.json["data"]} == {r["tx_hash"] for r in legacy.json["data"]}
-    finally:
-        close_app(app)

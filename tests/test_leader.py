@@ -14,18 +14,11 @@ import pytest
 from ledger.config import Settings
 from ledger.leader import CheckpointFenced, Leader, Lease
 from listener.store import PgStore
-from tests.conftest import settings_env
 from tests.procs import Proc
-from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_worker, wait_until
-from tests.test_pipeline import assert_ledger_matches_truth
+from tests.stack import main_checkpoint, start_listener, wait_until
+from tests.test_pipeline import assert_ledger_matches_truth, start_long_catch_up
 
 BLOCK_ID = "ab" * 32
-
-
-def main_checkpoint(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-        return row[0] if row else -1
 
 
 @pytest.fixture
@@ -158,33 +151,11 @@ def test_a_fenced_checkpoint_ends_the_term(clean_db: str, lease_name: str) -> No
 
 
 def test_standby_takes_over_from_a_killed_active_listener(
-    settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
+    settings: Settings, clean_db: str, env: dict[str, str], procs: list[Proc]
 ) -> None:
     # Given a long history, a worker, and two listeners: one active, one standby
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.5",
-        "--history-blocks",
-        "1500",
-        "--ops-per-block",
-        "2",
-        "--paused",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim, env = start_long_catch_up(settings, env, procs)
     head = sim.status()["head"]
-    env = {
-        **settings_env(settings),
-        "QUEUE_NAME": f"ha-{uuid.uuid4().hex[:8]}",
-        "POLL_INTERVAL": "0.1",
-        "POOL_ACCOUNTS": ",".join(SIM_ACCOUNTS),
-        "TRON_NODE_URL": url,
-        "START_BLOCK": str(head - 1499),
-        "LISTENER_BATCH_BLOCKS": "20",
-    }
-    procs.append(start_worker(env))
     first = start_listener(env)
     procs.append(first)
     first.wait_for(r"active: term \d+", 10)

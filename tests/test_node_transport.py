@@ -23,6 +23,7 @@ import pytest
 from ledger.tron_json import NodeError
 from ledger.tron_node import NodeUnavailable, RouteMissing, TronNode, block_number
 from tests.procs import ROOT, Proc
+from tests.servers import free_port
 from tests.stack import start_simulator
 
 KEY = "5e0c1d2a-0b1d-4e11-9a8b-secretkey111"
@@ -124,10 +125,7 @@ def test_each_bad_answer_is_one_of_the_clients_exceptions_without_the_key(
 
 
 def test_a_node_that_is_not_there_is_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    client = _client(f"http://127.0.0.1:{port}")
+    client = _client(f"http://127.0.0.1:{free_port()}")  # a port nothing listens on
     with pytest.raises(NodeUnavailable, match="transaction"):
         client.transaction_infos(1)
     client.close()

@@ -635,32 +635,31 @@ def test_undelegate_is_never_locked() -> None:
     assert (op.kind, op.lock, op.lock_period) == ("undelegate", False, 0)
 
 
-@pytest.mark.parametrize(
-    ("resource", "resource_type", "expected"),
-    [(1, "ENERGY", "ENERGY"), (0, "BANDWIDTH", "BANDWIDTH"), (2, None, "TRON_POWER"), ("ENERGY", None, "ENERGY")],
-)
-def test_resource_as_number_or_name(resource: Any, resource_type: str | None, expected: str) -> None:
-    rec = load(TG_FREEZE_V1)
+def freeze_v1_record(resource: Any, resource_type: str | None) -> dict[str, Any]:
+    """TronGrid's V1 freeze record with `resource` as given, and `resource_type` beside it if not None."""
+    rec: dict[str, Any] = load(TG_FREEZE_V1)
     value = value_of(rec)
     value["resource"] = resource
     value.pop("resource_type")
     if resource_type is not None:
         value["resource_type"] = resource_type
-    assert parse_trongrid_record(rec)[0].resource == expected
+    return rec
+
+
+@pytest.mark.parametrize(
+    ("resource", "resource_type", "expected"),
+    [(1, "ENERGY", "ENERGY"), (0, "BANDWIDTH", "BANDWIDTH"), (2, None, "TRON_POWER"), ("ENERGY", None, "ENERGY")],
+)
+def test_resource_as_number_or_name(resource: Any, resource_type: str | None, expected: str) -> None:
+    assert parse_trongrid_record(freeze_v1_record(resource, resource_type))[0].resource == expected
 
 
 @pytest.mark.parametrize(
     ("resource", "resource_type"), [(0, "ENERGY"), (3, None), (True, None), ("energy", None), (1.0, None)]
 )
 def test_bad_resource_is_malformed(resource: Any, resource_type: str | None) -> None:
-    rec = load(TG_FREEZE_V1)
-    value = value_of(rec)
-    value["resource"] = resource
-    value.pop("resource_type")
-    if resource_type is not None:
-        value["resource_type"] = resource_type
     with pytest.raises(ChainDataError, match="resource"):
-        parse_trongrid_record(rec)
+        parse_trongrid_record(freeze_v1_record(resource, resource_type))
 
 
 def test_amounts_beyond_2_pow_53_stay_exact() -> None:

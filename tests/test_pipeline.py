@@ -8,6 +8,7 @@ extra, statuses right.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -21,8 +22,8 @@ from tests.stack import (
     Simulator,
     lose_queued_messages,
     queued,
+    start_chain,
     start_listener,
-    start_simulator,
     start_worker,
     wait_until,
 )
@@ -31,7 +32,9 @@ from web.app import close_app, create_app
 Row = tuple[Any, ...]
 
 
-def truth_rows(sim: Simulator, account: str) -> set[Row]:
+def truth_rows(sim: Simulator, account: str, lo: int = 0, hi: int | None = None) -> set[Row]:
+    """The simulator's operations of `account` as `ledger_rows` gives them; with `lo` and `hi`, only
+    those of blocks lo..hi."""
     return {
         (
             op["tx_id"],
@@ -46,6 +49,7 @@ def truth_rows(sim: Simulator, account: str) -> set[Row]:
             op["status"],
         )
         for op in sim.truth(account)["operations"]
+        if lo <= op["block_num"] and (hi is None or op["block_num"] <= hi)
     }
 
 
@@ -66,38 +70,26 @@ def walk(client: FlaskClient, path: str, account: str) -> list[dict[str, Any]]:
 
 
 def ledger_rows(client: FlaskClient, account: str) -> list[Row]:
-    rows = []
-    for r in walk(client, "/api/stake/records", account):
-        rows.append(
-            (
-                r["tx_id"],
-                r["op_index"],
-                r["block_num"],
-                r["operation_type"],
-                r["resource"],
-                r["amount"],
-                None,
-                False,
-                0,
-                r["status"],
-            )
+    """Every stake and delegate record of `account` as `truth_rows` gives the simulator's operations
+    (a stake record has no receiver and no lock)."""
+    no_delegation = {"receiver_address": None, "lock": False, "lock_period": 0}
+    records = [{**r, **no_delegation} for r in walk(client, "/api/stake/records", account)]
+    records += walk(client, "/api/delegate/records", account)
+    return [
+        (
+            r["tx_id"],
+            r["op_index"],
+            r["block_num"],
+            r["operation_type"],
+            r["resource"],
+            r["amount"],
+            r["receiver_address"],
+            r["lock"],
+            r["lock_period"],
+            r["status"],
         )
-    for r in walk(client, "/api/delegate/records", account):
-        rows.append(
-            (
-                r["tx_id"],
-                r["op_index"],
-                r["block_num"],
-                r["operation_type"],
-                r["resource"],
-                r["amount"],
-                r["receiver_address"],
-                r["lock"],
-                r["lock_period"],
-                r["status"],
-            )
-        )
-    return rows
+        for r in records
+    ]
 
 
 def checkpoint(database_url: str) -> int:
@@ -113,19 +105,29 @@ def watermark(database_url: str) -> int | None:
         return row[0] if row else None
 
 
-def assert_ledger_matches_truth(settings: Settings, sim: Simulator, env: dict[str, str]) -> None:
+def assert_ledger_matches_truth(
+    settings: Settings,
+    sim: Simulator,
+    env: dict[str, str],
+    accounts: Sequence[str] = SIM_ACCOUNTS,
+    lo: int = 0,
+    hi: int | None = None,
+    timeout: float = 60,
+) -> None:
+    """The API's records of each account are the simulator's operations (of blocks lo..hi if given),
+    each once, within `timeout` seconds."""
     app = create_app(Settings(**{**settings.__dict__, "queue_name": env["QUEUE_NAME"]}))
     try:
         client = app.test_client()
-        for account in SIM_ACCOUNTS:
-            expected = truth_rows(sim, account)
+        for account in accounts:
+            expected = truth_rows(sim, account, lo, hi)
             assert expected, f"the simulator produced nothing for {account}"
 
             def settled(account: str = account, expected: set[Row] = expected) -> bool:
                 return set(ledger_rows(client, account)) == expected
 
             try:
-                wait_until(settled, 60, f"ledger of {account} to equal the simulator's truth")
+                wait_until(settled, timeout, f"ledger of {account} to equal the simulator's truth")
             except TimeoutError:
                 got = set(ledger_rows(client, account))
                 missing, extra = sorted(expected - got)[:5], sorted(got - expected)[:5]
@@ -136,25 +138,26 @@ def assert_ledger_matches_truth(settings: Settings, sim: Simulator, env: dict[st
         close_app(app)  # its pools hold 4+ connections: 13 callers left ~70 open in one session
 
 
+def start_long_catch_up(settings: Settings, env: dict[str, str], procs: list[Proc]) -> tuple[Simulator, dict[str, str]]:
+    """A paused chain with 1,500 blocks of history and a worker; returns the simulator and the
+    environment of a listener that catches up from the first block, checkpointing every 20."""
+    sim = start_chain(
+        procs, settings, "--block-interval", "0.5", "--history-blocks", "1500", "--ops-per-block", "2", "--paused"
+    )
+    head = sim.status()["head"]
+    env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(head - 1499), "LISTENER_BATCH_BLOCKS": "20"}
+    procs.append(start_worker(env))
+    return sim, env
+
+
 @pytest.mark.parametrize("broker_env", ["redis", "rabbitmq"], indirect=True)
 def test_simulated_chain_lands_in_the_api_exactly(
     settings: Settings, broker_env: dict[str, str], procs: list[Proc]
 ) -> None:
     # Given a chain with history and live blocks, a worker and a listener from its first block
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.2",
-        "--history-blocks",
-        "120",
-        "--ops-per-block",
-        "2",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim = start_chain(procs, settings, "--block-interval", "0.2", "--history-blocks", "120", "--ops-per-block", "2")
     first = sim.status()["start_block"]  # the chain's first block: the truth starts there too
-    env = {**broker_env, "TRON_NODE_URL": url, "START_BLOCK": str(first)}
+    env = {**broker_env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(first)}
     procs.append(start_worker(env))
     procs.append(start_listener(env))
     # When it has caught up and followed the head for a while, then the chain stops
@@ -175,19 +178,9 @@ def test_a_broker_flush_between_enqueue_and_persist_is_repaired_with_no_operator
 ) -> None:
     # Given a listener that enqueued a chain's operations and checkpointed past them, no worker yet
     grace = 3.0
-    sim_proc, url = start_simulator(
-        "--history-blocks",
-        "150",
-        "--ops-per-block",
-        "2",
-        "--paused",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim = start_chain(procs, settings, "--history-blocks", "150", "--ops-per-block", "2", "--paused")
     head = sim.status()["head"]
-    env = {**broker_env, "TRON_NODE_URL": url, "START_BLOCK": str(head - 149), "REPAIR_GRACE_SECONDS": str(grace)}
+    env = {**broker_env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(head - 149), "REPAIR_GRACE_SECONDS": str(grace)}
     listener = start_listener(env)
     procs.append(listener)
     wait_until(lambda: checkpoint(settings.database_url) == head, 60, "the listener to checkpoint the head")
@@ -212,22 +205,8 @@ def test_listener_killed_mid_catch_up_leaves_no_gap_and_no_duplicate(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
     # Given a long history and a listener that checkpoints every 20 blocks
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.5",
-        "--history-blocks",
-        "1500",
-        "--ops-per-block",
-        "2",
-        "--paused",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim, env = start_long_catch_up(settings, env, procs)
     head = sim.status()["head"]
-    env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(head - 1499), "LISTENER_BATCH_BLOCKS": "20"}
-    procs.append(start_worker(env))
     listener = start_listener(env)
     # When it is killed with SIGKILL mid-catch-up and started again
     wait_until(lambda: checkpoint(settings.database_url) >= head - 1000, 60, "some progress")

@@ -13,6 +13,7 @@ from typing import Any
 
 from ledger.positions import Lot, Pair, Position, Row, opening, replay, view
 from ledger.tron_account import AccountState, parse_account, parse_delegated_resources
+from tests.test_persist import CONTRACTS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
 T0 = 1_700_000_000_000
@@ -41,14 +42,6 @@ def row(
     tx_id: str | None = None,
     op_index: int = 0,
 ) -> Row:
-    contracts = {
-        "freeze": "FreezeBalanceV2Contract",
-        "unfreeze": "UnfreezeBalanceV2Contract",
-        "withdraw_expire_unfreeze": "WithdrawExpireUnfreezeContract",
-        "cancel_all_unfreeze": "CancelAllUnfreezeV2Contract",
-        "delegate": "DelegateResourceContract",
-        "undelegate": "UnDelegateResourceContract",
-    }
     return Row(
         tx_id=tx_id or f"{next(_counter):064x}",
         op_index=op_index,
@@ -56,7 +49,7 @@ def row(
         tx_index=0,
         block_time_ms=t(block),
         parent_time_ms=t(block - 1) if parent is None else parent,
-        contract_type=contract or contracts[kind],
+        contract_type=contract or CONTRACTS[kind],
         kind=kind,
         resource=resource,
         amount=amount,

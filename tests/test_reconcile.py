@@ -12,26 +12,16 @@ import psycopg
 
 from ledger.config import Settings
 from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_worker, wait_until
+from tests.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
 from tests.test_pipeline import assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
 from web.app import close_app, create_app
 
 
 def _pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_args: str) -> Simulator:
-    sim_proc, url = start_simulator(
-        "--block-interval",
-        "0.3",
-        "--history-blocks",
-        "80",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
-        *sim_args,
-    )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    sim = start_chain(procs, settings, "--block-interval", "0.3", "--history-blocks", "80", *sim_args)
     env.update(
         {
-            "TRON_NODE_URL": url,
+            "TRON_NODE_URL": sim.url,
             "START_BLOCK": str(sim.status()["start_block"]),
             # The simulator's blocks may carry timestamps ahead of the clock (it makes them faster
             # than every 3 s): the settle time is what the checkpoint/solid bounds make safe here.

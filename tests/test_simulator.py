@@ -68,10 +68,15 @@ class Sim:
             return json.loads(reply.read())
 
 
-def _start(*args: str) -> Iterator[Sim]:
+def _start(*args: str, **options: object) -> Iterator[Sim]:
+    """A simulator on a free port with the flags `args` and `options` (`history_blocks=80` for
+    `--history-blocks 80`, `paused=True` for a bare `--paused`), terminated when the generator closes."""
+    flags = list(args)
+    for name, value in options.items():
+        flags += ["--" + name.replace("_", "-")] if value is True else ["--" + name.replace("_", "-"), str(value)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--port", "0", *args],
+        [sys.executable, "-m", "simulator", "--port", "0", *flags],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -100,49 +105,20 @@ def _start(*args: str) -> Iterator[Sim]:
 @pytest.fixture(scope="module")
 def rich() -> Iterator[Sim]:
     yield from _start(
-        "--paused",
-        "--seed",
-        "7",
-        "--history-blocks",
-        "80",
-        "--ops-per-block",
-        "5",
-        "--failure-rate",
-        "0.1",
-        "--unfreeze-delay-seconds",
-        "30",
+        paused=True, seed=7, history_blocks=80, ops_per_block=5, failure_rate=0.1, unfreeze_delay_seconds=30
     )
 
 
 @pytest.fixture(scope="module")
 def quiet() -> Iterator[Sim]:
-    yield from _start(
-        "--seed",
-        "3",
-        "--history-blocks",
-        "40",
-        "--ops-per-block",
-        "0",
-        "--noise-per-block",
-        "0",
-        "--block-interval",
-        "0.1",
-        "--solid-lag",
-        "5",
-    )
+    yield from _start(seed=3, history_blocks=40, ops_per_block=0, noise_per_block=0, block_interval=0.1, solid_lag=5)
 
 
 @pytest.fixture(scope="module")
 def chain(rich: Sim) -> dict[str, Any]:
     """The whole rich chain, blocks and infos, in both address forms, plus its truth."""
     status = rich.get("/sim/status")
-    blocks, blocks_visible = [], []
-    for start in range(START, status["head"] + 1, 100):
-        end = min(start + 100, status["head"] + 1)
-        blocks += rich.post("/wallet/getblockbylimitnext", {"startNum": start, "endNum": end})["block"]
-        blocks_visible += rich.post("/wallet/getblockbylimitnext", {"startNum": start, "endNum": end, "visible": True})[
-            "block"
-        ]
+    blocks, blocks_visible = whole_chain(rich), whole_chain(rich, visible=True)
     infos = {}
     for block in blocks:
         for info in rich.post("/wallet/gettransactioninfobyblocknum", {"num": _num(block)}):
@@ -154,6 +130,26 @@ def chain(rich: Sim) -> dict[str, Any]:
         "infos": infos,
         "truth": rich.get("/sim/truth"),
     }
+
+
+def whole_chain(sim: Sim, visible: bool = False) -> list[dict[str, Any]]:
+    """Every block from START to the head, 100 a request (the node's limit)."""
+    head = sim.get("/sim/status")["head"]
+    blocks: list[dict[str, Any]] = []
+    for start in range(START, head + 1, 100):
+        span = {"startNum": start, "endNum": min(start + 100, head + 1)}
+        blocks += sim.post("/wallet/getblockbylimitnext", {**span, "visible": True} if visible else span)["block"]
+    return blocks
+
+
+def assert_linked(blocks: list[dict[str, Any]]) -> None:
+    """Numbered from START on, each naming the one before as its parent, in a 3-s slot after it."""
+    assert [_num(b) for b in blocks] == list(range(START, START + len(blocks)))
+    for previous, block in zip(blocks, blocks[1:], strict=False):
+        header = block["block_header"]["raw_data"]
+        assert header["parentHash"] == previous["blockID"]
+        assert header["timestamp"] - previous["block_header"]["raw_data"]["timestamp"] >= 3000
+        assert header["timestamp"] % 3000 == 0
 
 
 def _num(block: dict[str, Any]) -> int:
@@ -189,11 +185,8 @@ def test_status_and_ready_line(rich: Sim, chain: dict[str, Any]) -> None:
 
 def test_blocks_link_by_parent_hash_with_3s_timestamps(chain: dict[str, Any]) -> None:
     blocks = chain["blocks"]
-    assert [_num(b) for b in blocks] == list(range(START, START + 80))
-    for previous, block in zip(blocks, blocks[1:], strict=False):
-        header = block["block_header"]["raw_data"]
-        assert header["parentHash"] == previous["blockID"]
-        assert header["timestamp"] - previous["block_header"]["raw_data"]["timestamp"] >= 3000
+    assert len(blocks) == 80
+    assert_linked(blocks)
     for block in blocks:
         header = block["block_header"]["raw_data"]
         assert block["blockID"][:16] == f"{header['number']:016x}" and len(block["blockID"]) == 64

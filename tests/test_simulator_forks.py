@@ -21,7 +21,7 @@ import websocket
 from simulator.config import parse_config
 from simulator.node import SimNode
 from simulator.replay import reexecute
-from tests.test_simulator import STAKE_TYPES, START, Sim, _expected_rows, _num, _start, _txs
+from tests.test_simulator import STAKE_TYPES, START, Sim, _expected_rows, _num, _start, _txs, assert_linked, whole_chain
 
 TRIGGER_KEYS = [
     "timeStamp",
@@ -39,66 +39,22 @@ TRIGGER_KEYS = [
 @pytest.fixture(scope="module")
 def forky() -> Iterator[Sim]:
     yield from _start(
-        "--paused",
-        "--seed",
-        "21",
-        "--history-blocks",
-        "40",
-        "--ops-per-block",
-        "6",
-        "--solid-lag",
-        "8",
-        "--unfreeze-delay-seconds",
-        "30",
-        "--failure-rate",
-        "0.05",
-    )
+        paused=True, seed=21, history_blocks=40, ops_per_block=6, failure_rate=0.05,
+        solid_lag=8, unfreeze_delay_seconds=30,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def streaming() -> Iterator[Sim]:
-    yield from _start("--paused", "--seed", "4", "--history-blocks", "30", "--solid-lag", "6", "--ops-per-block", "2")
+    yield from _start(paused=True, seed=4, history_blocks=30, solid_lag=6, ops_per_block=2)
 
 
 @pytest.fixture(scope="module")
 def wild() -> Iterator[Sim]:
     yield from _start(
-        "--seed",
-        "9",
-        "--history-blocks",
-        "20",
-        "--solid-lag",
-        "6",
-        "--block-interval",
-        "0.05",
-        "--fork-rate",
-        "0.3",
-        "--fork-depth",
-        "4",
-        "--ops-per-block",
-        "1",
-        "--noise-per-block",
-        "1",
-    )
-
-
-def whole_chain(sim: Sim) -> list[dict[str, Any]]:
-    head = sim.get("/sim/status")["head"]
-    blocks: list[dict[str, Any]] = []
-    for start in range(START, head + 1, 100):
-        blocks += sim.post("/wallet/getblockbylimitnext", {"startNum": start, "endNum": min(start + 100, head + 1)})[
-            "block"
-        ]
-    return blocks
-
-
-def assert_linked(blocks: list[dict[str, Any]]) -> None:
-    assert [_num(b) for b in blocks] == list(range(START, START + len(blocks)))
-    for previous, block in zip(blocks, blocks[1:], strict=False):
-        header = block["block_header"]["raw_data"]
-        assert header["parentHash"] == previous["blockID"]
-        assert header["timestamp"] - previous["block_header"]["raw_data"]["timestamp"] >= 3000
-        assert header["timestamp"] % 3000 == 0
+        seed=9, history_blocks=20, solid_lag=6, block_interval=0.05, ops_per_block=1, noise_per_block=1,
+        fork_rate=0.3, fork_depth=4,
+    )  # fmt: skip
 
 
 def connect(sim: Sim) -> websocket.WebSocket:

@@ -12,13 +12,13 @@ latency on a machine running other test suites is noise.
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
 from bench.soak import checks, parse_args, run, table, watched, zipf_paths
 from tests.conftest import TEST_CACHE_REDIS_URL, TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.servers import free_port
 
 ACCOUNTS = tuple(f"T{i:033d}" for i in range(1000))
 
@@ -50,7 +50,7 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
             "--database-url", TEST_DATABASE_URL + "_soak",  # its own: the soak drops and re-creates it
             "--broker-url", TEST_REDIS_URL,
             "--cache-redis-url", TEST_CACHE_REDIS_URL,
-            "--port", str(_free_port()),
+            "--port", str(free_port()),
             "--logs", str(tmp_path),
         ]
     )  # fmt: skip
@@ -85,9 +85,3 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
     assert len(checks(result)) == 6
     assert all(line in report for line in ("reads req/s", "cache hit rate", "freshness", "sync success"))
     assert {p.name for p in tmp_path.iterdir()} >= {"listener.log", "worker.log", "web.log"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

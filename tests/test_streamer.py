@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 
@@ -136,12 +136,13 @@ class ListSink:
         self.reverted: list[list[tuple[int, str]]] = []
         self.fail_next = False
 
-    def publish(self, operations: list[Operation]) -> int:
+    def publish(self, operations: Iterable[Operation]) -> int:
         if self.fail_next:
             self.fail_next = False
             raise ConnectionError("broker down")
-        self.ops.extend(operations)
-        return len(operations)
+        ops = list(operations)
+        self.ops.extend(ops)
+        return len(ops)
 
     def confirm(self, solid_block: int) -> None:
         self.confirmed.append(solid_block)

@@ -14,14 +14,23 @@ from collections.abc import Iterator
 
 import httpx
 import orjson
-import psycopg
 import pytest
 
 from ledger.config import Settings
 from listener.wakeup import WakeupFeed
 from tests.conftest import settings_env
 from tests.procs import Proc
-from tests.stack import SIM_ACCOUNTS, Simulator, start_listener, start_simulator, start_worker, wait_until
+from tests.servers import free_port
+from tests.stack import (
+    SIM_ACCOUNTS,
+    Simulator,
+    main_checkpoint,
+    start_chain,
+    start_listener,
+    start_simulator,
+    start_worker,
+    wait_until,
+)
 from tests.test_pipeline import assert_ledger_matches_truth
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -152,11 +161,8 @@ def test_drops_reconnect_with_one_log_line_per_burst(
 
 
 def test_an_unreachable_feed_is_retried_without_flooding(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once closed
     wake = threading.Event()
-    feed = _feed(f"ws://127.0.0.1:{port}/ws", wake)
+    feed = _feed(f"ws://127.0.0.1:{free_port()}/ws", wake)  # a port nothing listens on
     caplog.set_level(logging.DEBUG, logger="listener.wakeup")
     feed.start()
     time.sleep(1.0)
@@ -168,12 +174,6 @@ def test_an_unreachable_feed_is_retried_without_flooding(caplog: pytest.LogCaptu
 
 
 # -- with the simulator's /ws feed and real processes ---------------------------------------------
-
-
-def main_checkpoint(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-        return row[0] if row else -1
 
 
 def _env(settings: Settings, url: str, **extra: str) -> dict[str, str]:
@@ -211,7 +211,9 @@ def test_feed_dropped_repeatedly_loses_nothing(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:
     # Given a live chain whose feed closes every connection every 0.3 s, a worker and a listener
-    sim_proc, url = start_simulator(
+    sim = start_chain(
+        procs,
+        settings,
         "--block-interval",
         "0.2",
         "--history-blocks",
@@ -220,11 +222,8 @@ def test_feed_dropped_repeatedly_loses_nothing(
         "2",
         "--ws-drop-every",
         "0.3",
-        "--unfreeze-delay-seconds",
-        str(settings.unfreeze_delay_seconds),
     )
-    procs.append(sim_proc)
-    sim = Simulator(url)
+    url = sim.url
     env = _env(settings, url, POLL_INTERVAL="2", START_BLOCK=str(sim.status()["start_block"]))
     procs.append(start_worker(env))
     listener = start_listener(env)

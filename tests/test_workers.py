@@ -45,10 +45,9 @@ from ledger.queue import (
 from listener.sink import BrokerSink
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.procs import Proc, python
-from tests.servers import free_port
+from tests.servers import PrivateRedis
 from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.tcpproxy import TcpProxy
-from tests.test_cache import RedisServer
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
 from workers.actors import Deps
@@ -90,15 +89,6 @@ def start_worker(wsettings: Settings) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in procs:
         proc.kill()  # SIGKILL: a graceful stop takes seconds, and this queue is thrown away
-
-
-@pytest.fixture
-def cache_server() -> Iterator[RedisServer]:
-    """A private cache Redis that a test may hang (SIGSTOP) without touching the shared one."""
-    server = RedisServer(free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
@@ -187,18 +177,38 @@ def test_out_of_order_messages_reach_the_same_state(
     ]
 
 
+def lots_and_withdraws(seed: int, with_freezes: bool = False) -> list[Operation]:
+    """For each of 40 owners an unfreeze lot and the withdraw that settles it (and a freeze of their
+    own `with_freezes`), shuffled by `seed` so that they race."""
+    ops = []
+    for i in range(40):
+        owner = to_base58("41" + f"{i + 1:040x}")
+        ops.append(make_op("unfreeze", 100, tx_index=i, owner_address=owner))
+        ops.append(make_op("withdraw_expire_unfreeze", 111 + i % 3, tx_index=i, owner_address=owner))
+        if with_freezes:
+            ops.append(make_op("freeze", 101, tx_index=i, owner_address=owner))
+    random.Random(seed).shuffle(ops)
+    return ops
+
+
+def assert_all_settled(pg: psycopg.Connection, confirmed_stake_rows: int) -> None:
+    """Every lot of `lots_and_withdraws` withdrawn and confirmed, every stake row confirmed, no dead letter."""
+    assert rows(pg, "SELECT status, confirmed, count(*) FROM unfreeze_records GROUP BY 1, 2") == [
+        ("withdrawn", True, 40)
+    ]
+    assert rows(pg, "SELECT status, count(*) FROM stake_records GROUP BY status") == [
+        ("confirmed", confirmed_stake_rows)
+    ]
+    assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+
+
 def test_concurrent_lots_and_withdraws_all_settle(
     wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
 ) -> None:
     # Two processes x 4 threads race each lot against the withdraw that settles it ...
     start_worker(threads=4)
     start_worker(threads=4)
-    owners = [to_base58("41" + f"{i + 1:040x}") for i in range(40)]
-    ops = []
-    for i, owner in enumerate(owners):
-        ops.append(make_op("unfreeze", 100, tx_index=i, owner_address=owner))
-        ops.append(make_op("withdraw_expire_unfreeze", 111 + i % 3, tx_index=i, owner_address=owner))
-    random.Random(7).shuffle(ops)
+    ops = lots_and_withdraws(seed=7)
     messages = [operation_message(op, wsettings.queue_name) for op in ops]
     # ... and confirmations race the inserts: none may leave a row pending below the solid block.
     for i in range(10, len(messages), 10):
@@ -206,11 +216,7 @@ def test_concurrent_lots_and_withdraws_all_settle(
     for message in messages:
         producer.enqueue(message)
     wait_drained(producer, wsettings)
-    assert rows(pg, "SELECT status, confirmed, count(*) FROM unfreeze_records GROUP BY 1, 2") == [
-        ("withdrawn", True, 40)
-    ]
-    assert rows(pg, "SELECT status, count(*) FROM stake_records GROUP BY status") == [("confirmed", 80)]
-    assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert_all_settled(pg, confirmed_stake_rows=80)
 
 
 def test_status_is_monotonic_and_values_exact(
@@ -309,24 +315,23 @@ def test_database_outage_pauses_workers_without_spending_retries(
 
 
 def test_cache_outage_costs_one_short_attempt_and_is_made_good(
-    wsettings: Settings, pg: psycopg.Connection, cache_server: RedisServer
+    wsettings: Settings, pg: psycopg.Connection, private_redis: PrivateRedis
 ) -> None:
     # The actor body, in process, against a private cache Redis that is then hung (SIGSTOP)
     pool = create_pool(wsettings.database_url, max_size=1, name="test")
-    cache = create_cache_client(cache_server.url, 0.25)
+    cache = create_cache_client(private_redis.url(), 0.25)
     deps = Deps(
         settings=wsettings,
         pool=pool,
         gate=DbGate(wsettings.database_url, pool),
         invalidator=Invalidator(cache, probe_interval=0.1),
     )
-    probe = redis.Redis.from_url(cache_server.url)
+    probe = redis.Redis.from_url(private_redis.url())
     try:
         actors.persist_operation(deps, make_op("freeze", 100).to_message())
         before = int(probe.get(f"ledger:ver:{ALICE}") or 0)
         assert before > 0
-        assert cache_server.proc is not None
-        cache_server.proc.send_signal(signal.SIGSTOP)
+        private_redis.signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
             for i in range(20):
@@ -336,7 +341,7 @@ def test_cache_outage_costs_one_short_attempt_and_is_made_good(
             assert took < 2.0, took
             assert deps.invalidator.pending == 1
         finally:
-            cache_server.proc.send_signal(signal.SIGCONT)
+            private_redis.signal(signal.SIGCONT)
         # The skipped invalidation is made once the cache answers
         wait_until(lambda: deps.invalidator.pending == 0, 10, "the skipped bump")
         assert int(probe.get(f"ledger:ver:{ALICE}") or 0) > before
@@ -591,13 +596,7 @@ def test_concurrent_groups_of_lots_and_withdraws_all_settle(
     # processes at once, with confirmations racing them.
     start_worker(threads=4)
     start_worker(threads=4)
-    owners = [to_base58("41" + f"{i + 1:040x}") for i in range(40)]
-    ops = []
-    for i, owner in enumerate(owners):
-        ops.append(make_op("unfreeze", 100, tx_index=i, owner_address=owner))
-        ops.append(make_op("withdraw_expire_unfreeze", 111 + i % 3, tx_index=i, owner_address=owner))
-        ops.append(make_op("freeze", 101, tx_index=i, owner_address=owner))
-    random.Random(11).shuffle(ops)
+    ops = lots_and_withdraws(seed=11, with_freezes=True)
     sink = BrokerSink(producer, wsettings.queue_name)
     try:
         for i in range(0, len(ops), 10):
@@ -606,8 +605,4 @@ def test_concurrent_groups_of_lots_and_withdraws_all_settle(
         wait_drained(producer, wsettings)
     finally:
         sink.close()
-    assert rows(pg, "SELECT status, confirmed, count(*) FROM unfreeze_records GROUP BY 1, 2") == [
-        ("withdrawn", True, 40)
-    ]
-    assert rows(pg, "SELECT status, count(*) FROM stake_records GROUP BY status") == [("confirmed", 120)]
-    assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert_all_settled(pg, confirmed_stake_rows=120)

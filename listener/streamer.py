@@ -184,6 +184,7 @@ class Streamer:
         self._solid_at: int | None = None
         self._solid_lag = 0
         self._pending_blocks: set[int] = set()  # blocks of records sent pending, not yet confirmed
+        self._inherited: int | None = None  # the stored checkpoint this streamer started from (see _solid)
         self._timing = SlotTiming()
         self._empty_probes = 0
         self._block_seen_at = time.monotonic()
@@ -298,6 +299,7 @@ class Streamer:
         stored = self.store.load_checkpoint()
         if stored is not None:
             checkpoint, self._last_id = stored
+            self._inherited = checkpoint
             if self.start_block is not None:
                 log.info("checkpoint %s found; START_BLOCK %s ignored", checkpoint, self.start_block)
         elif self.start_block is not None:
@@ -313,7 +315,8 @@ class Streamer:
         """The solidified head, asked for when it can matter, not every cycle.
 
         It is asked once per `solid_every` blocks (health and the chain_state row), and when a
-        record this listener sent as pending has become confirmable by the last known distance
+        record this streamer sent as pending (or an earlier one may have: the blocks up to the
+        stored checkpoint it started from) has become confirmable by the last known distance
         between head and solid head (about 19 blocks): pool operations are a small share of blocks,
         so that costs little (at most one request per solid_every / 2 blocks while blocks come,
         once when the chain goes quiet), and a confirmation comes at most that many blocks after
@@ -331,6 +334,12 @@ class Streamer:
             self._solid_at = checkpoint
             if self._solid_known >= 0:
                 self._solid_lag = max(0, checkpoint - self._solid_known)
+                if self._inherited is not None:
+                    # Untracked, the records an earlier term or process sent pending waited for
+                    # the next due ask: up to solid_every blocks, and for ever on a chain that
+                    # stopped before it (nothing else confirms them without the lifecycle job).
+                    self._pending_blocks.update(range(self._solid_known + 1, self._inherited + 1))
+                    self._inherited = None
             self._pending_blocks = {b for b in self._pending_blocks if b > self._solid_known}
             self.progress.solid = self._solid_known
         return self._solid_known

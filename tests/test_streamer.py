@@ -9,7 +9,7 @@ import pytest
 
 from ledger.domain import Operation
 from ledger.parser import BlockParse, ParseIssue
-from listener.streamer import Streamer
+from listener.streamer import QUIET_SECONDS, Streamer
 
 OWNER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 
@@ -303,3 +303,23 @@ def test_fork_found_after_the_solid_head_jumped_past_it_is_still_rolled_back() -
     assert sink.reverted == [gone]
     assert store.checkpoint == 160 and store.checkpoint_id == _block_id(160, "b")
     assert {op.block_id for op in sink.ops if op.block_num == 98} == {_block_id(98, "a"), _block_id(98, "b")}
+
+
+def test_records_an_earlier_term_sent_pending_are_confirmed_when_the_chain_stops() -> None:
+    # Given a term that followed the chain to block 100, sending its records as pending, and
+    # ended there (a PostgreSQL outage took its lease)
+    adapter, store, sink = StubAdapter(head=100), MemoryStore(checkpoint=80), ListSink()
+    _run_until_caught_up(_streamer(adapter, store, sink))
+    # When the next term starts from that checkpoint 5 blocks behind the head, follows 13 more
+    # blocks one at a time, and the chain stops (with 98..100 solidified, its own not yet)
+    adapter.head = 105
+    successor = _streamer(adapter, store, sink)
+    _run_until_caught_up(successor)
+    for _ in range(13):
+        adapter.head += 1
+        _run_until_caught_up(successor)
+    successor._block_seen_at -= QUIET_SECONDS
+    successor.sync_cycle()
+    # Then its last confirmation reaches the solidified head: the earlier term's records up to it
+    # are confirmed, though this term never sent them (no other confirmation would come)
+    assert sink.confirmed[-1] == adapter.head - adapter.solid_lag == 99

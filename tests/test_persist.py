@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from ledger.deadletters import get_dead_letter, list_dead_letters, record_dead_letter
 from ledger.domain import Operation, PayloadError
+from tests.stack import wait_until
 from workers.persist import confirm_blocks, persist_operation, persist_operations
 
 ALICE = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
@@ -280,6 +282,31 @@ def test_confirmation_before_the_insert_is_not_lost(db: psycopg.Connection) -> N
     persist(db, make_op("unfreeze", 150))
     assert [r[-1] for r in stake_rows(db)] == ["confirmed"]
     assert lots(db) == [(150, "pending", None, True)]
+
+
+@pytest.mark.parametrize("kind", ["freeze", "delegate", "unfreeze"])
+def test_a_persist_that_waited_for_a_confirmation_stores_its_row_confirmed(clean_db: str, kind: str) -> None:
+    # Given a confirmation of block 200 that has confirmed what it sees and not committed yet
+    with psycopg.connect(clean_db) as confirming, psycopg.connect(clean_db, autocommit=True) as worker:
+        confirming.execute("SELECT 1")  # its transaction: confirm_blocks runs in a savepoint
+        confirm_blocks(confirming, 200)
+        # When a worker persists a pending row of block 150 meanwhile (it waits for the confirm lock)
+        pid = worker.info.backend_pid
+        thread = threading.Thread(target=persist, args=(worker, make_op(kind, 150)))
+        thread.start()
+
+        def waiting() -> bool:
+            row = confirming.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)", (pid,)
+            ).fetchone()
+            return bool(row and row[0])
+
+        wait_until(waiting, 10, "the persist to wait for the confirm lock")
+        confirming.commit()
+        thread.join(10)
+        # Then the row is stored confirmed: the confirmation could not see it, and the next may be far off
+        table = "delegate_records" if kind == "delegate" else "stake_records"
+        assert worker.execute(f"SELECT status FROM {table}").fetchall() == [("confirmed",)]
 
 
 def test_confirm_rejects_a_non_number(db: psycopg.Connection) -> None:

@@ -1,8 +1,8 @@
 """Persistence of operations and confirmations: plain functions over a psycopg connection.
 
-The worker calls these on an autocommit connection: a single upsert is then its own transaction
-(one round trip), and every multi-statement write runs in `conn.transaction()`. Tests call them
-inside an open transaction they roll back, where `conn.transaction()` is a savepoint.
+The worker calls these on an autocommit connection; every write runs in `conn.transaction()`,
+the confirm lock a statement of its own before the writes (see `_lock_confirm_shared`). Tests call
+them inside an open transaction they roll back, where `conn.transaction()` is a savepoint.
 
 Messages arrive at least once, in any order, on several workers at once, so every write is an
 idempotent upsert keyed by the chain identity (tx_id, op_index), status only moves forward
@@ -47,18 +47,17 @@ def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay
     params = _params(op)
     is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
     settles = op.kind in (WITHDRAW, CANCEL)
-    # Most operations are one statement, which on an autocommit connection is its own transaction:
-    # one round trip. Lots and settlement events need several statements in one transaction.
-    if op.kind in DELEGATE_KINDS:
-        conn.execute(_UPSERT_DELEGATE, params)
-        touched = {op.owner_address, op.receiver_address}
-    elif not (is_lot or settles):
-        conn.execute(_UPSERT_STAKE, params)
-        touched = {op.owner_address}
-    else:
-        with conn.transaction():
+    with conn.transaction():
+        _lock_confirm_shared(conn)
+        if op.kind in DELEGATE_KINDS:
+            conn.execute(_UPSERT_DELEGATE, params)
+            touched = {op.owner_address, op.receiver_address}
+        elif not (is_lot or settles):
+            conn.execute(_UPSERT_STAKE, params)
+            touched = {op.owner_address}
+        else:
             _persist_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
-        touched = {op.owner_address}
+            touched = {op.owner_address}
     # After the upsert committed (a separate statement, so a fold that ran in between is seen): a
     # record at or below the owner's folded block arrived late, and the folded state lacks it.
     positions.drop_folded_at_or_after(conn, op.owner_address, op.block_num)
@@ -72,11 +71,11 @@ def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfree
     more per operation: the single biggest cost of ingest (docs/BENCHMARKS.md, "Ingest").
 
     Lock order, so that groups written side by side cannot deadlock on the owner locks: the shared
-    confirm lock first (the first upsert takes it), then owner locks in sorted owner order, the
-    lots and settlements of each owner together. Plain rows are written first, in (tx_id, op_index)
-    order, so two groups that share rows (a redelivery beside a repair's re-send) lock them in the
-    same order. The folded positions are dropped after the writes, inside the transaction: the
-    shared confirm lock it holds keeps a fold (confirm_blocks, exclusive) from running in between.
+    confirm lock first, then owner locks in sorted owner order, the lots and settlements of each
+    owner together. Plain rows are written first, in (tx_id, op_index) order, so two groups that
+    share rows (a redelivery beside a repair's re-send) lock them in the same order. The folded
+    positions are dropped after the writes, inside the transaction: the shared confirm lock it
+    holds keeps a fold (confirm_blocks, exclusive) from running in between.
     """
     for op in ops:
         _check_storable(op)
@@ -156,9 +155,8 @@ def _write_lots_and_settlements(
 def _persist_lot_or_settlement(
     conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
 ) -> None:
-    # The upsert takes the confirm lock itself; take it first here so the two locks are always
-    # taken in the same order (confirm, then owner) and cannot deadlock with revert_blocks.
-    _lock_confirm_shared(conn)
+    # The caller holds the confirm lock: the two locks are always taken in the same order
+    # (confirm, then owner) and cannot deadlock with revert_blocks.
     _lock_owner(conn, op.owner_address)
     conn.execute(_UPSERT_STAKE, params)
     stored = conn.execute(
@@ -267,6 +265,9 @@ def _lock_confirm_shared(conn: psycopg.Connection) -> None:
     # Shared with other persists, exclusive with confirm_blocks. Without it a persist could read
     # the old solid block and insert 'pending' while a concurrent confirm_blocks, not seeing that
     # uncommitted row, confirms everything else: the row would stay pending until the next one.
+    # A statement of its own, before the writes: a statement's snapshot is taken when it starts,
+    # so an upsert that waited for the lock inside itself still read the solid block from before
+    # the confirmation it waited for (tests/test_persist.py, a persist that waited ...).
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s::int, 0)", (_LOCK_CONFIRM,))
 
 
@@ -315,12 +316,8 @@ _BLOCK_TIME = _MS.format(name="block_time_ms")
 _NOW = "coalesce(timestamptz 'epoch' + {t}.parent_time_ms * interval '1 millisecond', {t}.block_time)"
 
 # A pending message for a block already solidified is stored confirmed, so a confirmation that
-# raced ahead of the insert is not lost.
-# The shared confirm lock (see _lock_confirm_shared), taken by the upsert statement itself so the
-# common case costs one statement, not two.
-_CONFIRM_LOCK_SHARED = f"(SELECT pg_advisory_xact_lock_shared({_LOCK_CONFIRM}, 0)) AS confirm_lock"
-
-# A record from a block that left the chain (a fork) is stored orphaned, whenever it arrives.
+# raced ahead of the insert is not lost. A record from a block that left the chain (a fork) is
+# stored orphaned, whenever it arrives.
 _NEW_STATUS = (
     "CASE WHEN EXISTS (SELECT 1 FROM orphaned_blocks WHERE block_id = %(block_id)s) THEN 'orphaned'"
     " WHEN %(status)s::text = 'pending'"
@@ -351,7 +348,6 @@ INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, 
                                 parent_time_ms)
 SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
        %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
-FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
@@ -368,7 +364,6 @@ INSERT INTO delegate_records AS r (tx_id, op_index, block_num, block_id, tx_inde
 SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
        %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
        %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
-FROM {_CONFIRM_LOCK_SHARED}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,

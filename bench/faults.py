@@ -47,7 +47,7 @@ from ledger.db import migrate
 from ledger.recovery import DEFAULT_NAMESPACE
 from tests.procs import Proc, python
 from tests.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator
+from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator, wait_until
 from tests.supervise import Supervisor
 
 WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
@@ -238,7 +238,7 @@ class Stack:
 
     def wait_progress(self, share: float, timeout: float = 120) -> None:
         target = int(self.setting.history_blocks * self.setting.ops_per_block * share)
-        _wait(lambda: self.rows() >= target, timeout, f"{target} rows before the fault")
+        wait_until(lambda: self.rows() >= target, timeout, f"{target} rows before the fault")
 
     def wait_recovered(self, fault_end: float, timeout: float) -> tuple[float | None, float | None]:
         """(recover, resumed): see the module docstring; None when it did not happen in time."""
@@ -380,15 +380,6 @@ def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
     )
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _children(pid: int) -> list[int]:
     kids = []
     for entry in Path("/proc").iterdir():
@@ -419,7 +410,7 @@ def _alive(pid: int) -> bool:
 def worker_child_kill(st: Stack) -> tuple[float, str]:
     assert st.sup is not None
     parent = st.sup.running("worker")
-    _wait(lambda: len(_children(parent)) == 2, 30, "worker children")
+    wait_until(lambda: len(_children(parent)) == 2, 30, "worker children")
     _kill(_children(parent)[0])
     return time.monotonic(), "dramatiq stops the group, supervisord restarts it"
 
@@ -430,7 +421,7 @@ def worker_parent_kill(st: Stack) -> tuple[float, str]:
     kids = _children(parent)
     _kill(parent)
     end = time.monotonic()
-    _wait(lambda: not any(_alive(k) for k in kids), 10, "its children to die with it")
+    wait_until(lambda: not any(_alive(k) for k in kids), 10, "its children to die with it")
     return end, "children die with the parent (PDEATHSIG)"
 
 

@@ -28,6 +28,7 @@ beside the oracle's, and the read rate at which the 0 % figure would be 10 (the 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import random
@@ -49,7 +50,7 @@ from ledger.rollout import write_rollout
 from simulator.requests import client_label
 from tests.procs import Proc, python
 from tests.servers import free_port
-from tests.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
+from tests.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker, wait_until
 
 DATABASE = "ledger_bench_share"
 ROLES = ("listener", "worker", "web")
@@ -115,15 +116,6 @@ def sim_counts(node: httpx.Client) -> dict[str, int]:
     return out
 
 
-def wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100, help="pool accounts (the simulator tracks them)")
@@ -171,7 +163,7 @@ def main() -> None:
         procs.append(start_worker({**env, "TRON_API_KEY": "bench-worker", "LOG_LEVEL": "INFO"}, processes=1))
         procs.append(start_listener({**env, "TRON_API_KEY": "bench-listener", "LOG_LEVEL": "INFO"}))
         head = node.get("/sim/status").json()["head"]
-        wait(lambda: _checkpoint(db_url) >= head, 300, "the listener to catch up")
+        wait_until(lambda: _checkpoint(db_url) >= head, 300, "the listener to catch up", interval=0.5)
         # Reconciliation: the scheduler runs every enabled job once when it takes the lease. One
         # scheduler per job measures each job's requests per run, by the worker's key.
         per_run = {}
@@ -179,7 +171,7 @@ def main() -> None:
             node.post("/sim/requests/reset")
             calib = Proc("scheduler", python("-m", "scheduler"), {**env, off: "0", "SCHEDULE_LIFECYCLE_SECONDS": "0"})
             try:
-                wait(lambda job=job: _settled(db_url, job), 600, f"the first {job} run")
+                wait_until(functools.partial(_settled, db_url, job), 600, f"the first {job} run", interval=0.5)
                 time.sleep(1.0)
                 per_run[job] = sim_counts(node)["worker"]
             finally:

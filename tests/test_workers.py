@@ -97,6 +97,23 @@ def pg(wsettings: Settings) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+@pytest.fixture
+def budget_jobs(wsettings: Settings, producer: RedisBroker) -> Iterator[str]:
+    """The background queue for job messages, on an empty shared request budget: the budget's keys
+    (budget:tron:*) and the queue are cleared before and after the test."""
+    keys = redis.Redis.from_url(wsettings.budget_redis_url)
+    bg_queue = background_queue(wsettings.queue_name)
+
+    def clear() -> None:
+        keys.delete(*keys.keys("budget:tron:*") or ["-"])
+        producer.flush(bg_queue)
+
+    clear()
+    yield bg_queue
+    clear()
+    keys.close()
+
+
 def wait_until(check: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -410,39 +427,40 @@ def test_live_record_overtakes_a_pending_backfill(
 
 
 def test_background_jobs_leave_threads_free_for_live_messages(
-    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+    wsettings: Settings,
+    producer: RedisBroker,
+    start_worker: Callable[..., Proc],
+    pg: psycopg.Connection,
+    budget_jobs: str,
 ) -> None:
     """A reconciliation job holds its thread while it waits on the request budget. With more such
     jobs queued than the worker has threads, a live operation is still persisted at once: the
     background lane gets half the threads. (With every thread in a job, the live message waits for
     the first job to give up, 20 s and more here: this test then fails.)"""
-    keys = redis.Redis.from_url(wsettings.budget_redis_url)
-    bg_queue = background_queue(wsettings.queue_name)
-    try:
-        keys.delete(*keys.keys("budget:tron:*") or ["-"])
-        worker = start_worker(
-            threads=4,
-            TRON_NODE_URL="http://127.0.0.1:9",
-            # One token at most, and background callers must leave 0.4 of it: a job's request
-            # waits until its 30-s budget wait is used up, holding its thread all along.
-            TRON_REQUESTS_PER_SECOND="0.05",
-            TRON_REQUESTS_BURST="1",
-        )
-        worker.wait_for(r"background lane: at most 2 of 4 threads", timeout=10)
-        for account in [ALICE, BOB, CAROL, DAVE] * 2:
-            producer.enqueue(job_message(lane_actor_name(RECONCILE_STATE, bg_queue), (account, None), bg_queue))
-        time.sleep(1.0)  # the jobs are taken and waiting on the budget
-        live = make_op("freeze", 500)
-        producer.enqueue(operation_message(live, wsettings.queue_name))
-        wait_until(lambda: rows(pg, "SELECT 1 FROM stake_records WHERE tx_id = %s", live.tx_id), 5, "the live record")
-    finally:
-        keys.delete(*keys.keys("budget:tron:*") or ["-"])
-        keys.close()
-        producer.flush(bg_queue)
+    bg_queue = budget_jobs
+    worker = start_worker(
+        threads=4,
+        TRON_NODE_URL="http://127.0.0.1:9",
+        # One token at most, and background callers must leave 0.4 of it: a job's request
+        # waits until its 30-s budget wait is used up, holding its thread all along.
+        TRON_REQUESTS_PER_SECOND="0.05",
+        TRON_REQUESTS_BURST="1",
+    )
+    worker.wait_for(r"background lane: at most 2 of 4 threads", timeout=10)
+    for account in [ALICE, BOB, CAROL, DAVE] * 2:
+        producer.enqueue(job_message(lane_actor_name(RECONCILE_STATE, bg_queue), (account, None), bg_queue))
+    time.sleep(1.0)  # the jobs are taken and waiting on the budget
+    live = make_op("freeze", 500)
+    producer.enqueue(operation_message(live, wsettings.queue_name))
+    wait_until(lambda: rows(pg, "SELECT 1 FROM stake_records WHERE tx_id = %s", live.tx_id), 5, "the live record")
 
 
 def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
-    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+    wsettings: Settings,
+    producer: RedisBroker,
+    start_worker: Callable[..., Proc],
+    pg: psycopg.Connection,
+    budget_jobs: str,
 ) -> None:
     """Once the day's background share of the request budget is spent, a reconciliation job
     cannot get a request until the next UTC day: it is counted done as deferred (the next window
@@ -456,11 +474,9 @@ def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
         "TRON_REQUESTS_PER_DAY": str(limits.per_day),
         "TRON_BUDGET_DAILY_RESERVE_FRACTION": str(limits.daily_reserve_fraction),
     }
-    keys = redis.Redis.from_url(wsettings.budget_redis_url)
     budget = create_budget(wsettings.budget_redis_url, limits, max_wait=0)
-    bg_queue = background_queue(wsettings.queue_name)
+    bg_queue = budget_jobs
     try:
-        keys.delete(*keys.keys("budget:tron:*") or ["-"])
         # Given the background share (6 of the day's 10) spent, the live reserve left
         for _ in range(6):
             budget.acquire(Priority.BACKGROUND)
@@ -489,9 +505,6 @@ def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
         budget.acquire(Priority.LIVE)
     finally:
         budget.close()
-        keys.delete(*keys.keys("budget:tron:*") or ["-"])
-        keys.close()
-        producer.flush(bg_queue)
 
 
 # --- groups of operations (persist_operations: the listener's messages) ----------------------------

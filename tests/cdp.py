@@ -3,10 +3,13 @@ enough to load a page, type, click and read the DOM, for the status page test.""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -23,7 +26,9 @@ def chromium() -> str | None:
 
 class Browser:
     def __init__(self, binary: str, size: str = "1280,1500") -> None:
-        self._profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes may still write to the profile after the browser exits: a
+        # profile left behind in the temp dir is harmless, a failed test teardown is not.
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -39,6 +44,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its own process group: close() stops the helpers with it
         )
         assert self.proc.stderr is not None
         deadline = time.monotonic() + 30
@@ -97,9 +103,12 @@ class Browser:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            self.proc.terminate()
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         self._profile.cleanup()

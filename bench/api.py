@@ -41,11 +41,11 @@ import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ledger.address import to_base58
-from ledger.cache import PAGE_PREFIX, invalidate_accounts
+from harness.servers import free_port
+from ledger.chain.address import to_base58
 from ledger.config import load_settings
-from ledger.db import ensure_database, migrate
-from tests.servers import free_port
+from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
+from ledger.store.db import ensure_database, migrate
 from web.cursor import Cursor
 
 ROOT = Path(__file__).resolve().parent.parent

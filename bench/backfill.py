@@ -13,8 +13,8 @@ import argparse
 import time
 import uuid
 
-from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, new_ledger, settings_env, start_simulator
+from harness.procs import Proc, python
+from harness.stack import SIM_ACCOUNTS, Simulator, new_ledger, settings_env, start_simulator
 
 DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench"
 

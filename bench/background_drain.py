@@ -22,9 +22,9 @@ import time
 import psycopg
 
 from bench.live_first import history
-from ledger.queue import background_queue, create_broker
+from harness.stack import add_ledger_options, new_ledger, settings_env, start_worker
+from ledger.coordination.queue import background_queue, create_broker
 from listener.sink import BrokerSink
-from tests.stack import add_ledger_options, new_ledger, settings_env, start_worker
 
 
 def drain_once(args: argparse.Namespace, limit: int) -> float:

@@ -19,12 +19,12 @@ from typing import Any
 
 import redis
 
-from ledger import cache
-from ledger.cache import Fill, PageCache
+from ledger.store import cache
+from ledger.store.cache import Fill, PageCache
 
 
 def _without_minute_counts(script: str) -> str:
-    """ledger/cache.py's read script as it was before the per-minute counts: without the block that
+    """ledger/store/cache.py's read script as it was before the per-minute counts: without the block that
     counts the local hits (its argument came with them) and the lines that touch the minute's hash."""
     script = re.sub(r"^if ARGV\[7\] ~= '0' then\n.*?^end\n", "", script, count=1, flags=re.M | re.S)
     return "".join(line for line in script.splitlines(keepends=True) if "minute" not in line and "clock" not in line)

@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.contract --examples 1000     # the recorded run
     .venv/bin/python -m bench.contract --examples 30       # what tests/test_contract.py runs
 
-Seeds its own database (tests/contract_stack.py: every kind of row, several pages, dead letters),
+Seeds its own database (harness/contract_stack.py: every kind of row, several pages, dead letters),
 starts granian as the Procfile does, and runs `schemathesis run` over every operation of
 /openapi.json (examples, coverage and fuzzing phases; valid and invalid input) with the checks in
-tests/contract_stack.CHECKS. Passes with 0 5xx and 0 schema violations; exits non-zero otherwise.
+harness/contract_stack.CHECKS. Passes with 0 5xx and 0 schema violations; exits non-zero otherwise.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import re
 import sys
 import time
 
-from tests.contract_stack import run_schemathesis, seed_api_data, start_contract_web
-from tests.servers import free_port
-from tests.stack import new_ledger
+from harness.contract_stack import run_schemathesis, seed_api_data, start_contract_web
+from harness.servers import free_port
+from harness.stack import new_ledger
 
 DATABASE = "ledger_bench_contract"
 

@@ -27,6 +27,7 @@ seconds from the end of the fault to the first new row (0 when other workers nev
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -35,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,12 @@ import httpx
 import psycopg
 import redis
 
-from ledger.db import migrate
-from ledger.recovery import DEFAULT_NAMESPACE
-from tests.procs import Proc, python
-from tests.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from tests.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator, wait_until
-from tests.supervise import Supervisor
+from harness.procs import Proc, python
+from harness.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
+from harness.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator, wait_until
+from harness.supervise import Supervisor
+from ledger.coordination.recovery import DEFAULT_NAMESPACE
+from ledger.store.db import migrate
 
 WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
 LISTENER = "listener: python -m listener\n"
@@ -640,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         default="redis",
         help="the broker of every scenario that is not about one broker's restart (a private node either way)",
     )
+    parser.add_argument("--json", type=Path, help="also write the rows to this file as JSON")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     if args.list:
@@ -653,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows = run_suite(setting, names, broker=args.broker)
     print(f"setting {args.setting}: {len(rows)} scenario(s) in {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps([{**asdict(r), "clean": r.clean} for r in rows], indent=1))
     return 0 if all(r.clean or r.notes.startswith("pending") for r in rows) else 1
 
 

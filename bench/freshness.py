@@ -25,9 +25,17 @@ from datetime import datetime
 
 import httpx
 
+from harness.procs import Proc
+from harness.stack import (
+    SIM_ACCOUNTS,
+    new_ledger,
+    settings_env,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+)
 from simulator.requests import client_label
-from tests.procs import Proc
-from tests.stack import SIM_ACCOUNTS, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 VARIANTS = {  # name -> (database, broker Redis DB, cache Redis DB, web port)
     "ws": ("ledger_bench_ws", 12, 13, 8123),

@@ -26,9 +26,8 @@ import redis
 from psycopg.conninfo import conninfo_to_dict
 
 from bench import procfs
-from ledger.queue import create_broker
-from tests.procs import Proc, python
-from tests.stack import (
+from harness.procs import Proc, python
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     add_ledger_options,
@@ -39,6 +38,7 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
+from ledger.coordination.queue import create_broker
 
 
 def count_rows(url: str) -> int:

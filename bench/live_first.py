@@ -10,7 +10,7 @@ same for each:
 
 - `reference`: no backfill;
 - `background`: `--backlog` operations of the pool accounts' history sent to the background queue,
-  where `listener backfill` sends them (ledger.queue), while we measure;
+  where `listener backfill` sends them (ledger.coordination.queue), while we measure;
 - `shared` (with `--shared`): the same backlog on the live queue, as before live first: the live
   records wait behind it, so this shows what the background queue saves.
 
@@ -34,11 +34,19 @@ import httpx
 import redis
 
 from bench.freshness import Watch, percentile, watch
+from harness.procs import Proc, python
+from harness.stack import (
+    SIM_ACCOUNTS,
+    new_ledger,
+    settings_env,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+)
+from ledger.coordination.queue import background_queue, create_broker
 from ledger.domain import Operation
-from ledger.queue import background_queue, create_broker
 from listener.sink import BrokerSink
-from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 # name -> (database, broker Redis DB, cache Redis DB, web port offset)
 PIPELINES = {

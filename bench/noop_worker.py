@@ -10,7 +10,7 @@ import os
 import dramatiq
 
 from ledger.config import load_settings
-from ledger.queue import create_broker
+from ledger.coordination.queue import create_broker
 
 
 def noop(*args: object) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import statistics
@@ -57,22 +56,18 @@ from bench import procfs
 from bench.api import add_wrk_options, paths_script, run_wrk
 from bench.faults import compare
 from bench.freshness import Watch, percentile, watch
-from ledger.snapshot import mark_history
+from harness.load import watched, zipf_paths
+from harness.procs import Proc, python
+from harness.servers import free_port
+from harness.stack import Simulator, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
+from ledger.chain.snapshot import mark_history
 from simulator.config import demo_accounts
 from simulator.requests import client_label
-from tests.procs import Proc, python
-from tests.servers import free_port
-from tests.stack import Simulator, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
 
 TARGETS = {"hit_rate": 0.95, "cached_p99_ms": 25.0, "freshness_p99_s": 3.0, "memory_growth": 0.10, "lost": 0}
 BLOCKS_PER_DAY = 86_400 // 3
 API_KEY = "soak"  # the simulator counts the stack's node requests under this key
 # Route mix of the read load: (share, path template); {a} is the account's address.
-ROUTES = (
-    (0.5, "/api/stake/records?pool_account_id={a}&limit=20"),
-    (0.3, "/api/delegate/records?pool_account_id={a}&limit=20"),
-    (0.2, "/api/accounts/{a}/summary"),
-)
 _DELAY = """
 function delay()
     return %(ms)d
@@ -135,15 +130,6 @@ def stop_all(procs: list[Proc]) -> None:
 # -- read load ----------------------------------------------------------------------------------------
 
 
-def zipf_paths(accounts: tuple[str, ...], count: int, exponent: float, seed: int) -> list[str]:
-    """`count` request paths: an account by Zipf rank, then a route by the ROUTES mix."""
-    rng = random.Random(seed)
-    weights = [1 / (rank**exponent) for rank in range(1, len(accounts) + 1)]
-    owners = rng.choices(accounts, weights=weights, k=count)
-    templates = rng.choices([t for _, t in ROUTES], weights=[w for w, _ in ROUTES], k=count)
-    return [t.format(a=a) for t, a in zip(templates, owners, strict=True)]
-
-
 def wrk_script(paths: list[str], directory: Path, threads: int, connections: int, rate: float) -> Path:
     listing = directory / "paths.txt"
     listing.write_text("\n".join(paths) + "\n")
@@ -167,14 +153,6 @@ def cache_counts(base: str) -> tuple[int, int]:
 
 
 # -- freshness ----------------------------------------------------------------------------------------
-
-
-def watched(accounts: tuple[str, ...], count: int) -> list[str]:
-    """Half the busiest accounts (the Zipf order), half spread over the rest."""
-    busy = list(accounts[: count // 2])
-    rest = accounts[count // 2 :]
-    step = max(1, len(rest) // max(1, count - len(busy)))
-    return busy + list(rest[::step][: count - len(busy)])
 
 
 # -- memory -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Benchmark the account summary (ledger.positions) of a busy pool account.
+"""Benchmark the account summary (ledger.store.positions) of a busy pool account.
 
     .venv/bin/python -m bench.summary [--ops 1000000] [--receivers 500] [--duration 10] ...
 
@@ -48,12 +48,12 @@ from bench.api import (
     start_server,
     stop_server,
 )
-from ledger import positions
-from ledger.address import to_base58
-from ledger.cache import PAGE_PREFIX, invalidate_accounts
-from ledger.db import ensure_database, migrate
+from harness.servers import free_port
+from ledger.chain.address import to_base58
 from ledger.domain import Operation
-from tests.servers import free_port
+from ledger.store import positions
+from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
+from ledger.store.db import ensure_database, migrate
 from workers.persist import confirm_blocks, persist_operation
 
 ACCOUNT = to_base58("41" + "5a" * 20)

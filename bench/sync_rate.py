@@ -20,8 +20,8 @@ import uuid
 
 import psycopg
 
-from tests.procs import Proc, python
-from tests.stack import (
+from harness.procs import Proc, python
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     new_ledger,
@@ -31,7 +31,7 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
-from tests.test_pipeline import checkpoint, ledger_rows, truth_rows
+from harness.truth import checkpoint, ledger_rows, truth_rows
 from web.app import close_app, create_app
 
 DB_URL = "postgresql://postgres@127.0.0.1:5432/ledger_bench_sync"

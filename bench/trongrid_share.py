@@ -45,12 +45,12 @@ import httpx
 import psycopg
 
 from bench.api import paths_script
-from ledger.address import to_base58
-from ledger.rollout import write_rollout
+from harness.procs import Proc, python
+from harness.servers import free_port
+from harness.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker, wait_until
+from ledger.chain.address import to_base58
+from ledger.store.rollout import write_rollout
 from simulator.requests import client_label
-from tests.procs import Proc, python
-from tests.servers import free_port
-from tests.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker, wait_until
 
 DATABASE = "ledger_bench_share"
 ROLES = ("listener", "worker", "web")

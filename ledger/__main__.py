@@ -1,5 +1,5 @@
 import sys
 
-from ledger.cli import main
+from ledger.ops.cli import main
 
 sys.exit(main())

@@ -25,22 +25,22 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     cache_redis_url: str = "redis://127.0.0.1:6379/1"
     # Empty: the Redis broker at redis_url. amqp://user:pass@host:5672/vhost: RabbitMQ (durable
-    # queues, publisher confirms; see ledger/queue.py and docs/RELIABILITY.md).
+    # queues, publisher confirms; see ledger/coordination/queue.py and docs/RELIABILITY.md).
     broker_url: str = ""
     broker_require_persistence: bool = False  # refuse to start on a broker Redis seen without AOF
     # Seconds an operation recorded at the checkpoint may stay unpersisted before the listener
-    # enqueues it again (ledger/accounting.py); short in tests.
+    # enqueues it again (ledger/store/accounting.py); short in tests.
     repair_grace_seconds: float = 30.0
     tron_node_url: str = ""  # empty: the run script starts the simulator
     tron_solidity_url: str = ""  # empty: same as tron_node_url (TronGrid serves both)
     tron_api_key: str = field(default="", repr=False)  # a secret: never in a log line or error
-    # One budget for every process (ledger/budget.py); the defaults fit a free TronGrid key
+    # One budget for every process (ledger/coordination/budget.py); the defaults fit a free TronGrid key
     # (100,000 requests a day, "frequency limit(15)" a second). 0 = no limit of that kind.
     tron_requests_per_second: float = 10.0
     tron_requests_burst: float = 5.0
     tron_requests_per_day: int = 100_000
-    tron_budget_redis_url: str = ""  # empty: CACHE_REDIS_URL (see ledger/budget.py for why)
-    # The live path's (the listener's) reserves (ledger/budget.py): background callers leave this
+    tron_budget_redis_url: str = ""  # empty: CACHE_REDIS_URL (see ledger/coordination/budget.py for why)
+    # The live path's (the listener's) reserves (ledger/coordination/budget.py): background callers leave this
     # share of the burst in the bucket, and stop at (1 - daily share) of the daily cap.
     tron_budget_reserve_fraction: float = 0.4
     tron_budget_daily_reserve_fraction: float = 0.4
@@ -58,7 +58,7 @@ class Settings:
     retry_max_backoff_ms: int = 60_000
     retry_max_retries: int = 10
     db_pool_size: int = 8
-    # A worker silent this long is dead: the messages it held go back to the queue (ledger.recovery).
+    # A worker silent this long is dead: the messages it held go back to the queue (ledger.coordination.recovery).
     worker_heartbeat_timeout: float = 5.0
     # Background-lane messages (reconciliation jobs, backfill) one worker process holds at once;
     # 0 = half its threads. The rest stay free for live messages (workers/main.py, _BackgroundLane).
@@ -88,7 +88,7 @@ class Settings:
     # HMAC keys of the record lists' cursors (web.cursor): the first signs, all verify (rotation).
     # Empty: a development key written in this file, which anyone can read; set it in production.
     cursor_secrets: tuple[str, ...] = ()
-    # Legacy path, fallback and gray release (ledger/legacy.py, web/paths.py, ledger/rollout.py).
+    # Legacy path, fallback and gray release (web/legacy.py, web/paths.py, ledger/store/rollout.py).
     legacy_max_pages: int = 3  # TronGrid pages (200 transactions each) one legacy records page may read
     legacy_timeout_seconds: float = 5.0  # per TronGrid request made while a client waits
     # Records answers from TronGrid per minute when PostgreSQL and the cache both fail, all web

@@ -71,7 +71,7 @@ class Operation:
     status: str = PENDING
     contract_ret: str | None = None  # ret[0].contractRet as the node gave it (None if absent)
     # The parent block's header timestamp: java-tron's "now" for this block's transactions (lock
-    # ends, unfreeze expire times and withdraw maturity are computed from it, see ledger.positions).
+    # ends, unfreeze expire times and withdraw maturity are computed from it, see ledger.store.positions).
     # None when unknown: then the block's own time stands in (a lock or lot then ends one slot
     # late, never early); the listener always knows it, the account-history backfill estimates it.
     parent_time_ms: int | None = None

@@ -12,15 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ledger.domain import CONFIRMED, PENDING
-from ledger.parser import (
+from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, NodeUnavailable, TronNode, block_number
+from ledger.chain.parser import (
     BlockParse,
     MissingTransactionInfo,
     needs_transaction_info,
     parse_block,
     parse_transaction_infos,
 )
-from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, NodeUnavailable, TronNode, block_number
+from ledger.domain import CONFIRMED, PENDING
 
 log = logging.getLogger(__name__)
 

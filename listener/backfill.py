@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from ledger.leader import CheckpointFenced
-from ledger.parser import BlockParse
-from ledger.tron_node import NodeUnavailable, TronNode
+from ledger.chain.node import NodeUnavailable, TronNode
+from ledger.chain.parser import BlockParse
+from ledger.coordination.lease import CheckpointFenced
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
 from listener.store import PgStore, move_checkpoint

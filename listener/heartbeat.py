@@ -3,7 +3,7 @@
 Every listener process (active or standby) upserts its row every `interval` seconds. The active one
 also writes what it last saw of the chain (the node's head block and its time) and where it is (the
 checkpoint block and its time), and appends a freshness sample for the status page's chart. The
-web's monitor (ledger/monitor.py) reads these rows: a stopped or hung listener stops beating, so its
+web's monitor (web/monitor.py) reads these rows: a stopped or hung listener stops beating, so its
 status turns stale, then offline, instead of a "lag 0" computed from numbers it wrote long ago.
 
 Written from its own thread with its own connection: a long catch-up batch does not delay it, and

@@ -29,10 +29,10 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.chain.node import NodeUnavailable, TronNode
+from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.values import ChainDataError
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
-from ledger.parser import parse_trongrid_page, parse_trongrid_record
-from ledger.tron_json import ChainDataError
-from ledger.tron_node import NodeUnavailable, TronNode
 from listener.backfill import BackfillStore, ProgressLine
 from listener.sink import Sink
 from listener.streamer import retry_delay

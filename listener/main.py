@@ -1,6 +1,6 @@
 """`python -m listener`: the listener process, and `python -m listener backfill` for past ranges.
 
-The listener runs as active or standby (ledger/leader.py): start as many as you like, exactly one
+The listener runs as active or standby (ledger/coordination/lease.py): start as many as you like, exactly one
 indexes at a time. With TRON_WS_URL set, a WebSocket block feed wakes it as soon as a block is
 announced (listener/wakeup.py); polling from the checkpoint stays the source of truth.
 """
@@ -21,16 +21,16 @@ from dataclasses import asdict
 import dramatiq
 import psycopg
 
-from ledger.accounts import add_accounts, tracked_addresses
-from ledger.address import AddressError, to_base58
-from ledger.budget import Priority
+from ledger.chain.address import AddressError, to_base58
+from ledger.chain.node import NodeUnavailable, TronNode, node_from_settings
+from ledger.chain.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
 from ledger.config import Settings, load_settings
-from ledger.leader import CheckpointFenced, Leader, Lease, default_holder
-from ledger.logs import setup_logging
-from ledger.metrics import Counters, Flusher, metrics_client
-from ledger.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
-from ledger.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
-from ledger.tron_node import NodeUnavailable, TronNode, node_from_settings
+from ledger.coordination.budget import Priority
+from ledger.coordination.lease import CheckpointFenced, Leader, Lease, default_holder
+from ledger.coordination.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
+from ledger.ops.logs import setup_logging
+from ledger.ops.metrics import Counters, Flusher, metrics_client
+from ledger.store.accounts import add_accounts, tracked_addresses
 from listener.adapter import NodeAdapter
 from listener.backfill import (
     Backfill,
@@ -262,7 +262,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
 
 def _take_openings(settings: Settings, node: TronNode, accounts: list[str], start_block: int | None) -> int | None:
     """The active listener reads the opening position of each of `accounts` that has none (an
-    account's stake predates the ledger; ledger.snapshot), and returns the block to start from on
+    account's stake predates the ledger; ledger.chain.snapshot), and returns the block to start from on
     a first start: right after the oldest snapshot, so no block between it and the head is skipped
     (with a checkpoint the streamer goes on from it and ignores this)."""
     if not accounts:
@@ -309,7 +309,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         # The API only serves pool accounts: records of others would be stored and never shown.
         raise BackfillError(f"not pool accounts: {', '.join(unknown)} (add them with --add-account)")
 
-    # A backfill can wait: it must not slow the running listener's requests (ledger/budget.py).
+    # A backfill can wait: it must not slow the running listener's requests (ledger/coordination/budget.py).
     node = _node(settings, Priority.BACKGROUND, args.rate)
     adapter = NodeAdapter(node)
     try:
@@ -401,7 +401,7 @@ def _run_range(
         backfill = Backfill(
             adapter,
             store,
-            BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.queue
+            BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.coordination.queue
             accounts=accounts,
             start=start,
             end=args.to_block,

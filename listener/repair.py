@@ -2,16 +2,16 @@
 (the fault suite calls it to repair without waiting for the listener's next pass).
 
 The active listener runs the same pass every few seconds (listener/streamer.py); running one more
-from outside is safe (ledger/accounting.py explains why).
+from outside is safe (ledger/store/accounting.py explains why).
 """
 
 from __future__ import annotations
 
 import psycopg
 
-from ledger.accounting import MAIN, Repair, repair
 from ledger.config import Settings
-from ledger.queue import create_broker
+from ledger.coordination.queue import create_broker
+from ledger.store.accounting import MAIN, Repair, repair
 from listener.sink import BrokerSink
 
 

@@ -1,5 +1,5 @@
 """Where the listener's operations go: persist_operations messages, one per owner account and up to
-ledger.queue.OPERATIONS_PER_MESSAGE operations."""
+ledger.coordination.queue.OPERATIONS_PER_MESSAGE operations."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Protocol
 
 import dramatiq
 
+from ledger.coordination.queue import confirm_message, operations_messages, queued_messages, revert_message
 from ledger.domain import Operation
-from ledger.queue import confirm_message, operations_messages, queued_messages, revert_message
 
 
 class Sink(Protocol):

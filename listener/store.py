@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 
 import psycopg
 
-from ledger import accounting
-from ledger.accounts import tracked_addresses
+from ledger.chain.parser import ParseIssue
+from ledger.coordination.lease import CheckpointFenced
 from ledger.domain import Operation
-from ledger.leader import CheckpointFenced
-from ledger.parser import ParseIssue
+from ledger.store import accounting
+from ledger.store.accounts import tracked_addresses
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class PgStore:
         block_time_ms: int | None = None,
     ) -> None:
         """Advance the checkpoint, remember the new blocks' ids and record the operations they must
-        produce (ledger/accounting.py), all in one transaction; only the current term may (fencing)."""
+        produce (ledger/store/accounting.py), all in one transaction; only the current term may (fencing)."""
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, block_num, block_id, block_time_ms)
@@ -113,7 +113,7 @@ class PgStore:
         return [(num, block_id) for num, block_id in rows]
 
     def repair(self, sink: accounting.Resender, grace_seconds: float) -> accounting.Repair:
-        """One accounting pass (ledger.accounting.repair) for this checkpoint."""
+        """One accounting pass (ledger.store.accounting.repair) for this checkpoint."""
         return accounting.repair(self._connection(), sink, grace_seconds=grace_seconds, name=self.name)
 
     def _move_checkpoint(

@@ -4,7 +4,7 @@ Order of effects per batch: fetch and parse blocks, enqueue their operations, TH
 checkpoint (recording, in the same transaction, what the blocks must produce). A crash anywhere
 re-enqueues at most one batch (harmless: workers upsert by chain identity) and never skips a
 block. Every `repair_interval` seconds the loop also runs the accounting's repair pass
-(ledger/accounting.py), which re-sends what the broker lost after the checkpoint moved on.
+(ledger/store/accounting.py), which re-sends what the broker lost after the checkpoint moved on.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ledger.chain.node import MAX_BLOCKS_PER_REQUEST
+from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
-from ledger.parser import BlockParse, ParseIssue
-from ledger.tron_node import MAX_BLOCKS_PER_REQUEST
 from listener.adapter import ChainAdapter
 from listener.sink import Sink
 

@@ -17,7 +17,7 @@ import time
 import orjson
 import websocket
 
-from ledger.parser import BlockTrigger, ChainDataError, parse_trigger
+from ledger.chain.parser import BlockTrigger, ChainDataError, parse_trigger
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`python -m scheduler`: enqueue the reconciliation jobs on their schedules (it does no work itself).
 
 Several may run: one is active, holding the lease "scheduler" (the same PostgreSQL lease as the
-listener's, ledger/leader.py), the others are standbys that take over within about a second of
+listener's, ledger/coordination/lease.py), the others are standbys that take over within about a second of
 the active one's connection closing. While active it runs an APScheduler BackgroundScheduler with
 one interval job per enabled schedule (`SCHEDULE_*_SECONDS`):
 
@@ -9,7 +9,7 @@ one interval job per enabled schedule (`SCHEDULE_*_SECONDS`):
   up runs behind it;
 - misfire_grace_time = half the interval: a tick more than that late is dropped, the next one is
   on time;
-- each tick claims its window in `job_runs` (ledger/jobruns.py) and only the claim that wins
+- each tick claims its window in `job_runs` (ledger/store/jobruns.py) and only the claim that wins
   enqueues, so each job starts once per window even if two schedulers both think they are active.
 
 On taking the lease every job ticks at once: a window the previous holder already ran is refused
@@ -34,12 +34,9 @@ import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ledger.accounts import tracked_addresses
 from ledger.config import Settings, load_settings
-from ledger.jobruns import claim_and_enqueue, window_start
-from ledger.leader import Leader, Lease, default_holder
-from ledger.logs import setup_logging
-from ledger.queue import (
+from ledger.coordination.lease import Leader, Lease, default_holder
+from ledger.coordination.queue import (
     LIFECYCLE,
     RECONCILE_GAPS,
     RECONCILE_STATE,
@@ -48,6 +45,9 @@ from ledger.queue import (
     job_message,
     lane_actor_name,
 )
+from ledger.ops.logs import setup_logging
+from ledger.store.accounts import tracked_addresses
+from ledger.store.jobruns import claim_and_enqueue, window_start
 
 log = logging.getLogger("scheduler")
 
@@ -84,7 +84,7 @@ class Ticker:
         window = window_start(time.time() if now is None else now, spec.seconds)
         try:
             with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
-                # Background lane: reconciliation must never hold up the live records (ledger/queue.py).
+                # Background lane: reconciliation must never hold up the live records (ledger/coordination/queue.py).
                 queue = background_queue(self.settings.queue_name)
                 actor = lane_actor_name(spec.actor, queue)
 

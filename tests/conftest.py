@@ -15,11 +15,11 @@ import psycopg
 import pytest
 import redis
 
+from harness.procs import Proc
+from harness.servers import PrivateRedis
+from harness.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, recreate_database, settings_env
 from ledger.config import Settings, load_settings
-from ledger.db import migrate
-from tests.procs import Proc
-from tests.servers import PrivateRedis
-from tests.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, recreate_database, settings_env
+from ledger.store.db import migrate
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from ledger.queue import PERSIST_OPERATION
+from ledger.coordination.queue import PERSIST_OPERATION
 from workers import main
 
 

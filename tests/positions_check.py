@@ -5,7 +5,7 @@
 The simulator starts its accounts with stake, V1 stake, locked and unlocked delegations and pending
 lots from before its first block (`--opening-state random`) and a history before the listener's
 start; the listener starts at the head, so every account's opening position is read from the chain
-(ledger.snapshot). Then the chain produces blocks of mixed operations with short lock periods (so
+(ledger.chain.snapshot). Then the chain produces blocks of mixed operations with short lock periods (so
 locks expire all along) and forks, in chunks; after each chunk the chain stops, and once the ledger
 is at the same block every summary figure of every pool account must equal the simulator's account
 state at that block (`/sim/account-state`), with no negative figure and no drift.
@@ -26,10 +26,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from ledger import positions
-from ledger.config import Settings
-from tests.procs import Proc
-from tests.stack import (
+from harness.procs import Proc
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     add_ledger_options,
@@ -41,6 +39,8 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
+from ledger.config import Settings
+from ledger.store import positions
 from web.responses import dumps
 
 RESOURCES = ("BANDWIDTH", "ENERGY", "TRON_POWER")

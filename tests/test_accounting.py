@@ -1,4 +1,4 @@
-"""End-to-end accounting (ledger/accounting.py) on real PostgreSQL: what the checkpoint records, how
+"""End-to-end accounting (ledger/store/accounting.py) on real PostgreSQL: what the checkpoint records, how
 the persisted watermark follows the workers' rows, and what a repair pass sends again.
 
 Inside the `db` fixture's transaction now() is fixed, so ages are set by moving timestamps back
@@ -10,7 +10,7 @@ import dataclasses
 
 import psycopg
 
-from ledger.accounting import BACKLOG_PATIENCE, read_heads, record_expected, repair
+from ledger.store.accounting import BACKLOG_PATIENCE, read_heads, record_expected, repair
 from listener.store import PgStore, move_checkpoint
 from tests.test_forks import NEW, OLD
 from tests.test_persist import make_op, persist

@@ -15,9 +15,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ledger.address import to_base58, to_hex
-from ledger.cache import invalidate_accounts
+from ledger.chain.address import to_base58, to_hex
 from ledger.config import Settings
+from ledger.store.cache import invalidate_accounts
 from web.app import close_app, create_app
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -616,7 +616,7 @@ def test_health_and_ingest_tell_the_checkpoint_from_the_persisted_watermark(
 
 
 def test_ready_is_503_when_redis_is_unreachable(settings: Settings, clean_db: str) -> None:
-    from tests.servers import free_port
+    from harness.servers import free_port
 
     dead = create_app(replace(settings, cache_redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     try:

@@ -20,10 +20,10 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.contract_stack import ONE, seed_api_data
 from ledger.config import DEVELOPMENT_CURSOR_SECRET, load_settings
 from ledger.domain import INT64_MAX
 from tests.conftest import settings_for
-from tests.contract_stack import ONE, seed_api_data
 from web.app import close_app, create_app
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.responses import ECHO_LIMIT

@@ -13,13 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.accounts import add_accounts
+from harness.procs import Proc, python
+from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_worker, wait_until
+from harness.truth import assert_ledger_matches_truth, truth_rows
 from ledger.config import Settings
+from ledger.store.accounts import add_accounts
 from listener.backfill import Backfill, BackfillError, ProgressLine, checkpoint_name, first_block_since, parse_since
 from tests.conftest import settings_env
-from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, start_chain, start_worker, wait_until
-from tests.test_pipeline import assert_ledger_matches_truth, truth_rows
 from tests.test_streamer import OWNER, ListSink, StubAdapter
 
 # -- the date search, without a node -----------------------------------------------------------

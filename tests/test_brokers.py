@@ -1,4 +1,4 @@
-"""The broker is chosen by URL in one place (ledger/queue.py) and checked for durability at start.
+"""The broker is chosen by URL in one place (ledger/coordination/queue.py) and checked for durability at start.
 
 Private redis-servers stand for the broker Redis in each persistence setup (the shared one is never
 reconfigured); RabbitMQ is the machine's, with a queue of this test's own that is deleted after."""
@@ -14,12 +14,18 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
+from harness.procs import Proc, python
+from harness.servers import PrivateRedis
+from harness.stack import delete_rabbitmq_queues, settings_env
 from ledger.config import ConfigError, Settings, load_settings
-from ledger.queue import BrokerNotDurable, check_broker_durability, create_broker, operation_message, queued_messages
+from ledger.coordination.queue import (
+    BrokerNotDurable,
+    check_broker_durability,
+    create_broker,
+    operation_message,
+    queued_messages,
+)
 from tests.conftest import TEST_RABBITMQ_URL
-from tests.procs import Proc, python
-from tests.servers import PrivateRedis
-from tests.stack import delete_rabbitmq_queues, settings_env
 from tests.test_persist import make_op
 
 
@@ -72,7 +78,7 @@ def test_a_broker_url_of_another_kind_or_a_bad_grace_is_refused() -> None:
 def test_a_broker_redis_without_persistence_is_named_as_a_risk(
     volatile: RedisBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="ledger.queue"):
+    with caplog.at_level(logging.WARNING, logger="ledger.coordination.queue"):
         verdict = check_broker_durability(volatile, require=False)
     assert verdict.startswith("not durable")
     assert "a restart loses every queued message" in caplog.text and "appendonly yes" in caplog.text
@@ -95,7 +101,7 @@ def test_aof_is_durable() -> None:
 def test_config_disabled_cannot_be_checked_and_is_not_refused(caplog: pytest.LogCaptureFixture) -> None:
     # Managed Redis services often rename or disable CONFIG.
     for broker in redis_broker("--rename-command", "CONFIG", ""):
-        with caplog.at_level(logging.WARNING, logger="ledger.queue"):
+        with caplog.at_level(logging.WARNING, logger="ledger.coordination.queue"):
             verdict = check_broker_durability(broker, require=True)
         assert verdict.startswith("unknown: CONFIG GET refused")
         assert "make sure the broker Redis runs with appendonly yes" in caplog.text

@@ -1,4 +1,4 @@
-"""The request budget shared by every process (ledger/budget.py), against real Redis and, for the
+"""The request budget shared by every process (ledger/coordination/budget.py), against real Redis and, for the
 cross-process case, the simulator's own per-client request count."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import httpx
 import pytest
 import redis
 
-from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from harness.procs import Proc, python
+from harness.servers import free_port
+from harness.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
+from harness.truth import checkpoint
+from ledger.chain.node import NodeUnavailable, TronNode, budget_limits
+from ledger.chain.values import NodeError
 from ledger.config import ConfigError, Settings, load_settings
-from ledger.tron_json import NodeError
-from ledger.tron_node import NodeUnavailable, TronNode, budget_limits
+from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from simulator.requests import client_label
-from tests.procs import Proc, python
-from tests.servers import free_port
-from tests.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
-from tests.test_pipeline import checkpoint
 
 KEY = "0b1d3a5e-7c2f-4e11-9a8b-secretkey000"
 
@@ -133,7 +133,7 @@ def test_without_a_quota_requests_ask_a_subscribed_mirror_not_redis(budget_redis
 def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
     budget_redis: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("ledger.budget.REDIS_RETRY_SECONDS", 1.0)
+    monkeypatch.setattr("ledger.coordination.budget.REDIS_RETRY_SECONDS", 1.0)
     one, other = _budgets(budget_redis, BudgetLimits(per_second=0, burst=1, per_day=0), 2, max_wait=0.3)
     wait_until(lambda: other.mirrored, 10, "the suspension watch subscribed")
     # Given the watches' connections cut (a publish sent now would reach nobody)
@@ -157,7 +157,7 @@ def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
 
 def test_redis_down_degrades_to_a_local_limiter_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     budget = create_budget(f"redis://127.0.0.1:{free_port()}/0", BudgetLimits(per_second=50, burst=1, per_day=0))
-    caplog.set_level(logging.WARNING, "ledger.budget")
+    caplog.set_level(logging.WARNING, "ledger.coordination.budget")
     started = time.monotonic()
     for _ in range(11):
         budget.acquire(Priority.LIVE)
@@ -201,8 +201,8 @@ def test_the_api_key_never_reaches_an_error_or_a_log(caplog: pytest.LogCaptureFi
 CLIENT = """
 import sys, time
 from ledger.config import load_settings
-from ledger.budget import Priority
-from ledger.tron_node import node_from_settings
+from ledger.coordination.budget import Priority
+from ledger.chain.node import node_from_settings
 node = node_from_settings(load_settings(), priority=Priority(sys.argv[2]))
 deadline = time.monotonic() + float(sys.argv[1])
 count = 0

@@ -13,7 +13,9 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from ledger.cache import (
+from harness.servers import PrivateRedis, free_port
+from ledger.config import Settings
+from ledger.store.cache import (
     LOCAL_PAGES_SWEEP,
     VERSION_KEY,
     Fill,
@@ -22,8 +24,6 @@ from ledger.cache import (
     invalidate_accounts,
     read_cache_window,
 )
-from ledger.config import Settings
-from tests.servers import PrivateRedis, free_port
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from harness.procs import Proc
+from harness.stack import Simulator, start_chain, start_listener, start_worker, wait_until
+from harness.truth import assert_ledger_matches_truth, checkpoint
 from ledger.config import Settings
-from tests.procs import Proc
-from tests.stack import Simulator, start_chain, start_listener, start_worker, wait_until
-from tests.test_pipeline import assert_ledger_matches_truth, checkpoint
 
 
 def _run_pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_args: str) -> Simulator:

@@ -22,9 +22,9 @@ import redis
 from flask.testing import FlaskClient
 from psycopg.conninfo import make_conninfo
 
-from ledger.cache import invalidate_accounts
+from harness.tcpproxy import TcpProxy
 from ledger.config import Settings
-from tests.tcpproxy import TcpProxy
+from ledger.store.cache import invalidate_accounts
 from tests.test_api import ALICE, BOB, CAROL, T0, add_account, get_json, insert_delegate, insert_lot, insert_stake
 from web.app import close_app, create_app
 from web.directory import AccountDirectory

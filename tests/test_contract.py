@@ -2,7 +2,7 @@
 
 - every Flask route is described and every described operation is served;
 - response bodies of real requests (every route, success and error) validate against the schemas;
-- schemathesis against a live granian server (tests/stack.py `start_web`) on seeded data: no 5xx,
+- schemathesis against a live granian server (harness/stack.py `start_web`) on seeded data: no 5xx,
   no body, status, header or content type outside the contract. `CONTRACT_EXAMPLES` (default 30)
   examples an operation here; bench/contract.py runs the same with many more.
 """
@@ -19,10 +19,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from harness.contract_stack import ONE, run_schemathesis, seed_api_data, start_contract_web
+from harness.servers import free_port
 from ledger.config import Settings
 from tests.conftest import settings_for
-from tests.contract_stack import ONE, run_schemathesis, seed_api_data, start_contract_web
-from tests.servers import free_port
 from web.app import close_app, create_app
 from web.openapi import build_spec
 

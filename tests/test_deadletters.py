@@ -20,13 +20,13 @@ from dramatiq.brokers.redis import RedisBroker
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger import deadletters as dl
+from harness.procs import ROOT, Proc, python
+from harness.stack import settings_env, wait_until
 from ledger.config import Settings
-from ledger.inflight import held_messages
-from ledger.metrics import read_totals, sample
-from ledger.queue import create_broker, operation_message
-from tests.procs import ROOT, Proc, python
-from tests.stack import settings_env, wait_until
+from ledger.coordination.inflight import held_messages
+from ledger.coordination.queue import create_broker, operation_message
+from ledger.ops.metrics import read_totals, sample
+from ledger.store import deadletters as dl
 from tests.test_persist import ALICE, make_op
 from web.app import close_app, create_app
 
@@ -329,7 +329,7 @@ def test_messages_held_by_a_dead_worker_are_visible(
             timeout=60,
         )
         assert out.returncode == 0 and message.message_id in out.stdout, out
-        # And the admin API puts it back in its queue (ledger.recovery), where the next worker finds it.
+        # And the admin API puts it back in its queue (ledger.coordination.recovery), where the next worker finds it.
         wait_until(
             lambda: any(
                 not h["alive"] and h["messages"]
@@ -357,7 +357,7 @@ def test_expired_and_unknown_actor_messages_are_recorded(case: str, settings: Se
     from dramatiq.brokers.stub import StubBroker
     from dramatiq.middleware import Retries
 
-    from ledger.db import create_pool
+    from ledger.store.db import create_pool
     from workers.deadletters import DeadLetters
 
     pool = create_pool(settings.database_url, max_size=2, name="test", autocommit=True)

@@ -14,11 +14,11 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import PoolTimeout
 
-from ledger.accounts import find_account
-from ledger.cli import main
-from ledger.db import create_pool
-from tests.stack import SIM_ACCOUNTS, start_simulator
-from tests.tcpproxy import TcpProxy
+from harness.stack import SIM_ACCOUNTS, start_simulator
+from harness.tcpproxy import TcpProxy
+from ledger.ops.cli import main
+from ledger.store.accounts import find_account
+from ledger.store.db import create_pool
 from tests.test_api import ALICE, BOB, CAROL, address
 from web.directory import AccountDirectory
 

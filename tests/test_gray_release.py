@@ -25,14 +25,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ledger.address import to_base58
-from ledger.config import Settings
-from ledger.legacy import record_rows
-from ledger.metrics import read_totals, sum_samples
-from ledger.rollout import bucket, goes_legacy
-from tests.procs import Proc, python
-from tests.servers import free_port
-from tests.stack import (
+from harness.procs import Proc, python
+from harness.servers import free_port
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     settings_env,
@@ -42,8 +37,13 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
-from tests.tcpproxy import TcpProxy
+from harness.tcpproxy import TcpProxy
+from ledger.chain.address import to_base58
+from ledger.config import Settings
+from ledger.ops.metrics import read_totals, sum_samples
+from ledger.store.rollout import bucket, goes_legacy
 from web.app import close_app, create_app
+from web.legacy import record_rows
 from web.openapi import build_spec
 from web.paths import current_paths, refresh_rollout
 

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger.chain.node import TronNode
+from ledger.chain.parser import parse_trongrid_record
+from ledger.chain.values import ChainDataError
 from ledger.domain import Operation
-from ledger.parser import parse_trongrid_record
-from ledger.tron_json import ChainDataError
-from ledger.tron_node import TronNode
 from listener.backfill import BackfillStore, ProgressLine
 from listener.history import AccountHistory, history_checkpoint_name
 

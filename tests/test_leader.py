@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from harness.procs import Proc
+from harness.stack import main_checkpoint, start_listener, wait_until
+from harness.truth import assert_ledger_matches_truth, start_long_catch_up
 from ledger.config import Settings
-from ledger.leader import CheckpointFenced, Leader, Lease
+from ledger.coordination.lease import CheckpointFenced, Leader, Lease
 from listener.store import PgStore
-from tests.procs import Proc
-from tests.stack import main_checkpoint, start_listener, wait_until
-from tests.test_pipeline import assert_ledger_matches_truth, start_long_catch_up
 
 BLOCK_ID = "ab" * 32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ledger.deadletters import record_dead_letter
+from ledger.store.deadletters import record_dead_letter
 from tests.test_persist import DELAY, make_op
 from workers.lifecycle import run_lifecycle
 from workers.persist import confirm_blocks, persist_operation

@@ -21,14 +21,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger import monitor
-from ledger.config import Settings
-from ledger.queue import PERSIST_OPERATION, create_broker
-from tests.cdp import Browser, chromium
-from tests.conftest import TEST_RABBITMQ_URL
-from tests.procs import ROOT, Proc
-from tests.servers import free_port
-from tests.stack import (
+from harness.cdp import Browser, chromium
+from harness.procs import ROOT, Proc
+from harness.servers import free_port
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     delete_rabbitmq_queues,
@@ -38,6 +34,10 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
+from ledger.config import Settings
+from ledger.coordination.queue import PERSIST_OPERATION, create_broker
+from tests.conftest import TEST_RABBITMQ_URL
+from web import monitor
 from web.app import close_app, create_app
 
 ARTIFACTS = ROOT / "tests" / "artifacts"

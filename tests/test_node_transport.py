@@ -1,4 +1,4 @@
-"""The node client's default path (urllib3, ledger/node_transport.py) against a real HTTP server:
+"""The node client's default path (urllib3, ledger/chain/transport.py) against a real HTTP server:
 every way a node answers or fails ends as the same exceptions as through an httpx transport; and
 through a forwarding proxy in front of the simulator, as the proxy variables say."""
 
@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from ledger.tron_json import NodeError
-from ledger.tron_node import NodeUnavailable, RouteMissing, TronNode, block_number
-from tests.procs import ROOT, Proc
-from tests.servers import free_port
-from tests.stack import start_simulator
+from harness.procs import ROOT, Proc
+from harness.servers import free_port
+from harness.stack import start_simulator
+from ledger.chain.node import NodeUnavailable, RouteMissing, TronNode, block_number
+from ledger.chain.values import NodeError
 
 KEY = "5e0c1d2a-0b1d-4e11-9a8b-secretkey111"
 Reply = tuple[int, bytes]
@@ -236,7 +236,7 @@ def test_node_and_solidity_urls_are_decided_apart_and_logged_once_without_creden
     port = _port(simulator)
     local = f"http://localhost:{port}"  # the same simulator by another name, which NO_PROXY lists
     proxy_url = proxy.url.replace("http://", "http://ops:s%40cret@")
-    with caplog.at_level(logging.INFO, logger="ledger.node_transport"):
+    with caplog.at_level(logging.INFO, logger="ledger.chain.transport"):
         client = _client(simulator, solidity_url=local, proxies={"http": proxy_url, "no": "localhost"})
     assert client.solid_block_number() == _height(simulator, "solid")
     assert block_number(client.head_header()) == _height(simulator)
@@ -269,7 +269,7 @@ def test_the_proxy_variables_of_the_environment_are_the_default(
     env = {name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")}
     env |= {name: value.format(proxy=proxy.url) for name, value in variables.items()}
     code = (
-        "import sys; from ledger.tron_node import TronNode, block_number;"
+        "import sys; from ledger.chain.node import TronNode, block_number;"
         "print(block_number(TronNode(sys.argv[1]).head_header()))"
     )
     done = subprocess.run(

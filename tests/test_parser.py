@@ -1,4 +1,4 @@
-"""Tests for the chain parser (ledger.parser), addresses and the account/trigger readers.
+"""Tests for the chain parser (ledger.chain.parser), addresses and the account/trigger readers.
 
 Part 1 walks every file in tests/fixtures/tron/ (real chain samples; SOURCES.md there says where
 each came from) against an explicit table, so a new fixture fails until someone classifies it.
@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from ledger.address import AddressError, is_address, to_base58, to_hex
-from ledger.domain import DEFAULT_LOCK_PERIOD_BLOCKS, Operation
-from ledger.parser import (
+from ledger.chain.address import AddressError, is_address, to_base58, to_hex
+from ledger.chain.parser import (
     AccountState,
     BlockTrigger,
     ChainDataError,
@@ -38,6 +37,7 @@ from ledger.parser import (
     parse_trigger,
     parse_trongrid_record,
 )
+from ledger.domain import DEFAULT_LOCK_PERIOD_BLOCKS, Operation
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "tron"

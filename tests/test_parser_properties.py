@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.parser import (
+from ledger.chain.parser import (
     needs_transaction_info,
     parse_account,
     parse_block,
@@ -30,7 +30,7 @@ from ledger.parser import (
     parse_trigger,
     parse_trongrid_record,
 )
-from ledger.tron_json import ChainDataError, NodeError
+from ledger.chain.values import ChainDataError, NodeError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "60"))

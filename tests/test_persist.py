@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.deadletters import get_dead_letter, list_dead_letters, record_dead_letter
+from harness.stack import wait_until
 from ledger.domain import Operation, PayloadError
-from tests.stack import wait_until
+from ledger.store.deadletters import get_dead_letter, list_dead_letters, record_dead_letter
 from workers.persist import confirm_blocks, persist_operation, persist_operations
 
 ALICE = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"

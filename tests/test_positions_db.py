@@ -1,12 +1,12 @@
 """Positions kept incrementally in PostgreSQL: folded at the solidified head, the pending tail
-replayed on read, late records and forks (workers.persist + ledger.positions, no Dramatiq)."""
+replayed on read, late records and forks (workers.persist + ledger.store.positions, no Dramatiq)."""
 
 from __future__ import annotations
 
 import psycopg
 
-from ledger import positions
-from ledger.positions import Position, load_rows, replay
+from ledger.store import positions
+from ledger.store.positions import Position, load_rows, replay
 from tests.test_persist import ALICE, BOB, DELAY, block_time_ms, make_op
 from workers.persist import confirm_blocks, persist_operation, revert_blocks
 

@@ -3,9 +3,9 @@ tests/positions_check.py; `python -m tests.positions_check --blocks 10000` is th
 
 from __future__ import annotations
 
+from harness.procs import Proc
 from ledger.config import Settings
 from tests.positions_check import run
-from tests.procs import Proc
 
 
 def test_summaries_equal_the_chains_account_state_through_lock_expiries_and_forks(

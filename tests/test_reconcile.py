@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 
+from harness.procs import Proc, python
+from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
+from harness.truth import assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
 from ledger.config import Settings
-from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
-from tests.test_pipeline import assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
 from web.app import close_app, create_app
 
 

@@ -16,12 +16,12 @@ import pytest
 import redis
 from psycopg.conninfo import make_conninfo
 
+from harness.procs import Proc, python
+from harness.stack import settings_env, wait_until
+from harness.tcpproxy import TcpProxy
 from ledger.config import Settings
-from ledger.queue import create_broker
-from ledger.recovery import recover_stranded
-from tests.procs import Proc, python
-from tests.stack import settings_env, wait_until
-from tests.tcpproxy import TcpProxy
+from ledger.coordination.queue import create_broker
+from ledger.coordination.recovery import recover_stranded
 from tests.test_api import add_account, address, insert_stake
 from web.app import close_app, create_app
 

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 import redis
 
-from ledger.accounts import add_accounts
+from harness.procs import Proc, python
+from harness.stack import SIM_ACCOUNTS, wait_until
 from ledger.config import Settings
-from ledger.jobruns import claim_and_enqueue, window_start
-from ledger.leader import Lease
-from ledger.queue import background_queue
-from tests.procs import Proc, python
-from tests.stack import SIM_ACCOUNTS, wait_until
+from ledger.coordination.lease import Lease
+from ledger.coordination.queue import background_queue
+from ledger.store.accounts import add_accounts
+from ledger.store.jobruns import claim_and_enqueue, window_start
 
 
 def _runs(url: str, job: str) -> list[tuple[float, int]]:

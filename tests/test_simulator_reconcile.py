@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ledger.address import to_base58
-from ledger.positions import Position
-from ledger.snapshot import read_opening
-from ledger.tron_node import TronNode
+from harness.procs import Proc
+from harness.stack import SIM_ACCOUNTS, start_simulator
+from ledger.chain.address import to_base58
+from ledger.chain.node import TronNode
+from ledger.chain.snapshot import read_opening
+from ledger.store.positions import Position
 from simulator.requests import client_label
-from tests.procs import Proc
-from tests.stack import SIM_ACCOUNTS, start_simulator
 from workers import reconcile
 
 

@@ -1,4 +1,4 @@
-"""Opening positions read from the chain (ledger.snapshot), against replies built from the real
+"""Opening positions read from the chain (ledger.chain.snapshot), against replies built from the real
 samples in tests/fixtures/tron (the public network is the one thing these tests stand in for)."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import httpx
 import psycopg
 import pytest
 
-from ledger import positions
-from ledger.snapshot import SnapshotError, read_opening, snapshot_new_accounts, take_snapshot
-from ledger.tron_account import account_state, empty_account
-from ledger.tron_json import ChainDataError
-from ledger.tron_node import TronNode
+from ledger.chain.account import account_state, empty_account
+from ledger.chain.node import TronNode
+from ledger.chain.snapshot import SnapshotError, read_opening, snapshot_new_accounts, take_snapshot
+from ledger.chain.values import ChainDataError
+from ledger.store import positions
 from tests.test_persist import make_op
 from workers.persist import confirm_blocks, persist_operation
 

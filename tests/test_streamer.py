@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
+from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.domain import Operation
-from ledger.parser import BlockParse, ParseIssue
 from listener.streamer import QUIET_SECONDS, Streamer
 
 OWNER = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"

@@ -1,4 +1,4 @@
-"""The run command's process manager: supervisord generated from a Procfile (ledger.procfile).
+"""The run command's process manager: supervisord generated from a Procfile (ledger.ops.procfile).
 
 A crash is not an outage: the killed process comes back, the others keep serving, and a worker
 child's stranded messages are persisted within seconds.
@@ -21,14 +21,14 @@ import pytest
 import redis
 from psycopg.conninfo import make_conninfo
 
+from harness.procs import ROOT, Proc
+from harness.servers import free_port
+from harness.stack import settings_env, start_simulator, wait_until
+from harness.supervise import Supervisor
+from harness.tcpproxy import TcpProxy
 from ledger.config import Settings
-from ledger.procfile import parse_procfile, supervisord_conf, systemd_units
-from ledger.queue import create_broker, operation_message
-from tests.procs import ROOT, Proc
-from tests.servers import free_port
-from tests.stack import settings_env, start_simulator, wait_until
-from tests.supervise import Supervisor
-from tests.tcpproxy import TcpProxy
+from ledger.coordination.queue import create_broker, operation_message
+from ledger.ops.procfile import parse_procfile, supervisord_conf, systemd_units
 from tests.test_persist import make_op
 from tests.test_recovery import alive, children
 
@@ -64,7 +64,7 @@ def test_committed_systemd_units_are_the_procfiles() -> None:
     # docs/deploy/systemd once lacked the scheduler's unit, added to the Procfile after it was made.
     want = systemd_units(parse_procfile((ROOT / "Procfile").read_text()))
     have = {p.name: p.read_text() for p in (ROOT / "docs" / "deploy" / "systemd").iterdir()}
-    assert have == want, "regenerate: python -m ledger procfile systemd Procfile --dir docs/deploy/systemd"
+    assert have == want, "regenerate: ledger procfile systemd Procfile --dir docs/deploy/systemd"
 
 
 def test_killed_process_comes_back_and_the_others_keep_serving(

@@ -16,12 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from ledger.config import Settings
-from listener.wakeup import WakeupFeed
-from tests.conftest import settings_env
-from tests.procs import Proc
-from tests.servers import free_port
-from tests.stack import (
+from harness.procs import Proc
+from harness.servers import free_port
+from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     main_checkpoint,
@@ -31,7 +28,10 @@ from tests.stack import (
     start_worker,
     wait_until,
 )
-from tests.test_pipeline import assert_ledger_matches_truth
+from harness.truth import assert_ledger_matches_truth
+from ledger.config import Settings
+from listener.wakeup import WakeupFeed
+from tests.conftest import settings_env
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

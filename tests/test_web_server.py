@@ -13,9 +13,9 @@ import socket
 import httpx
 import pytest
 
-from tests.procs import Proc
-from tests.servers import free_port
-from tests.stack import procfile_web_flag, start_web
+from harness.procs import Proc
+from harness.servers import free_port
+from harness.stack import procfile_web_flag, start_web
 
 IDLE_CONNECTIONS = 24
 

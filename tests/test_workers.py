@@ -22,14 +22,14 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from psycopg.conninfo import make_conninfo
 
-from ledger.address import to_base58
-from ledger.budget import BudgetExhausted, BudgetLimits, Priority, create_budget
-from ledger.cache import create_cache_client
+from harness.procs import Proc, python
+from harness.servers import PrivateRedis
+from harness.stack import delete_rabbitmq_queues, settings_env
+from harness.tcpproxy import TcpProxy
+from ledger.chain.address import to_base58
 from ledger.config import Settings
-from ledger.db import create_pool
-from ledger.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
-from ledger.domain import Operation
-from ledger.queue import (
+from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, create_budget
+from ledger.coordination.queue import (
     OPERATIONS_PER_MESSAGE,
     PERSIST_OPERATION,
     RECONCILE_GAPS,
@@ -42,12 +42,12 @@ from ledger.queue import (
     operation_message,
     operations_messages,
 )
+from ledger.domain import Operation
+from ledger.store.cache import create_cache_client
+from ledger.store.db import create_pool
+from ledger.store.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
 from listener.sink import BrokerSink
 from tests.conftest import TEST_RABBITMQ_URL
-from tests.procs import Proc, python
-from tests.servers import PrivateRedis
-from tests.stack import delete_rabbitmq_queues, settings_env
-from tests.tcpproxy import TcpProxy
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
 from workers.actors import Deps

@@ -14,7 +14,7 @@ Routes (JSON):
 - POST   /admin/dead-letters/purge?actor=                  purge all (of one actor)
 - GET    /admin/in-flight                                  messages held by each worker, alive or not
 - POST   /admin/recover                                    put back messages held by dead workers
-- GET    /admin/rollout                                    the gray release setting (ledger/rollout.py)
+- GET    /admin/rollout                                    the gray release setting (ledger/store/rollout.py)
 - PUT    /admin/rollout {"legacy_percent", "shadow_percent"}  change either; every web process
                                                            follows within ROLLOUT_REFRESH_SECONDS
 """
@@ -28,11 +28,11 @@ from typing import Any
 from flask import Blueprint, Response, request
 from psycopg_pool import ConnectionPool
 
-from ledger import deadletters as dl
+from ledger.coordination.inflight import held_messages, is_redis_broker
+from ledger.coordination.inflight import recover as recover_stranded
 from ledger.domain import INT64_MAX
-from ledger.inflight import held_messages, is_redis_broker
-from ledger.inflight import recover as recover_stranded
-from ledger.rollout import read_rollout, write_rollout
+from ledger.store import deadletters as dl
+from ledger.store.rollout import read_rollout, write_rollout
 from web.params import int_param
 from web.paths import current_paths
 from web.pg import read_connection
@@ -70,7 +70,7 @@ def _admin_pool() -> ConnectionPool:
 
 
 def _adopt(conn: Any) -> None:
-    """Record dead letters only the broker knows (see ledger.deadletters), so lists are complete."""
+    """Record dead letters only the broker knows (see ledger.store.deadletters), so lists are complete."""
     res = resources()
     if is_redis_broker(res.broker):
         dl.adopt_broker_dead_letters(conn, res.broker_redis, res.settings.queue_name)

@@ -15,11 +15,11 @@ import redis
 from flask import Flask
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ledger.cache import PageCache, create_cache_client
 from ledger.config import Settings, load_settings
-from ledger.db import create_pool
-from ledger.logs import setup_logging
-from ledger.queue import create_broker
+from ledger.coordination.queue import create_broker
+from ledger.ops.logs import setup_logging
+from ledger.store.cache import PageCache, create_cache_client
+from ledger.store.db import create_pool
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.resources import Resources

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from ledger.deadletters import broker_dead_letter_count, dead_letter_counts
-from ledger.inflight import is_redis_broker
+from ledger.coordination.inflight import is_redis_broker
+from ledger.store.deadletters import broker_dead_letter_count, dead_letter_counts
 from web.pg import read_connection
 from web.resources import resources
 from web.responses import json_response

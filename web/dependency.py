@@ -1,7 +1,7 @@
 """The gray release's figures for /metrics and the status page: rollout, shadow counts, and the
 external dependency figure, TronGrid requests per 1,000 API reads.
 
-Both counts come from the counters every process pushes to the broker Redis (ledger/metrics.py):
+Both counts come from the counters every process pushes to the broker Redis (ledger/ops/metrics.py):
 `ledger_node_requests_total` from every TRON node client (listener, the workers' reconciliation
 jobs, the web's legacy, fallback and shadow reads; TRON_NODE_URL is TronGrid in production), and
 `ledger_api_reads_total` from the web processes (records and summary answers, web/paths.py). The
@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from ledger.config import Settings
-from ledger.metrics import read_totals, read_window, sum_samples
+from ledger.ops.metrics import read_totals, read_window, sum_samples
 from web.paths import API_READS, Paths
 from web.shadow import COMPARISONS
 

@@ -23,7 +23,7 @@ import psycopg
 from cachetools import LRUCache, TTLCache
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ledger.accounts import PoolAccount, find_account, find_by_external_id, parse_account_key
+from ledger.store.accounts import PoolAccount, find_account, find_by_external_id, parse_account_key
 from web.pg import read_connection
 
 EXTERNAL_TTL = 5.0

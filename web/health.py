@@ -5,7 +5,7 @@
 - /health/tron-data-health says whether the data is fresh: `healthy` when the listener is online,
   the data latency is under 300,000 ms and the cache hit rate over the recent window is above 0.8;
   `warning` otherwise; `error` (HTTP 500) when it cannot tell (a dependency it reads failed).
-  The figures and the reasons are in the body (ledger/monitor.py says how each is measured).
+  The figures and the reasons are in the body (web/monitor.py says how each is measured).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response
 
-from ledger.accounting import read_heads
-from ledger.monitor import health
+from ledger.store.accounting import read_heads
+from web.monitor import health
 from web.monitoring import current_snapshot
 from web.pg import read_connection
 from web.resources import resources

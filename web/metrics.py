@@ -1,9 +1,9 @@
 """GET /metrics: Prometheus text format, the same whichever web process or host answers.
 
 Nothing is counted in the web process itself. Counters come from the hash every worker and listener
-process flushes to the broker's Redis (ledger/metrics.py: why not prometheus-client's multiprocess
-mode), cache lookups from the cache Redis' own counts (ledger/cache.py), and gauges are computed
-now from PostgreSQL and Redis (ledger/monitor.py). So granian's worker processes, and any number of
+process flushes to the broker's Redis (ledger/ops/metrics.py: why not prometheus-client's multiprocess
+mode), cache lookups from the cache Redis' own counts (ledger/store/cache.py), and gauges are computed
+now from PostgreSQL and Redis (web/monitor.py). So granian's worker processes, and any number of
 worker hosts, need no scrape target of their own: scrape any web instance.
 
 prometheus-client only writes the exposition format here (and parses it in the tests).
@@ -19,7 +19,7 @@ from flask import Blueprint, Response
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ledger.metrics import read_totals
+from ledger.ops.metrics import read_totals
 from web.dependency import gray_release
 from web.monitoring import current_snapshot
 from web.paths import current_paths

@@ -1,4 +1,4 @@
-"""The monitor's figures for a request: one snapshot (ledger/monitor.py) from this process's pools.
+"""The monitor's figures for a request: one snapshot (web/monitor.py) from this process's pools.
 
 Used by /health/tron-data-health, /api/monitor (the status page's data) and /metrics.
 """
@@ -9,8 +9,8 @@ from typing import Any
 
 from psycopg_pool import PoolTimeout
 
-from ledger import monitor
-from ledger.inflight import is_redis_broker
+from ledger.coordination.inflight import is_redis_broker
+from web import monitor
 from web.pg import read_connection
 from web.resources import resources
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ledger.accounts import EXTERNAL_ID_FORM
 from ledger.domain import RESOURCES
+from ledger.store.accounts import EXTERNAL_ID_FORM
 from web.compat import FIELDS as COMPAT_FIELDS
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
@@ -33,7 +33,7 @@ Schema = dict[str, Any]
 # An example account for the examples (and for schemathesis's example phase): the first demo
 # account of scripts/run's simulator, id 1 on a fresh database.
 EXAMPLE_ADDRESS = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
-EXAMPLE_EXTERNAL_ID = "42"  # the external id tests/contract_stack.py gives that account
+EXAMPLE_EXTERNAL_ID = "42"  # the external id harness/contract_stack.py gives that account
 
 _REF = "#/components/schemas/"
 
@@ -256,7 +256,7 @@ def _components() -> Schema:
                     "ingest": nullable(ref("Ingest")),
                 }
             ),
-            # ledger.accounting.Heads.to_dict
+            # ledger.store.accounting.Heads.to_dict
             "Ingest": obj(
                 {
                     "head": COUNT,
@@ -465,7 +465,7 @@ def _paths() -> dict[str, Schema]:
     }
     figures = {
         "type": "object",
-        "description": "figures as measured (ledger/monitor.py); a part that failed is {error}",
+        "description": "figures as measured (web/monitor.py); a part that failed is {error}",
     }
     paths["/health/tron-data-health"] = {
         "get": {

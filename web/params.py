@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ledger.accounts import EXTERNAL_ID_FORM, AccountKeyError, ExternalIdError, PoolAccount, parse_external_id
+from ledger.store.accounts import EXTERNAL_ID_FORM, AccountKeyError, ExternalIdError, PoolAccount, parse_external_id
 from web.directory import AccountDirectory
 from web.responses import bad_request, not_found, shown
 

@@ -1,14 +1,14 @@
 """Which path answers a records request: native (PostgreSQL + cache), legacy, or fallback.
 
-- **legacy** (`meta.source: "legacy"`): the gray release (ledger/rollout.py) sends this account the
-  old way, ledger/legacy.py. If TronGrid cannot answer, the native path answers instead: the
+- **legacy** (`meta.source: "legacy"`): the gray release (ledger/store/rollout.py) sends this account the
+  old way, web/legacy.py. If TronGrid cannot answer, the native path answers instead: the
   database is healthy, and a client should not pay for the old path's outage.
 - **fallback** (`meta.source: "fallback"`): PostgreSQL failed (no connection within
   WEB_DB_TIMEOUT, or a connection error) and the cache had no page, so the legacy path answers.
   Rate-limited by a budget of its own, FALLBACK_REQUESTS_PER_MINUTE answers for all web processes
   together, kept on the broker Redis (REDIS_URL; FALLBACK_REDIS_URL), not on the cache Redis, which
   is down in the very case it exists for. With that Redis down too, each process limits itself
-  at the same rate (ledger/budget.py's local bucket). Spent: 503 `fallback_budget_spent` with
+  at the same rate (ledger/coordination/budget.py's local bucket). Spent: 503 `fallback_budget_spent` with
   Retry-After. Fallback answers are never cached: they would outlive the outage.
 - **native**: everything else; a sample (`shadow_percent`) is compared with the legacy answer off
   the request path (web/shadow.py).
@@ -18,7 +18,7 @@ and keeps the last value it read while PostgreSQL is unreachable. Requests only 
 
 Every records and summary answer is counted (`ledger_api_reads_total{route,source}`) and every
 TronGrid request this process makes too (`ledger_node_requests_total`), flushed to the broker
-Redis with the other processes' counters (ledger/metrics.py): /metrics and the status page divide
+Redis with the other processes' counters (ledger/ops/metrics.py): /metrics and the status page divide
 the two (TronGrid requests per 1,000 API reads, web/dependency.py).
 """
 
@@ -35,13 +35,13 @@ import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ledger.accounts import AccountKeyError, parse_account_key
-from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.chain.node import BudgetUnavailable, NodeUnavailable, TronNode, node_from_settings
 from ledger.config import Settings
-from ledger.legacy import LegacyPage, legacy_page
-from ledger.metrics import Counters, Flusher, metrics_client
-from ledger.rollout import Rollout, goes_legacy, read_rollout
-from ledger.tron_node import BudgetUnavailable, NodeUnavailable, TronNode, node_from_settings
+from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.ops.metrics import Counters, Flusher, metrics_client
+from ledger.store.accounts import AccountKeyError, parse_account_key
+from ledger.store.rollout import Rollout, goes_legacy, read_rollout
+from web.legacy import LegacyPage, legacy_page
 from web.pg import read_connection
 from web.responses import dumps, error_response
 from web.shadow import ShadowComparer

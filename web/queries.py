@@ -1,4 +1,4 @@
-"""SQL for the API: keyset pages of records (the summary is ledger.positions).
+"""SQL for the API: keyset pages of records (the summary is ledger.store.positions).
 
 Pages are newest first on (block_num, tx_index, op_index, id), each list served by its
 `*_owner_page` index (delegations received also by `delegate_records_receiver_page`). A page after a

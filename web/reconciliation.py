@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ledger.drift import list_drift, recovered_count
-from ledger.jobruns import last_runs
+from ledger.store.jobruns import last_runs
+from web.drift import list_drift, recovered_count
 from web.params import account_from_args, int_param
 from web.pg import read_connection
 from web.resources import resources

@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ledger.cache import Fill
+from ledger.store.cache import Fill
 from web.compat import compat_page
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.params import parse_limit, parse_page, require_account

@@ -13,8 +13,8 @@ import redis
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
-from ledger.cache import PageCache
 from ledger.config import Settings
+from ledger.store.cache import PageCache
 from web.directory import AccountDirectory
 
 
@@ -27,7 +27,7 @@ class Resources:
     pages: PageCache
     accounts: AccountDirectory
     broker: dramatiq.Broker  # admin requeues
-    # The Redis at REDIS_URL: the counters processes push (ledger/metrics.py) and, with the Redis
+    # The Redis at REDIS_URL: the counters processes push (ledger/ops/metrics.py) and, with the Redis
     # broker, its queues, acks and dead-letter sets (read with short timeouts).
     broker_redis: redis.Redis
     admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set

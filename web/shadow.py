@@ -13,7 +13,7 @@ What is compared is what both sides can know:
 - only the block range both pages cover: a full page ends somewhere in the history, and rows
   in its oldest block may continue on the next page, so that block and older are left out;
 - per row (tx_id, op_index): operation type, resource, amount, owner and receiver (not `id`,
-  which only the ledger has, nor times the legacy path estimates, ledger/legacy.py).
+  which only the ledger has, nor times the legacy path estimates, web/legacy.py).
 
 The native side is read again from PostgreSQL in the worker, after the bound: the served page
 may be older than the bound (a page cached just before a block was stored), which would count
@@ -34,10 +34,10 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from ledger.chain.node import TronNode
 from ledger.config import Settings
-from ledger.legacy import legacy_page
-from ledger.metrics import Counters
-from ledger.tron_node import TronNode
+from ledger.ops.metrics import Counters
+from web.legacy import legacy_page
 from web.pg import read_connection
 from web.queries import fetch_records
 

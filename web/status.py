@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flask import Blueprint, Response
 
-from ledger.deadletters import dead_letter_counts
-from ledger.monitor import freshness_series, health
+from ledger.store.deadletters import dead_letter_counts
 from web.dependency import gray_release
+from web.monitor import freshness_series, health
 from web.monitoring import current_snapshot
 from web.paths import current_paths
 from web.pg import read_connection

@@ -1,4 +1,4 @@
-"""GET /api/accounts/<account>/summary: the account's positions (ledger.positions), cached.
+"""GET /api/accounts/<account>/summary: the account's positions (ledger.store.positions), cached.
 
 GET /api/summary?pool_account_id=… or ?external_id=… is the same view with the account in the query
 string, so that the platform's external id can name it as it does on every other route. (The path
@@ -11,9 +11,9 @@ from math import ceil
 
 from flask import Blueprint, Response, request
 
-from ledger.cache import Fill
-from ledger.drift import open_drift
-from ledger.positions import read_summary
+from ledger.store.cache import Fill
+from ledger.store.positions import read_summary
+from web.drift import open_drift
 from web.params import require_account, resolve_account
 from web.pg import read_connection
 from web.resources import resources

@@ -19,10 +19,9 @@ import dramatiq
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ledger.chain.node import BudgetUnavailable, TronNode
 from ledger.config import Settings
-from ledger.domain import Operation, PayloadError
-from ledger.jobruns import finish_message
-from ledger.queue import (
+from ledger.coordination.queue import (
     CONFIRM_BLOCKS,
     LIFECYCLE,
     PERSIST_OPERATION,
@@ -34,7 +33,8 @@ from ledger.queue import (
     lane_actor_name,
     lane_priority,
 )
-from ledger.tron_node import BudgetUnavailable, TronNode
+from ledger.domain import Operation, PayloadError
+from ledger.store.jobruns import finish_message
 from workers import persist, reconcile
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
@@ -85,7 +85,7 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 
 
 def persist_operations(deps: Deps, payloads: Any, queue_name: str) -> None:
-    """A group of operations (ledger.queue.operations_messages) in one transaction.
+    """A group of operations (ledger.coordination.queue.operations_messages) in one transaction.
 
     A group holding an operation that can never be stored (a bad payload, a value the schema
     rejects) is split: each operation goes back to `queue_name` as its own persist_operation
@@ -235,7 +235,7 @@ def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], No
 
 def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.Actor[Any, None]]:
     """Declare the actors on `broker`, once per lane (the live queue and its background queue, at a
-    lower priority: see ledger.queue), with retries sized by settings. Keyed by actor name."""
+    lower priority: see ledger.coordination.queue), with retries sized by settings. Keyed by actor name."""
     settings = deps.settings
 
     def persist_operation_actor(payload: Any) -> None:

@@ -22,7 +22,7 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 from psycopg_pool import ConnectionPool
 
-from ledger.deadletters import EXPIRED, PERMANENT_ERROR, RETRIES_EXHAUSTED, UNKNOWN_ACTOR, record_dead_letter
+from ledger.store.deadletters import EXPIRED, PERMANENT_ERROR, RETRIES_EXHAUSTED, UNKNOWN_ACTOR, record_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class DeadLetters(Middleware):
     def __init__(self, pool: ConnectionPool, *, timeout: float = 2.0) -> None:
         self.pool = pool
         # Short: this runs on a worker thread, and when PostgreSQL is down the broker's XQ copy
-        # still holds the message (ledger.deadletters.adopt_broker_dead_letters records it later).
+        # still holds the message (ledger.store.deadletters.adopt_broker_dead_letters records it later).
         self.timeout = timeout
         self._local = threading.local()
 

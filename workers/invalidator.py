@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import redis
 
-from ledger.cache import invalidate_accounts
+from ledger.store.cache import invalidate_accounts
 
 log = logging.getLogger(__name__)
 

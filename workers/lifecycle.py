@@ -20,7 +20,7 @@ import logging
 
 import psycopg
 
-from ledger.tron_node import NodeUnavailable, TronNode
+from ledger.chain.node import NodeUnavailable, TronNode
 from workers import persist
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ module creates nothing.
 Crashes: the dramatiq CLI stops the whole group when one child dies (its design: the process
 manager restarts the group, see docs/RELIABILITY.md), a child dies with its parent
 (`die_with_parent`), and the messages a dead process held go back to the queue within seconds
-(ledger.recovery).
+(ledger.coordination.recovery).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, TimeLimit
 from dramatiq.worker import ConsumerThread
 
-from ledger.budget import Priority
-from ledger.cache import create_cache_client
+from ledger.chain.node import node_from_settings
 from ledger.config import Settings, load_settings
-from ledger.db import create_pool
-from ledger.logs import setup_logging
-from ledger.metrics import Counters
-from ledger.queue import background_queue, check_broker_durability, create_broker, is_background
-from ledger.recovery import Heartbeat
-from ledger.tron_node import node_from_settings
+from ledger.coordination.budget import Priority
+from ledger.coordination.queue import background_queue, check_broker_durability, create_broker, is_background
+from ledger.coordination.recovery import Heartbeat
+from ledger.ops.logs import setup_logging
+from ledger.ops.metrics import Counters
+from ledger.store.cache import create_cache_client
+from ledger.store.db import create_pool
 from workers.actors import Deps, register_actors
 from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
@@ -115,7 +115,7 @@ def die_with_parent() -> None:
     it works even when every thread of the child is blocked (a watchdog thread would be stuck
     behind that same write). SIGKILL rather than SIGTERM: a graceful stop would log to the dead
     parent's pipe and could hang the same way; the messages the child held come back through the
-    heartbeat reaper (ledger.recovery). The parent's main thread forks the children and lives as
+    heartbeat reaper (ledger.coordination.recovery). The parent's main thread forks the children and lives as
     long as the parent, so "parent thread exited" (the prctl caveat) is "parent exited" here.
     """
     parent = multiprocessing.parent_process()

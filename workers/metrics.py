@@ -1,6 +1,6 @@
 """Worker metrics: messages ok / retried / dead per actor, first-attempt results, durations.
 
-Counted in memory and flushed to the broker's Redis once a second (ledger/metrics.py), so the web's
+Counted in memory and flushed to the broker's Redis once a second (ledger/ops/metrics.py), so the web's
 `/metrics` shows the sum over every worker process of every host.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from ledger.metrics import Counters, Flusher, metrics_client
+from ledger.ops.metrics import Counters, Flusher, metrics_client
 
 MESSAGES = "ledger_worker_messages_total"  # {actor, outcome=ok|retried|dead}
 FIRST_ATTEMPTS = "ledger_worker_first_attempts_total"  # {actor, result=ok|failed}: sync success rate
@@ -22,7 +22,7 @@ DURATION = "ledger_worker_message_duration_seconds"  # {actor}
 
 class Metrics(Middleware):
     def __init__(self, redis_url: str, counters: Counters | None = None) -> None:
-        self.redis_url = redis_url  # where counters go, whatever the broker (ledger/metrics.py)
+        self.redis_url = redis_url  # where counters go, whatever the broker (ledger/ops/metrics.py)
         self.counters = counters or Counters()
         self._local = threading.local()
         self._flusher: Flusher | None = None

@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 
-from ledger import positions
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
     CANCEL,
@@ -30,6 +29,7 @@ from ledger.domain import (
     Operation,
     PayloadError,
 )
+from ledger.store import positions
 
 DEFAULT_UNFREEZE_DELAY = 14 * 86_400  # mainnet's unfreezeDelayDays; the worker passes the setting
 
@@ -195,7 +195,7 @@ def confirm_blocks(
     conn: psycopg.Connection, solid_block: int, *, unfreeze_delay_seconds: int = DEFAULT_UNFREEZE_DELAY
 ) -> set[str]:
     """Record the solidified head, confirm pending rows at or below it and fold the pool accounts'
-    positions up to it (ledger.positions); return accounts touched."""
+    positions up to it (ledger.store.positions); return accounts touched."""
     if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= INT64_MAX:
         raise PayloadError(f"solid block {solid_block!r} is not a block number")
     with conn.transaction():

@@ -11,7 +11,7 @@ solidified head, and older than GAP_SETTLE_SECONDS (a message still in the queue
 The cursor moves after each page, so a run cut short resumes where it stopped.
 
 State reconciliation compares the chain's account state at the solidified block with the ledger's
-position of the same account at that block (ledger/positions.py) and stores each difference in
+position of the same account at that block (ledger/store/positions.py) and stores each difference in
 `drift` (what, chain, ledger, since which block); the first run that finds them equal again
 closes the row. Stake made by smart contracts (TIP-467) reaches account state without a
 top-level transaction, so it shows up here.
@@ -27,13 +27,13 @@ from typing import Any
 
 import psycopg
 
-from ledger import positions
+from ledger.chain.account import AccountState, account_state
+from ledger.chain.node import TronNode
+from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.values import ChainDataError
 from ledger.domain import CONFIRMED, RESOURCES, Operation
-from ledger.parser import parse_trongrid_page, parse_trongrid_record
-from ledger.positions import Position
-from ledger.tron_account import AccountState, account_state
-from ledger.tron_json import ChainDataError
-from ledger.tron_node import TronNode
+from ledger.store import positions
+from ledger.store.positions import Position
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _missing(conn: psycopg.Connection, ops: list[Operation]) -> list[Operation]:
             " UNION ALL SELECT tx_id, op_index FROM delegate_records WHERE tx_id = ANY(%(ids)s)"
             " AND status <> 'orphaned'"
             # Sent by the listener and not persisted yet: in flight, the accounting's repair
-            # re-sends it if the broker lost it (ledger/accounting.py). Not a gap.
+            # re-sends it if the broker lost it (ledger/store/accounting.py). Not a gap.
             " UNION ALL SELECT tx_id, op_index FROM expected_operations WHERE tx_id = ANY(%(ids)s)",
             {"ids": ids},
         ).fetchall()
@@ -212,7 +212,7 @@ def chain_figures(state: AccountState) -> dict[str, int]:
 
 
 def position_figures(pos: Position) -> dict[str, int]:
-    """The ledger's position (ledger/positions.py) in the same terms as chain_figures."""
+    """The ledger's position (ledger/store/positions.py) in the same terms as chain_figures."""
     delegated = {"BANDWIDTH": 0, "ENERGY": 0}
     for (_, resource), pair in pos.pairs.items():
         delegated[resource] = delegated.get(resource, 0) + pair.unlocked + pair.locked

@@ -23,8 +23,8 @@ from typing import TextIO
 
 import psycopg
 
-from ledger.accounts import ExternalIdError, parse_external_id
-from ledger.address import AddressError, to_base58
+from ledger.chain.address import AddressError, to_base58
+from ledger.store.accounts import ExternalIdError, parse_external_id
 
 HEADER = ("address", "external_id")
 HEADER_WITH_LABEL = ("address", "external_id", "label")

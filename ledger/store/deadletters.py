@@ -5,7 +5,7 @@ does not know, an age limit) passes through Dramatiq's `nack`, where the worker'
 (workers/deadletters.py) writes one `dead_letters` row with the final exception and traceback.
 If that write failed (PostgreSQL down at that moment), the broker's own dead-letter set (the XQ)
 still holds the message: `adopt_broker_dead_letters` turns such entries into rows, so the list
-never misses one. The CLI (`python -m ledger dead-letters`) and the admin API use these functions.
+never misses one. The CLI (`ledger dead-letters`) and the admin API use these functions.
 
 Requeueing deletes the row and enqueues in one transaction that commits after the enqueue: a crash
 in between rolls the delete back and leaves a duplicate message, which persistence ignores (upserts
@@ -138,7 +138,7 @@ def dead_letter_counts(conn: psycopg.Connection) -> dict[str, Any]:
 def broker_dead_letter_count(broker_redis: redis.Redis, queue_name: str, namespace: str = "dramatiq") -> int:
     """How many messages the Redis broker itself holds dead-lettered for `queue_name` (its XQ).
 
-    (On RabbitMQ: `RabbitmqBroker.get_queue_message_counts(queue_name)[2]`, see ledger.inflight.)"""
+    (On RabbitMQ: `RabbitmqBroker.get_queue_message_counts(queue_name)[2]`, see ledger.coordination.inflight.)"""
     r: Any = broker_redis
     return int(r.zcard(f"{namespace}:{queue_name}.XQ"))
 

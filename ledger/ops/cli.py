@@ -1,4 +1,4 @@
-"""`python -m ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight, rollout)."""
+"""`ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight, rollout)."""
 
 from __future__ import annotations
 
@@ -11,27 +11,27 @@ from typing import Any
 import psycopg
 import redis
 
-from ledger import deadletters as dl
-from ledger.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
-from ledger.accounts import EXTERNAL_ID_FORM, ExternalIdError, add_accounts, list_accounts, parse_external_id
-from ledger.address import AddressError, to_base58
-from ledger.budget import Priority
+from ledger.chain.address import AddressError, to_base58
+from ledger.chain.node import NodeUnavailable, node_from_settings
+from ledger.chain.snapshot import SnapshotError, opening_gap_start, snapshot_new_accounts, take_snapshot
+from ledger.chain.values import ChainDataError, NodeError
 from ledger.config import Settings, load_settings
-from ledger.db import ensure_database, migrate
-from ledger.inflight import held_messages, is_redis_broker
-from ledger.logs import setup_logging
-from ledger.metrics import metrics_client
-from ledger.procfile import write_supervisord_conf, write_systemd_units
-from ledger.queue import create_broker, is_amqp
-from ledger.recovery import recover_stranded
-from ledger.rollout import read_rollout, write_rollout
-from ledger.snapshot import SnapshotError, opening_gap_start, snapshot_new_accounts, take_snapshot
-from ledger.tron_json import ChainDataError, NodeError
-from ledger.tron_node import NodeUnavailable, node_from_settings
+from ledger.coordination.budget import Priority
+from ledger.coordination.inflight import held_messages, is_redis_broker
+from ledger.coordination.queue import create_broker, is_amqp
+from ledger.coordination.recovery import recover_stranded
+from ledger.ops.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
+from ledger.ops.logs import setup_logging
+from ledger.ops.metrics import metrics_client
+from ledger.ops.procfile import write_supervisord_conf, write_systemd_units
+from ledger.store import deadletters as dl
+from ledger.store.accounts import EXTERNAL_ID_FORM, ExternalIdError, add_accounts, list_accounts, parse_external_id
+from ledger.store.db import ensure_database, migrate
+from ledger.store.rollout import read_rollout, write_rollout
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ledger", description="TRON Stake 2.0 ledger: operator commands.")
+    parser = argparse.ArgumentParser(prog="ledger", description="TRON Stake 2.0 ledger: operator commands.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply pending migrations")
     accounts = sub.add_parser("accounts", help="add or list tracked pool accounts")

@@ -121,7 +121,7 @@ def check_broker_durability(broker: dramatiq.Broker, *, require: bool) -> str:
     Redis keeps them only with AOF (`appendonly yes`); RDB snapshots alone lose everything since
     the last snapshot. Managed Redis services often disable CONFIG: then nothing can be checked,
     a warning says so, and `require` does not refuse (only a setting seen to be off refuses).
-    The end-to-end accounting (ledger/accounting.py) repairs what a broker loses either way; this
+    The end-to-end accounting (ledger/store/accounting.py) repairs what a broker loses either way; this
     check is about not relying on it for routine restarts.
     """
     if isinstance(broker, RabbitmqBroker):

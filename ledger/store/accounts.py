@@ -8,7 +8,7 @@ from datetime import datetime
 
 import psycopg
 
-from ledger.address import AddressError, to_base58
+from ledger.chain.address import AddressError, to_base58
 from ledger.domain import INT64_MAX
 
 

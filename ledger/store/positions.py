@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from ledger.chain.account import AccountState, DelegatedResource
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
     CANCEL,
@@ -59,7 +60,6 @@ from ledger.domain import (
     WITHDRAW,
     Operation,
 )
-from ledger.tron_account import AccountState, DelegatedResource
 
 BANDWIDTH, ENERGY, TRON_POWER = RESOURCES
 DELEGABLE = (BANDWIDTH, ENERGY)

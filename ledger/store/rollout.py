@@ -1,7 +1,7 @@
 """Gray release of the records API: which accounts the legacy TronGrid path answers.
 
 The setting is one row in PostgreSQL (sql/012_rollout.sql): `legacy_percent` (0-100) of accounts
-are answered the old way (ledger/legacy.py), and `shadow_percent` (0-100) of the requests answered
+are answered the old way (web/legacy.py), and `shadow_percent` (0-100) of the requests answered
 natively are also asked the old way in the background and compared (web/shadow.py). Every web
 process re-reads the row every ROLLOUT_REFRESH_SECONDS (web/paths.py), so `rollout set 0` is a
 rollback in effect everywhere within that time, without a restart.

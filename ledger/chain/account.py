@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.domain import RESOURCES
-from ledger.tron_json import (
+from ledger.chain.values import (
     ChainDataError,
     address,
     as_list,
@@ -21,6 +20,7 @@ from ledger.tron_json import (
     opt_int,
     resource,
 )
+from ledger.domain import RESOURCES
 
 BANDWIDTH, ENERGY, TRON_POWER = RESOURCES
 DELEGABLE = (BANDWIDTH, ENERGY)  # TRON_POWER cannot be delegated

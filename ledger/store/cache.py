@@ -11,7 +11,7 @@ Key layout (in the cache's own Redis DB, `Settings.cache_redis_url`):
 - `ledger:lock:<page key>` - the single-flight fill lock of one page (`SET NX PX`).
 - `ledger:stats` - hash of hits, misses and local (in-process micro-cache) hits across every web
   process since the hash was created; `ledger:stats:m:<minute>` - the same per minute of Redis'
-  clock, kept two hours, for the monitor's hit rate over a recent window (ledger/monitor.py).
+  clock, kept two hours, for the monitor's hit rate over a recent window (web/monitor.py).
 
 Invalidation is one INCR per account whatever the number of cached pages (no KEYS/SCAN: a SCAN-based
 invalidation is O(keyspace), about 1.1 s at 1 M keys on this kind of machine, against 0.08 ms for INCR); old pages are

@@ -6,7 +6,7 @@ The replies carry no block number. They are read from the solidity endpoints, wh
 solidified head's, between two reads of that head. If it moved, the blocks in between are read: if
 none holds a transaction of the account, nothing it has changed and the state is the one after the
 later block; else the reads are made again (a few times). Records after that block are then
-replayed on top (ledger.positions).
+replayed on top (ledger.store.positions).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import logging
 
 import psycopg
 
-from ledger import positions
+from ledger.chain.account import DelegatedResource, account_state, parse_delegated_resources
+from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, RouteMissing, TronNode, block_number
+from ledger.chain.parser import MissingTransactionInfo, parse_block
+from ledger.chain.values import address, as_list
 from ledger.domain import PENDING
-from ledger.parser import MissingTransactionInfo, parse_block
-from ledger.positions import Position
-from ledger.tron_account import DelegatedResource, account_state, parse_delegated_resources
-from ledger.tron_json import address, as_list
-from ledger.tron_node import MAX_BLOCKS_PER_REQUEST, RouteMissing, TronNode, block_number
+from ledger.store import positions
+from ledger.store.positions import Position
 
 log = logging.getLogger(__name__)
 

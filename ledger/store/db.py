@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # Any constant works; it only has to be the same for every process running migrations.
 _MIGRATION_LOCK = 0x5354414B45  # "STAKE"
 RECONNECT_TIMEOUT = 2.0

@@ -1,4 +1,4 @@
-"""supervisord on a config generated from a Procfile (ledger.procfile), as `scripts/run` runs it,
+"""supervisord on a config generated from a Procfile (ledger.ops.procfile), as `scripts/run` runs it,
 for tests and the fault suite."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ledger.procfile import write_supervisord_conf
-from tests.procs import ROOT, Proc
-from tests.stack import wait_until
+from harness.procs import ROOT, Proc
+from harness.stack import wait_until
+from ledger.ops.procfile import write_supervisord_conf
 
 BIN = Path(sys.executable).parent
 

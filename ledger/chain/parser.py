@@ -19,6 +19,29 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.chain.account import (
+    AccountState,
+    DelegatedResource,
+    UnfreezeLot,
+    parse_account,
+    parse_delegated_resources,
+)
+from ledger.chain.trigger import BlockTrigger, TransactionTrigger, parse_trigger
+from ledger.chain.values import (
+    ChainDataError,
+    NodeError,
+    address,
+    as_int,
+    as_list,
+    as_object,
+    check_node_reply,
+    hex_id,
+    opt_bool,
+    opt_int,
+    req_int,
+    resource,
+    resource_amounts,
+)
 from ledger.domain import (
     CANCEL,
     CANCEL_ALL_UNFREEZE,
@@ -42,29 +65,6 @@ from ledger.domain import (
     Operation,
     PayloadError,
 )
-from ledger.tron_account import (
-    AccountState,
-    DelegatedResource,
-    UnfreezeLot,
-    parse_account,
-    parse_delegated_resources,
-)
-from ledger.tron_json import (
-    ChainDataError,
-    NodeError,
-    address,
-    as_int,
-    as_list,
-    as_object,
-    check_node_reply,
-    hex_id,
-    opt_bool,
-    opt_int,
-    req_int,
-    resource,
-    resource_amounts,
-)
-from ledger.tron_trigger import BlockTrigger, TransactionTrigger, parse_trigger
 
 __all__ = [
     "AccountState",

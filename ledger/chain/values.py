@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ledger.address import AddressError, to_base58
+from ledger.chain.address import AddressError, to_base58
 from ledger.domain import RESOURCES
 
 # One C-level match per id: the listener checks a few per transaction (a per-character test was 4 %

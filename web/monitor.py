@@ -8,10 +8,10 @@
   latency grows instead of freezing; and block -> persisted lag percentiles of the records stored
   in the last hour (`created_at - block_time`).
 - cache: hits (Redis and in-process micro-cache) and misses per minute from the cache Redis
-  (ledger/cache.py), summed over MONITOR_WINDOW_SECONDS; key count and memory from Redis itself.
-- sync: first-attempt success rate of worker messages over the window (ledger/metrics.py), and
+  (ledger/store/cache.py), summed over MONITOR_WINDOW_SECONDS; key count and memory from Redis itself.
+- sync: first-attempt success rate of worker messages over the window (ledger/ops/metrics.py), and
   the dead-letter count.
-- queues: ready, delayed, in flight and dead messages in the broker (ledger/inflight.py).
+- queues: ready, delayed, in flight and dead messages in the broker (ledger/coordination/inflight.py).
 - persisted watermark, drift and the scheduler's last runs appear once their tables exist
   (`_optional` parts): until then they are reported as unavailable, never invented.
 
@@ -29,13 +29,13 @@ from typing import Any
 import psycopg
 import redis
 
-from ledger.cache import read_cache_window
 from ledger.config import Settings
-from ledger.deadletters import dead_letter_counts
-from ledger.inflight import other_depths, queue_depths
-from ledger.jobruns import last_runs
-from ledger.metrics import read_window, sum_samples
-from ledger.queue import background_queue
+from ledger.coordination.inflight import other_depths, queue_depths
+from ledger.coordination.queue import background_queue
+from ledger.ops.metrics import read_window, sum_samples
+from ledger.store.cache import read_cache_window
+from ledger.store.deadletters import dead_letter_counts
+from ledger.store.jobruns import last_runs
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """The scheduler's last run per job (job_runs: ledger/jobruns.py)."""
+    """The scheduler's last run per job (job_runs: ledger/store/jobruns.py)."""
     if not _has_column(conn, "job_runs", "job"):
         raise Unavailable("no scheduler in this database")
     out = []

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from harness.procs import ROOT, Proc
+from harness.stack import SIM_ACCOUNTS, settings_env, start_web
 from ledger.config import Settings
-from tests.procs import ROOT, Proc
-from tests.stack import SIM_ACCOUNTS, settings_env, start_web
 
 # Checks that judge the API against the contract. Left out of schemathesis's "all": the
 # authentication and resource-lifecycle checks (no auth and no writes here) and

@@ -18,11 +18,11 @@ from dramatiq.common import dq_name, xq_name
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from harness.procs import Proc, python
 from ledger.config import Settings, load_settings
-from ledger.db import migrate
-from ledger.procfile import parse_procfile
-from ledger.queue import background_queue, create_broker, is_amqp, queued_messages
-from tests.procs import Proc, python
+from ledger.coordination.queue import background_queue, create_broker, is_amqp, queued_messages
+from ledger.ops.procfile import parse_procfile
+from ledger.store.db import migrate
 
 SIM_ACCOUNTS = (
     "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre",
@@ -254,7 +254,7 @@ def lose_queued_messages(env: Mapping[str, str]) -> None:
 
 def delete_rabbitmq_queues(url: str, queue: str) -> None:
     """Drop a test's queues (Dramatiq declares three per queue name; workers declare the live queue
-    and its background queue, ledger.queue)."""
+    and its background queue, ledger.coordination.queue)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()

@@ -74,7 +74,7 @@ class Urllib3Sender:
         # The environment only, as httpx reads it: getproxies() would add macOS's or Windows's
         # system settings, whose exceptions proxy_bypass_environment does not know.
         proxies = getproxies_environment() if proxies is None else proxies
-        # No retries or redirects here: the node client decides those (ledger/tron_node.py).
+        # No retries or redirects here: the node client decides those (ledger/chain/node.py).
         pool_kw: dict[str, Any] = {
             "num_pools": 4,
             "maxsize": connections,

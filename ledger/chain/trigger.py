@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.tron_json import ChainDataError, as_object, hex_id, opt_bool, req_int, req_str
+from ledger.chain.values import ChainDataError, as_object, hex_id, opt_bool, req_int, req_str
 
 BLOCK_TRIGGER = "blockTrigger"
 TRANSACTION_TRIGGER = "transactionTrigger"

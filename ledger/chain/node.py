@@ -1,6 +1,6 @@
 """A client for the java-tron HTTP API (a self-run node, TronGrid, or the project's simulator).
 
-Requests go over urllib3 (ledger/node_transport.py says why), through the proxy the environment
+Requests go over urllib3 (ledger/chain/transport.py says why), through the proxy the environment
 names if any (`HTTPS_PROXY`, `NO_PROXY`..., see there); the seam: tests and tools may pass any
 `httpx.BaseTransport` instead. Everything the node can do wrong is turned into one of two
 exceptions, so callers have exactly two cases to handle: `NodeUnavailable` (transient: retry
@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import orjson
 
-from ledger.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.chain.transport import HttpxSender, Proxies, Sender, TransportFailure, TransportTimeout, Urllib3Sender
+from ledger.chain.values import NodeError
 from ledger.config import Settings
-from ledger.metrics import Counters
-from ledger.node_transport import HttpxSender, Proxies, Sender, TransportFailure, TransportTimeout, Urllib3Sender
-from ledger.tron_json import NodeError
+from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.ops.metrics import Counters
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class TronNode:
         budget: RequestBudget | None = None,
         priority: Priority = Priority.BACKGROUND,
     ) -> None:
-        """`budget` is the request budget shared by every process (ledger/budget.py), spent as a
+        """`budget` is the request budget shared by every process (ledger/coordination/budget.py), spent as a
         caller of class `priority` (background unless told: a client that forgot to say must not
         take the live path's reserve); `requests_per_second` is an extra cap for this client alone
         (e.g. a backfill's --rate). `proxies` (scheme -> proxy URL, "no" -> the NO_PROXY list) says

@@ -9,7 +9,7 @@ of one account, numbered page + limit), so it can answer:
 
 It uses the product's one TronGrid client (`TronNode.account_transactions`, so the API key, the
 shared request budget and the "suspended for N s" handling are the same as the listener's) and
-its one TronGrid record reader (`ledger.parser.parse_trongrid_page` / `parse_trongrid_record`),
+its one TronGrid record reader (`ledger.chain.parser.parse_trongrid_page` / `parse_trongrid_record`),
 and maps each operation to the row shape the native API returns (web/queries.py), so a client
 cannot tell which path answered except by `meta.source`. Against real TronGrid it needs nothing
 but TRON_NODE_URL and TRON_API_KEY.
@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.chain.node import NodeUnavailable, TronNode
+from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.values import ChainDataError
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
     CONFIRMED,
@@ -46,9 +49,6 @@ from ledger.domain import (
     UNFREEZE_V2,
     Operation,
 )
-from ledger.parser import parse_trongrid_page, parse_trongrid_record
-from ledger.tron_json import ChainDataError
-from ledger.tron_node import NodeUnavailable, TronNode
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
   queue only at a later maintenance pass;
 - `<ns>:<queue>.XQ` - dead-lettered ids by time; `.XQ.msgs` their bodies.
 
-Recovering messages held by dead workers is ledger.recovery's (`recover` below calls it).
+Recovering messages held by dead workers is ledger.coordination.recovery's (`recover` below calls it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from ledger.recovery import recover_stranded
+from ledger.coordination.recovery import recover_stranded
 
 NAMESPACE = "dramatiq"
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
@@ -133,7 +133,7 @@ def _text(value: bytes | str) -> str:
 
 
 def recover(client: redis.Redis, settings: Any, namespace: str = NAMESPACE) -> dict[str, Any]:
-    """Put back the messages held by workers whose heartbeat stopped (ledger.recovery, also
-    `python -m ledger recover`); what it moved, for the admin API and the status page."""
+    """Put back the messages held by workers whose heartbeat stopped (ledger.coordination.recovery, also
+    `ledger recover`); what it moved, for the admin API and the status page."""
     result = recover_stranded(client, timeout=settings.worker_heartbeat_timeout, namespace=namespace)
     return {"dead_workers": result.dead_workers, "by_queue": dict(result.by_queue), "messages": result.messages}

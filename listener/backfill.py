@@ -214,7 +214,7 @@ class Backfill:
                 self.store.advance(hi, blocks[-1].block_id)
             except (BackfillError, CheckpointFenced):
                 raise
-            except Exception as exc:  # noqa: BLE001 - node or broker trouble: retry this batch
+            except Exception as exc:
                 failures += 1
                 if failures >= self.max_failures:
                     raise BackfillError(f"giving up after {failures} failures in a row: {exc}") from exc

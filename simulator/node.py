@@ -226,7 +226,7 @@ class Producer(threading.Thread):
             if not self._node.paused:
                 try:
                     self._node.produce(1)
-                except Exception as exc:  # a generator bug must be visible, not stop the chain silently
+                except Exception as exc:  # noqa: BLE001 - a generator bug must be visible, not stop the chain silently
                     print(f"simulator: block production failed: {exc!r}", file=sys.stderr, flush=True)
             deadline += self._interval
             # After a stall (a long /sim/produce, a suspended laptop) do not burst to catch up.

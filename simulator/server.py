@@ -70,7 +70,7 @@ class SimHandler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_GET(self) -> None:
         if urlsplit(self.path).path == WS_PATH and self.server.feed is not None:
             self._websocket(self.server.feed)
         else:
@@ -89,7 +89,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.log_request(101, 0)
         feed.serve(self.connection, self.rfile, websocket.handshake_reply(headers["sec-websocket-key"]))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve()
 
     def _serve(self) -> None:
@@ -114,7 +114,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.server.counter.record(request, str(self.client_address[0]))
         try:
             response = self.server.dispatch(request)
-        except Exception as exc:  # a bug must not kill the connection thread silently
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the connection thread silently
             print(f"simulator: error serving {self.path}: {exc!r}", file=sys.stderr, flush=True)
             response = Response(500, b"Internal Server Error", "text/plain")
         self._write(self.server.response_filter(request, response))

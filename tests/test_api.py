@@ -499,7 +499,7 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
         kind="unfreeze",
         contract_type="UnfreezeBalanceV2Contract",
         parent=6,
-    )  # noqa: E501
+    )
     # Legacy V1: 90 - 30 = 60 BANDWIDTH, kept apart.
     insert_stake(conn, ALICE, 8, amount=90, resource="BANDWIDTH", contract_type="FreezeBalanceContract")
     insert_stake(

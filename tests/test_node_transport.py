@@ -52,7 +52,7 @@ class _Node:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_CONNECT = _serve
+            do_GET = do_POST = do_CONNECT = _serve  # noqa: N815 - names fixed by BaseHTTPRequestHandler
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -160,7 +160,7 @@ def _run_until_caught_up(streamer: Streamer, limit: int = 100) -> None:
         try:
             if streamer.sync_cycle():
                 return
-        except Exception as exc:  # the loop's own retry path
+        except Exception as exc:  # noqa: BLE001 - the loop's own retry path takes any failure
             streamer._on_failure(exc)
     raise AssertionError("did not catch up")
 

@@ -80,7 +80,7 @@ class DeadLetters(Middleware):
                     retries=retries,
                     redis_message_id=message.options.get("redis_message_id"),
                 )
-        except Exception as exc:  # best effort: the broker's XQ still has the message
+        except Exception as exc:  # noqa: BLE001 - best effort: the broker's XQ still has the message
             log.error("could not record dead letter %s (%s: %s): %s", message.message_id, error_type, error, exc)
         else:
             log.warning(

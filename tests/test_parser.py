@@ -109,14 +109,14 @@ def one_tx(tx: dict[str, Any], info: dict[str, Any] | None = None, status: str =
 
 def block_of(*txs: Any) -> dict[str, Any]:
     """Block 165's header around the given transactions."""
-    block = load(BLOCK_CANCEL)
+    block: dict[str, Any] = load(BLOCK_CANCEL)
     block["transactions"] = list(txs)
     return block
 
 
 def info_for(tx: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A TransactionInfo shaped like the private-net one (block 165), for `tx`."""
-    info = load(INFO_CANCEL)
+    info: dict[str, Any] = load(INFO_CANCEL)
     del info["cancel_unfreezeV2_amount"]
     info["id"] = tx["txID"]
     info.update(fields)
@@ -124,7 +124,8 @@ def info_for(tx: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def value_of(tx: dict[str, Any]) -> dict[str, Any]:
-    return tx["raw_data"]["contract"][0]["parameter"]["value"]
+    value: dict[str, Any] = tx["raw_data"]["contract"][0]["parameter"]["value"]
+    return value
 
 
 def with_computed_txid(unsigned: dict[str, Any]) -> dict[str, Any]:
@@ -686,7 +687,8 @@ def test_failed_transaction_is_kept_as_failed() -> None:
     (op,) = one_tx(tx, status="confirmed")
     assert (op.status, op.contract_ret, op.amount) == ("failed", "REVERT", 1000000000000000)
     # Absent contractRet means unknown, not success and not failure: the status argument applies.
-    for ret in ([{}], []):
+    rets: list[list[dict[str, Any]]] = [[{}], []]
+    for ret in rets:
         tx["ret"] = ret
         (op,) = one_tx(tx, status="confirmed")
         assert (op.status, op.contract_ret) == ("confirmed", None)
@@ -797,6 +799,7 @@ def test_unfreeze_v2_auto_withdraw(withdrawn: int | None, extra_rows: int) -> No
     ops = parse_block(block_of(tx), infos=parse_transaction_infos([info])).operations
     expected = [row("unfreeze", "BANDWIDTH", 9000000, WALLETCLI_OWNER, contract_type="UnfreezeBalanceV2Contract")]
     if extra_rows:
+        assert withdrawn is not None
         expected.append(row("withdraw_expire_unfreeze", None, withdrawn, WALLETCLI_OWNER))
     assert_ops(ops, expected)
     assert {op.tx_id for op in ops} == {tx["txID"]}
@@ -1039,7 +1042,8 @@ def test_transaction_info_replies() -> None:
     assert parse_transaction_infos([]) == {}  # empty block
     infos = parse_transaction_infos(load(INFOS_CHAINSTORAGE))
     assert infos["baa42c87b7c764c548fa37e61e9764415fd4a79d7e073d4f92a456698002016b"]["receipt"] == {"net_usage": 268}
-    for bad in ({}, None, [load(INFO_CANCEL), load(INFO_CANCEL)], [{"blockNumber": 1}], ["x"]):
+    bads: list[Any] = [{}, None, [load(INFO_CANCEL), load(INFO_CANCEL)], [{"blockNumber": 1}], ["x"]]
+    for bad in bads:
         with pytest.raises(ChainDataError):
             parse_transaction_infos(bad)
     prefixed = load(INFO_CANCEL)

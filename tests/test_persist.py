@@ -67,18 +67,25 @@ def block_time(block: int) -> datetime:
     return datetime.fromtimestamp(BASE_MS / 1000, UTC) + timedelta(seconds=3 * block)
 
 
+def one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The one row a query must return."""
+    row = cursor.fetchone()
+    assert row is not None, "no row"
+    return tuple(row)
+
+
 def persist(conn: psycopg.Connection, op: Operation) -> set[str]:
     return persist_operation(conn, op, unfreeze_delay_seconds=DELAY)
 
 
-def stake_rows(conn: psycopg.Connection) -> list[tuple]:
+def stake_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT tx_id, op_index, block_num, operation_type, amount, status FROM stake_records"
         " ORDER BY block_num, op_index"
     ).fetchall()
 
 
-def lots(conn: psycopg.Connection) -> list[tuple]:
+def lots(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT block_num, status, settled_tx_id, confirmed FROM unfreeze_records ORDER BY block_num"
     ).fetchall()
@@ -101,7 +108,7 @@ def test_insert_is_idempotent_and_returns_accounts(db: psycopg.Connection) -> No
 
 def test_block_time_keeps_milliseconds(db: psycopg.Connection) -> None:
     persist(db, make_op("freeze", block_time_ms=1_700_000_000_123))
-    (stored,) = db.execute("SELECT block_time FROM stake_records").fetchone()
+    (stored,) = one(db.execute("SELECT block_time FROM stake_records"))
     assert stored == datetime(2023, 11, 14, 22, 13, 20, 123_000, tzinfo=UTC)
 
 
@@ -195,7 +202,7 @@ def test_withdraw_settles_matured_lots_only(db: psycopg.Connection) -> None:
     withdraw = make_op("withdraw_expire_unfreeze", 112)
     persist(db, withdraw)
     assert lots(db) == [(100, "withdrawn", withdraw.tx_id, False), (105, "pending", None, False)]
-    (settled_time,) = db.execute("SELECT settled_time FROM unfreeze_records WHERE block_num = 100").fetchone()
+    (settled_time,) = one(db.execute("SELECT settled_time FROM unfreeze_records WHERE block_num = 100"))
     assert settled_time == block_time(112)
 
 
@@ -359,7 +366,7 @@ def _history(seed: int) -> list[Operation]:
     return ops
 
 
-def _state(conn: psycopg.Connection) -> tuple[list[tuple], list[tuple], list[tuple]]:
+def _state(conn: psycopg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     delegations = conn.execute(
         "SELECT tx_id, block_num, status FROM delegate_records ORDER BY block_num, tx_id"
     ).fetchall()

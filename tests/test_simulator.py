@@ -153,7 +153,7 @@ def assert_linked(blocks: list[dict[str, Any]]) -> None:
 
 
 def _num(block: dict[str, Any]) -> int:
-    return block["block_header"]["raw_data"]["number"]
+    return int(block["block_header"]["raw_data"]["number"])
 
 
 def _txs(blocks: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -163,7 +163,8 @@ def _txs(blocks: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[st
 
 
 def _value(tx: dict[str, Any]) -> dict[str, Any]:
-    return tx["raw_data"]["contract"][0]["parameter"]["value"]
+    value: dict[str, Any] = tx["raw_data"]["contract"][0]["parameter"]["value"]
+    return value
 
 
 def _b58(hex_address: str) -> str:

@@ -57,7 +57,8 @@ def only(sim: Sim, kind: str, **extra: Any) -> None:
 
 
 def counts(sim: Sim) -> dict[str, int]:
-    return sim.get("/sim/faults")["counts"]
+    got: dict[str, int] = sim.get("/sim/faults")["counts"]
+    return got
 
 
 def test_status_and_chain_are_as_configured(sim: Sim) -> None:

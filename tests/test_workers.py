@@ -64,7 +64,7 @@ def wsettings(settings: Settings, clean_db: str, request: pytest.FixtureRequest)
 
 
 @pytest.fixture
-def producer(wsettings: Settings) -> Iterator[RedisBroker]:
+def producer(wsettings: Settings) -> Iterator[dramatiq.Broker]:
     """The listener's side: a broker that only enqueues by actor name."""
     broker = create_broker(wsettings.redis_url)
     yield broker
@@ -140,7 +140,7 @@ def wait_drained(broker: RedisBroker, settings: Settings, timeout: float = 20.0)
     wait_until(lambda: drained(broker, settings.queue_name), timeout, f"queue {settings.queue_name} to drain")
 
 
-def rows(pg: psycopg.Connection, query: str, *params: Any) -> list[tuple]:
+def rows(pg: psycopg.Connection, query: str, *params: Any) -> list[tuple[Any, ...]]:
     return pg.execute(query, params).fetchall()
 
 
@@ -271,7 +271,7 @@ def test_poison_message_is_dead_lettered_at_once(
 ) -> None:
     worker = start_worker(threads=1)  # one thread: the good messages really are queued behind it
     queue = wsettings.queue_name
-    poison = dramatiq.Message(
+    poison: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=queue, actor_name=PERSIST_OPERATION, args=({"tx_id": "not hex"},), kwargs={}, options={}
     )
     producer.enqueue(poison)

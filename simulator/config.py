@@ -13,6 +13,7 @@ from .addresses import base58_to_hex, derive_address, hex_to_base58
 from .faults import FAULT_KINDS
 from .opening import parse_opening
 from .ops import LOCK_PERIODS
+from .traffic import MAINNET_NOISE_PER_BLOCK, MAINNET_OTHER_STAKE_PER_BLOCK
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -47,6 +48,8 @@ class SimConfig:
     opening_state: str = ""  # "", "random", JSON or @file (see simulator.opening)
     lock_periods: tuple[int, ...] = LOCK_PERIODS
     hide_rate: float = 0.0
+    traffic: str = "light"  # simulator.traffic's mix of unrelated transactions
+    other_stake_per_block: float | None = None  # untracked stakers' ops; None = half of ops_per_block
 
     @property
     def tracked_hex(self) -> tuple[str, ...]:
@@ -152,6 +155,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--ops-per-block", _ranged(float, 0), defaults.ops_per_block, "mean tracked stake ops per block")
     option("--noise-per-block", _ranged(float, 0), defaults.noise_per_block, "mean unrelated txs per block")
     option(
+        "--mainnet-density",
+        _bool,
+        False,
+        f"mainnet-sized blocks: unrelated traffic in mainnet's mix (simulator/traffic.py) at "
+        f"{MAINNET_NOISE_PER_BLOCK:g} per block, and {MAINNET_OTHER_STAKE_PER_BLOCK:g} untracked stake ops per block "
+        f"(overrides --noise-per-block)",
+    )
+    option(
         "--failure-rate",
         _ranged(float, 0, 1),
         defaults.failure_rate,
@@ -204,6 +215,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
     args = build_parser(environ).parse_args(list(argv))
     accounts = args.accounts or demo_accounts(args.seed, args.num_accounts)
+    mainnet = bool(args.mainnet_density)
     return SimConfig(
         host=args.host,
         port=args.port,
@@ -213,7 +225,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         start_block=args.start_block,
         history_blocks=args.history_blocks,
         ops_per_block=args.ops_per_block,
-        noise_per_block=args.noise_per_block,
+        noise_per_block=MAINNET_NOISE_PER_BLOCK if mainnet else args.noise_per_block,
         failure_rate=args.failure_rate,
         solid_lag=args.solid_lag,
         unfreeze_delay_seconds=args.unfreeze_delay_seconds,
@@ -230,4 +242,6 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         opening_state=args.opening_state,
         lock_periods=tuple(args.lock_periods),
         hide_rate=args.hide_rate,
+        traffic="mainnet" if mainnet else "light",
+        other_stake_per_block=MAINNET_OTHER_STAKE_PER_BLOCK if mainnet else None,
     )

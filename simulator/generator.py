@@ -4,7 +4,8 @@ Each block holds (all Poisson-distributed, in random order):
 - stake operations of the tracked accounts (`ops_per_block`), a `failure_rate` share of them
   REVERTed, plus now and then a delegation TO a tracked account from an untracked one;
 - stake operations of other, untracked accounts, so the product's account filter is exercised;
-- unrelated traffic (`noise_per_block`): TRX transfers and TRC20 TriggerSmartContract calls.
+- unrelated traffic (`noise_per_block`) of one of simulator.traffic's mixes: `light` (TRX transfers
+  and TRC20 transfers) or `mainnet` (mainnet's kinds, shares and sizes, cited there).
 
 Everything is drawn from one seeded RNG, so a seed reproduces the same chain content.
 """
@@ -17,11 +18,12 @@ import random
 from collections.abc import Callable, Sequence
 
 from .addresses import derive_address
-from .model import Block, Log, Tx, TxInfo, contract_value
+from .model import Block, Tx, TxInfo
 from .ops import LOCK_PERIODS, OpPlan, StakePlanner
 from .protobuf import encode_raw
 from .replay import StateJournal, reexecute
 from .stake_state import BLOCK_MS, Effects, Rejected, StakeAccount, StakeBook
+from .traffic import REVERT_MESSAGE, Parties, light_traffic, mainnet_traffic
 from .truth import decompose
 
 # The opening state: accounts as they stood before the first block, given the time "now" of that
@@ -36,17 +38,23 @@ USERS = 300  # senders/receivers of unrelated traffic
 TOKENS = 4  # TRC20 contracts
 INBOUND_SHARE = 0.08  # share of tracked ops that are delegations from an untracked account
 TRACKED_TO_TRACKED = 0.1  # share of tracked delegations whose receiver is another tracked account
+MAINNET_USERS = 5_000  # the mainnet mix: many more parties, so blocks do not repeat a few addresses
+ROUTERS = 2  # DEX routers (the mainnet mix's swaps and approvals)
+PAIRS = 6  # DEX pairs
 MULTISIG_SHARE = 0.15  # rental operators sign with an active permission (Permission_id 2)
+LARGE_MEAN = 100.0
 EMPTY_HASH = "0" * 64  # txTrieRoot of a block without transactions
-# keccak("Transfer(address,address,uint256)"), the TRC20 Transfer event topic.
-TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
-REVERT_MESSAGE = b"REVERT opcode executed".hex()
+TRAFFIC_MIXES = {"light": light_traffic, "mainnet": mainnet_traffic}
 
 
 def poisson(rng: random.Random, mean: float) -> int:
-    """Knuth's method; fine for the small means used per block."""
+    """Knuth's method for the small means of stake operations; a normal approximation for the
+    hundreds of transactions of a mainnet-sized block (Knuth's loop would run that many times,
+    and exp(-mean) underflows past about 700)."""
     if mean <= 0:
         return 0
+    if mean > LARGE_MEAN:
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
     limit, count, product = math.exp(-mean), 0, rng.random()
     while product > limit:
         count += 1
@@ -67,6 +75,8 @@ class ChainGenerator:
         journal_blocks: int = 32,
         opening: Opening | None = None,
         lock_periods: Sequence[int] = LOCK_PERIODS,
+        traffic: str = "light",
+        other_stake_per_block: float | None = None,
     ) -> None:
         self._rng = random.Random(seed)
         self._planner = StakePlanner(self._rng, lock_periods)
@@ -74,6 +84,9 @@ class ChainGenerator:
         self._ops_per_block = ops_per_block
         self._noise_per_block = noise_per_block
         self._failure_rate = failure_rate
+        self._traffic = TRAFFIC_MIXES[traffic]
+        # Untracked stakers' operations: half the tracked rate (at least 0.5) unless given.
+        self._other_per_block = max(0.5, ops_per_block / 2) if other_stake_per_block is None else other_stake_per_block
 
         def pool(kind: str, size: int) -> list[str]:
             return [derive_address(f"sim:{seed}:{kind}:{index}") for index in range(size)]
@@ -83,6 +96,14 @@ class ChainGenerator:
         self._customers = pool("customer", CUSTOMERS)
         self._users = pool("user", USERS)
         self._tokens = pool("token", TOKENS)
+        self._parties = Parties(
+            users=self._users if traffic == "light" else pool("user", MAINNET_USERS),
+            tokens=self._tokens,
+            routers=pool("router", ROUTERS),
+            pairs=pool("pair", PAIRS),
+            witnesses=self._witnesses,
+            tracked=self._tracked,
+        )
         self.book = StakeBook(unfreeze_delay_ms)
         self._accounts = self.book.accounts  # the live state, changed block by block
         self._tx_ids: set[str] = set()
@@ -129,7 +150,7 @@ class ChainGenerator:
         txs: list[Tx] = [again for tx in carried if (again := self._reexecute(tx, now)) is not None]
         slots = (
             ["tracked"] * (poisson(rng, self._ops_per_block) if self._tracked else 0)
-            + ["other"] * poisson(rng, max(0.5, self._ops_per_block / 2))
+            + ["other"] * poisson(rng, self._other_per_block)
             + ["noise"] * poisson(rng, self._noise_per_block)
         )
         # Shuffle before building: state changes apply in block order, so an op built later may
@@ -269,65 +290,18 @@ class ChainGenerator:
         return tx
 
     def _noise_tx(self, now_ms: int, number: int, parent_id: str, refs: list[Block]) -> Tx:
-        rng = self._rng
-        owner = rng.choice(self._users)
-        if self._tracked and rng.random() < 0.05:
-            owner = rng.choice(self._tracked)  # tracked accounts also do things that are not stake
-        receiver = rng.choice(self._users)
-        if rng.random() < 0.6:
-            value = contract_value(
-                "TransferContract", owner_address=owner, to_address=receiver, amount=int(10 ** rng.uniform(0, 10))
-            )
-            if rng.random() < 0.7:
-                info = TxInfo(receipt={"net_usage": rng.randint(265, 270)})
-            else:
-                info = TxInfo(fee=267_000, receipt={"net_fee": 267_000})  # bandwidth paid in TRX
-            return self._envelope(
-                "TransferContract",
-                value,
-                now_ms,
-                number,
-                parent_id,
-                refs,
-                success=True,
-                info=info,
-                permission_id=0,
-                fee_limit=None,
-            )
-        token = rng.choice(self._tokens)
-        amount = int(10 ** rng.uniform(4, 11))
-        data = "a9059cbb" + receiver[2:].rjust(64, "0") + f"{amount:064x}"  # transfer(address,uint256)
-        value = contract_value("TriggerSmartContract", owner_address=owner, contract_address=token, data=data)
-        success = rng.random() >= 0.03  # TVM calls do fail in blocks, unlike system contracts
-        energy = rng.choice((14_650, 29_650, 64_285, 130_285))
-        energy_fee = energy * 210 if rng.random() < 0.6 else 0  # 0 when paid with staked energy
-        receipt: dict[str, int | str] = {"energy_usage_total": energy, "net_usage": rng.randint(340, 350)}
-        if energy_fee:
-            receipt = {"energy_fee": energy_fee, **receipt}
-        receipt["result"] = "SUCCESS" if success else "REVERT"
-        logs: tuple[Log, ...] = ()
-        if success:
-            topics = (TRANSFER_TOPIC, owner[2:].rjust(64, "0"), receiver[2:].rjust(64, "0"))
-            logs = (Log(token[2:], topics, f"{amount:064x}"),)
-        info = TxInfo(
-            fee=energy_fee,
-            receipt=receipt,
-            contract_result=f"{1:064x}" if success else "",
-            contract_address=token,
-            logs=logs,
-            res_message="" if success else REVERT_MESSAGE,
-        )
+        traffic = self._traffic(self._rng, self._parties)
         return self._envelope(
-            "TriggerSmartContract",
-            value,
+            traffic.contract_type,
+            traffic.value,
             now_ms,
             number,
             parent_id,
             refs,
-            success=success,
-            info=info,
+            success=traffic.success,
+            info=traffic.info,
             permission_id=0,
-            fee_limit=rng.choice((100_000_000, 150_000_000, 225_000_000)),
+            fee_limit=traffic.fee_limit,
         )
 
     def _envelope(

@@ -14,6 +14,8 @@ INT: Final = "int"
 ENUM: Final = "enum"  # ResourceCode, rendered as its name
 BOOL: Final = "bool"
 HEX: Final = "hex"  # bytes, rendered as hex in both visible modes
+NAME: Final = "name"  # bytes stored as hex, rendered as text when visible (HttpSelfFormatFieldName's name fields)
+VOTES: Final = "votes"  # repeated Vote {vote_address = 1 (address), vote_count = 2}
 
 RESOURCE_CODES: Final = {"BANDWIDTH": 0, "ENERGY": 1, "TRON_POWER": 2}
 
@@ -21,6 +23,11 @@ RESOURCE_CODES: Final = {"BANDWIDTH": 0, "ENERGY": 1, "TRON_POWER": 2}
 # Numbers from java-tron protocol/src/main/protos/core/Tron.proto and contract/*.proto.
 CONTRACT_SCHEMAS: Final[dict[str, tuple[int, tuple[tuple[str, int, str], ...]]]] = {
     "TransferContract": (1, (("owner_address", 1, ADDR), ("to_address", 2, ADDR), ("amount", 3, INT))),
+    "TransferAssetContract": (
+        2,
+        (("asset_name", 1, NAME), ("owner_address", 2, ADDR), ("to_address", 3, ADDR), ("amount", 4, INT)),
+    ),
+    "VoteWitnessContract": (4, (("owner_address", 1, ADDR), ("votes", 2, VOTES))),
     "FreezeBalanceContract": (
         11,
         (
@@ -78,6 +85,8 @@ CONTRACT_SCHEMAS: Final[dict[str, tuple[int, tuple[tuple[str, int, str], ...]]]]
 
 # Fields java-tron renders as base58 when visible=true (Util / HttpSelfFormatFieldName).
 ADDRESS_FIELDS: Final = frozenset({"owner_address", "receiver_address", "to_address", "contract_address"})
+# Bytes fields java-tron prints as text when visible (HttpSelfFormatFieldName's NAME_STRING_FIELDS).
+NAME_FIELDS: Final = frozenset({"asset_name"})
 
 
 def contract_value(contract_type: str, **fields: object) -> dict[str, object]:
@@ -122,6 +131,9 @@ class TxInfo:
     # CancelAllUnfreezeV2 only: all three keys, zeros included, in the privatenet fixture order.
     cancel_unfreeze: tuple[tuple[str, int], ...] | None = None
     res_message: str = ""
+    # internal_transactions as java-tron prints them (hash, caller_address, transferTo_address,
+    # callValueInfo, note): TVM calls that moved value or called another contract.
+    internal: tuple[dict[str, object], ...] = ()
 
 
 @dataclass(slots=True, frozen=True)

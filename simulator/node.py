@@ -59,6 +59,8 @@ class SimNode:
             journal_blocks=self._journal_blocks,
             opening=opening,
             lock_periods=config.lock_periods,
+            traffic=config.traffic,
+            other_stake_per_block=config.other_stake_per_block,
         )
         generator = self._generator
         # Account state for the endpoints, replayed from the stored chain, not the live state.

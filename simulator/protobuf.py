@@ -7,7 +7,7 @@ was checked byte for byte against the signed fixtures in tests/fixtures/tron/.
 
 from __future__ import annotations
 
-from .model import ADDR, BOOL, CONTRACT_SCHEMAS, ENUM, HEX, INT, RESOURCE_CODES
+from .model import ADDR, BOOL, CONTRACT_SCHEMAS, ENUM, HEX, INT, NAME, RESOURCE_CODES, VOTES
 
 _VARINT = 0
 _LEN = 2
@@ -47,8 +47,12 @@ def encode_value(contract_type: str, value: dict[str, object]) -> bytes:
         item = value.get(name)
         if item is None:
             continue
-        if kind in (ADDR, HEX):
+        if kind in (ADDR, HEX, NAME):
             out += field_bytes(field_no, bytes.fromhex(str(item)))
+        elif kind == VOTES:
+            for vote in item:  # type: ignore[attr-defined]
+                address = bytes.fromhex(str(vote["vote_address"]))
+                out += field_bytes(field_no, field_bytes(1, address) + field_varint(2, int(vote["vote_count"])))
         elif kind == ENUM:
             out += field_varint(field_no, RESOURCE_CODES[str(item)])
         elif kind == BOOL:

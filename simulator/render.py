@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 
 from .addresses import AddressBook
-from .model import ADDRESS_FIELDS, Block, Tx
+from .model import ADDRESS_FIELDS, NAME_FIELDS, Block, Tx
 
 BLOCK_VERSION = 31  # as in the mainnet fixture (block 67674988)
 # The project's notes ask for `"visible": true` on every transaction object when visible=true.
@@ -24,6 +24,8 @@ BLOCK_VERSION = 31  # as in the mainnet fixture (block 67674988)
 # (printCreateTransaction / TransactionExtention), and older versions added it always, with
 # false too; a parser must not depend on it either way. One switch, should that be revisited.
 ECHO_VISIBLE_IN_TXS = True
+# InternalTransaction's address fields (printed base58 when visible, as AddressFieldNameMap lists them).
+INTERNAL_ADDRESS_FIELDS = frozenset({"caller_address", "transferTo_address"})
 DEFAULT_CACHE_BYTES = 96 * 1024 * 1024  # recent blocks are what gets re-read; a catch-up reads each once
 
 
@@ -141,7 +143,7 @@ class Renderer:
     def tx(self, tx: Tx, visible: bool) -> dict[str, object]:
         value = tx.value
         if visible:
-            value = {k: (self._book.b58(str(v)) if k in ADDRESS_FIELDS else v) for k, v in value.items()}
+            value = {k: self._visible_field(k, v) for k, v in value.items()}
         contract: dict[str, object] = {
             "parameter": {"value": value, "type_url": f"type.googleapis.com/protocol.{tx.contract_type}"},
             "type": tx.contract_type,
@@ -166,6 +168,15 @@ class Renderer:
         out["raw_data"] = raw
         out["raw_data_hex"] = tx.raw.hex()
         return out
+
+    def _visible_field(self, key: str, item: object) -> object:
+        if key in ADDRESS_FIELDS:
+            return self._book.b58(str(item))
+        if key in NAME_FIELDS:
+            return bytes.fromhex(str(item)).decode("utf-8", "replace")
+        if key == "votes" and isinstance(item, list):
+            return [{**vote, "vote_address": self._book.b58(str(vote["vote_address"]))} for vote in item]
+        return item
 
     def info(self, block: Block, tx: Tx, visible: bool) -> dict[str, object]:
         info = tx.info
@@ -194,6 +205,14 @@ class Renderer:
             out["resMessage"] = info.res_message
         if info.unfreeze_amount:
             out["unfreeze_amount"] = info.unfreeze_amount
+        if info.internal:  # TransactionInfo field 17, between unfreeze_amount (16) and withdraw_expire_amount (27)
+            out["internal_transactions"] = [
+                {
+                    k: (self._book.b58(str(v)) if k in INTERNAL_ADDRESS_FIELDS and visible else v)
+                    for k, v in item.items()
+                }
+                for item in info.internal
+            ]
         if info.withdraw_expire_amount:
             out["withdraw_expire_amount"] = info.withdraw_expire_amount
         if info.cancel_unfreeze is not None:

@@ -51,9 +51,11 @@ from bench.api import (
 from harness.servers import free_port
 from ledger.chain.address import to_base58
 from ledger.domain import Operation
+from ledger.positions import Position
 from ledger.store import positions
 from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
 from ledger.store.db import ensure_database, migrate
+from web.positions import read_summary
 from workers.persist import confirm_blocks, persist_operation
 
 ACCOUNT = to_base58("41" + "5a" * 20)
@@ -113,7 +115,7 @@ def seed(args: argparse.Namespace) -> int:
             positions.fold(conn, last_block, DELAY_S * 1000)
         row = conn.execute("SELECT state::text FROM positions WHERE address = %s", (ACCOUNT,)).fetchone()
         assert row is not None
-        pos = positions.Position.from_json(row[0])
+        pos = Position.from_json(row[0])
         print(
             f"  folded in {time.monotonic() - started:.1f}s: {len(pos.pairs)} (receiver, resource) records, "
             f"{len(pos.lots)} lots, state {len(row[0])} bytes",
@@ -217,7 +219,7 @@ def direct(args: argparse.Namespace, count: int) -> dict[str, float]:
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         for _ in range(count):
             started = time.perf_counter()
-            positions.read_summary(conn, ACCOUNT, DELAY_S * 1000)
+            read_summary(conn, ACCOUNT, DELAY_S * 1000)
             times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return {

@@ -40,7 +40,7 @@ from harness.stack import (
     wait_until,
 )
 from ledger.config import Settings
-from ledger.store import positions
+from web.positions import read_summary
 from web.responses import dumps
 
 RESOURCES = ("BANDWIDTH", "ENERGY", "TRON_POWER")
@@ -141,7 +141,7 @@ def compare(settings: Settings, sim: Simulator, head: int) -> dict[str, str]:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for account in SIM_ACCOUNTS:
             state = sim.http.get("/sim/account-state", params={"account": account, "block": head}).json()
-            summary = positions.read_summary(conn, account, settings.unfreeze_delay_seconds * 1000)
+            summary = read_summary(conn, account, settings.unfreeze_delay_seconds * 1000)
             got, want = ledger_figures(_jsonable(summary.data)), expected_figures(state)
             if summary.data["as_of_block"] != head:
                 problems[account] = f"as of block {summary.data['as_of_block']}, not {head}"

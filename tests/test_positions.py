@@ -1,5 +1,5 @@
 """Golden tests of ledger.store.positions: crafted operations, expected values computed by hand from
-java-tron's rules (the sources are cited in ledger/store/positions.py), and the real chain samples.
+java-tron's rules (the sources are cited in ledger/positions.py), and the real chain samples.
 
 Time base: block n has timestamp T0 + 3 s * n, so its parent's time (java-tron's "now" for the
 block's transactions) is T0 + 3 s * (n - 1), unless a test gives a missed slot.
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger.chain.account import AccountState, parse_account, parse_delegated_resources
-from ledger.store.positions import Lot, Pair, Position, Row, opening, replay, view
+from ledger.positions import Lot, Pair, Position, Row, opening, replay
 from tests.test_persist import CONTRACTS
+from web.positions import view
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
 T0 = 1_700_000_000_000

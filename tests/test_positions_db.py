@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import psycopg
 
+from ledger.positions import Position, replay
 from ledger.store import positions
-from ledger.store.positions import Position, load_rows, replay
+from ledger.store.positions import load_rows
 from tests.test_persist import ALICE, BOB, DELAY, block_time_ms, make_op
 from workers.persist import confirm_blocks, persist_operation, revert_blocks
 

@@ -13,7 +13,7 @@ from harness.stack import SIM_ACCOUNTS, start_simulator
 from ledger.chain.address import to_base58
 from ledger.chain.node import TronNode
 from ledger.chain.snapshot import read_opening
-from ledger.store.positions import Position
+from ledger.positions import Position
 from simulator.requests import client_label
 from workers import reconcile
 

@@ -16,8 +16,8 @@ from ledger.chain.account import account_state, empty_account
 from ledger.chain.node import TronNode
 from ledger.chain.snapshot import SnapshotError, read_opening, snapshot_new_accounts, take_snapshot
 from ledger.chain.values import ChainDataError
-from ledger.store import positions
 from tests.test_persist import make_op
+from web.positions import read_summary
 from workers.persist import confirm_blocks, persist_operation
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
@@ -89,7 +89,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures(db: psycopg.
     for solid in (None, 1001, 1002):  # the tail replayed, then partly and wholly folded
         if solid is not None:
             confirm_blocks(db, solid, unfreeze_delay_seconds=DELAY_S)
-        summary = positions.read_summary(db, TGUSX, DELAY_S * 1000)
+        summary = read_summary(db, TGUSX, DELAY_S * 1000)
         energy = summary.data["resources"]["ENERGY"]
         assert energy["staked"] == 3_715_447_850 - 579_000_000 + 1_000_000
         assert summary.data["resources"]["BANDWIDTH"]["staked"] == 5_041_000_000

@@ -12,10 +12,10 @@ from math import ceil
 from flask import Blueprint, Response, request
 
 from ledger.store.cache import Fill
-from ledger.store.positions import read_summary
 from web.drift import open_drift
 from web.params import require_account, resolve_account
 from web.pg import read_connection
+from web.positions import read_summary
 from web.resources import resources
 from web.responses import dumps
 

@@ -11,7 +11,7 @@ solidified head, and older than GAP_SETTLE_SECONDS (a message still in the queue
 The cursor moves after each page, so a run cut short resumes where it stopped.
 
 State reconciliation compares the chain's account state at the solidified block with the ledger's
-position of the same account at that block (ledger/store/positions.py) and stores each difference in
+position of the same account at that block (ledger/positions.py) and stores each difference in
 `drift` (what, chain, ledger, since which block); the first run that finds them equal again
 closes the row. Stake made by smart contracts (TIP-467) reaches account state without a
 top-level transaction, so it shows up here.
@@ -32,8 +32,8 @@ from ledger.chain.node import TronNode
 from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.chain.values import ChainDataError
 from ledger.domain import CONFIRMED, RESOURCES, Operation
-from ledger.store import positions
-from ledger.store.positions import Position
+from ledger.positions import Position, replay
+from ledger.store.positions import load_rows, start_state
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def chain_figures(state: AccountState) -> dict[str, int]:
 
 
 def position_figures(pos: Position) -> dict[str, int]:
-    """The ledger's position (ledger/store/positions.py) in the same terms as chain_figures."""
+    """The ledger's position (ledger/positions.py) in the same terms as chain_figures."""
     delegated = {"BANDWIDTH": 0, "ENERGY": 0}
     for (_, resource), pair in pos.pairs.items():
         delegated[resource] = delegated.get(resource, 0) + pair.unlocked + pair.locked
@@ -229,10 +229,10 @@ def position_figures(pos: Position) -> dict[str, int]:
 def position_at(conn: psycopg.Connection, account: str, block: int, unfreeze_delay_ms: int) -> Position | None:
     """The ledger's position of `account` after `block`: its folded (or opening) state with the
     records up to `block` replayed; None if the state was folded past that block already."""
-    pos = positions.start_state(conn, account)
+    pos = start_state(conn, account)
     if pos.block_num > block:
         return None
-    return positions.replay(pos, positions.load_rows(conn, account, pos.block_num, block), unfreeze_delay_ms)
+    return replay(pos, load_rows(conn, account, pos.block_num, block), unfreeze_delay_ms)
 
 
 def solid_state(node: TronNode, account: str) -> tuple[int, AccountState] | None:

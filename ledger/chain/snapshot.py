@@ -15,13 +15,14 @@ import logging
 
 import psycopg
 
+from ledger import positions
 from ledger.chain.account import DelegatedResource, account_state, parse_delegated_resources
 from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, RouteMissing, TronNode, block_number
 from ledger.chain.parser import MissingTransactionInfo, parse_block
 from ledger.chain.values import address, as_list
 from ledger.domain import PENDING
-from ledger.store import positions
-from ledger.store.positions import Position
+from ledger.positions import Position
+from ledger.store.positions import store_opening
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def take_snapshot(conn: psycopg.Connection, node: TronNode, account: str, *, sol
     """Read the account's opening position from the chain and store it (records after its block
     are applied on top; the folded state is rebuilt)."""
     pos = read_opening(node, account, solid=solid)
-    positions.store_opening(conn, account, pos)
+    store_opening(conn, account, pos)
     if pos.drift:
         log.warning("snapshot of %s at block %s: inconsistent chain figures %s", account, pos.block_num, pos.drift)
     return pos

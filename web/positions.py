@@ -1,0 +1,98 @@
+"""What a reader sees of a position: per-resource figures at a chain time, and the summary of an
+account as of the listener's checkpoint (the rules are ledger/positions.py, the storage
+ledger/store/positions.py; the route and its cache are web/summary.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from ledger.domain import RESOURCES
+from ledger.positions import Position
+from ledger.store.positions import read_at_checkpoint
+
+
+def _ms_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def view(pos: Position, now_ms: int) -> tuple[dict[str, Any], int | None]:
+    """Per-resource figures at chain time `now_ms` (the next block's "now"), and the next time a
+    figure changes with no write (a lock ending or a lot maturing), in ms, if any.
+
+    A lock with expire time < now is shown unlocked (the next delegate/undelegate merges it); a lot
+    with expire time <= now is withdrawable (a withdraw in the next block takes it)."""
+    out: dict[str, Any] = {}
+    for res in RESOURCES:
+        out[res] = {
+            "staked": pos.staked[res],
+            "available": pos.staked[res],
+            "delegated": {"total": 0, "locked": 0, "unlocked": 0, "receivers": []},
+            "unstaking": {"total": 0, "lots": []},
+            "withdrawable": 0,
+            "legacy_v1": pos.legacy_v1[res],
+        }
+    changes: list[int] = []
+    for (receiver, res), pair in sorted(pos.pairs.items()):
+        locked, unlocked, end = pair.locked, pair.unlocked, pair.expire_ms
+        if locked and end < now_ms:
+            unlocked, locked = unlocked + locked, 0
+        elif locked:
+            changes.append(end + 1)
+        d = out[res]["delegated"]
+        d["total"] += locked + unlocked
+        d["locked"] += locked
+        d["unlocked"] += unlocked
+        d["receivers"].append(
+            {
+                "receiver_address": receiver,
+                "locked": locked,
+                "unlocked": unlocked,
+                "lock_end": _ms_time(end) if locked else None,
+            }
+        )
+    for lot in sorted(pos.lots, key=lambda lot: (lot.expire_ms, lot.resource)):
+        if lot.expire_ms <= now_ms:
+            out[lot.resource]["withdrawable"] += lot.amount
+        else:
+            changes.append(lot.expire_ms)
+            u = out[lot.resource]["unstaking"]
+            u["total"] += lot.amount
+            u["lots"].append({"amount": lot.amount, "expire_time": _ms_time(lot.expire_ms)})
+    return out, (min(changes) if changes else None)
+
+
+@dataclass(frozen=True)
+class Summary:
+    data: dict[str, Any]
+    drift: dict[str, int]
+    next_change_ms: int | None  # chain time when a lock ends or a lot matures (no write needed)
+    as_of_time_ms: int
+
+
+def read_summary(conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = "main") -> Summary:
+    """The account's figures as of the listener's checkpoint: O(receivers + lots + pending tail)."""
+    found = read_at_checkpoint(conn, address, unfreeze_delay_ms, checkpoint)
+    pos = found.position
+    mark = None if found.checkpoint_block is None else (found.checkpoint_block, found.checkpoint_time_ms)
+    as_of_block = max(pos.block_num, mark[0] if mark else -1)
+    if mark is not None and mark[1] is not None and mark[0] >= pos.block_num:
+        as_of_ms = int(mark[1])
+    elif pos.time_ms:
+        as_of_ms = pos.time_ms
+    else:
+        as_of_ms = int(datetime.now(UTC).timestamp() * 1000)
+    # Chain time of the checkpoint's block: the next block's "now". A lock ending before it shows
+    # unlocked and a lot expiring at or before it shows withdrawable, as the next block would see.
+    figures, next_change = view(pos, as_of_ms)
+    data = {
+        "owner_address": address,
+        "as_of_block": as_of_block,
+        "as_of_time": _ms_time(as_of_ms),
+        "resources": figures,
+        "withdrawable_now": sum(figures[res]["withdrawable"] for res in RESOURCES),
+    }
+    return Summary(data, dict(pos.drift), next_change, as_of_ms)

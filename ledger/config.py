@@ -92,7 +92,7 @@ class Settings:
     legacy_max_pages: int = 3  # TronGrid pages (200 transactions each) one legacy records page may read
     legacy_timeout_seconds: float = 5.0  # per TronGrid request made while a client waits
     # Records answers from TronGrid per minute when PostgreSQL and the cache both fail, all web
-    # processes together (0 = no fallback: a 503 as before); each costs <= legacy_max_pages requests.
+    # processes together (0 = no fallback: a 503); each costs <= legacy_max_pages requests.
     fallback_requests_per_minute: float = 30.0
     fallback_redis_url: str = ""  # empty: REDIS_URL (not the cache Redis, which is down in that case)
     rollout_refresh_seconds: float = 2.0  # how often each web process re-reads the rollout row

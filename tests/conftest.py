@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
+from hypothesis import settings as hypothesis_settings
 
 from harness.procs import Proc
 from harness.servers import PrivateRedis
@@ -27,6 +28,12 @@ TEST_CACHE_REDIS_URL = os.environ.get("TEST_CACHE_REDIS_URL", "redis://127.0.0.1
 # The pipeline and fault tests that take `broker_env` run on this RabbitMQ too (queues named per
 # test and deleted afterwards, so a shared RabbitMQ is left as it was found).
 TEST_RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+# Property tests draw new examples on every run on a developer's machine (more bugs found over
+# time) and the same examples in CI (CI=true), so a CI failure is reproducible and never a fluke.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 TABLES = (
     "pool_accounts",

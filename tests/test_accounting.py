@@ -74,10 +74,10 @@ def test_overdue_operations_are_resent_from_the_record_with_backoff(db: psycopg.
     record_expected(db, ops)
     age(db, 60)
     sink = FakeSink()
-    # First pass: both are 60 s old with a 10 s grace period: sent again, exactly as recorded
+    # The first repair pass: both are 60 s old with a 10 s grace period: sent again, exactly as recorded
     assert repair(db, sink, grace_seconds=10).resent == 2
     assert sink.ops == ops
-    # A second pass within the next 10 s sends nothing
+    # Another repair pass within the next 10 s sends nothing
     assert repair(db, sink, grace_seconds=10).resent == 0
     # The one after that waits twice as long
     db.execute("UPDATE expected_operations SET due_at = now()")

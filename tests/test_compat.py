@@ -1,4 +1,4 @@
-"""The platform's ids and shape (issue 11, item 4) against real PostgreSQL and Redis.
+"""The platform's ids and shape against real PostgreSQL and Redis.
 
 - The compatibility record lists (/compat/api/{kind}/records) checked against the plan's field list,
   written here from the plan (not from web/compat.py): names, JSON types, the envelope, and the values

@@ -1,4 +1,4 @@
-"""The legacy TronGrid path, the fallback, the gray release and shadow mode (issue 11).
+"""The legacy TronGrid path, the fallback, the gray release and shadow mode.
 
 Real PostgreSQL and Redis (cut with TCP proxies in front of them, never stopped), the simulator as
 TronGrid, real web processes where the test is about processes.

@@ -228,7 +228,7 @@ def load(name: str) -> Any:
 
 def test_mainnet_account_added_mid_history_shows_the_chains_figures() -> None:
     """TGusX's mainnet getaccount as the opening state; its first operations seen are an
-    UnfreezeBalanceV2 and an UnDelegateResource (the report behind issue 8: -579 TRX)."""
+    UnfreezeBalanceV2 and an UnDelegateResource (a real account whose figures once came out at -579 TRX)."""
     account = parse_account(load("mainnet_getaccount_visible_true_TGusX_frozenV2_unfrozenV2_delegated.json"))
     # getaccount gives the delegated total (3,552,150 ENERGY sun); the receivers' records come from
     # getdelegatedresourcev2. There is no such sample for this account, so one receiver holds it.

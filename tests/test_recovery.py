@@ -98,7 +98,7 @@ def test_recover_puts_back_the_messages_of_a_dead_worker(qsettings: Settings) ->
         assert client.scard(f"dramatiq:__acks__.{dead.broker_id}.{queue}") == 0
         assert client.scard(f"dramatiq:__acks__.{live.broker_id}.{queue}") == 1
         assert client.zscore("dramatiq:__heartbeats__", dead.broker_id) is None
-        # And a second pass finds nothing more
+        # And the next recovery finds nothing more
         assert recover_stranded(client, timeout=5).messages == 0
     finally:
         producer.flush(queue)

@@ -284,7 +284,7 @@ def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
-    # the first pass right after the first batch; the next one an interval later, never mid-batch
+    # the first repair pass right after the first batch; the next one an interval later, never mid-batch
     assert calls[0] == 10 and calls[1] is not None and calls[1] >= 10
 
 

@@ -1,9 +1,9 @@
 """PostgreSQL down: the worker's threads wait for it, instead of spending retries on it.
 
-Before the gate, each message that met a dead PostgreSQL failed (after the pool's 5-s wait),
-used up one of its retries and was retried with a growing backoff, so a long outage dead-lettered
-messages and the workers came back tens of seconds after PostgreSQL did. Now the first failure
-that looks like "the server is not there" closes the gate: one thread probes PostgreSQL with a
+Without it, each message that met a dead PostgreSQL would fail (after the pool's 5-s wait), use
+up one of its retries and be retried with a growing backoff, so a long outage would dead-letter
+messages and the workers would come back tens of seconds after PostgreSQL did. Instead the first
+failure that looks like "the server is not there" closes the gate: one thread probes PostgreSQL with a
 fresh connection every `probe_interval`, every worker thread waits at the gate before its next
 message (`wait`, called by the middleware before Dramatiq's time limit starts), and the message
 that met the failure waits in `call` and runs again when the gate opens. A retry is spent only by
@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 # SQLSTATE classes that mean the server went away, not that the statement was wrong: 08
 # (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot connect now). Deadlocks and
-# serialization failures are OperationalErrors too, but they are retried as before.
+# serialization failures are OperationalErrors too, but they are retried like any other error.
 _GONE_STATES = ("08", "57P01", "57P02", "57P03")
 
 

@@ -33,7 +33,7 @@ the suspension is shared, and asking Redis about it before every request was a r
 request, 10-14 % of a catching-up listener's time. Such a budget keeps a mirror of the suspension
 instead (`_SuspensionWatch`): subscribed to the channel every suspension is published on, it reads
 the current state once subscribed and pings Redis every second; while it has heard from Redis
-lately a request asks the mirror, otherwise Redis as before. A suspension reaches every process
+lately a request asks the mirror, otherwise it asks Redis. A suspension reaches every process
 as fast as a publish travels, not at the next poll.
 
 When that Redis cannot be reached the budget degrades to a limiter in this process at the same

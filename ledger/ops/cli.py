@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
+import dramatiq
 import psycopg
 import redis
 
@@ -269,7 +269,7 @@ def _snapshot(conn: psycopg.Connection, settings: Settings, addresses: list[str]
     return status
 
 
-def _dead_letter_parser(sub: Any) -> None:
+def _dead_letter_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dead = sub.add_parser("dead-letters", help="list, show, requeue or purge messages that ended dead")
     actions = dead.add_subparsers(dest="action", required=True)
     ls = actions.add_parser("list", help="newest first, one line each")
@@ -291,7 +291,7 @@ def _dead_letter_parser(sub: Any) -> None:
     which.add_argument("--all", action="store_true")
 
 
-def _dead_letters(args: argparse.Namespace, settings: Any) -> int:
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     broker = create_broker(settings.effective_broker_url)
     broker_redis = metrics_client(settings.redis_url)
     try:
@@ -307,7 +307,9 @@ def _dead_letters(args: argparse.Namespace, settings: Any) -> int:
         broker_redis.close()
 
 
-def _dead_letter_action(args: argparse.Namespace, conn: psycopg.Connection, broker: Any, broker_redis: Any) -> int:
+def _dead_letter_action(
+    args: argparse.Namespace, conn: psycopg.Connection, broker: dramatiq.Broker, broker_redis: redis.Redis
+) -> int:
     if args.action == "list":
         rows = dl.list_dead_letters(
             conn, limit=args.limit, before_id=args.before_id, actor=args.actor, error=args.error
@@ -366,7 +368,7 @@ def _rollout(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _in_flight(settings: Any) -> int:
+def _in_flight(settings: Settings) -> int:
     client = metrics_client(settings.redis_url)
     try:
         holds = held_messages(

@@ -84,14 +84,21 @@ def maybe(check: Check) -> Check:
     return lambda value: value is None or check(value)
 
 
-# The plan's tables: what its frontend reads from every record.
-PLAN_FIELDS: dict[str, Check] = {
+# The plan's tables, each with the fields its frontend reads from every record of that table.
+PLAN_COMMON: dict[str, Check] = {
     "tx_hash": tx_hash,
     "resource_type": maybe(lambda v: v in RESOURCE_NAMES),  # withdraw has no resource
     "block_number": count,
     "created_at": utc_time,  # the block's time
     "pool_account_id": text,  # the platform's id of the account, not this ledger's
 }
+PLAN_TABLES: dict[str, dict[str, Check]] = {
+    "stake_records": PLAN_COMMON,
+    "delegate_records": PLAN_COMMON,
+    # The lot's own transaction, the unfreeze, under the plan's name (`tx_hash` stays beside it).
+    "unfreeze_records": {**PLAN_COMMON, "unfreeze_tx_hash": tx_hash},
+}
+PLAN_TABLE = {"stake": "stake_records", "delegate": "delegate_records", "unfreeze": "unfreeze_records"}
 # The rest of each row, named in the same style (docs/API.md lists them).
 COMMON_FIELDS: dict[str, Check] = {
     "id": integer,
@@ -126,7 +133,7 @@ def assert_plan_page(body: dict[str, Any], kind: str, external_id: str) -> None:
     assert meta["source"] in SOURCES
     assert maybe(text)(meta.get("next_cursor"))
     assert isinstance(body["data"], list)
-    fields = {**PLAN_FIELDS, **COMMON_FIELDS, **KIND_FIELDS[kind]}
+    fields = {**PLAN_TABLES[PLAN_TABLE[kind]], **COMMON_FIELDS, **KIND_FIELDS[kind]}
     for row in body["data"]:
         assert set(row) == set(fields), (kind, sorted(set(row) ^ set(fields)))
         bad = {name: row[name] for name, ok in fields.items() if not ok(row[name])}
@@ -192,6 +199,8 @@ def test_compat_records_follow_the_plans_field_list(client: FlaskClient, seeded:
         assert compat["id"] == row["id"]
         assert {name: compat[name] for name in SAME_VALUE} == {name: row[n] for name, n in SAME_VALUE.items()}
     assert any(r["resource_type"] is None for r in body["data"]) == (kind == "stake")
+    if kind == "unfreeze":
+        assert [r["unfreeze_tx_hash"] for r in body["data"]] == [r["tx_id"] for r in native["data"]]
 
 
 def test_compat_errors_keep_the_error_envelope(client: FlaskClient, seeded: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ a database or a cache, so whatever chooses the source of a page chooses it for b
 
 Native -> compatibility names: `tx_id` -> `tx_hash`, `block_num` -> `block_number`, `block_time` ->
 `created_at` (the block's time, ISO-8601 UTC, not when the ledger stored the row), `resource` ->
-`resource_type`, `settled_tx_id` -> `settled_tx_hash`; `pool_account_id` is the platform's external
+`resource_type`, `settled_tx_id` -> `settled_tx_hash`; an unfreeze lot also carries its transaction as
+`unfreeze_tx_hash`, the plan's name in `unfreeze_records` (`tx_hash` stays, for readers of the common
+fields); `pool_account_id` is the platform's external
 id of the account the page was asked for (a JSON string, as imported). Side by side: docs/API.md.
 """
 
@@ -39,7 +41,12 @@ FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("lock_period", "lock_period"),
         ("lock_expire_time", "lock_expire_time"),
     ),
-    "unfreeze": (*_COMMON, ("available_time", "available_time"), ("settled_tx_hash", "settled_tx_id")),
+    "unfreeze": (
+        *_COMMON,
+        ("unfreeze_tx_hash", "tx_id"),
+        ("available_time", "available_time"),
+        ("settled_tx_hash", "settled_tx_id"),
+    ),
 }
 
 

@@ -23,8 +23,7 @@ import psycopg
 
 from bench.live_first import history
 from harness.stack import add_ledger_options, new_ledger, settings_env, start_worker
-from ledger.coordination.queue import background_queue, create_broker
-from listener.sink import BrokerSink
+from ledger.coordination.queue import BrokerSink, background_queue, create_broker
 
 
 def drain_once(args: argparse.Namespace, limit: int) -> float:

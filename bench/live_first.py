@@ -44,9 +44,8 @@ from harness.stack import (
     start_web,
     start_worker,
 )
-from ledger.coordination.queue import background_queue, create_broker
+from ledger.coordination.queue import BrokerSink, background_queue, create_broker
 from ledger.domain import Operation
-from listener.sink import BrokerSink
 
 # name -> (database, broker Redis DB, cache Redis DB, web port offset)
 PIPELINES = {

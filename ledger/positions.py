@@ -29,6 +29,7 @@ is clamped at zero and the shortfall kept as drift, shown apart, never as a bala
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -136,6 +137,38 @@ class Position:
         if found is None:
             found = self.pairs[(receiver, res)] = Pair()
         return found
+
+
+# -- unfreeze lots and chain time ----------------------------------------------------------------
+
+# Stored statuses of a lot no withdraw or cancel has settled ('withdrawable' is never written;
+# rows of older releases may still hold it).
+OPEN_LOT_STATUSES = ("pending", "withdrawable")
+
+
+def withdrawable(expire_ms: int, now_ms: int) -> bool:
+    """A lot can be withdrawn once its expire time is at or before "now" (WithdrawExpireUnfreeze
+    and UnfreezeBalanceV2 take the lots with expire time <= now, CancelAllUnfreezeV2 re-stakes
+    the others). Every view of a lot (summary, records page, the old path) asks this, at chain time."""
+    return expire_ms <= now_ms
+
+
+def lot_status(stored: str, expire_ms: int, now_ms: int) -> str:
+    """A stored lot's status at chain time `now_ms`: an open lot is `withdrawable` or `pending` by its
+    expire time; `withdrawn`, `cancelled` and `orphaned` are final."""
+    if stored not in OPEN_LOT_STATUSES:
+        return stored
+    return "withdrawable" if withdrawable(expire_ms, now_ms) else "pending"
+
+
+def chain_time_ms(checkpoint_time_ms: int | None, data_time_ms: int = 0) -> int:
+    """Chain time, the "now" the next block's transactions will see: the newest block time the
+    ledger knows (the listener checkpoint's, or the newest block of the data read), and the wall
+    clock only where it knows none. Wall clock and chain disagree whenever the ledger is behind,
+    the node's clock is off or the chain is not mainnet; a figure that depends on time follows
+    the chain."""
+    known = max(checkpoint_time_ms or 0, data_time_ms)
+    return known if known else int(time.time() * 1000)
 
 
 # -- replay -----------------------------------------------------------------------------------------
@@ -277,8 +310,8 @@ def _merge_pair(pos: Position, receiver: str, now: int) -> None:
 
 
 def _withdraw_matured(pos: Position, now: int, chain_amount: int) -> None:
-    matured = [lot for lot in pos.lots if lot.expire_ms <= now]
-    pos.lots = [lot for lot in pos.lots if lot.expire_ms > now]
+    matured = [lot for lot in pos.lots if withdrawable(lot.expire_ms, now)]
+    pos.lots = [lot for lot in pos.lots if not withdrawable(lot.expire_ms, now)]
     # The chain's withdrawn amount checks the ledger's lots; lots the ledger never saw show here.
     pos._drift("withdraw", abs(chain_amount - sum(lot.amount for lot in matured)))
 
@@ -286,7 +319,7 @@ def _withdraw_matured(pos: Position, now: int, chain_amount: int) -> None:
 def _cancel_all(pos: Position, now: int, withdrawn: int, restaked: dict[str, int]) -> None:
     mine = dict.fromkeys(RESOURCES, 0)
     for lot in pos.lots:
-        if lot.expire_ms > now:
+        if not withdrawable(lot.expire_ms, now):
             mine[lot.resource] += lot.amount
     _withdraw_matured(pos, now, withdrawn)
     pos.lots = []

@@ -26,8 +26,8 @@ from typing import Any, TextIO
 from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import BlockParse
 from ledger.coordination.lease import CheckpointFenced
+from ledger.coordination.queue import Sink
 from listener.adapter import ChainAdapter
-from listener.sink import Sink
 from listener.store import PgStore, move_checkpoint
 from listener.streamer import retry_delay
 

@@ -32,9 +32,9 @@ from typing import Any
 from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.chain.values import ChainDataError
+from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
 from listener.backfill import BackfillStore, ProgressLine
-from listener.sink import Sink
 from listener.streamer import retry_delay
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,13 @@ from ledger.chain.snapshot import mark_history, opening_gap_start, snapshot_new_
 from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
 from ledger.coordination.lease import CheckpointFenced, Leader, Lease, default_holder
-from ledger.coordination.queue import BrokerNotDurable, background_queue, check_broker_durability, create_broker
+from ledger.coordination.queue import (
+    BrokerNotDurable,
+    BrokerSink,
+    background_queue,
+    check_broker_durability,
+    create_broker,
+)
 from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import Counters, Flusher, metrics_client
 from ledger.store.accounts import add_accounts, tracked_addresses
@@ -43,7 +49,6 @@ from listener.backfill import (
 from listener.heartbeat import Beat, Heartbeat
 from listener.history import AccountHistory, history_checkpoint_name
 from listener.repair import repair_once
-from listener.sink import BrokerSink
 from listener.store import PgStore
 from listener.streamer import Streamer
 from listener.wakeup import WakeupFeed

@@ -10,12 +10,11 @@ from __future__ import annotations
 import psycopg
 
 from ledger.config import Settings
-from ledger.coordination.queue import create_broker
-from ledger.store.accounting import MAIN, Repair, repair
-from listener.sink import BrokerSink
+from ledger.coordination.queue import BrokerSink, create_broker
+from ledger.store.accounting import MAIN_CHECKPOINT, Repair, repair
 
 
-def repair_once(settings: Settings, *, grace_seconds: float | None = None, name: str = MAIN) -> Repair:
+def repair_once(settings: Settings, *, grace_seconds: float | None = None, name: str = MAIN_CHECKPOINT) -> Repair:
     """Re-send whatever has been missing longer than `grace_seconds` (default: the setting)."""
     grace = settings.repair_grace_seconds if grace_seconds is None else grace_seconds
     broker = create_broker(settings.effective_broker_url)

@@ -9,6 +9,7 @@ import psycopg
 
 from ledger.chain.parser import ParseIssue
 from ledger.coordination.lease import CheckpointFenced
+from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 from ledger.store import accounting
 from ledger.store.accounts import tracked_addresses
@@ -112,7 +113,7 @@ class PgStore:
         )
         return [(num, block_id) for num, block_id in rows]
 
-    def repair(self, sink: accounting.Resender, grace_seconds: float) -> accounting.Repair:
+    def repair(self, sink: Sink, grace_seconds: float) -> accounting.Repair:
         """One accounting pass (ledger.store.accounting.repair) for this checkpoint."""
         return accounting.repair(self._connection(), sink, grace_seconds=grace_seconds, name=self.name)
 

@@ -19,9 +19,9 @@ from typing import Protocol
 
 from ledger.chain.node import MAX_BLOCKS_PER_REQUEST
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
 from listener.adapter import ChainAdapter
-from listener.sink import Sink
 
 log = logging.getLogger(__name__)
 

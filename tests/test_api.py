@@ -452,9 +452,10 @@ def test_pages_with_a_maturing_lot_expire_when_it_matures(
 ) -> None:
     _, cache = redis_clean
     account = add_account(conn, ALICE)
-    insert_lot(conn, ALICE, 1, datetime.now(UTC) + timedelta(seconds=40))
-    # The summary's clock is the chain's: the lot of an unfreeze in block 2 (now = its parent's
-    # time, block 1's) matures 30 s (the test delay) later, 27 s after the checkpoint at block 2.
+    # Both clocks are the chain's, the checkpoint's block time (block 2's, T0 + 6 s): a lot of the
+    # records page maturing 40 s after it, and the lot of an unfreeze in block 2 (now = its parent's
+    # time, block 1's) maturing 30 s (the test delay) later, 27 s after the checkpoint.
+    insert_lot(conn, ALICE, 1, T0 + timedelta(seconds=6 + 40))
     insert_stake(conn, ALICE, 1, amount=100)
     insert_stake(conn, ALICE, 2, amount=100, kind="unfreeze", contract_type="UnfreezeBalanceV2Contract", parent=1)
     set_checkpoint(conn, 2)
@@ -463,7 +464,7 @@ def test_pages_with_a_maturing_lot_expire_when_it_matures(
     ttls = {key.decode().rsplit(":", 1)[-1]: cache.ttl(key) for key in cache.keys("ledger:page:*")}
     assert len(ttls) == 2
     assert 25 < ttls.pop("summary") <= 27
-    assert all(0 < ttl <= 41 for ttl in ttls.values())
+    assert all(38 < ttl <= 40 for ttl in ttls.values())
 
 
 # -- summary -----------------------------------------------------------------------------------------

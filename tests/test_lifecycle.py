@@ -1,13 +1,22 @@
-"""The lifecycle job (workers/lifecycle.py) on the worker's real SQL, inside a rolled-back transaction."""
+"""The lifecycle job (workers/lifecycle.py) on the worker's real SQL, inside a rolled-back transaction,
+and the rule it no longer applies by itself: when a lot is withdrawable (chain time, ledger/positions.py).
+
+Inside the `db` fixture's transaction now() is fixed, so ages are set by moving timestamps back."""
 
 from __future__ import annotations
 
 import psycopg
 
 from ledger.store.deadletters import record_dead_letter
-from tests.test_persist import DELAY, make_op
+from listener.store import move_checkpoint
+from tests.test_accounting import FakeSink
+from tests.test_persist import ALICE, DELAY, block_time_ms, make_op
+from web.positions import read_summary
+from web.queries import fetch_records
 from workers.lifecycle import run_lifecycle
 from workers.persist import confirm_blocks, persist_operation
+
+GRACE = 30.0
 
 
 class SolidAt:
@@ -24,7 +33,13 @@ def _statuses(conn: psycopg.Connection, table: str) -> dict[int, str]:
     return {int(b): s for b, s in conn.execute(f"SELECT block_num, status FROM {table} ORDER BY block_num").fetchall()}
 
 
-def test_a_dead_lettered_revert_ends_orphaned_and_stragglers_are_confirmed(db: psycopg.Connection) -> None:
+def _age(conn: psycopg.Connection) -> None:
+    conn.execute("UPDATE stake_records SET updated_at = now() - interval '1 hour'")
+    conn.execute("UPDATE delegate_records SET updated_at = now() - interval '1 hour'")
+    conn.execute("UPDATE orphaned_blocks SET orphaned_at = now() - interval '1 hour'")
+
+
+def test_a_dead_lettered_revert_and_a_lost_confirmation_are_sent_again(db: psycopg.Connection) -> None:
     # Given records of block 100, which left the chain: the listener noted the block, but its
     # revert_blocks message was dead-lettered (retries exhausted while PostgreSQL was away)
     gone = make_op("freeze", 100)
@@ -43,27 +58,45 @@ def test_a_dead_lettered_revert_ends_orphaned_and_stragglers_are_confirmed(db: p
     )
     # and a record of block 101 whose confirm_blocks was lost
     persist_operation(db, make_op("freeze", 101), unfreeze_delay_seconds=DELAY)
-    confirm_blocks(db, 90)  # an older confirmation that did arrive changes nothing here
+    confirm_blocks(db, 90, unfreeze_delay_seconds=DELAY)  # an older confirmation that did arrive
     assert set(_statuses(db, "stake_records").values()) == {"pending"}
 
-    # When the lifecycle job runs, the node's solidified head being 150
-    counts, touched = run_lifecycle(db, node=SolidAt(150))  # type: ignore[arg-type]
+    # When the lifecycle job runs within the grace period, nothing is sent: the messages may be on their way
+    sink = FakeSink()
+    assert run_lifecycle(db, SolidAt(150), sink, grace_seconds=GRACE) == {"confirmations": 0, "reverts": 0}  # type: ignore[arg-type]
+    # Past it, the node's solidified head being 150, the confirmation and the revert are sent again
+    _age(db)
+    counts = run_lifecycle(db, SolidAt(150), sink, grace_seconds=GRACE)  # type: ignore[arg-type]
+    assert counts == {"confirmations": 1, "reverts": 1}
+    assert (sink.confirmed, sink.reverted) == ([150], [[(100, gone.block_id)]])
+    # but not while the broker holds a backlog the lost message may be in
+    assert run_lifecycle(db, SolidAt(150), FakeSink(backlog=3), grace_seconds=GRACE) == {  # type: ignore[arg-type]
+        "confirmations": 0,
+        "reverts": 0,
+    }
 
-    # Then the records of the block that left the chain are orphaned, the straggler is confirmed
-    assert _statuses(db, "stake_records") == {100: "orphaned", 101: "confirmed"}
-    assert _statuses(db, "delegate_records") == {100: "orphaned"}
-    assert counts["orphaned_blocks"] == 1 and counts["confirmed"] == 1
-    assert gone.owner_address in touched
-    # And a second run finds nothing left to do (idempotent)
-    again, _ = run_lifecycle(db, node=SolidAt(150))  # type: ignore[arg-type]
-    assert again == {"confirmed": 0, "orphaned_blocks": 0, "withdrawable": 0}
 
+def test_a_lot_matures_by_chain_time_not_by_the_wall_clock(db: psycopg.Connection) -> None:
+    """A lot's status is decided once, by chain time (the listener checkpoint's block time): the
+    summary, the records page and the lifecycle job agree, whatever the wall clock says."""
+    # Given a lot of block 100 maturing DELAY (10 blocks) later: long past by the wall clock
+    unfreeze = make_op("unfreeze", 100)
+    persist_operation(db, unfreeze, unfreeze_delay_seconds=DELAY)
+    matures_at = 110
+    assert block_time_ms(matures_at) == unfreeze.now_ms + DELAY * 1000
 
-def test_matured_lots_turn_withdrawable(db: psycopg.Connection) -> None:
-    # An unfreeze in an old block: its lot's unstake delay has long passed.
-    persist_operation(db, make_op("unfreeze", 10), unfreeze_delay_seconds=DELAY)
-    persist_operation(db, make_op("unfreeze", 11), unfreeze_delay_seconds=10**9)  # not yet
-    counts, touched = run_lifecycle(db, node=None)
-    assert counts["withdrawable"] == 1
-    assert _statuses(db, "unfreeze_records") == {10: "withdrawable", 11: "pending"}
-    assert touched == {make_op("unfreeze", 10).owner_address}
+    def seen() -> tuple[str, int, int]:
+        (row,) = fetch_records(db, "unfreeze", ALICE, 10).rows
+        figures = read_summary(db, ALICE, DELAY * 1000).data["resources"]["ENERGY"]
+        return row["status"], figures["withdrawable"], figures["unstaking"]["total"]
+
+    # When the chain stands one block before the lot's expire time
+    move_checkpoint(db, "main", 0, matures_at - 1, "b", block_time_ms(matures_at - 1))
+    # Then the lot is not withdrawable yet, in every view, even after the lifecycle job ran
+    assert seen() == ("pending", 0, unfreeze.amount)
+    _age(db)
+    run_lifecycle(db, None, FakeSink(), grace_seconds=GRACE)
+    assert seen() == ("pending", 0, unfreeze.amount)
+    # And at its expire time it is withdrawable, in every view
+    move_checkpoint(db, "main", 0, matures_at, "b", block_time_ms(matures_at))
+    assert seen() == ("withdrawable", unfreeze.amount, 0)

@@ -30,10 +30,12 @@ from ledger.chain.address import to_base58
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, create_budget
 from ledger.coordination.queue import (
+    LIFECYCLE,
     OPERATIONS_PER_MESSAGE,
     PERSIST_OPERATION,
     RECONCILE_GAPS,
     RECONCILE_STATE,
+    BrokerSink,
     background_queue,
     confirm_message,
     create_broker,
@@ -43,10 +45,11 @@ from ledger.coordination.queue import (
     operations_messages,
 )
 from ledger.domain import Operation
+from ledger.positions import Position
+from ledger.store.accounts import add_accounts
 from ledger.store.cache import create_cache_client
 from ledger.store.db import create_pool
 from ledger.store.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
-from listener.sink import BrokerSink
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
@@ -505,6 +508,74 @@ def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
         budget.acquire(Priority.LIVE)
     finally:
         budget.close()
+
+
+# --- the lifecycle job: what lost confirm_blocks / revert_blocks messages left undone -------------
+
+
+def _run_lifecycle_job(pg: psycopg.Connection, producer: RedisBroker, bg_queue: str) -> None:
+    """Enqueue a lifecycle run as the scheduler does and wait until the worker finished it."""
+    (run_id,) = rows(
+        pg,
+        "INSERT INTO job_runs (job, window_start, holder, term, messages) VALUES ('lifecycle', now(), 't', 1, 1)"
+        " RETURNING id",
+    )[0]
+    producer.enqueue(job_message(lane_actor_name(LIFECYCLE, bg_queue), (run_id,), bg_queue))
+    wait_until(lambda: rows(pg, "SELECT 1 FROM job_runs WHERE id = %s AND finished_at IS NOT NULL", run_id))
+
+
+def test_a_lost_confirmation_is_folded_with_the_configured_unfreeze_delay(
+    wsettings: Settings,
+    producer: RedisBroker,
+    start_worker: Callable[..., Proc],
+    pg: psycopg.Connection,
+    budget_jobs: str,
+) -> None:
+    """On a chain whose unfreeze delay is not mainnet's 14 days, the folded position made when the
+    lifecycle job makes good a lost confirm_blocks holds the lot at the chain's delay."""
+    delay = 3 * 86_400
+    add_accounts(pg, [ALICE])
+    start_worker(UNFREEZE_DELAY_SECONDS=str(delay))
+    # Given a pool account's unfreeze stored pending
+    unfreeze = make_op("unfreeze", 100)
+    send(producer, wsettings, unfreeze)
+    wait_until(lambda: rows(pg, "SELECT status FROM stake_records") == [("pending",)])
+    # and a solidified head of 150 noted by the listener, whose confirm_blocks was lost long ago
+    pg.execute("UPDATE chain_state SET solid_block = 150 WHERE id = 1")
+    pg.execute("UPDATE stake_records SET updated_at = now() - interval '1 hour'")
+    # When the lifecycle job runs
+    _run_lifecycle_job(pg, producer, budget_jobs)
+    # Then the record is confirmed and the account folded up to 150 with the lot at 3 days
+    folded = wait_until(lambda: rows(pg, "SELECT block_num, state::text FROM positions WHERE address = %s", ALICE))
+    assert rows(pg, "SELECT status FROM stake_records") == [("confirmed",)]
+    block, state = folded[0]
+    assert block == 150
+    assert [lot.expire_ms for lot in Position.from_json(state).lots] == [unfreeze.now_ms + delay * 1000]
+
+
+def test_a_lost_revert_orphans_the_failed_records_of_the_block(
+    wsettings: Settings,
+    producer: RedisBroker,
+    start_worker: Callable[..., Proc],
+    pg: psycopg.Connection,
+    budget_jobs: str,
+) -> None:
+    """A failed transaction leaves the chain with its block like any other: when the revert_blocks
+    of a block holding only failed records was lost, the lifecycle job makes it good as well."""
+    start_worker()
+    # Given a failed record of block 100, which then left the chain
+    failed = make_op("freeze", 100, status="failed", contract_ret="OUT_OF_ENERGY")
+    send(producer, wsettings, failed)
+    wait_until(lambda: rows(pg, "SELECT status FROM stake_records") == [("failed",)])
+    # The listener noted the block as orphaned long ago; its revert_blocks message was lost
+    pg.execute(
+        "INSERT INTO orphaned_blocks (block_num, block_id, orphaned_at) VALUES (%s, %s, now() - interval '1 hour')",
+        (100, failed.block_id),
+    )
+    # When the lifecycle job runs
+    _run_lifecycle_job(pg, producer, budget_jobs)
+    # Then the failed record is orphaned like the chain's other records of that block would be
+    wait_until(lambda: rows(pg, "SELECT status FROM stake_records") == [("orphaned",)], what="the revert")
 
 
 # --- groups of operations (persist_operations: the listener's messages) ----------------------------

@@ -20,8 +20,9 @@ What the old way cannot know, and therefore differs from a native row:
   not final, and a row must not vanish from one page to the next;
 - the parent block's time is taken as one slot (3 s) before the block (as the history backfill
   does, listener/history.py), so a lock end or lot maturity is late by the slots missed, if any;
-- an unfreeze lot is `pending` or `withdrawable` by its time only: whether a later withdraw or
-  cancel settled it would need the account's whole history.
+- an unfreeze lot is `pending` or `withdrawable` by its time only (`ledger.positions.lot_status`,
+  at the wall clock: this path reads no checkpoint to take chain time from): whether a later
+  withdraw or cancel settled it would need the account's whole history.
 
 Cost: one TronGrid page holds 200 transactions of any kind; a page of records needs
 ceil((page * limit + 1) / stake share of 200) of them, capped at `max_pages` (then the page is
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from ledger.chain.node import NodeUnavailable, TronNode
@@ -49,6 +50,7 @@ from ledger.domain import (
     UNFREEZE_V2,
     Operation,
 )
+from ledger.positions import lot_status
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +154,12 @@ def _row(op: Operation, kind: str, address: str, delay_s: int, now: datetime) ->
     # unfreeze lots: a non-failed UnfreezeBalanceV2 (a failed one never created a lot)
     if op.kind != UNFREEZE or op.contract_type != UNFREEZE_V2 or op.owner_address != address or op.status == FAILED:
         return None
-    available = _time(parent_ms) + timedelta(seconds=delay_s)
+    available_ms = parent_ms + delay_s * 1000
     # A lot's status is its own (by its time), not its transaction's; the other fields are the
     # operation's (its kind and contract type are the ones checked above).
     return common | {
-        "status": "withdrawable" if available <= now else "pending",
-        "available_time": available,
+        "status": lot_status("pending", available_ms, int(now.timestamp() * 1000)),
+        "available_time": _time(available_ms),
         "settled_tx_id": None,
     }
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ledger.domain import RESOURCES
-from ledger.positions import Position
+from ledger.positions import Position, chain_time_ms, withdrawable
 from ledger.store.positions import read_at_checkpoint
 
 
@@ -55,7 +55,7 @@ def view(pos: Position, now_ms: int) -> tuple[dict[str, Any], int | None]:
             }
         )
     for lot in sorted(pos.lots, key=lambda lot: (lot.expire_ms, lot.resource)):
-        if lot.expire_ms <= now_ms:
+        if withdrawable(lot.expire_ms, now_ms):
             out[lot.resource]["withdrawable"] += lot.amount
         else:
             changes.append(lot.expire_ms)
@@ -77,14 +77,8 @@ def read_summary(conn: psycopg.Connection, address: str, unfreeze_delay_ms: int,
     """The account's figures as of the listener's checkpoint: O(receivers + lots + pending tail)."""
     found = read_at_checkpoint(conn, address, unfreeze_delay_ms, checkpoint)
     pos = found.position
-    mark = None if found.checkpoint_block is None else (found.checkpoint_block, found.checkpoint_time_ms)
-    as_of_block = max(pos.block_num, mark[0] if mark else -1)
-    if mark is not None and mark[1] is not None and mark[0] >= pos.block_num:
-        as_of_ms = int(mark[1])
-    elif pos.time_ms:
-        as_of_ms = pos.time_ms
-    else:
-        as_of_ms = int(datetime.now(UTC).timestamp() * 1000)
+    as_of_block = max(pos.block_num, -1 if found.checkpoint_block is None else found.checkpoint_block)
+    as_of_ms = chain_time_ms(found.checkpoint_time_ms, pos.time_ms)
     # Chain time of the checkpoint's block: the next block's "now". A lock ending before it shows
     # unlocked and a lot expiring at or before it shows withdrawable, as the next block would see.
     figures, next_change = view(pos, as_of_ms)

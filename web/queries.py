@@ -16,6 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ledger.domain import UNFREEZE_V2
+from ledger.positions import chain_time_ms, lot_status
+from ledger.store.accounting import MAIN_CHECKPOINT
 
 Key = tuple[int, int, int, int]
 
@@ -30,11 +32,13 @@ _DELEGATE = (
     f"SELECT {_COMMON}, operation_type, contract_type, resource, amount, status,"
     " receiver_address, lock, lock_period, lock_expire_time FROM delegate_records"
 )
-# 'withdrawable' is not stored when a lot matures; it is derived here, at read time.
+# 'withdrawable' is not stored when a lot matures: the status is decided on read, at chain time
+# (ledger.positions.lot_status), which the checkpoint's block time gives.
 _UNFREEZE = (
     f"SELECT {_COMMON}, 'unfreeze' AS operation_type, '{UNFREEZE_V2_CONTRACT}' AS contract_type, resource,"
-    " amount, CASE WHEN status = 'pending' AND available_time <= now() THEN 'withdrawable' ELSE status END"
-    " AS status, available_time, settled_tx_id FROM unfreeze_records"
+    " amount, status, available_time, settled_tx_id,"
+    " (SELECT block_time_ms FROM listener_checkpoint WHERE name = %(c)s) AS checkpoint_time_ms"
+    " FROM unfreeze_records"
 )
 
 
@@ -67,6 +71,8 @@ KINDS = tuple(_RECORDS)
 class RecordPage:
     rows: list[dict[str, Any]]  # at most `limit`, newest first, JSON-ready
     next_key: Key | None  # sort key of the last row when more rows follow
+    # Chain-time ms until a row's status changes with no write (a lot maturing), if any row will.
+    changes_in_ms: int | None = None
 
 
 def fetch_records(
@@ -74,7 +80,13 @@ def fetch_records(
 ) -> RecordPage:
     """One page of `kind` records of `address`: after the key `after`, else `offset` rows in."""
     first, seek = _RECORDS[kind]
-    params: dict[str, Any] = {"a": address, "off": offset, "n": limit + 1, "m": offset + limit + 1}
+    params: dict[str, Any] = {
+        "a": address,
+        "off": offset,
+        "n": limit + 1,
+        "m": offset + limit + 1,
+        "c": MAIN_CHECKPOINT,
+    }
     if after is not None:
         params.update(b=after[0], t=after[1], o=after[2], i=after[3])
     with conn.cursor(row_factory=dict_row) as cur:
@@ -88,4 +100,16 @@ def fetch_records(
         next_key = (last["block_num"], last["tx_index"], last["op_index"], last["id"])
     for row in rows:
         del row["tx_index"]  # part of the sort key, not of the API's row
-    return RecordPage(rows, next_key)
+    return RecordPage(rows, next_key, _lot_statuses(rows) if kind == "unfreeze" else None)
+
+
+def _lot_statuses(rows: list[dict[str, Any]]) -> int | None:
+    """Set each lot's status at chain time; return the chain-time ms until the next one matures."""
+    changes: list[int] = []
+    for row in rows:
+        now_ms = chain_time_ms(row.pop("checkpoint_time_ms"))
+        expire_ms = int(row["available_time"].timestamp() * 1000)
+        row["status"] = lot_status(row["status"], expire_ms, now_ms)
+        if row["status"] == "pending":
+            changes.append(expire_ms - now_ms)
+    return min(changes) if changes else None

@@ -16,7 +16,6 @@ generation number invalidates both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from math import ceil
 from typing import Any
 
@@ -143,9 +142,6 @@ def _fill(
 
 def _page_ttl(result: RecordPage, ttl: int) -> int:
     """A lot still pending turns 'withdrawable' with no write to invalidate the page; expire then."""
-    now = datetime.now(UTC)
-    for row in result.rows:
-        available = row.get("available_time")
-        if row["status"] == "pending" and available is not None and available > now:
-            ttl = min(ttl, ceil((available - now).total_seconds()))
+    if result.changes_in_ms is not None:
+        ttl = min(ttl, ceil(result.changes_in_ms / 1000))
     return max(1, ttl)

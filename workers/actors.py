@@ -29,6 +29,7 @@ from ledger.coordination.queue import (
     RECONCILE_GAPS,
     RECONCILE_STATE,
     REVERT_BLOCKS,
+    BrokerSink,
     background_queue,
     lane_actor_name,
     lane_priority,
@@ -219,9 +220,13 @@ def reconcile_state(deps: Deps, account: Any, run_id: Any) -> None:
 
 def lifecycle(deps: Deps, run_id: Any) -> None:
     def body(conn: psycopg.Connection) -> dict[str, int]:
-        counts, touched = run_lifecycle(conn, deps.node)
-        deps.invalidator.invalidate(touched)
-        return counts
+        if deps.broker is None:
+            raise PayloadError("the lifecycle job sends messages: it needs the broker")
+        sink = BrokerSink(deps.broker, deps.settings.queue_name, threads=1)
+        try:
+            return run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds)
+        finally:
+            sink.close()
 
     _job(deps, run_id, body)
 

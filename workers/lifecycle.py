@@ -1,17 +1,12 @@
-"""The lifecycle job: bring record states up to date with time and the chain, whatever messages were lost.
+"""The lifecycle job: what lost `confirm_blocks` / `revert_blocks` messages left undone, sent again.
 
-- pending records at or below the solidified block are confirmed (a lost or dead-lettered
-  `confirm_blocks`, a listener that died before it sent one);
-- records of blocks that left the chain (the listener notes them in `orphaned_blocks` before it
-  sends the new branch) that are still pending are orphaned: their `revert_blocks` was lost or
-  dead-lettered;
-- unfreeze lots whose unstake delay has passed turn `withdrawable` in the table (the API derives
-  it when read as well; storing it makes the table answer the same), and the owners' cached
-  pages are dropped.
+The accounting's re-send (`ledger.store.accounting.resend_lost_blocks`) decides what is overdue,
+as it does for the listener's repair pass; this job adds the node's solidified head, so records
+still get confirmed while no listener runs to note it. What it sends, the workers' own actors
+apply (with the settings' unfreeze delay, like any confirmation): nothing is written here.
 
-Locks need nothing stored: a delegation keeps its `lock_expire_time` and readers compare it with
-the time. Every step is one idempotent statement (or the workers' own confirm/revert), so a rerun
-or a concurrent listener changes nothing twice.
+Lots need nothing either: whether one is withdrawable is decided when it is read, on chain time
+(`ledger.positions.lot_status`), and a delegation's lock is compared with that time the same way.
 """
 
 from __future__ import annotations
@@ -21,63 +16,32 @@ import logging
 import psycopg
 
 from ledger.chain.node import NodeUnavailable, TronNode
-from workers import persist
+from ledger.coordination.queue import Sink
+from ledger.store.accounting import resend_lost_blocks
 
 log = logging.getLogger(__name__)
 
-_PENDING_BELOW = """
-SELECT (SELECT count(*) FROM stake_records WHERE status = 'pending' AND block_num <= %(solid)s)
-     + (SELECT count(*) FROM delegate_records WHERE status = 'pending' AND block_num <= %(solid)s)
-"""
 
-# Blocks that left the chain and still have records not orphaned (their revert never ran).
-_UNREVERTED = """
-SELECT o.block_num, o.block_id FROM orphaned_blocks o
-WHERE EXISTS (SELECT 1 FROM stake_records s WHERE s.block_id = o.block_id AND s.status = 'pending')
-   OR EXISTS (SELECT 1 FROM delegate_records d WHERE d.block_id = o.block_id AND d.status = 'pending')
-ORDER BY o.block_num
-"""
-
-_MATURED = """
-UPDATE unfreeze_records SET status = 'withdrawable', updated_at = now()
-WHERE status = 'pending' AND available_time <= now()
-RETURNING owner_address
-"""
+def run_lifecycle(
+    conn: psycopg.Connection, node: TronNode | None, sink: Sink, *, grace_seconds: float
+) -> dict[str, int]:
+    """One lifecycle pass; returns how many confirmations (0 or 1) and reverts it sent again."""
+    reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=grace_seconds, solid_block=_solid(node))
+    if reconfirmed is not None or reverted:
+        log.warning(
+            "lifecycle: confirmation of block %s sent again, reverts of %d block(s) sent again",
+            reconfirmed if reconfirmed is not None else "-",
+            reverted,
+        )
+    return {"confirmations": int(reconfirmed is not None), "reverts": reverted}
 
 
-def run_lifecycle(conn: psycopg.Connection, node: TronNode | None) -> tuple[dict[str, int], set[str]]:
-    """One lifecycle pass; returns its counts and the accounts whose cached pages must go."""
-    touched: set[str] = set()
-    counts = {"confirmed": 0, "orphaned_blocks": 0, "withdrawable": 0}
-
-    solid = _solid_block(conn, node)
-    if solid >= 0:
-        row = conn.execute(_PENDING_BELOW, {"solid": solid}).fetchone()
-        before = int(row[0]) if row else 0
-        touched |= persist.confirm_blocks(conn, solid)
-        row = conn.execute(_PENDING_BELOW, {"solid": solid}).fetchone()
-        counts["confirmed"] = before - (int(row[0]) if row else 0)
-
-    blocks = [[int(num), str(block_id)] for num, block_id in conn.execute(_UNREVERTED).fetchall()]
-    if blocks:
-        touched |= persist.revert_blocks(conn, blocks)
-        counts["orphaned_blocks"] = len(blocks)
-        log.warning("lifecycle: orphaned the records of %d block(s) whose revert never ran", len(blocks))
-
-    matured = [owner for (owner,) in conn.execute(_MATURED).fetchall()]
-    counts["withdrawable"] = len(matured)
-    touched |= set(matured)
-    return counts, touched
-
-
-def _solid_block(conn: psycopg.Connection, node: TronNode | None) -> int:
-    # The node's answer is the truth; the listener's last note is the fallback when it is away.
-    row = conn.execute("SELECT solid_block FROM chain_state WHERE id = 1").fetchone()
-    noted = int(row[0]) if row and row[0] else -1
+def _solid(node: TronNode | None) -> int:
+    # Beside the listener's last note: the node's answer when it has one.
     if node is None:
-        return noted
+        return -1
     try:
-        return max(noted, node.solid_block_number())
+        return node.solid_block_number()
     except NodeUnavailable as exc:
-        log.warning("lifecycle: solid head unavailable (%s); using the listener's last one, %s", exc, noted)
-        return noted
+        log.warning("lifecycle: solid head unavailable (%s); using the listener's last one", exc)
+        return -1

@@ -16,7 +16,8 @@ as a checked fact, not a hope about the broker.
 - Forks: the blocks that left the chain leave the accounting with the checkpoint (`forget_after`,
   in `PgStore.rollback`). Two single messages can be lost as well: a `revert_blocks` (rows of an
   orphaned block still pending or failed) and a `confirm_blocks` (rows pending at or below the
-  solidified block); both are sent again once overdue.
+  solidified block); both are sent again once overdue (`resend_lost_blocks`: the one place that
+  does, for this pass and for the lifecycle job, workers/lifecycle.py).
 
 What this cannot see: operations of blocks the listener never recorded (before migration 005)
 and backfill runs (resumable by hand; docs/RELIABILITY.md).
@@ -27,31 +28,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import psycopg
 
+from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 
 log = logging.getLogger(__name__)
 
-MAIN = "main"  # the listener's checkpoint row
+MAIN_CHECKPOINT = "main"  # the name of the listener's checkpoint row (and of its lease)
 BACKLOG_PATIENCE = 10  # grace periods an operation may wait behind a backlog before it is re-sent
 RESEND_LIMIT = 5_000  # operations re-sent per pass (the next pass takes the rest)
 MAX_BACKOFF_DOUBLINGS = 5  # a repeat waits grace * 2**n, n <= this (30 s grace: at most 16 min)
-
-
-class Resender(Protocol):
-    """What a repair sends through (listener.sink.BrokerSink is one)."""
-
-    def publish(self, operations: Iterable[Operation]) -> int: ...
-
-    def confirm(self, solid_block: int) -> None: ...
-
-    def revert(self, blocks: list[tuple[int, str]]) -> None: ...
-
-    def backlog(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +111,7 @@ def forget_after(conn: psycopg.Connection, name: str, ancestor: int) -> None:
     )
 
 
-def repair(conn: psycopg.Connection, sink: Resender, *, grace_seconds: float, name: str = MAIN) -> Repair:
+def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: str = MAIN_CHECKPOINT) -> Repair:
     """One accounting pass (see the module doc); `conn` must be in autocommit mode."""
     grace = {"grace": float(grace_seconds), "patience": float(grace_seconds) * BACKLOG_PATIENCE}
     with conn.transaction():
@@ -144,25 +134,17 @@ def repair(conn: psycopg.Connection, sink: Resender, *, grace_seconds: float, na
             (persisted, name),
         )
         overdue = conn.execute(_OVERDUE, {**grace, "limit": RESEND_LIMIT}).fetchall()
-        stale_solid = conn.execute(_STALE_CONFIRMATION, grace).fetchone()
-        stale_blocks = conn.execute(_STALE_REVERTS, grace).fetchall()
     # Enqueue outside the transaction (a slow broker must not hold the checkpoint row), then
     # push the next attempt back: a crash in between only re-sends again, which is harmless.
-    backlog = sink.backlog() if overdue or stale_solid or stale_blocks else 0
+    backlog = sink.backlog() if overdue else None
     due = [r for r in overdue if backlog == 0 or r[4]]
     if due:
         sink.publish(Operation.from_message(r[3]) for r in due)
         with conn.cursor() as cur:
             cur.executemany(_BACK_OFF, [(grace_seconds, MAX_BACKOFF_DOUBLINGS, r[0], r[1], r[2]) for r in due])
-    reconfirmed = None
-    if stale_solid is not None and backlog == 0:
-        reconfirmed = int(stale_solid[0])
-        sink.confirm(reconfirmed)
-    reverted = [(int(num), str(block_id)) for num, block_id in stale_blocks] if backlog == 0 else []
-    if reverted:
-        sink.revert(reverted)
+    reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=grace_seconds, backlog=backlog)
     result = Repair(
-        checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, len(reverted)
+        checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, reverted
     )
     if due or reconfirmed is not None or reverted:
         log.warning(
@@ -172,14 +154,39 @@ def repair(conn: psycopg.Connection, sink: Resender, *, grace_seconds: float, na
             grace_seconds,
             due[0][5] if due else "-",
             reconfirmed if reconfirmed is not None else "no",
-            len(reverted),
+            reverted,
             persisted,
             checkpoint,
         )
     return result
 
 
-def read_heads(conn: psycopg.Connection, name: str = MAIN) -> Heads:
+def resend_lost_blocks(
+    conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, solid_block: int = -1, backlog: int | None = None
+) -> tuple[int | None, int]:
+    """Send again the confirm_blocks and revert_blocks whose work is still undone a grace period on:
+    rows pending at or below the solidified head (the higher of the listener's last note and
+    `solid_block`) get one confirmation of that head; every block that left the chain and still
+    holds pending or failed rows gets its revert. Nothing goes while the broker holds a backlog
+    (`backlog`, else asked): the message may be in it. Returns (the head re-confirmed, or None;
+    how many blocks' reverts were sent)."""
+    params = {"grace": float(grace_seconds), "solid": solid_block}
+    stale = conn.execute(_STALE_CONFIRMATION, params).fetchone()
+    blocks = [(int(num), str(block_id)) for num, block_id in conn.execute(_STALE_REVERTS, params).fetchall()]
+    if stale is None and not blocks:
+        return None, 0
+    if (sink.backlog() if backlog is None else backlog) > 0:
+        return None, 0
+    reconfirmed = None
+    if stale is not None:
+        reconfirmed = int(stale[0])
+        sink.confirm(reconfirmed)
+    if blocks:
+        sink.revert(blocks)
+    return reconfirmed, len(blocks)
+
+
+def read_heads(conn: psycopg.Connection, name: str = MAIN_CHECKPOINT) -> Heads:
     row = conn.execute(
         "SELECT s.head_block, s.solid_block, c.block_num, c.persisted_block, c.persisted_at,"
         " (SELECT count(*) FROM expected_operations)"
@@ -237,7 +244,7 @@ WHERE tx_id = %s AND op_index = %s AND block_id = %s
 # confirm_blocks message that should have confirmed it was lost (rows of orphaned blocks are the
 # revert's business).
 _STALE_CONFIRMATION = """
-SELECT c.solid_block FROM chain_state c
+SELECT c.solid_block FROM (SELECT greatest(solid_block, %(solid)s) AS solid_block FROM chain_state WHERE id = 1) c
 WHERE EXISTS (SELECT 1 FROM stake_records s
               WHERE s.status = 'pending' AND s.block_num <= c.solid_block
                 AND s.updated_at <= now() - make_interval(secs => %(grace)s)

@@ -42,6 +42,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.servers import free_port
+from harness.stack import procfile_web_flag
 from ledger.chain.address import to_base58
 from ledger.config import load_settings
 from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
@@ -208,6 +209,8 @@ def granian_argv(args: argparse.Namespace, port: int) -> list[str]:
         "--port", str(port),
         "--workers", str(args.workers),
         "--blocking-threads", str(args.blocking_threads),
+        "--http", procfile_web_flag("--http"),
+        "--http1-header-read-timeout", procfile_web_flag("--http1-header-read-timeout"),
         "--no-ws",
         "--log-level", "warning",
     ]  # fmt: skip

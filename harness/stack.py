@@ -144,11 +144,18 @@ def start_web(env: Mapping[str, str], port: int, workers: int = 2, threads: int 
             str(threads),
             "--backpressure",
             str(procfile_web_flag("--backpressure")),
+            "--http",
+            procfile_web_flag("--http"),
+            "--http1-header-read-timeout",
+            procfile_web_flag("--http1-header-read-timeout"),
             "--no-ws",
         ),
         env,
     )
     wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health/live"), 30, "the web server")
+    # One worker answering is not all of them: until the others accept, a host has fewer permits.
+    for worker in range(1, workers + 1):
+        proc.wait_for(rf"Started worker-{worker}\b", timeout=30)
     return proc
 
 

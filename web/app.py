@@ -4,7 +4,8 @@ Served by granian, which imports this module and calls `create_app()` in each wo
 the PostgreSQL pool and the Redis client are made after the fork, once per process:
 
     granian --interface wsgi --factory web.app:create_app --host 0.0.0.0 --port $PORT \
-        --workers 2 --blocking-threads 4 --backpressure 128 --no-ws --log-level warning
+        --workers 2 --blocking-threads 4 --backpressure 128 --http 1 --http1-header-read-timeout 5000 \
+        --no-ws --log-level warning
 """
 
 from __future__ import annotations

@@ -194,6 +194,7 @@ def test_backfill_of_a_range_indexes_exactly_that_range_for_the_account(
     assert f"resuming backfill:{lo}-{hi}:" in again.output() and "0 block(s)" in again.output()
 
 
+@pytest.mark.slow
 def test_a_killed_backfill_resumes_where_it_stopped(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:

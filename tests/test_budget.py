@@ -213,6 +213,7 @@ print("CLIENT DONE", count, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_three_processes_stay_within_the_rate_by_the_nodes_own_count(budget_redis: str) -> None:
     rate, burst, seconds = 8.0, 2.0, 4.0
     sim_proc, url = start_simulator("--block-interval", "3")
@@ -246,6 +247,7 @@ def test_three_processes_stay_within_the_rate_by_the_nodes_own_count(budget_redi
     assert all(KEY not in c.output() for c in clients)
 
 
+@pytest.mark.slow
 def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid_head_rarely(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
@@ -287,6 +289,7 @@ def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid
     assert paths.get("/wallet/gettransactioninfobyblocknum", 0) <= blocks
 
 
+@pytest.mark.slow
 def test_a_rate_limit_seen_by_one_client_holds_every_client_on_the_budget(budget_redis: str) -> None:
     # Given two node clients (two processes' worth) on one budget, the first told to back off
     limits = BudgetLimits(per_second=0, burst=1, per_day=0)
@@ -324,6 +327,7 @@ def test_a_rate_limit_seen_by_one_client_holds_every_client_on_the_budget(budget
 # -- priority: the live path first ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_background_hog_cannot_delay_the_live_path_beyond_one_token_interval(budget_redis: str) -> None:
     # Four background clients (as four worker processes would) take every token they may, for 6 s;
     # a live client (the listener) asks twice a second, below the rate, as following the head does.

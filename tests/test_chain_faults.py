@@ -31,6 +31,7 @@ def _finish(settings: Settings, sim: Simulator, env: dict[str, str]) -> None:
 
 
 # Both brokers for the deeper fork only: CI time (the pipeline test runs on both too).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("depth", "broker_env"), [(1, "redis"), (5, "redis"), (5, "rabbitmq")], indirect=["broker_env"]
 )
@@ -57,6 +58,7 @@ def test_forks_leave_the_ledger_equal_to_the_final_chain(
     assert {op["status"] for op in truth} >= {"confirmed", "pending"}
 
 
+@pytest.mark.slow
 def test_forks_over_failed_transactions_fix_every_row(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
@@ -96,6 +98,7 @@ def test_forks_over_failed_transactions_fix_every_row(
 # head_backwards (getnowblock answering an older block) is not here: the listener no longer asks
 # for the head block, it probes getblockbylimitnext from its checkpoint, where a lagging node can
 # only answer fewer blocks (the "empty_block" and gap cases).
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block"])
 def test_node_faults_delay_but_never_lose_or_double(
     settings: Settings, env: dict[str, str], procs: list[Proc], kind: str

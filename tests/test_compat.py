@@ -341,6 +341,7 @@ def test_an_account_without_an_external_id_is_still_served_natively(
     assert len(get_json(client, "/api/drift")["data"]) == 2
 
 
+@pytest.mark.slow
 def test_cached_compat_pages_are_served_while_postgresql_is_away(
     settings: Settings, conn: psycopg.Connection, seeded: dict[str, Any], redis_clean: object
 ) -> None:

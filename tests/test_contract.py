@@ -179,6 +179,7 @@ def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) 
 # -- schemathesis against the live server ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_live_server_keeps_the_contract(module_settings: Settings) -> None:
     """schemathesis's generated requests (valid and invalid, every operation) against granian: no
     5xx, and every status, content type and body is the contract's."""

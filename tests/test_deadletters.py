@@ -96,6 +96,7 @@ def drained(broker: RedisBroker, queue: str) -> bool:
     return broker.client.hlen(f"dramatiq:{queue}.msgs") + broker.client.hlen(f"dramatiq:{queue}.DQ.msgs") == 0
 
 
+@pytest.mark.slow
 def test_every_dead_message_is_listed_and_requeues_once(
     qsettings: Settings,
     pg: psycopg.Connection,
@@ -281,6 +282,7 @@ def test_admin_api_is_off_without_a_token(settings: Settings, clean_db: str, red
         close_app(app)
 
 
+@pytest.mark.slow
 def test_messages_held_by_a_dead_worker_are_visible(
     qsettings: Settings, pg: psycopg.Connection, producer: RedisBroker, admin_app: Flask, procs: list[Proc]
 ) -> None:

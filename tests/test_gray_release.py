@@ -197,6 +197,7 @@ def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_
         wait_until(lambda: records(client, "stake", account).json["meta"]["source"] == "database", 20, "native")
 
 
+@pytest.mark.slow
 def test_fallback_limiter_without_its_redis_limits_each_process(
     outage: tuple[Settings, TcpProxy, TcpProxy],
 ) -> None:
@@ -239,6 +240,7 @@ def app(settings: Settings, clean_db: str, redis_clean: object, sim: Simulator) 
         yield application
 
 
+@pytest.mark.slow
 def test_ten_percent_rollout_sends_ten_percent_of_accounts_the_legacy_way_always_the_same(
     app: Flask, clean_db: str
 ) -> None:
@@ -290,6 +292,7 @@ def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, cl
     assert bad.returncode == 2 and "0 to 100" in bad.stderr
 
 
+@pytest.mark.slow
 def test_rollback_reaches_two_web_processes_within_five_seconds(
     settings: Settings, clean_db: str, redis_clean: object, sim: Simulator, procs: list[Proc]
 ) -> None:
@@ -333,6 +336,7 @@ def _shadow_counts(client: redis.Redis) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_difference(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
@@ -446,6 +450,7 @@ def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(
         assert answer.status_code == 200 and answer.json["meta"]["source"] == "database"
 
 
+@pytest.mark.slow
 def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
     outage: tuple[Settings, TcpProxy, TcpProxy],
 ) -> None:

@@ -150,6 +150,7 @@ def test_a_fenced_checkpoint_ends_the_term(clean_db: str, lease_name: str) -> No
 # -- real processes ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_standby_takes_over_from_a_killed_active_listener(
     settings: Settings, clean_db: str, env: dict[str, str], procs: list[Proc]
 ) -> None:

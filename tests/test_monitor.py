@@ -83,6 +83,7 @@ def data_health(client: FlaskClient) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.get_json()
 
 
+@pytest.mark.slow
 def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: list[Proc]) -> None:
     sim: Simulator = stack["sim"]
     app: Flask = stack["app"]
@@ -188,6 +189,7 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     assert offline_latency > stale_latency  # a stopped listener's latency grows
 
 
+@pytest.mark.slow
 def test_health_says_error_when_it_cannot_tell(settings: Settings, clean_db: str, redis_clean: object) -> None:
     dead_pg = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     app = create_app(dataclasses.replace(settings, database_url=dead_pg))

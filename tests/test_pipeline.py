@@ -29,6 +29,7 @@ from harness.truth import (
 from ledger.config import Settings
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker_env", ["redis", "rabbitmq"], indirect=True)
 def test_simulated_chain_lands_in_the_api_exactly(
     settings: Settings, broker_env: dict[str, str], procs: list[Proc]
@@ -51,6 +52,7 @@ def test_simulated_chain_lands_in_the_api_exactly(
     wait_until(lambda: watermark(settings.database_url) == head, 30, "the watermark to reach the head")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker_env", ["redis", "rabbitmq"], indirect=True)
 def test_a_broker_flush_between_enqueue_and_persist_is_repaired_with_no_operator_action(
     settings: Settings, broker_env: dict[str, str], procs: list[Proc]
@@ -80,6 +82,7 @@ def test_a_broker_flush_between_enqueue_and_persist_is_repaired_with_no_operator
     print(f"repaired in {took:.1f}s after the workers started (grace {grace:g}s)")
 
 
+@pytest.mark.slow
 def test_listener_killed_mid_catch_up_leaves_no_gap_and_no_duplicate(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:

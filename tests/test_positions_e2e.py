@@ -3,11 +3,14 @@ tests/positions_check.py; `python -m tests.positions_check --blocks 10000` is th
 
 from __future__ import annotations
 
+import pytest
+
 from harness.procs import Proc
 from ledger.config import Settings
 from tests.positions_check import run
 
 
+@pytest.mark.slow
 def test_summaries_equal_the_chains_account_state_through_lock_expiries_and_forks(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:

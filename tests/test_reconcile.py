@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from harness.procs import Proc, python
 from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
@@ -62,6 +63,7 @@ def _quiet_head(sim: Simulator, settings: Settings, blocks: int) -> None:
     wait_until(lambda: checkpoint(settings.database_url) == head, 120, "the listener to reach the head")
 
 
+@pytest.mark.slow
 def test_hidden_transactions_are_recovered_by_the_next_gap_run_and_nothing_twice(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:
@@ -103,6 +105,7 @@ def test_hidden_transactions_are_recovered_by_the_next_gap_run_and_nothing_twice
     close_app(app)
 
 
+@pytest.mark.slow
 def test_a_contract_made_stake_is_drift_after_one_state_run(
     settings: Settings, env: dict[str, str], procs: list[Proc]
 ) -> None:

@@ -100,6 +100,7 @@ def scheduler_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_two_schedulers_run_each_job_once_per_window_and_a_standby_takes_over(
     settings: Settings, scheduler_env: dict[str, str], procs: list[Proc]
 ) -> None:

@@ -67,6 +67,7 @@ def test_committed_systemd_units_are_the_procfiles() -> None:
     assert have == want, "regenerate: ledger procfile systemd Procfile --dir docs/deploy/systemd"
 
 
+@pytest.mark.slow
 def test_killed_process_comes_back_and_the_others_keep_serving(
     qsettings: Settings, procs: list[Proc], supervisors: list[Supervisor], tmp_path: Path
 ) -> None:
@@ -99,6 +100,7 @@ def test_killed_process_comes_back_and_the_others_keep_serving(
     sup.proc.wait_for(r"spawned: 'listener'", timeout=5)
 
 
+@pytest.mark.slow
 def test_worker_child_sigkill_messages_are_persisted_within_15_s(
     qsettings: Settings, supervisors: list[Supervisor], tmp_path: Path
 ) -> None:

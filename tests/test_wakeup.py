@@ -187,6 +187,7 @@ def _env(settings: Settings, url: str, **extra: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_push_bounds_freshness_not_the_poll_interval(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:
@@ -207,6 +208,7 @@ def test_push_bounds_freshness_not_the_poll_interval(
         assert time.monotonic() - made < 1.5
 
 
+@pytest.mark.slow
 def test_feed_dropped_repeatedly_loses_nothing(
     settings: Settings, clean_db: str, redis_clean: object, procs: list[Proc]
 ) -> None:

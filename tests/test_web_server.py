@@ -29,6 +29,7 @@ def test_procfile_backpressure_leaves_room_for_many_connections() -> None:
     assert 2 * int(procfile_web_flag("--backpressure")) >= 64
 
 
+@pytest.mark.slow
 def test_answers_while_idle_keep_alive_connections_are_open(env: dict[str, str], procs: list[Proc]) -> None:
     port = free_port()
     procs.append(start_web(env, port))

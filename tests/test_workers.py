@@ -169,6 +169,7 @@ def test_same_message_twice_gives_one_row_and_invalidates(
     assert int(cache.get(f"ledger:ver:{BOB}") or 0) > 1_600_000_000_000
 
 
+@pytest.mark.slow
 def test_out_of_order_messages_reach_the_same_state(
     wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
 ) -> None:
@@ -222,6 +223,7 @@ def assert_all_settled(pg: psycopg.Connection, confirmed_stake_rows: int) -> Non
     assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
 
 
+@pytest.mark.slow
 def test_concurrent_lots_and_withdraws_all_settle(
     wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
 ) -> None:
@@ -300,6 +302,7 @@ def test_poison_message_is_dead_lettered_at_once(
     assert requeue_dead_letter(pg, producer, 10**9) is None
 
 
+@pytest.mark.slow
 def test_database_outage_pauses_workers_without_spending_retries(
     wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
 ) -> None:
@@ -458,6 +461,7 @@ def test_background_jobs_leave_threads_free_for_live_messages(
     wait_until(lambda: rows(pg, "SELECT 1 FROM stake_records WHERE tx_id = %s", live.tx_id), 5, "the live record")
 
 
+@pytest.mark.slow
 def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
     wsettings: Settings,
     producer: RedisBroker,

@@ -56,7 +56,7 @@ from ledger.store import positions
 from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
 from ledger.store.db import ensure_database, migrate
 from web.positions import read_summary
-from workers.persist import confirm_blocks, persist_operation
+from workers.persist import confirm_blocks, persist_operations
 
 ACCOUNT = to_base58("41" + "5a" * 20)
 FIRST_BLOCK = 50_000_000
@@ -266,7 +266,7 @@ class Writer(threading.Thread):
                     receiver_address=receiver(g % self.args.receivers),
                     parent_time_ms=when - 3000,
                 )
-                persist_operation(conn, op, unfreeze_delay_seconds=DELAY_S)
+                persist_operations(conn, [op], unfreeze_delay_seconds=DELAY_S)
                 invalidate_accounts(self.cache, [ACCOUNT])
                 conn.execute("UPDATE listener_checkpoint SET block_num = %s, block_time_ms = %s", (self.block, when))
                 self.written += 1

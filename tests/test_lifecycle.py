@@ -14,7 +14,7 @@ from tests.test_persist import ALICE, DELAY, block_time_ms, make_op
 from web.positions import read_summary
 from web.queries import fetch_records
 from workers.lifecycle import run_lifecycle
-from workers.persist import confirm_blocks, persist_operation
+from workers.persist import confirm_blocks, persist_operations
 
 GRACE = 30.0
 
@@ -43,8 +43,8 @@ def test_a_dead_lettered_revert_and_a_lost_confirmation_are_sent_again(db: psyco
     # Given records of block 100, which left the chain: the listener noted the block, but its
     # revert_blocks message was dead-lettered (retries exhausted while PostgreSQL was away)
     gone = make_op("freeze", 100)
-    persist_operation(db, gone, unfreeze_delay_seconds=DELAY)
-    persist_operation(db, make_op("delegate", 100, tx_index=1), unfreeze_delay_seconds=DELAY)
+    persist_operations(db, [gone], unfreeze_delay_seconds=DELAY)
+    persist_operations(db, [make_op("delegate", 100, tx_index=1)], unfreeze_delay_seconds=DELAY)
     db.execute("INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s)", (100, gone.block_id))
     record_dead_letter(
         db,
@@ -57,7 +57,7 @@ def test_a_dead_lettered_revert_and_a_lost_confirmation_are_sent_again(db: psyco
         retries=10,
     )
     # and a record of block 101 whose confirm_blocks was lost
-    persist_operation(db, make_op("freeze", 101), unfreeze_delay_seconds=DELAY)
+    persist_operations(db, [make_op("freeze", 101)], unfreeze_delay_seconds=DELAY)
     confirm_blocks(db, 90, unfreeze_delay_seconds=DELAY)  # an older confirmation that did arrive
     assert set(_statuses(db, "stake_records").values()) == {"pending"}
 
@@ -81,7 +81,7 @@ def test_a_lot_matures_by_chain_time_not_by_the_wall_clock(db: psycopg.Connectio
     summary, the records page and the lifecycle job agree, whatever the wall clock says."""
     # Given a lot of block 100 maturing DELAY (10 blocks) later: long past by the wall clock
     unfreeze = make_op("unfreeze", 100)
-    persist_operation(db, unfreeze, unfreeze_delay_seconds=DELAY)
+    persist_operations(db, [unfreeze], unfreeze_delay_seconds=DELAY)
     matures_at = 110
     assert block_time_ms(matures_at) == unfreeze.now_ms + DELAY * 1000
 

@@ -18,7 +18,7 @@ import pytest
 from harness.stack import wait_until
 from ledger.domain import Operation, PayloadError
 from ledger.store.deadletters import get_dead_letter, list_dead_letters, record_dead_letter
-from workers.persist import confirm_blocks, persist_operation, persist_operations
+from workers.persist import confirm_blocks, persist_operations
 
 ALICE = "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre"
 BOB = "TGusXhweqkJ1aJftjmAfLqA1rfEWD4hSGZ"
@@ -75,7 +75,7 @@ def one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
 
 
 def persist(conn: psycopg.Connection, op: Operation) -> set[str]:
-    return persist_operation(conn, op, unfreeze_delay_seconds=DELAY)
+    return persist_operations(conn, [op], unfreeze_delay_seconds=DELAY)
 
 
 def stake_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import psycopg
 
+from ledger.domain import Operation
 from ledger.positions import Position, replay
 from ledger.store import positions
 from ledger.store.positions import load_rows
 from tests.test_persist import ALICE, BOB, DELAY, block_time_ms, make_op
-from workers.persist import confirm_blocks, persist_operation, revert_blocks
+from workers.persist import confirm_blocks, persist_operations, revert_blocks
 
 DELAY_MS = DELAY * 1000
 
 
-def persist(db: psycopg.Connection, *ops: object) -> None:
+def persist(db: psycopg.Connection, *ops: Operation) -> None:
     for op in ops:
-        persist_operation(db, op, unfreeze_delay_seconds=DELAY)  # type: ignore[arg-type]
+        persist_operations(db, [op], unfreeze_delay_seconds=DELAY)
 
 
 def confirm(db: psycopg.Connection, solid: int) -> None:

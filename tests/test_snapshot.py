@@ -18,7 +18,7 @@ from ledger.chain.snapshot import SnapshotError, read_opening, snapshot_new_acco
 from ledger.chain.values import ChainDataError
 from tests.test_persist import make_op
 from web.positions import read_summary
-from workers.persist import confirm_blocks, persist_operation
+from workers.persist import confirm_blocks, persist_operations
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
 TGUSX = "TGusXhweqkJ1aJftjmAfLqA1rfEWD4hSGZ"
@@ -85,7 +85,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures(db: psycopg.
         make_op("undelegate", 1002, owner_address=TGUSX, receiver_address=BOB, amount=1_000_000, block_time_ms=LAST_OP + 6000, parent_time_ms=LAST_OP + 3000),  # noqa: E501
     ]  # fmt: skip
     for op in ops:
-        persist_operation(db, op, unfreeze_delay_seconds=DELAY_S)
+        persist_operations(db, [op], unfreeze_delay_seconds=DELAY_S)
     for solid in (None, 1001, 1002):  # the tail replayed, then partly and wholly folded
         if solid is not None:
             confirm_blocks(db, solid, unfreeze_delay_seconds=DELAY_S)

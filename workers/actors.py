@@ -79,7 +79,7 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 
     def write() -> set[str]:
         with deps.pool.connection() as conn:  # autocommit: see workers.persist
-            return persist.persist_operation(conn, op, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+            return persist.persist_operations(conn, [op], unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
 
     deps.invalidator.invalidate(deps.gate.call(write, budget=DB_WAIT_BUDGET_S))
     log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)

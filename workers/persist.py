@@ -41,34 +41,13 @@ _INT32_MAX = 2**31 - 1
 _INT16_MAX = 2**15 - 1
 
 
-def persist_operation(conn: psycopg.Connection, op: Operation, *, unfreeze_delay_seconds: int) -> set[str]:
-    """Upsert one operation (and its unfreeze lot and lot settlements); return accounts to invalidate."""
-    _check_storable(op)
-    params = _params(op)
-    is_lot = op.kind == UNFREEZE and op.contract_type == UNFREEZE_V2
-    settles = op.kind in (WITHDRAW, CANCEL)
-    with conn.transaction():
-        _lock_confirm_shared(conn)
-        if op.kind in DELEGATE_KINDS:
-            conn.execute(_UPSERT_DELEGATE, params)
-            touched = {op.owner_address, op.receiver_address}
-        elif not (is_lot or settles):
-            conn.execute(_UPSERT_STAKE, params)
-            touched = {op.owner_address}
-        else:
-            _persist_lot_or_settlement(conn, op, params, is_lot, unfreeze_delay_seconds)
-            touched = {op.owner_address}
-    # After the upsert committed (a separate statement, so a fold that ran in between is seen): a
-    # record at or below the owner's folded block arrived late, and the folded state lacks it.
-    positions.drop_folded_at_or_after(conn, op.owner_address, op.block_num)
-    return touched  # type: ignore[return-value]  # receiver_address validated for delegations
-
-
 def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfreeze_delay_seconds: int) -> set[str]:
-    """Upsert a group of operations (one owner's, as the listener sends them) in ONE transaction;
-    return the accounts to invalidate. The same rows, locks and settlement as `persist_operation`
-    one by one, for one commit (one WAL flush) and a few round trips per group instead of two or
-    more per operation: the single biggest cost of ingest (docs/BENCHMARKS.md, "Ingest").
+    """Upsert a group of operations in ONE transaction (with their unfreeze lots and lot
+    settlements); return the accounts to invalidate. A group is one owner's operations as the
+    listener sends them, or a single operation (a group split to isolate a poison one, a
+    reconciliation's find): one path, so one set of locks and one place the folded positions are
+    dropped. One commit (one WAL flush) and a few round trips per group instead of two or more per
+    operation: the single biggest cost of ingest (docs/BENCHMARKS.md, "Ingest").
 
     Lock order, so that groups written side by side cannot deadlock on the owner locks: the shared
     confirm lock first, then owner locks in sorted owner order, the lots and settlements of each
@@ -115,10 +94,12 @@ def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfree
 def _write_lots_and_settlements(
     conn: psycopg.Connection, items: list[tuple[Operation, dict[str, Any], bool]], unfreeze_delay_seconds: int
 ) -> None:
-    """`_persist_lot_or_settlement` for a group, a statement kind at a time (each `executemany` is one
+    """The lots and settlements of a group, a statement kind at a time (each `executemany` is one
     pipelined round trip): the owners' locks (sorted), every row, their stored state, the lots,
     then every settlement. Settling after all the rows and lots are written gives what settling
-    after each would: a settlement is recomputed from the stored rows, whatever their order."""
+    after each would: a settlement is recomputed from the stored rows, whatever their order.
+    The caller holds the confirm lock: the two locks are always taken in the same order (confirm,
+    then owner) and cannot deadlock with revert_blocks."""
     for owner in sorted({op.owner_address for op, _, _ in items}):
         _lock_owner(conn, owner)
     with conn.cursor() as cur:
@@ -150,45 +131,6 @@ def _write_lots_and_settlements(
             cur.executemany(_SETTLE.format(scope=_LOT_SCOPE), lot_settles)
         if event_settles:
             cur.executemany(_SETTLE.format(scope=_EVENT_SCOPE), event_settles)
-
-
-def _persist_lot_or_settlement(
-    conn: psycopg.Connection, op: Operation, params: dict[str, Any], is_lot: bool, unfreeze_delay_seconds: int
-) -> None:
-    # The caller holds the confirm lock: the two locks are always taken in the same order
-    # (confirm, then owner) and cannot deadlock with revert_blocks.
-    _lock_owner(conn, op.owner_address)
-    conn.execute(_UPSERT_STAKE, params)
-    stored = conn.execute(
-        "SELECT status, block_num, tx_index, block_time FROM stake_records WHERE tx_id = %s AND op_index = %s",
-        (op.tx_id, op.op_index),
-    ).fetchone()
-    assert stored is not None  # just upserted in this transaction
-    status, block_num, tx_index, block_time = stored
-
-    if is_lot:
-        if status == FAILED:
-            # A failed transaction never created a lot; drop one left by an earlier, pending copy.
-            conn.execute("DELETE FROM unfreeze_records WHERE tx_id = %s AND op_index = %s", (op.tx_id, op.op_index))
-        else:
-            conn.execute(_UPSERT_LOT, {**params, "delay": unfreeze_delay_seconds})
-            conn.execute(
-                _SETTLE.format(scope=_LOT_SCOPE),
-                {"owner": op.owner_address, "tx_id": op.tx_id, "op_index": op.op_index},
-            )
-    else:
-        # An event can only settle lots before it, and only change the outcome of lots still open,
-        # lots settled by a later (or same-time) event, or lots it settled itself (if it now failed).
-        conn.execute(
-            _SETTLE.format(scope=_EVENT_SCOPE),
-            {
-                "owner": op.owner_address,
-                "tx_id": op.tx_id,
-                "block_num": block_num,
-                "tx_index": tx_index,
-                "block_time": block_time,
-            },
-        )
 
 
 def confirm_blocks(

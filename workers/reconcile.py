@@ -5,7 +5,7 @@ Gap reconciliation reads TronGrid's account index (`GET /v1/accounts/{a}/transac
 only_confirmed, oldest first, `min_timestamp` from the account's cursor, paging by
 `meta.fingerprint` with every other parameter unchanged: TRON-US/trongrid README). Every Stake 2.0
 operation of the account that the ledger lacks goes through the listener's persistence (the same
-`persist_operation` the queue's messages reach) and is noted in `recovered_operations`. Records
+`persist_operation` actor a split group's messages reach) and is noted in `recovered_operations`. Records
 are only judged once the listener must have delivered them: at or below its checkpoint and the
 solidified head, and older than GAP_SETTLE_SECONDS (a message still in the queue is not a gap).
 The cursor moves after each page, so a run cut short resumes where it stopped.

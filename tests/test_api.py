@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from ledger.chain.address import to_base58, to_hex
 from ledger.config import Settings
+from ledger.positions import Position
 from ledger.store.cache import invalidate_accounts
 from web.app import close_app, create_app
 
@@ -520,7 +521,7 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
     set_checkpoint(conn, 14)
 
     body = get_json(client, f"/api/accounts/{ALICE}/summary")
-    assert body["meta"] == {"source": "database", "drift": {}}
+    assert body["meta"]["source"] == "database" and body["meta"]["drift"] == {}
     data = body["data"]
     assert data["account_id"] == account and data["owner_address"] == ALICE
     assert data["as_of_block"] == 14
@@ -587,6 +588,29 @@ def test_summary_of_an_unfreeze_with_nothing_staked_shows_drift_not_a_negative(
     assert energy["staked"] == 1_000_000 and energy["delegated"]["total"] == 0
     assert energy["unstaking"]["total"] == 579_000_000
     assert body["meta"]["drift"] == {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000}
+
+
+def test_a_summary_says_whether_the_account_has_an_opening_position(
+    client: FlaskClient, conn: psycopg.Connection, settings: Settings
+) -> None:
+    """Without an opening the figures count only the records seen since the account was added:
+    `meta.opening` says so instead of letting zeros pass for the chain's state."""
+    add_account(conn, ALICE)
+    insert_stake(conn, ALICE, 5, amount=1_000_000)
+    meta = get_json(client, f"/api/accounts/{ALICE}/summary")["meta"]
+    assert meta["opening"]["source"] is None and meta["opening"]["block"] is None
+    assert "no opening position" in meta["opening"]["warning"]
+    assert f"accounts snapshot {ALICE}" in meta["opening"]["warning"]
+
+    conn.execute(
+        "INSERT INTO position_openings (address, block_num, state) VALUES (%s, 4, %s)",
+        (ALICE, Position(block_num=4).to_json().decode()),
+    )
+    cache = redis.Redis.from_url(settings.cache_redis_url)
+    invalidate_accounts(cache, [ALICE])
+    cache.close()
+    meta = get_json(client, f"/api/accounts/{ALICE}/summary")["meta"]
+    assert meta["opening"] == {"source": "chain", "block": 4}
 
 
 # -- other endpoints and errors ----------------------------------------------------------------------

@@ -62,12 +62,11 @@ def test_import_adds_and_binds_then_a_rerun_changes_nothing(
     hex_bob = "41" + "0" * 39 + "2"
     text = f"\ufeffaddress,external_id,label\n{ALICE},42,pool-a\n\n{hex_bob}, 43 ,\n{CAROL},p-44,new label\n"
     path = write(tmp_path, text)
-    status, out, err = run(capsys, "accounts", "import", path)
+    status, out, err = run(capsys, "accounts", "import", path, "--no-snapshot")
     assert status == 0, err
     assert out.splitlines()[-1] == "2 added, 1 updated, 0 unchanged"
     # An existing account gets its id; its label stays (labels are set on new accounts only).
     assert accounts(conn) == {ALICE: ("42", "pool-a"), BOB: ("43", None), CAROL: ("p-44", "old")}
-    assert "TRON_NODE_URL is not set" in err
 
     status, out, _ = run(capsys, "accounts", "import", path)
     assert status == 0
@@ -140,7 +139,7 @@ def test_a_missing_file_is_a_clear_error(conn: psycopg.Connection, capsys: pytes
 def test_replace_changes_an_id_and_swaps_two(
     conn: psycopg.Connection, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    run(capsys, "accounts", "import", write(tmp_path, f"address,external_id\n{ALICE},1\n{BOB},2\n"))
+    run(capsys, "accounts", "import", write(tmp_path, f"address,external_id\n{ALICE},1\n{BOB},2\n"), "--no-snapshot")
     swap = write(tmp_path, f"address,external_id\n{ALICE},2\n{BOB},1\n", "swap.csv")
     status, _, err = run(capsys, "accounts", "import", swap)
     assert status == 2 and "pass --replace" in err
@@ -153,11 +152,37 @@ def test_replace_changes_an_id_and_swaps_two(
     assert status == 2 and "already bound to account 2" in err
 
 
+# -- an account needs its opening position ----------------------------------------------------------
+
+
+def test_without_a_node_adding_an_account_is_refused_unless_no_snapshot(
+    conn: psycopg.Connection, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Stored without its opening position, an account's summary would start from zero: refused,
+    nothing written, and the message says what to do."""
+    status, out, err = run(capsys, "accounts", "add", ALICE, "--label", "a")
+    assert status != 0 and out == ""
+    assert "TRON_NODE_URL is not set" in err and "--no-snapshot" in err and "nothing was written" in err
+    assert accounts(conn) == {}
+    status, _, err = run(capsys, "accounts", "add", ALICE, "--external-id", "42")
+    assert status != 0 and "TRON_NODE_URL" in err and accounts(conn) == {}
+    status, _, err = run(capsys, "accounts", "import", write(tmp_path, f"address,external_id\n{ALICE},42\n"))
+    assert status != 0 and "TRON_NODE_URL" in err and accounts(conn) == {}
+
+    status, out, err = run(capsys, "accounts", "add", ALICE, "--no-snapshot")
+    assert status == 0, err
+    assert accounts(conn) == {ALICE: (None, None)}
+    # Nothing new to open: an account already tracked may get its external id without a node.
+    status, _, err = run(capsys, "accounts", "add", ALICE, "--external-id", "42")
+    assert status == 0, err
+    assert accounts(conn) == {ALICE: ("42", None)}
+
+
 # -- accounts add --external-id ------------------------------------------------------------------------
 
 
 def test_add_with_an_external_id(conn: psycopg.Connection, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = run(capsys, "accounts", "add", ALICE, "--external-id", "42", "--label", "a")
+    status, out, err = run(capsys, "accounts", "add", ALICE, "--external-id", "42", "--label", "a", "--no-snapshot")
     assert status == 0, err
     assert out.splitlines()[-1] == "1 added, 0 updated, 0 unchanged"
     assert accounts(conn) == {ALICE: ("42", "a")}
@@ -174,7 +199,7 @@ def test_add_with_an_external_id(conn: psycopg.Connection, capsys: pytest.Captur
     assert status == 2 and "--replace goes with --external-id" in err
 
     # Taken by another account; then another id for an account that has one.
-    status, _, err = run(capsys, "accounts", "add", BOB, "--external-id", "42")
+    status, _, err = run(capsys, "accounts", "add", BOB, "--external-id", "42", "--no-snapshot")
     assert status == 2 and "'42' is already bound to account 1" in err
     status, _, err = run(capsys, "accounts", "add", ALICE, "--external-id", "41")
     assert status == 2 and "already has the external id '42'; pass --replace" in err

@@ -36,6 +36,7 @@ from harness.stack import (
 )
 from ledger.config import Settings
 from ledger.coordination.queue import PERSIST_OPERATION, create_broker
+from ledger.positions import Position
 from tests.conftest import TEST_RABBITMQ_URL
 from web import monitor
 from web.app import close_app, create_app
@@ -286,9 +287,19 @@ def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connectio
         "INSERT INTO positions (address, block_num, state) VALUES (%s, 90, %s)",
         (SIM_ACCOUNTS[0], '{"d": {"ENERGY.cancel": 5}}'),
     )
+    db.execute(
+        "INSERT INTO position_openings (address, block_num, state) VALUES (%s, 80, %s)",
+        (SIM_ACCOUNTS[0], Position(block_num=80).to_json().decode()),
+    )
     assert monitor.drift(db) == [
-        {"account": SIM_ACCOUNTS[0], "block": 90, "drift": {"ENERGY.cancel": 5}},
-        {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}},
+        {
+            "account": SIM_ACCOUNTS[0],
+            "block": 90,
+            "drift": {"ENERGY.cancel": 5},
+            "opening": {"source": "chain", "block": 80},
+        },
+        # Added without an opening position: said, not shown as if its figures were the chain's.
+        {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}, "opening": None},
     ]
 
 

@@ -212,15 +212,26 @@ def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Per pool account: where the ledger's arithmetic and the chain's figures disagreed (sun).
 
     Read from the positions the summary work keeps (`positions.state`, key "d": what -> sun the
-    arithmetic was short of); an account without drift has an empty map.
+    arithmetic was short of); an account without drift has an empty map. `opening`: where its
+    positions start (`{"source", "block"}`, as the summary's `meta.opening`), None without one: its
+    figures then count only the records seen since it was added.
     """
     if not _has_column(conn, "positions", "state"):
         raise Unavailable("no positions (drift) in this database")
     rows = conn.execute(
-        "SELECT a.address, p.block_num, p.state::jsonb -> 'd' FROM pool_accounts a"
-        " LEFT JOIN positions p ON p.address = a.address ORDER BY a.id"
+        "SELECT a.address, p.block_num, p.state::jsonb -> 'd', o.source, o.block_num FROM pool_accounts a"
+        " LEFT JOIN positions p ON p.address = a.address LEFT JOIN position_openings o ON o.address = a.address"
+        " ORDER BY a.id"
     ).fetchall()
-    return [{"account": r[0], "block": r[1], "drift": r[2] or {}} for r in rows]
+    return [
+        {
+            "account": r[0],
+            "block": r[1],
+            "drift": r[2] or {},
+            "opening": None if r[3] is None else {"source": r[3], "block": r[4]},
+        }
+        for r in rows
+    ]
 
 
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:

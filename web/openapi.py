@@ -425,6 +425,17 @@ def _summary(operation_id: str, params: list[Schema]) -> Schema:
                                 "description": "sun the ledger could not explain, by what (never served as a balance); "
                                 "`chain.<what>`: open differences with the chain's account state (GET /api/drift)",
                             },
+                            "opening": obj(
+                                {
+                                    "source": {
+                                        "enum": ["chain", "history", None],
+                                        "description": "chain: a snapshot of the account's state at `block`; "
+                                        "history: its whole history was backfilled; null: no opening position",
+                                    },
+                                    "block": nullable(INT),
+                                },
+                                {"warning": TEXT},
+                            ),
                         }
                     ),
                 ),

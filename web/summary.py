@@ -12,6 +12,7 @@ from math import ceil
 from flask import Blueprint, Response, request
 
 from ledger.store.cache import Fill
+from ledger.store.positions import opening_of
 from web.drift import open_drift
 from web.params import require_account, resolve_account
 from web.pg import read_connection
@@ -37,8 +38,9 @@ def summary(account_key: str | None) -> Response:
             # Where state reconciliation found the chain's account state different (workers/reconcile.py),
             # beside what the positions' own arithmetic could not explain.
             chain = {f"chain.{row['what']}": row["difference"] for row in open_drift(conn, account.address)}
+            opening = opening_meta(account.address, opening_of(conn, account.address))
         data = {"account_id": account.id, "label": account.label, **result.data}
-        meta: dict[str, object] = {"source": "database", "drift": {**result.drift, **chain}}
+        meta: dict[str, object] = {"source": "database", "drift": {**result.drift, **chain}, "opening": opening}
         payload = {"success": True, "data": data, "meta": meta}
         response = dumps(payload)
         meta["source"] = "cache"
@@ -50,3 +52,16 @@ def summary(account_key: str | None) -> Response:
 
     body, _ = res.pages.fetch(account.address, "summary", load)
     return Response(body, mimetype="application/json")
+
+
+def opening_meta(address: str, opening: tuple[str, int] | None) -> dict[str, object]:
+    """`meta.opening`: where the figures start. Without an opening they count only the records seen
+    since the account was added, which reads like the chain's state and is not: the warning says so."""
+    if opening is not None:
+        return {"source": opening[0], "block": opening[1]}
+    return {
+        "source": None,
+        "block": None,
+        "warning": "no opening position: these figures count only the records the ledger saw since the account"
+        f" was added, not what it held before; read it from the chain with `ledger accounts snapshot {address}`",
+    }

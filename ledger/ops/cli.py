@@ -25,7 +25,14 @@ from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import metrics_client
 from ledger.ops.procfile import write_supervisord_conf, write_systemd_units
 from ledger.store import deadletters as dl
-from ledger.store.accounts import EXTERNAL_ID_FORM, ExternalIdError, add_accounts, list_accounts, parse_external_id
+from ledger.store.accounts import (
+    EXTERNAL_ID_FORM,
+    ExternalIdError,
+    add_accounts,
+    list_accounts,
+    parse_external_id,
+    tracked_addresses,
+)
 from ledger.store.db import ensure_database, migrate
 from ledger.store.rollout import read_rollout, write_rollout
 
@@ -136,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.external_id is not None:
                 return _add_with_external_id(conn, settings, args)
             try:
-                added = add_accounts(conn, args.addresses, args.label)
+                addresses = [to_base58(a) for a in args.addresses]
             except AddressError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+            if _no_opening_possible(conn, settings, addresses, args.no_snapshot):
+                return 2
+            added = add_accounts(conn, addresses, args.label)
             for account in added:
                 print(f"{account.id}\t{account.address}\t{account.label or ''}")
             return _open_positions(conn, settings, [a.address for a in added], args.no_snapshot)
@@ -164,13 +174,34 @@ def _no_snapshot_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _no_opening_possible(conn: psycopg.Connection, settings: Settings, addresses: list[str], no_snapshot: bool) -> bool:
+    """True (and says what to do) when the command would track new accounts whose opening position
+    cannot be read: without a node. Stored without it, an account's summary starts from zero,
+    which looks like data and is wrong; `--no-snapshot` is the operator saying its history comes
+    from a backfill instead."""
+    if no_snapshot or settings.tron_node_url:
+        return False
+    tracked = tracked_addresses(conn)
+    new = [a for a in dict.fromkeys(addresses) if a not in tracked]
+    if not new:
+        return False
+    more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
+    print(
+        f"error: TRON_NODE_URL is not set, so the opening position of {new[0]}{more} cannot be read from the chain"
+        " and its summary would start from zero. Set TRON_NODE_URL (the node the listener reads) and run this"
+        " again, or pass --no-snapshot when the account's whole history is backfilled instead"
+        " (`python -m listener backfill --since DATE --account T…`); nothing was written",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _open_positions(conn: psycopg.Connection, settings: Settings, addresses: list[str], no_snapshot: bool) -> int:
     """The opening position of each new account that has none, read from the chain (docs/POSITIONS.md)."""
     if no_snapshot or not addresses:
         return 0
     if not settings.tron_node_url:
-        print("warning: TRON_NODE_URL is not set: no opening position taken", file=sys.stderr)
-        return 0
+        return 0  # nothing new was added (_no_opening_possible refused the others)
     node = node_from_settings(settings, priority=Priority.BACKGROUND)
     try:
         failed = snapshot_new_accounts(conn, node, addresses)
@@ -214,6 +245,8 @@ def _import(conn: psycopg.Connection, settings: Settings, args: argparse.Namespa
 
 
 def _bind(conn: psycopg.Connection, settings: Settings, bindings: list[Binding], args: argparse.Namespace) -> int:
+    if _no_opening_possible(conn, settings, [b.address for b in bindings], args.no_snapshot):
+        return 2
     try:
         result = apply_bindings(conn, bindings, replace=args.replace)
     except ImportRefused as exc:

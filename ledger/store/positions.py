@@ -124,6 +124,13 @@ def drop_folded_at_or_after(conn: psycopg.Connection, address: str, block_num: i
     conn.execute("DELETE FROM positions WHERE address = %s AND block_num >= %s", (address, block_num))
 
 
+def opening_of(conn: psycopg.Connection, address: str) -> tuple[str, int] | None:
+    """Where the account's positions start: (source, block), `chain` for a snapshot at that block,
+    `history` for a backfill of its whole history; None when it has no opening."""
+    row = conn.execute("SELECT source, block_num FROM position_openings WHERE address = %s", (address,)).fetchone()
+    return (str(row[0]), int(row[1])) if row else None
+
+
 def store_opening(conn: psycopg.Connection, address: str, pos: Position) -> None:
     """Make `pos` the account's opening state; the folded state is rebuilt from it."""
     with conn.transaction():

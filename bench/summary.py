@@ -53,6 +53,7 @@ from ledger.chain.address import to_base58
 from ledger.domain import Operation
 from ledger.positions import Position
 from ledger.store import positions
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import PAGE_PREFIX, invalidate_accounts
 from ledger.store.db import ensure_database, migrate
 from web.positions import read_summary
@@ -133,8 +134,8 @@ def seed(args: argparse.Namespace) -> int:
         )
         ms = int((T0 + timedelta(seconds=3 * (last_block - FIRST_BLOCK))).timestamp() * 1000)
         conn.execute(
-            "INSERT INTO listener_checkpoint (name, block_num, block_id, block_time_ms) VALUES ('main', %s, 'b', %s)",
-            (last_block, ms),
+            "INSERT INTO listener_checkpoint (name, block_num, block_id, block_time_ms) VALUES (%s, %s, 'b', %s)",
+            (MAIN_CHECKPOINT, last_block, ms),
         )
         conn.execute("UPDATE chain_state SET head_block = %s, solid_block = %s", (last_block, last_block))
     return last_block

@@ -49,6 +49,7 @@ from harness.procs import Proc, python
 from harness.servers import free_port
 from harness.stack import new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker, wait_until
 from ledger.chain.address import to_base58
+from ledger.store.accounting import checkpoint_block
 from ledger.store.rollout import write_rollout
 from simulator.requests import client_label
 
@@ -266,8 +267,8 @@ class Run:
 
 def _checkpoint(url: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-        return int(row[0]) if row else -1
+        mark = checkpoint_block(conn)
+        return -1 if mark is None else mark
 
 
 def _settled(url: str, job: str) -> bool:

@@ -22,6 +22,7 @@ from harness.procs import Proc, python
 from ledger.config import Settings, load_settings
 from ledger.coordination.queue import background_queue, create_broker, is_amqp, queued_messages
 from ledger.ops.procfile import parse_procfile
+from ledger.store.accounting import checkpoint_block
 from ledger.store.db import migrate
 
 SIM_ACCOUNTS = (
@@ -94,8 +95,8 @@ def start_chain(procs: list[Proc], settings: Settings, *args: str) -> Simulator:
 def main_checkpoint(database_url: str) -> int:
     """The block the listener's main checkpoint stands at (-1 before its first)."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-        return int(row[0]) if row else -1
+        mark = checkpoint_block(conn)
+        return -1 if mark is None else mark
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:

@@ -36,6 +36,7 @@ from ledger.coordination.queue import (
 )
 from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import Counters, Flusher, metrics_client
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.accounts import add_accounts, tracked_addresses
 from listener.adapter import NodeAdapter
 from listener.backfill import (
@@ -55,7 +56,6 @@ from listener.wakeup import WakeupFeed
 
 log = logging.getLogger("listener")
 
-MAIN_CHECKPOINT = "main"
 # The running listener re-reads pool_accounts every 10 s (Streamer.tracked_refresh_seconds); an
 # open-ended backfill after --add-account follows the head for twice that, so no block falls
 # between the backfill's end and the moment the listener tracks the new account.

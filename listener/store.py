@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class PgStore:
     """Reconnects on demand, so a PostgreSQL restart costs the listener one failed cycle."""
 
-    def __init__(self, url: str, name: str = "main", term: int = 0) -> None:
+    def __init__(self, url: str, name: str = accounting.MAIN_CHECKPOINT, term: int = 0) -> None:
         self._url = url
         self.name = name
         self.term = term

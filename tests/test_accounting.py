@@ -10,7 +10,7 @@ import dataclasses
 
 import psycopg
 
-from ledger.store.accounting import BACKLOG_PATIENCE, read_heads, record_expected, repair
+from ledger.store.accounting import BACKLOG_PATIENCE, MAIN_CHECKPOINT, read_heads, record_expected, repair
 from listener.store import PgStore, move_checkpoint
 from tests.test_forks import NEW, OLD
 from tests.test_persist import make_op, persist
@@ -32,7 +32,7 @@ class FakeSink(ListSink):
 
 
 def checkpoint_at(conn: psycopg.Connection, block: int) -> None:
-    move_checkpoint(conn, "main", 0, block, BLOCK_ID)
+    move_checkpoint(conn, MAIN_CHECKPOINT, 0, block, BLOCK_ID)
 
 
 def age(conn: psycopg.Connection, seconds: float) -> None:

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from ledger.chain.address import to_base58, to_hex
 from ledger.config import Settings
 from ledger.positions import Position
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import invalidate_accounts
 from web.app import close_app, create_app
 
@@ -475,9 +476,9 @@ def set_checkpoint(conn: psycopg.Connection, block_num: int) -> None:
     """The listener's checkpoint at `block_num` (time T0 + 3 s * block_num, as the insert helpers')."""
     ms = int((T0 + timedelta(seconds=3 * block_num)).timestamp() * 1000)
     conn.execute(
-        "INSERT INTO listener_checkpoint (name, block_num, block_id, block_time_ms) VALUES ('main', %s, 'b', %s)"
+        "INSERT INTO listener_checkpoint (name, block_num, block_id, block_time_ms) VALUES (%s, %s, 'b', %s)"
         " ON CONFLICT (name) DO UPDATE SET block_num = EXCLUDED.block_num, block_time_ms = EXCLUDED.block_time_ms",
-        (block_num, ms),
+        (MAIN_CHECKPOINT, block_num, ms),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import psycopg
 
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.deadletters import record_dead_letter
 from listener.store import move_checkpoint
 from tests.test_accounting import FakeSink
@@ -91,12 +92,12 @@ def test_a_lot_matures_by_chain_time_not_by_the_wall_clock(db: psycopg.Connectio
         return row["status"], figures["withdrawable"], figures["unstaking"]["total"]
 
     # When the chain stands one block before the lot's expire time
-    move_checkpoint(db, "main", 0, matures_at - 1, "b", block_time_ms(matures_at - 1))
+    move_checkpoint(db, MAIN_CHECKPOINT, 0, matures_at - 1, "b", block_time_ms(matures_at - 1))
     # Then the lot is not withdrawable yet, in every view, even after the lifecycle job ran
     assert seen() == ("pending", 0, unfreeze.amount)
     _age(db)
     run_lifecycle(db, None, FakeSink(), grace_seconds=GRACE)
     assert seen() == ("pending", 0, unfreeze.amount)
     # And at its expire time it is withdrawable, in every view
-    move_checkpoint(db, "main", 0, matures_at, "b", block_time_ms(matures_at))
+    move_checkpoint(db, MAIN_CHECKPOINT, 0, matures_at, "b", block_time_ms(matures_at))
     assert seen() == ("withdrawable", unfreeze.amount, 0)

@@ -33,6 +33,7 @@ from ledger.config import Settings
 from ledger.coordination.inflight import other_depths, queue_depths
 from ledger.coordination.queue import background_queue
 from ledger.ops.metrics import read_window, sum_samples
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import read_cache_window
 from ledger.store.deadletters import dead_letter_counts
 from ledger.store.jobruns import last_runs
@@ -40,7 +41,6 @@ from ledger.store.jobruns import last_runs
 log = logging.getLogger(__name__)
 
 ONLINE, STALE, OFFLINE = "online", "stale", "offline"
-MAIN_CHECKPOINT = "main"
 
 
 class Unavailable(Exception):

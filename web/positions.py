@@ -12,6 +12,7 @@ import psycopg
 
 from ledger.domain import RESOURCES
 from ledger.positions import Position, chain_time_ms, withdrawable
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.positions import read_at_checkpoint
 
 
@@ -73,7 +74,9 @@ class Summary:
     as_of_time_ms: int
 
 
-def read_summary(conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = "main") -> Summary:
+def read_summary(
+    conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = MAIN_CHECKPOINT
+) -> Summary:
     """The account's figures as of the listener's checkpoint: O(receivers + lots + pending tail)."""
     found = read_at_checkpoint(conn, address, unfreeze_delay_ms, checkpoint)
     pos = found.position

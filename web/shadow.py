@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool
 from ledger.chain.node import TronNode
 from ledger.config import Settings
 from ledger.ops.metrics import Counters
+from ledger.store.accounting import MAIN_CHECKPOINT
 from web.legacy import legacy_page
 from web.pg import read_connection
 from web.queries import fetch_records
@@ -137,8 +138,9 @@ class ShadowComparer:
 def confirmed_stored_block(conn: Any) -> int | None:
     """The highest block whose rows the ledger has final and stored: min(solid head, persisted watermark)."""
     row = conn.execute(
-        "SELECT c.solid_block, (SELECT persisted_block FROM listener_checkpoint WHERE name = 'main')"
-        " FROM chain_state c WHERE c.id = 1"
+        "SELECT c.solid_block, (SELECT persisted_block FROM listener_checkpoint WHERE name = %s)"
+        " FROM chain_state c WHERE c.id = 1",
+        (MAIN_CHECKPOINT,),
     ).fetchone()
     if row is None or not row[0]:
         return None

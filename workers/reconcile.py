@@ -33,6 +33,7 @@ from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
 from ledger.chain.values import ChainDataError
 from ledger.domain import CONFIRMED, RESOURCES, Operation
 from ledger.positions import Position, replay
+from ledger.store.accounting import MAIN_CHECKPOINT, checkpoint_block
 from ledger.store.positions import load_rows, start_state
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ def _judged_up_to(conn: psycopg.Connection) -> int:
     LISTENER_SOLID_EVERY_BLOCKS blocks, which only makes the bound more careful (-1: no listener yet)."""
     row = conn.execute(
         "SELECT least(c.block_num, s.solid_block) FROM listener_checkpoint c, chain_state s"
-        " WHERE c.name = 'main' AND s.id = 1"
+        " WHERE c.name = %s AND s.id = 1",
+        (MAIN_CHECKPOINT,),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else -1
 
@@ -278,5 +280,5 @@ def record_drift(
 
 def ledger_passed(conn: psycopg.Connection, block: int) -> bool:
     """True when the listener has sent every block up to `block` (the ledger can describe it)."""
-    row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-    return row is not None and int(row[0]) >= block
+    mark = checkpoint_block(conn)
+    return mark is not None and mark >= block

@@ -22,6 +22,7 @@ from ledger.chain.parser import MissingTransactionInfo, parse_block
 from ledger.chain.values import address, as_list
 from ledger.domain import PENDING
 from ledger.positions import Position
+from ledger.store.accounting import checkpoint_block
 from ledger.store.positions import store_opening
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def opening_gap_start(conn: psycopg.Connection, accounts: list[str]) -> int | No
     oldest = row[0] if row else None
     if oldest is None:
         return None
-    mark = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = 'main'").fetchone()
-    if mark is not None and mark[0] <= oldest:
+    mark = checkpoint_block(conn)
+    if mark is not None and mark <= oldest:
         return None
     return int(oldest) + 1

@@ -186,6 +186,12 @@ def resend_lost_blocks(
     return reconfirmed, len(blocks)
 
 
+def checkpoint_block(conn: psycopg.Connection, name: str = MAIN_CHECKPOINT) -> int | None:
+    """The block the checkpoint stands at (the listener has sent everything up to it); None before its first."""
+    row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = %s", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def read_heads(conn: psycopg.Connection, name: str = MAIN_CHECKPOINT) -> Heads:
     row = conn.execute(
         "SELECT s.head_block, s.solid_block, c.block_num, c.persisted_block, c.persisted_at,"

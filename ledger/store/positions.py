@@ -17,6 +17,7 @@ import psycopg
 
 from ledger.domain import INT64_MAX
 from ledger.positions import Position, Row, replay
+from ledger.store.accounting import MAIN_CHECKPOINT
 
 _ROW_COLUMNS = (
     "tx_id, op_index, block_num, tx_index,"
@@ -153,7 +154,7 @@ class AtCheckpoint:
 
 
 def read_at_checkpoint(
-    conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = "main"
+    conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = MAIN_CHECKPOINT
 ) -> AtCheckpoint:
     """The account's position and the checkpoint in one snapshot: O(receivers + lots + pending tail)."""
     # One snapshot for both statements, so the folded state, the tail and the checkpoint agree.

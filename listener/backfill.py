@@ -21,10 +21,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ledger.chain.node import NodeUnavailable, TronNode
-from ledger.chain.parser import BlockParse
+from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.coordination.lease import CheckpointFenced
 from ledger.coordination.queue import Sink
 from listener.adapter import ChainAdapter
@@ -87,6 +87,18 @@ def checkpoint_name(start: int, end: int | None, accounts: list[str]) -> str:
 
 
 # -- state -------------------------------------------------------------------------------------
+
+
+class RangeStore(Protocol):
+    """What a walk over a block range needs of its checkpoint (BackfillStore in PostgreSQL)."""
+
+    name: str
+
+    def position(self) -> int | None: ...
+
+    def advance(self, block_num: int, block_id: str) -> None: ...
+
+    def record_issues(self, issues: list[ParseIssue]) -> None: ...
 
 
 class BackfillStore(PgStore):
@@ -157,7 +169,7 @@ class Backfill:
     def __init__(
         self,
         adapter: ChainAdapter,
-        store: BackfillStore,
+        store: RangeStore,
         sink: Sink,
         *,
         accounts: list[str],

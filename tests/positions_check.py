@@ -203,11 +203,11 @@ def run(
     produced = 0
     while True:
         head = sim.status()["head"]
-        wait_until(
-            lambda head=head: main_checkpoint(settings.database_url) == head,
-            120,
-            f"the listener to reach block {head}",
-        )
+
+        def reached(head: int = head) -> bool:
+            return main_checkpoint(settings.database_url) == head
+
+        wait_until(reached, 120, f"the listener to reach block {head}")
         problems: dict[str, str] = {}
 
         def agreed(head: int = head) -> bool:

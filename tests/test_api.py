@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -175,7 +175,8 @@ def get_json(client: FlaskClient, url: str, status: int = 200) -> dict[str, Any]
     response = client.get(url)
     assert response.status_code == status, response.data
     assert response.mimetype == "application/json"
-    return json.loads(response.data)
+    body: dict[str, Any] = json.loads(response.data)
+    return body
 
 
 def records_url(kind: str, account: object, **params: object) -> str:
@@ -333,7 +334,7 @@ def test_numbered_pages_match_the_cursor_walk(client: FlaskClient, conn: psycopg
     for block in range(1, 26):
         insert_stake(conn, ALICE, block)
     walked = [r["id"] for r in walk(client, "stake", account, 10)]
-    numbered = []
+    numbered: list[Any] = []
     for page in (1, 2, 3):
         body = get_json(client, records_url("stake", account, limit=10, page=page))
         numbered.extend(r["id"] for r in body["data"])
@@ -442,7 +443,7 @@ def test_page_ttls_follow_their_class(
     cursor = get_json(client, records_url("stake", account, limit=1))["meta"]["next_cursor"]
     get_json(client, records_url("stake", account, limit=1, cursor=cursor))
     get_json(client, f"/api/accounts/{account}/summary")
-    ttls = {key.decode().rsplit(":", 3)[-1]: cache.ttl(key) for key in cache.keys("ledger:page:*")}
+    ttls = {key.decode().rsplit(":", 3)[-1]: cache.ttl(key) for key in cast(list[bytes], cache.keys("ledger:page:*"))}
     assert 290 < ttls["p1"] <= 300
     assert 1790 < ttls["summary"] <= 1800
     historical = next(v for k, v in ttls.items() if k.startswith("c2."))
@@ -463,7 +464,7 @@ def test_pages_with_a_maturing_lot_expire_when_it_matures(
     set_checkpoint(conn, 2)
     get_json(client, records_url("unfreeze", account))
     get_json(client, f"/api/accounts/{account}/summary")
-    ttls = {key.decode().rsplit(":", 1)[-1]: cache.ttl(key) for key in cache.keys("ledger:page:*")}
+    ttls = {key.decode().rsplit(":", 1)[-1]: cache.ttl(key) for key in cast(list[bytes], cache.keys("ledger:page:*"))}
     assert len(ttls) == 2
     assert 25 < ttls.pop("summary") <= 27
     assert all(38 < ttl <= 40 for ttl in ttls.values())
@@ -673,7 +674,7 @@ def test_unknown_route_and_method_are_json(client: FlaskClient) -> None:
 
 
 def test_unexpected_errors_are_500_json_without_details(app: Flask) -> None:
-    def boom() -> None:
+    def boom() -> str:
         raise RuntimeError("password=hunter2 at /secret/path")
 
     app.add_url_rule("/boom", "boom", boom)

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 
 from harness.procs import Proc, python
-from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_worker, wait_until
+from harness.stack import SIM_ACCOUNTS, Simulator, settings_env, start_chain, start_worker, wait_until
 from harness.truth import assert_ledger_matches_truth, truth_rows
+from ledger.chain.parser import ParseIssue
 from ledger.config import Settings
 from ledger.store.accounts import add_accounts
 from listener.backfill import Backfill, BackfillError, ProgressLine, checkpoint_name, first_block_since, parse_since
-from tests.conftest import settings_env
 from tests.test_streamer import OWNER, ListSink, StubAdapter
 
 # -- the date search, without a node -----------------------------------------------------------
@@ -78,7 +78,7 @@ class MemoryBackfillStore:
 
     def __init__(self, position: int | None = None) -> None:
         self.done = position
-        self.issues: list[object] = []
+        self.issues: list[ParseIssue] = []
 
     def position(self) -> int | None:
         return self.done
@@ -86,7 +86,7 @@ class MemoryBackfillStore:
     def advance(self, block_num: int, block_id: str) -> None:
         self.done = block_num
 
-    def record_issues(self, issues: list[object]) -> None:
+    def record_issues(self, issues: list[ParseIssue]) -> None:
         self.issues.extend(issues)
 
 
@@ -96,7 +96,7 @@ def _walk(adapter: StubAdapter, store: MemoryBackfillStore, sink: ListSink, **kw
         store,
         sink,
         accounts=[OWNER],
-        batch_blocks=10,  # type: ignore[arg-type]
+        batch_blocks=10,
         poll_interval=0.01,
         progress=ProgressLine(io.StringIO()),
         **kw,
@@ -140,8 +140,11 @@ def test_a_range_past_the_head_is_refused() -> None:
 
 def record_count(url: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT (SELECT count(*) FROM stake_records) + (SELECT count(*) FROM delegate_records)")
-        return row.fetchone()[0]  # type: ignore[index]
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM stake_records) + (SELECT count(*) FROM delegate_records)"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def backfill_position(url: str) -> int:

@@ -275,7 +275,11 @@ def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid
     for _ in range(blocks):
         sim.produce(1)
         head = sim.status()["head"]
-        wait_until(lambda h=head: checkpoint(settings.database_url) >= h, 30, f"block {head}")
+
+        def reached(head: int = head) -> bool:
+            return checkpoint(settings.database_url) >= head
+
+        wait_until(reached, 30, f"block {head}")
 
     # Then it never fetched a whole block to learn the head, nor block by block, and asked for the
     # solidified head at most once per 10 blocks (plus the one when the chain stopped)

@@ -69,7 +69,11 @@ def test_forks_over_failed_transactions_fix_every_row(
     for _ in range(4):
         sim.pause()  # so the fork replaces blocks the listener has processed, not newer ones
         head = sim.status()["head"]
-        wait_until(lambda h=head: checkpoint(settings.database_url) == h, 60, "the head")
+
+        def reached(head: int = head) -> bool:
+            return checkpoint(settings.database_url) == head
+
+        wait_until(reached, 60, "the head")
         before = sim.truth()["operations"]
         replaced = set(sim.http.post("/sim/fork", json={"depth": 3}).json()["replaced"])
         moved |= {

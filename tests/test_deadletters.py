@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import dramatiq
 import psycopg
@@ -61,6 +62,7 @@ def pg(qsettings: Settings) -> Iterator[psycopg.Connection]:
 @pytest.fixture
 def producer(qsettings: Settings) -> Iterator[RedisBroker]:
     broker = create_broker(qsettings.redis_url)
+    assert isinstance(broker, RedisBroker)
     yield broker
     broker.flush(qsettings.queue_name)
 
@@ -226,7 +228,7 @@ def test_requeue_all_by_actor_purge_and_broker_only_dead_letters(
     # Requeue all of one actor: enqueued (retries reset), rows gone, the others stay.
     sent = client.post("/admin/dead-letters/requeue?actor=confirm_blocks", headers=auth).get_json()["data"]
     assert sent["requeued"] == ["m2"]
-    ids = [i.decode() for i in producer.client.lrange(f"dramatiq:{queue}", 0, -1)]
+    ids = [i.decode() for i in cast(list[bytes], producer.client.lrange(f"dramatiq:{queue}", 0, -1))]
     body = json.loads(producer.client.hget(f"dramatiq:{queue}.msgs", ids[0]))  # type: ignore[arg-type]
     assert body["actor_name"] == "confirm_blocks" and "retries" not in body["options"]
     assert dl.dead_letter_counts(pg)["by_actor"] == {"persist_operation": 3}
@@ -366,7 +368,11 @@ def test_expired_and_unknown_actor_messages_are_recorded(case: str, settings: Se
     broker = StubBroker()
     broker.add_middleware(DeadLetters(pool), before=Retries)
     ran: list[int] = []
-    actor = dramatiq.actor(lambda n: ran.append(n), actor_name="aged", broker=broker, max_age=1_000, queue_name="q")
+
+    def aged(n: int) -> None:
+        ran.append(n)
+
+    actor = dramatiq.actor(actor_name="aged", broker=broker, max_age=1_000, queue_name="q")(aged)
     if case == "expired":
         message = actor.message(7).copy(message_timestamp=int(time.time() * 1000) - 60_000)
     else:

@@ -24,6 +24,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from harness.procs import Proc, python
 from harness.servers import free_port
@@ -49,6 +50,12 @@ from web.paths import current_paths, refresh_rollout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tron"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def body(resp: TestResponse) -> Any:
+    """The JSON body of a test response (a test fails here, not on a None, if there is none)."""
+    assert resp.json is not None, resp.data[:200]
+    return resp.json
 
 
 def address(n: int) -> str:
@@ -274,11 +281,12 @@ def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, cl
     client = app.test_client()
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert client.get("/admin/rollout").status_code == 401
-    shown = client.get("/admin/rollout", headers=auth).json["data"]
+    shown = body(client.get("/admin/rollout", headers=auth))["data"]
     assert shown["legacy_percent"] == 0 and shown["shadow_percent"] == 0
     changed = client.put("/admin/rollout", json={"legacy_percent": 25}, headers=auth)
     assert changed.status_code == 200
-    assert changed.json["data"]["legacy_percent"] == 25 and changed.json["data"]["this_process"]["legacy_percent"] == 25
+    now = body(changed)["data"]
+    assert now["legacy_percent"] == 25 and now["this_process"]["legacy_percent"] == 25
     for bad in ({"legacy_percent": 101}, {"legacy_percent": "10"}, {"shadow_percent": -1}, {"other": 1}, {}):
         answer = client.put("/admin/rollout", json=bad, headers=auth)
         assert answer.status_code == 400, bad
@@ -288,8 +296,8 @@ def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, cl
     assert cli.stdout.strip() == "legacy 25%\tshadow 5%"
     show = subprocess.run(python("-m", "ledger", "rollout", "show"), env=env, capture_output=True, text=True)
     assert show.stdout.strip() == "legacy 25%\tshadow 5%"
-    bad = subprocess.run(python("-m", "ledger", "rollout", "set", "150"), env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "0 to 100" in bad.stderr
+    refused = subprocess.run(python("-m", "ledger", "rollout", "set", "150"), env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "0 to 100" in refused.stderr
 
 
 @pytest.mark.slow
@@ -392,7 +400,7 @@ def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_differe
         assert after["mismatch"] >= 1, after
         assert after["error"] == 0, after
         # And the status page's data and /metrics show it
-        monitor = client.get("/api/monitor").json["data"]["gray_release"]
+        monitor = body(client.get("/api/monitor"))["data"]["gray_release"]
         assert monitor["shadow"]["mismatch"] == after["mismatch"]
         assert monitor["rollout"] == {"legacy_percent": 0, "shadow_percent": 100}
         metrics = client.get("/metrics").get_data(as_text=True)
@@ -420,7 +428,7 @@ def test_trongrid_requests_per_thousand_reads_are_measured(app: Flask, clean_db:
         assert records(client, "stake", account).json["meta"]["source"] == "legacy"
 
     def figure() -> dict[str, Any]:
-        data: dict[str, Any] = client.get("/api/monitor").json["data"]["gray_release"]["dependency"]["window"]
+        data: dict[str, Any] = body(client.get("/api/monitor"))["data"]["gray_release"]["dependency"]["window"]
         return data
 
     wait_until(lambda: figure()["api_reads"] >= 25, 10, "the reads to be flushed")
@@ -483,13 +491,14 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
         legacy = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
-        assert legacy.status_code == 200 and legacy.json["meta"]["source"] == "legacy"
-        assert legacy.json["data"] and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in legacy.json["data"])
+        assert legacy.status_code == 200 and body(legacy)["meta"]["source"] == "legacy"
+        rows = body(legacy)["data"]
+        assert rows and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in rows)
         set_rollout(settings.database_url, legacy=0)
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
         pg_proxy.close()
         cache_proxy.close()
         fallback = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
-        assert fallback.status_code == 200 and fallback.json["meta"]["source"] == "fallback"
-        assert {r["tx_hash"] for r in fallback.json["data"]} == {r["tx_hash"] for r in legacy.json["data"]}
+        assert fallback.status_code == 200 and body(fallback)["meta"]["source"] == "fallback"
+        assert {r["tx_hash"] for r in body(fallback)["data"]} == {r["tx_hash"] for r in body(legacy)["data"]}

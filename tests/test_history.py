@@ -25,7 +25,7 @@ KEY = "00000000-1111-2222-3333-444444444444"
 
 
 def record(name: str, block: int) -> dict[str, Any]:
-    rec = copy.deepcopy(json.loads((FIXTURES / name).read_text()))
+    rec: dict[str, Any] = copy.deepcopy(json.loads((FIXTURES / name).read_text()))
     rec["blockNumber"], rec["block_timestamp"] = block, 1_700_000_000_000 + 3000 * block
     return rec
 
@@ -44,6 +44,9 @@ class ListSink:
 
     def revert(self, blocks: list[tuple[int, str]]) -> None:
         pass
+
+    def backlog(self) -> int:
+        return 0
 
 
 class Pages:
@@ -141,7 +144,11 @@ def test_a_malformed_page_is_retried_then_given_up(clean_db: str) -> None:
     node = TronNode("http://trongrid.test", transport=httpx.MockTransport(broken), retries=0)
     store = BackfillStore(clean_db, name="history:test", term=0)
     history = AccountHistory(node, ListSink(), store, account="T" * 34, since_ms=0, tracked=set(), max_failures=2)
-    history.stop.wait = lambda _delay: False  # type: ignore[method-assign]  # no real backoff in the test
+
+    def no_backoff(timeout: float | None = None) -> bool:
+        return False
+
+    history.stop.wait = no_backoff  # type: ignore[method-assign]  # no real backoff in the test
     with pytest.raises(ChainDataError, match="blockNumber"):
         history.run()
     store.close()

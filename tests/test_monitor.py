@@ -94,7 +94,7 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     # The listener beats, reports the head it saw and catches up: online, healthy, latency measured.
     def caught_up() -> bool:
         listener = figures(client)["listener"]
-        return listener["status"] == "online" and listener["blocks_behind"] == 0
+        return bool(listener["status"] == "online" and listener["blocks_behind"] == 0)
 
     wait_until(caught_up, 60, "the listener to be online at the head")
     sim.pause()
@@ -180,7 +180,7 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
         status = snap["listener"]["status"]
         if not seen or seen[-1][0] != status:
             seen.append((status, snap["data_latency"]["ms"], data_health(client)[1]))
-        return status == "offline"
+        return bool(status == "offline")
 
     wait_until(offline, 20, "the stopped listener to be offline", interval=0.1)
     assert [s[0] for s in seen][-2:] == ["stale", "offline"], seen

@@ -13,7 +13,7 @@ import pytest
 
 from harness.procs import Proc, python
 from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
-from harness.truth import assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
+from harness.truth import Row, assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
 from ledger.config import Settings
 from web.app import close_app, create_app
 
@@ -82,7 +82,11 @@ def test_hidden_transactions_are_recovered_by_the_next_gap_run_and_nothing_twice
     for account in SIM_ACCOUNTS:
         expected = {row for row in truth_rows(sim, account) if row[0] not in hidden}
         expected_rows += len(expected)
-        wait_until(lambda a=account, e=expected: set(ledger_rows(client, a)) == e, 60, f"first attempt of {account}")
+
+        def landed(account: str = account, expected: set[Row] = expected) -> bool:
+            return set(ledger_rows(client, account)) == expected
+
+        wait_until(landed, 60, f"first attempt of {account}")
 
     # When the scheduler's gap runs go over every pool account
     _scheduler(env, procs, SCHEDULE_GAP_SECONDS="2")

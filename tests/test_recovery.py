@@ -14,6 +14,7 @@ import dramatiq
 import psycopg
 import pytest
 import redis
+from dramatiq.brokers.redis import RedisBroker
 from psycopg.conninfo import make_conninfo
 
 from harness.procs import Proc, python
@@ -74,20 +75,26 @@ def test_worker_parent_sigkill_leaves_no_orphan(qsettings: Settings, procs: list
     wait_until(lambda: not any(alive(pid) for pid in kids), 5, "the children to die with their parent")
 
 
+def redis_broker(url: str) -> RedisBroker:
+    broker = create_broker(url)
+    assert isinstance(broker, RedisBroker), "these tests read the Redis broker's own structures"
+    return broker
+
+
 def test_recover_puts_back_the_messages_of_a_dead_worker(qsettings: Settings) -> None:
     client = redis.Redis.from_url(qsettings.redis_url)
-    producer = create_broker(qsettings.redis_url)
+    producer = redis_broker(qsettings.redis_url)
     queue = qsettings.queue_name
     try:
         for i in range(5):
             producer.enqueue(dramatiq.Message(queue_name=queue, actor_name="x", args=(i,), kwargs={}, options={}))
         # Given a worker that fetched three messages and then died (its heartbeat is old)
-        dead = create_broker(qsettings.redis_url)
+        dead = redis_broker(qsettings.redis_url)
         assert len(dead.do_fetch(queue, 3)) == 3
         client.zadd("dramatiq:__heartbeats__", {dead.broker_id: int(time.time() * 1000) - 60_000})
         assert client.llen(f"dramatiq:{queue}") == 2
         # And a live one that holds one (recent heartbeat): it must be left alone
-        live = create_broker(qsettings.redis_url)
+        live = redis_broker(qsettings.redis_url)
         assert len(live.do_fetch(queue, 1)) == 1
         # When the operator runs `ledger recover`
         proc = Proc("recover", python("-m", "ledger", "recover"), settings_env(qsettings))

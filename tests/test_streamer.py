@@ -150,6 +150,9 @@ class ListSink:
     def revert(self, blocks: list[tuple[int, str]]) -> None:
         self.reverted.append(blocks)
 
+    def backlog(self) -> int:
+        return 0
+
 
 def _streamer(adapter: StubAdapter, store: MemoryStore, sink: ListSink, **kw: object) -> Streamer:
     return Streamer(adapter, store, sink, batch_blocks=10, poll_interval=0, sleep=lambda s: None, **kw)  # type: ignore[arg-type]
@@ -221,7 +224,7 @@ def test_node_failure_retries_the_same_range() -> None:
 def test_run_stops_on_event() -> None:
     adapter, store, sink = StubAdapter(head=10), MemoryStore(checkpoint=10), ListSink()
     stop = threading.Event()
-    streamer = Streamer(adapter, store, sink, poll_interval=0.01, stop=stop)  # type: ignore[arg-type]
+    streamer = Streamer(adapter, store, sink, poll_interval=0.01, stop=stop)
     thread = threading.Thread(target=streamer.run)
     thread.start()
     stop.set()
@@ -270,7 +273,7 @@ def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
             stop.set()
 
     streamer = Streamer(
-        adapter,  # type: ignore[arg-type]
+        adapter,
         store,
         sink,
         start_block=1,

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import psycopg
@@ -122,7 +123,7 @@ def test_worker_child_sigkill_messages_are_persisted_within_15_s(
         sup.proc.wait_for(r"workers pause", timeout=20)
 
         def held() -> dict[str, int]:
-            sets = client.keys(f"dramatiq:__acks__.*.{queue}")
+            sets = cast(list[bytes], client.keys(f"dramatiq:__acks__.*.{queue}"))
             return {k.decode(): int(client.scard(k)) for k in sets if client.scard(k)}
 
         wait_until(lambda: len(held()) == 2, 20, "both children to hold messages")

@@ -22,6 +22,7 @@ from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
     main_checkpoint,
+    settings_env,
     start_chain,
     start_listener,
     start_simulator,
@@ -31,7 +32,6 @@ from harness.stack import (
 from harness.truth import assert_ledger_matches_truth
 from ledger.config import Settings
 from listener.wakeup import WakeupFeed
-from tests.conftest import settings_env
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -148,7 +148,11 @@ def test_drops_reconnect_with_one_log_line_per_burst(
     feed.start()
     try:
         for n in range(1, 5):
-            wait_until(lambda n=n: feed.connects == n and len(server.clients) == 1, 5, f"connection {n}")
+
+            def connected(n: int = n) -> bool:
+                return feed.connects == n and len(server.clients) == 1
+
+            wait_until(connected, 5, f"connection {n}")
             server.drop_all()
         wait_until(lambda: len(server.clients) == 1, 5, "the last reconnect")
         wake.clear()
@@ -204,7 +208,11 @@ def test_push_bounds_freshness_not_the_poll_interval(
         sim.produce(1)
         head = sim.status()["head"]
         made = time.monotonic()
-        wait_until(lambda head=head: main_checkpoint(clean_db) == head, 5, f"block {head}", interval=0.02)
+
+        def reached(head: int = head) -> bool:
+            return main_checkpoint(clean_db) == head
+
+        wait_until(reached, 5, f"block {head}", interval=0.02)
         assert time.monotonic() - made < 1.5
 
 

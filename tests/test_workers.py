@@ -386,7 +386,7 @@ def test_dead_letters_on_rabbitmq(
     assert isinstance(rabbit, RabbitmqBroker)
     try:
         start_worker(threads=1, BROKER_URL=TEST_RABBITMQ_URL)
-        poison = dramatiq.Message(
+        poison: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=queue, actor_name=PERSIST_OPERATION, args=({"tx_id": "not hex"},), kwargs={}, options={}
         )
         rabbit.enqueue(poison)

@@ -29,7 +29,7 @@ from flask import Blueprint, Response, request
 from psycopg_pool import ConnectionPool
 
 from ledger.coordination.inflight import held_messages, is_redis_broker
-from ledger.coordination.inflight import recover as recover_stranded
+from ledger.coordination.recovery import recover_stranded
 from ledger.domain import INT64_MAX
 from ledger.store import deadletters as dl
 from ledger.store.rollout import read_rollout, write_rollout
@@ -169,7 +169,7 @@ def recover() -> Response:
     res = resources()
     if not is_redis_broker(res.broker):
         raise ApiError(501, "not_implemented", "RabbitMQ gives a dead consumer's messages back itself")
-    result = recover_stranded(res.broker_redis, res.settings)
+    result = recover_stranded(res.broker_redis, timeout=res.settings.worker_heartbeat_timeout).to_dict()
     log.warning("admin: recover moved back %s", result)
     return json_response({"success": True, "data": result})
 

@@ -21,8 +21,6 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from ledger.coordination.recovery import recover_stranded
-
 NAMESPACE = "dramatiq"
 HEARTBEAT_TIMEOUT_MS = 60_000  # RedisBroker's default heartbeat_timeout
 
@@ -130,10 +128,3 @@ def _held(redis_id: str, queue: str, body: bytes | None) -> HeldMessage:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def recover(client: redis.Redis, settings: Any, namespace: str = NAMESPACE) -> dict[str, Any]:
-    """Put back the messages held by workers whose heartbeat stopped (ledger.coordination.recovery, also
-    `ledger recover`); what it moved, for the admin API and the status page."""
-    result = recover_stranded(client, timeout=settings.worker_heartbeat_timeout, namespace=namespace)
-    return {"dead_workers": result.dead_workers, "by_queue": dict(result.by_queue), "messages": result.messages}

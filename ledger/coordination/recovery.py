@@ -77,6 +77,9 @@ class Recovered:
     def messages(self) -> int:
         return sum(self.by_queue.values())
 
+    def to_dict(self) -> dict[str, int | dict[str, int]]:
+        return {"dead_workers": self.dead_workers, "by_queue": dict(self.by_queue), "messages": self.messages}
+
 
 def recover_stranded(
     client: redis.Redis, *, timeout: float, namespace: str = DEFAULT_NAMESPACE, now: float | None = None

@@ -20,13 +20,18 @@ from harness.stack import SIM_ACCOUNTS, settings_env, start_web
 from ledger.config import Settings
 
 # Checks that judge the API against the contract. Left out of schemathesis's "all": the
-# authentication and resource-lifecycle checks (no auth and no writes here) and
+# authentication and resource-lifecycle checks (every request carries the admin token, which the
+# read routes accept too; the admin routes' writes are checked by their own tests) and
 # positive_data_acceptance, since some schema-valid values are rightly refused (page x limit past
-# the cap, an unknown account is a 404).
+# the cap, an unknown account or dead letter is a 404, a bulk purge names an actor or all=true).
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
     "response_schema_conformance,negative_data_rejection,unsupported_method,allow_header_conformance"
 )
+
+# The server runs with both tokens, so every route is served (admin) and every read route needs one.
+ADMIN_TOKEN = "contract-admin-token-0123456789"
+READ_TOKEN = "contract-read-token-0123456789"
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ONE, TWO, THREE = SIM_ACCOUNTS
@@ -114,14 +119,22 @@ def _time(block: int) -> datetime:
 
 
 def start_contract_web(settings: Settings, port: int) -> Proc:
-    """granian as the Procfile runs it, on the seeded database, with a known cursor secret."""
-    env = {**settings_env(settings), "CURSOR_SECRET": ",".join(settings.cursor_secrets), "LOG_LEVEL": "WARNING"}
+    """granian as the Procfile runs it, on the seeded database, with a known cursor secret, the
+    admin API and the read token."""
+    env = {
+        **settings_env(settings),
+        "CURSOR_SECRET": ",".join(settings.cursor_secrets),
+        "LOG_LEVEL": "WARNING",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "READ_TOKEN": READ_TOKEN,
+    }
     return start_web(env, port)
 
 
 def run_schemathesis(base_url: str, examples: int, timeout: float, seed: int | None = None) -> tuple[int, str]:
-    """`schemathesis run` over every operation (examples, coverage and fuzzing phases); its exit
-    code (0: no failure) and its output."""
+    """`schemathesis run` over every operation, the admin routes included (examples, coverage and
+    fuzzing phases), with the admin token on every request; its exit code (0: no failure) and its
+    output."""
     argv = [
         str(ROOT / ".venv" / "bin" / "schemathesis"),
         "run",
@@ -139,6 +152,8 @@ def run_schemathesis(base_url: str, examples: int, timeout: float, seed: int | N
         "--suppress-health-check",
         "all",
         "--no-color",
+        "--header",
+        f"Authorization: Bearer {ADMIN_TOKEN}",
     ]
     if seed is not None:
         argv += ["--seed", str(seed)]

@@ -79,7 +79,11 @@ class Settings:
     gap_settle_seconds: int = 120  # records younger than this may still be in the listener's queue
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
-    admin_token: str = ""  # empty: the /admin API is off (404)
+    admin_token: str = field(default="", repr=False)  # empty: the /admin API is off (404)
+    # Empty: /api and /compat are open (behind the platform). Set: they need this Bearer token
+    # (or ADMIN_TOKEN); health and /metrics stay open unless METRICS_TOKEN is set (web/guards.py).
+    read_token: str = field(default="", repr=False)
+    metrics_token: str = field(default="", repr=False)
     listener_heartbeat_seconds: float = 5.0
     listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
     listener_offline_seconds: float = 120.0  # ... and for this long: offline
@@ -179,6 +183,8 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "log_level": ("LOG_LEVEL", str),
     "log_format": ("LOG_FORMAT", str),
     "admin_token": ("ADMIN_TOKEN", str),
+    "read_token": ("READ_TOKEN", str),
+    "metrics_token": ("METRICS_TOKEN", str),
     "listener_heartbeat_seconds": ("LISTENER_HEARTBEAT_SECONDS", float),
     "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
     "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),

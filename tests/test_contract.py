@@ -19,14 +19,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from harness.contract_stack import ONE, run_schemathesis, seed_api_data, start_contract_web
+from harness.contract_stack import ADMIN_TOKEN, ONE, READ_TOKEN, run_schemathesis, seed_api_data, start_contract_web
 from harness.servers import free_port
 from ledger.config import Settings
 from tests.conftest import settings_for
 from web.app import close_app, create_app
 from web.openapi import build_spec
 
-SPEC = build_spec()
+SPEC = build_spec(admin=True, read_token=True)
+AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 CONTRACT_EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "30"))
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
@@ -57,7 +58,9 @@ def seeded(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def module_settings(seeded: str) -> Settings:
-    return settings_for(seeded, cursor_secrets=("contract-test-secret",))
+    return settings_for(
+        seeded, cursor_secrets=("contract-test-secret",), admin_token=ADMIN_TOKEN, read_token=READ_TOKEN
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,8 @@ def test_every_route_is_described_and_every_description_is_served(client: FlaskC
 
 def test_the_document_is_served_and_parameter_names_match_the_paths(client: FlaskClient) -> None:
     assert client.get("/openapi.json").get_json() == SPEC
+    admin_routes = {(p, m) for p, item in SPEC["paths"].items() if p.startswith("/admin/") for m in item}
+    assert len(admin_routes) == 10, sorted(admin_routes)
     for path, item in SPEC["paths"].items():
         for operation in item.values():
             in_path = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
@@ -97,8 +102,8 @@ def test_the_document_is_served_and_parameter_names_match_the_paths(client: Flas
 # -- bodies ------------------------------------------------------------------------------------------
 
 
-def body_schema(path: str, status: int) -> dict[str, Any]:
-    responses = SPEC["paths"][path]["get"]["responses"]
+def body_schema(path: str, status: int, method: str = "get") -> dict[str, Any]:
+    responses = SPEC["paths"][path][method]["responses"]
     assert str(status) in responses, f"{path} answered {status}, which the contract does not list"
     response = responses[str(status)]
     if "$ref" in response:
@@ -107,13 +112,15 @@ def body_schema(path: str, status: int) -> dict[str, Any]:
     return schema
 
 
-def check(client: FlaskClient, path: str, url: str, status: int) -> Any:
-    response = client.get(url)
+def check(
+    client: FlaskClient, path: str, url: str, status: int, method: str = "get", headers: dict[str, str] | None = None
+) -> Any:
+    response = client.open(url, method=method.upper(), headers=AUTH if headers is None else headers)
     assert response.status_code == status, (url, response.data[:300])
     assert response.mimetype == "application/json"
     body = response.get_json()
     validator = jsonschema_rs.Draft202012Validator(
-        {**body_schema(path, status), "components": SPEC["components"]}, validate_formats=True
+        {**body_schema(path, status, method), "components": SPEC["components"]}, validate_formats=True
     )
     errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
     assert errors == [], (url, errors[:5])
@@ -174,6 +181,43 @@ def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) 
     check(client, "/api/cache/stats", "/api/cache/stats", 200)
     check(client, "/api/ingest", "/api/ingest", 200)
     check(client, "/openapi.json", "/openapi.json", 200)
+
+
+def test_admin_bodies_follow_the_contract(client: FlaskClient) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    listed = "/admin/dead-letters"
+    rows = check(client, listed, f"{listed}?limit=2", 200, headers=admin)
+    assert len(rows["data"]) == 2 and rows["meta"]["next_before_id"] is not None
+    check(client, listed, f"{listed}?limit=0", 400, headers=admin)
+    check(client, listed, listed, 401, headers=AUTH)  # the read token does not open the admin API
+    one = "/admin/dead-letters/{id}"
+    first = rows["data"][0]["id"]
+    assert "traceback" in check(client, one, f"/admin/dead-letters/{first}", 200, headers=admin)["data"]
+    check(client, one, "/admin/dead-letters/x", 400, headers=admin)
+    check(client, one, "/admin/dead-letters/999", 404, headers=admin)
+    check(client, one, "/admin/dead-letters/999", 404, "delete", admin)
+    requeue = "/admin/dead-letters/{id}/requeue"
+    check(client, requeue, f"/admin/dead-letters/{first}/requeue", 200, "post", admin)
+    check(client, requeue, "/admin/dead-letters/999/requeue", 404, "post", admin)
+    for bulk in ("/admin/dead-letters/requeue", "/admin/dead-letters/purge"):
+        check(client, bulk, f"{bulk}?actor=", 400, "post", admin)
+        check(client, bulk, f"{bulk}?actor=nobody", 200, "post", admin)
+    check(client, "/admin/dead-letters/purge", "/admin/dead-letters/purge?all=true", 200, "post", admin)
+    check(client, "/admin/in-flight", "/admin/in-flight", 200, headers=admin)
+    check(client, "/admin/recover", "/admin/recover", 200, "post", admin)
+    check(client, "/admin/rollout", "/admin/rollout", 200, headers=admin)
+    response = client.put("/admin/rollout", json={"shadow_percent": 0}, headers=admin)
+    assert response.status_code == 200, response.data
+
+
+def test_read_routes_need_the_read_token_as_documented(client: FlaskClient) -> None:
+    for path, item in SPEC["paths"].items():
+        if "{" in path or "get" not in item:
+            continue
+        protected = path.startswith(("/api/", "/compat/"))
+        assert ("security" in item["get"]) is protected or path.startswith("/admin/"), path
+        if protected:
+            check(client, path, path, 401, headers={})
 
 
 # -- schemathesis against the live server ------------------------------------------------------------

@@ -9,9 +9,9 @@ Routes (JSON):
 - GET    /admin/dead-letters?limit&before_id&actor&error   list, newest first (with args and errors)
 - GET    /admin/dead-letters/<id>                          one, with its traceback
 - POST   /admin/dead-letters/<id>/requeue                  send it again (retries reset)
-- POST   /admin/dead-letters/requeue?actor=                requeue all (of one actor)
+- POST   /admin/dead-letters/requeue?actor=NAME | ?all=true  requeue all of one actor, or all
 - DELETE /admin/dead-letters/<id>                          purge one
-- POST   /admin/dead-letters/purge?actor=                  purge all (of one actor)
+- POST   /admin/dead-letters/purge?actor=NAME | ?all=true    purge all of one actor, or all
 - GET    /admin/in-flight                                  messages held by each worker, alive or not
 - POST   /admin/recover                                    put back messages held by dead workers
 - GET    /admin/rollout                                    the gray release setting (ledger/store/rollout.py)
@@ -26,7 +26,9 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
 from psycopg_pool import ConnectionPool
+from werkzeug.routing import BaseConverter
 
 from ledger.coordination.inflight import held_messages, is_redis_broker
 from ledger.coordination.recovery import recover_stranded
@@ -42,6 +44,20 @@ from web.responses import ApiError, bad_request, json_response, not_found, shown
 log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+class _DeadLetterId(BaseConverter):
+    """A dead letter's id segment: anything but the bulk routes' names (`purge`, `requeue`), so that
+    those paths match only their own routes (their Allow header lists only their methods). What
+    the segment holds is checked by `_id`, with a 400 that says what an id looks like."""
+
+    regex = r"(?!(?:purge|requeue)(?![^/]))[^/]+"
+
+
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["dead_letter_id"] = _DeadLetterId
+
 
 _MAX_LIMIT = 200
 
@@ -93,7 +109,7 @@ def list_dead_letters() -> Response:
     return json_response({"success": True, "data": rows, "meta": meta})
 
 
-@bp.get("/dead-letters/<dl_id>")
+@bp.get("/dead-letters/<dead_letter_id:dl_id>")
 def show_dead_letter(dl_id: str) -> Response:
     with read_connection(_admin_pool()) as conn:
         row = dl.get_dead_letter(conn, _id(dl_id))
@@ -102,7 +118,7 @@ def show_dead_letter(dl_id: str) -> Response:
     return json_response({"success": True, "data": row})
 
 
-@bp.post("/dead-letters/<dl_id>/requeue")
+@bp.post("/dead-letters/<dead_letter_id:dl_id>/requeue")
 def requeue_one(dl_id: str) -> Response:
     with read_connection(_admin_pool()) as conn:
         message_id = dl.requeue_dead_letter(conn, resources().broker, _id(dl_id))
@@ -114,7 +130,7 @@ def requeue_one(dl_id: str) -> Response:
 
 @bp.post("/dead-letters/requeue")
 def requeue_all() -> Response:
-    actor = request.args.get("actor") or None
+    actor = _bulk_actor()
     with read_connection(_admin_pool()) as conn:
         _adopt(conn)
         sent = dl.requeue_dead_letters(conn, resources().broker, actor=actor)
@@ -122,7 +138,7 @@ def requeue_all() -> Response:
     return json_response({"success": True, "data": {"requeued": sent}})
 
 
-@bp.delete("/dead-letters/<dl_id>")
+@bp.delete("/dead-letters/<dead_letter_id:dl_id>")
 def purge_one(dl_id: str) -> Response:
     res = resources()
     with read_connection(_admin_pool()) as conn:
@@ -136,7 +152,7 @@ def purge_one(dl_id: str) -> Response:
 @bp.post("/dead-letters/purge")
 def purge_all() -> Response:
     res = resources()
-    actor = request.args.get("actor") or None
+    actor = _bulk_actor()
     with read_connection(_admin_pool()) as conn:
         _adopt(conn)
         count = dl.purge_dead_letters(conn, res.broker_redis, actor=actor)
@@ -184,7 +200,12 @@ def get_rollout() -> Response:
 @bp.put("/rollout")
 def put_rollout() -> Response:
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not body or set(body) - {"legacy_percent", "shadow_percent"}:
+    if (
+        not isinstance(body, dict)
+        or not body
+        or set(body) - {"legacy_percent", "shadow_percent"}
+        or any(value is None for value in body.values())  # null would read as "unchanged"
+    ):
         raise bad_request('the body must be a JSON object with "legacy_percent" and/or "shadow_percent" (0-100)')
     try:
         with read_connection(_admin_pool()) as conn:
@@ -205,6 +226,25 @@ def _rollout_view(stored: dict[str, int]) -> dict[str, Any]:
         "refresh_seconds": paths.settings.rollout_refresh_seconds,
         "this_process": paths.rollout.to_json(),
     }
+
+
+def _bulk_actor() -> str | None:
+    """The actor a bulk requeue or purge is limited to; None (every dead letter) only with all=true.
+
+    An empty `actor=` must not widen an action to every message: a form or script that lost its
+    value would otherwise purge them all.
+    """
+    actor = request.args.get("actor")
+    everything = request.args.get("all")
+    if everything not in (None, "true", "false"):
+        raise bad_request(f"all must be true or false (got {shown(everything)})")
+    if actor is not None and everything == "true":
+        raise bad_request("give either actor or all=true, not both")
+    if actor is None or not actor.strip():
+        if everything != "true":
+            raise bad_request("name the dead letters: actor=<actor name>, or all=true for every one")
+        return None
+    return actor
 
 
 def _id(raw: str) -> int:

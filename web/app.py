@@ -21,6 +21,7 @@ from ledger.coordination.queue import create_broker
 from ledger.ops.logs import setup_logging
 from ledger.store.cache import PageCache, create_cache_client
 from ledger.store.db import create_pool
+from web import guards
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.resources import Resources
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__, static_folder=None)  # an API: no /static/ route
     app.json = OrjsonProvider(app)
+    guards.install(app)  # before any route exists: the URL map's settings apply to rules as they are added
 
     size = max(1, min(WEB_POOL_SIZE, settings.db_pool_size))
     # A short wait for a connection: the pool has one per request thread, so a request only waits

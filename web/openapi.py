@@ -18,9 +18,10 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ledger.domain import RESOURCES
+from ledger.domain import INT64_MAX, RESOURCES
 from ledger.store.accounts import EXTERNAL_ID_FORM
 from web.compat import FIELDS as COMPAT_FIELDS
+from web.guards import MAX_BODY_BYTES, READ_PREFIXES
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
 from web.resources import resources
@@ -275,7 +276,14 @@ def _components() -> Schema:
                 }
             ),
         },
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"}},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"},
+            "read": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "READ_TOKEN (or ADMIN_TOKEN), when the service is run with READ_TOKEN set",
+            },
+        },
         "responses": {
             "BadRequest": _error("a parameter is missing or malformed; the message names it"),
             "NotFound": _error("no such pool account, dead letter or endpoint"),
@@ -286,9 +294,32 @@ def _components() -> Schema:
         },
     }
     schemas = components["schemas"]
+    schemas["DeadLetter"] = obj(_DEAD_LETTER)
+    schemas["DeadLetterWithTraceback"] = obj({**_DEAD_LETTER, "traceback": nullable(TEXT)})
     for kind, name in _RECORD_SCHEMAS.items():
         schemas["Compat" + name] = _compat_record(kind, schemas[name])
     return components
+
+
+# ledger/deadletters.py's columns, as the admin API shows them.
+_DEAD_LETTER: Schema = {
+    "id": {"type": "integer", "minimum": 1},
+    "message_id": TEXT,
+    "queue_name": TEXT,
+    "actor_name": TEXT,
+    "args": {"type": "array"},
+    "kwargs": {"type": "object"},
+    "reason": {
+        "type": "string",
+        "description": "retries_exhausted, permanent_error, unknown_actor, expired, unrecorded",
+    },
+    "error_type": TEXT,
+    "error": TEXT,
+    "attempts": COUNT,
+    "retries": COUNT,
+    "failed_at": {"type": "string", "format": "date-time"},
+    "redis_message_id": nullable(TEXT),
+}
 
 
 def _compat_record(kind: str, native: Schema) -> Schema:
@@ -639,72 +670,211 @@ def _paths() -> dict[str, Schema]:
 
 
 ADMIN_ROLLOUT = "/admin/rollout"
+_ADMIN_LIMIT = 200  # web/admin.py's page size cap
 
 
-def _admin_paths() -> dict[str, Schema]:
-    """Admin routes, described only when served (web/admin.py: with ADMIN_TOKEN), since without a
-    token they do not exist at all."""
-    paths: dict[str, Schema] = {}
-    rollout = obj(
-        {
-            "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-            "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-            "refresh_seconds": {"type": "number", "description": "every web process re-reads the setting this often"},
-            "this_process": obj(
-                {
-                    "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-                    "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-                }
-            ),
-        }
-    )
-    admin_errors = {
+def _admin_op(operation_id: str, summary: str, responses: Schema, **more: Any) -> Schema:
+    errors = {
         "401": _error("no or a wrong `Authorization: Bearer <ADMIN_TOKEN>`"),
         "503": {"$ref": "#/components/responses/Unavailable"},
     }
-    paths[ADMIN_ROLLOUT] = {
-        "get": {
-            "operationId": "admin_get_rollout",
-            "summary": "admin (only with ADMIN_TOKEN): the gray release setting, stored and as this process follows it",
-            "tags": ["admin"],
-            "security": [{"bearer": []}],
-            "responses": {"200": _ok(rollout, "the setting"), **admin_errors},
-        },
-        "put": {
-            "operationId": "admin_put_rollout",
-            "summary": "admin: change the share of accounts answered by the legacy TronGrid path (0 = rollback) "
-            "and/or the share of native answers compared with it (shadow); every web process follows within "
-            "ROLLOUT_REFRESH_SECONDS",
-            "tags": ["admin"],
-            "security": [{"bearer": []}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "minProperties": 1,
-                            "properties": {
-                                "legacy_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-                                "shadow_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-                            },
-                        }
-                    }
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["admin"],
+        "security": [{"bearer": []}],
+        **more,
+        "responses": {**responses, **errors},
+    }
+
+
+def _admin_paths() -> dict[str, Schema]:
+    """Admin routes (web/admin.py), described only when served (with ADMIN_TOKEN), since without a
+    token they do not exist at all."""
+    percent = {"type": "integer", "minimum": 0, "maximum": 100}
+    rollout = obj(
+        {
+            "legacy_percent": percent,
+            "shadow_percent": percent,
+            "refresh_seconds": {"type": "number", "description": "every web process re-reads the setting this often"},
+            "this_process": obj({"legacy_percent": percent, "shadow_percent": percent}),
+        }
+    )
+    dead_letter_id = _path(
+        "id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "a dead letter's id (GET /admin/dead-letters)", 1
+    )
+    bad, missing = (
+        {"400": {"$ref": "#/components/responses/BadRequest"}},
+        {"404": {"$ref": "#/components/responses/NotFound"}},
+    )
+    bulk = [
+        _query("actor", {"type": "string", "minLength": 1}, "only the dead letters of this actor"),
+        _query("all", {"enum": ["true", "false"]}, "all=true: every dead letter (required when no actor is named)"),
+    ]
+    no_redis = {
+        "501": _error("the broker is RabbitMQ: messages held by workers are read from the Redis broker only"),
+    }
+    requeued = obj({"requeued": {"type": "array", "items": TEXT, "description": "message ids sent again"}})
+    purged = obj({"purged": COUNT})
+    held = obj(
+        {
+            "message_id": TEXT,
+            "redis_message_id": TEXT,
+            "queue": TEXT,
+            "actor": nullable(TEXT),
+            "args": nullable({"type": "array"}),
+        }
+    )
+    return {
+        "/admin/dead-letters": {
+            "get": _admin_op(
+                "admin_list_dead_letters",
+                "admin: dead letters with their arguments and errors, newest first (keyset pages)",
+                {
+                    "200": _ok(
+                        {"type": "array", "items": ref("DeadLetter")},
+                        "one page (without tracebacks: GET /admin/dead-letters/{id} has it)",
+                        obj(
+                            {
+                                "limit": {"type": "integer", "minimum": 1, "maximum": _ADMIN_LIMIT},
+                                "next_before_id": nullable({"type": "integer", "minimum": 1}),
+                            }
+                        ),
+                    ),
+                    **bad,
                 },
-            },
-            "responses": {
-                "200": _ok(rollout, "the new setting"),
-                "400": {"$ref": "#/components/responses/BadRequest"},
-                **admin_errors,
-            },
+                parameters=[
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": _ADMIN_LIMIT, "default": 50}, "rows"),
+                    _query(
+                        "before_id",
+                        {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+                        "meta.next_before_id of the previous page",
+                    ),
+                    _query("actor", TEXT, "the actor's name, exactly"),
+                    _query("error", TEXT, "a case-insensitive part of the error type or message"),
+                ],
+            )
+        },
+        "/admin/dead-letters/{id}": {
+            "get": _admin_op(
+                "admin_show_dead_letter",
+                "admin: one dead letter, with its traceback",
+                {"200": _ok(ref("DeadLetterWithTraceback"), "the dead letter"), **bad, **missing},
+                parameters=[dead_letter_id],
+            ),
+            "delete": _admin_op(
+                "admin_purge_dead_letter",
+                "admin: delete one dead letter for good, with the broker's copy",
+                {"200": _ok(purged, "deleted"), **bad, **missing},
+                parameters=[dead_letter_id],
+            ),
+        },
+        "/admin/dead-letters/{id}/requeue": {
+            "post": _admin_op(
+                "admin_requeue_dead_letter",
+                "admin: send one dead letter's message again (same message id, retries reset)",
+                {"200": _ok(requeued, "sent"), **bad, **missing},
+                parameters=[dead_letter_id],
+            )
+        },
+        "/admin/dead-letters/requeue": {
+            "post": _admin_op(
+                "admin_requeue_dead_letters",
+                "admin: send again every dead letter of an actor, or every one with all=true",
+                {"200": _ok(requeued, "sent"), **bad},
+                parameters=bulk,
+            )
+        },
+        "/admin/dead-letters/purge": {
+            "post": _admin_op(
+                "admin_purge_dead_letters",
+                "admin: delete every dead letter of an actor, or every one with all=true",
+                {"200": _ok(purged, "deleted"), **bad},
+                parameters=bulk,
+            )
+        },
+        "/admin/in-flight": {
+            "get": _admin_op(
+                "admin_in_flight",
+                "admin: the messages each worker holds, alive or not (Redis broker)",
+                {
+                    "200": _ok(
+                        {
+                            "type": "array",
+                            "items": obj(
+                                {
+                                    "worker_id": TEXT,
+                                    "alive": BOOL,
+                                    "last_seen_ms_ago": INT,
+                                    "messages": {"type": "array", "items": held},
+                                }
+                            ),
+                        },
+                        "per worker",
+                    ),
+                    **no_redis,
+                },
+            )
+        },
+        "/admin/recover": {
+            "post": _admin_op(
+                "admin_recover",
+                "admin: put back the messages held by workers whose heartbeat stopped (Redis broker)",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "dead_workers": COUNT,
+                                "by_queue": {"type": "object", "additionalProperties": COUNT},
+                                "messages": COUNT,
+                            }
+                        ),
+                        "what was moved back",
+                    ),
+                    **no_redis,
+                },
+            )
+        },
+        ADMIN_ROLLOUT: {
+            "get": _admin_op(
+                "admin_get_rollout",
+                "admin: the gray release setting, stored and as this process follows it",
+                {"200": _ok(rollout, "the setting")},
+            ),
+            "put": _admin_op(
+                "admin_put_rollout",
+                "admin: change the share of accounts answered by the legacy TronGrid path (0 = rollback) "
+                "and/or the share of native answers compared with it (shadow); every web process follows within "
+                "ROLLOUT_REFRESH_SECONDS",
+                {"200": _ok(rollout, "the new setting"), **bad, "413": _error(f"a body over {MAX_BODY_BYTES} bytes")},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "minProperties": 1,
+                                "properties": {"legacy_percent": percent, "shadow_percent": percent},
+                            }
+                        }
+                    },
+                },
+            ),
         },
     }
-    return paths
 
 
-def build_spec(*, admin: bool = False) -> Schema:
-    """The document; `admin`: with the admin routes this document describes (served with ADMIN_TOKEN)."""
+def build_spec(*, admin: bool = False, read_token: bool = False) -> Schema:
+    """The document; `admin`: with the admin routes (served with ADMIN_TOKEN); `read_token`: the
+    read routes need a Bearer token (READ_TOKEN set)."""
+    paths = {**_paths(), **(_admin_paths() if admin else {})}
+    if read_token:
+        for path, item in paths.items():
+            if path.startswith(READ_PREFIXES):
+                for operation in item.values():
+                    operation["security"] = [{"read": []}]
+                    operation["responses"]["401"] = _error("no or a wrong `Authorization: Bearer <READ_TOKEN>`")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -713,11 +883,13 @@ def build_spec(*, admin: bool = False) -> Schema:
             "description": "Stake 2.0 operations of an operator's pool accounts, from PostgreSQL through a Redis "
             'cache. Every error has one shape: {"success": false, "error": {"code", "message"}}.',
         },
-        "paths": {**_paths(), **(_admin_paths() if admin else {})},
+        "paths": paths,
         "components": _components(),
     }
 
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return Response(dumps(build_spec(admin=bool(resources().settings.admin_token))), mimetype="application/json")
+    settings = resources().settings
+    spec = build_spec(admin=bool(settings.admin_token), read_token=bool(settings.read_token))
+    return Response(dumps(spec), mimetype="application/json")

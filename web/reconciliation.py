@@ -10,7 +10,7 @@ from web.drift import list_drift, recovered_count
 from web.params import account_from_args, int_param
 from web.pg import read_connection
 from web.resources import resources
-from web.responses import bad_request, json_response
+from web.responses import bad_request, json_response, shown
 
 bp = Blueprint("reconciliation", __name__)
 
@@ -22,7 +22,7 @@ def drift() -> Response:
     account = ref.account.address if ref is not None else None
     state = request.args.get("state", "open")
     if state not in ("open", "all"):
-        raise bad_request(f"state must be open or all (got {state!r})")
+        raise bad_request(f"state must be open or all (got {shown(state)})")
     limit = int_param(request.args, "limit", 50, 1, 200)
     with read_connection(res.pool) as conn:
         rows = list_drift(conn, account, include_resolved=state == "all", limit=limit)

@@ -3,13 +3,13 @@ account index (`GET /v1/accounts/{a}/transactions`), not from every block since 
 
 A year of one account is a few hundred requests of 200 records, where a block scan at TronGrid's
 rate (about 10 requests/s, 100 blocks a request) would take days for ten million blocks. The
-records go through the TronGrid-record parser (`parse_trongrid_record`) and the listener's sink, so
-workers store them like any other. Paging follows `meta.fingerprint` with every other parameter
-unchanged (TronGrid's rule); the API key header is sent by the node client with every request, and
-403/429/503 "suspended for N s" answers are waited out there too.
+records come from the one pager over that index (`ledger.chain.trongrid.account_pages`: fingerprint
+paging, the API key and rate limits handled by the node client) and go through the TronGrid-record
+parser (`parse_trongrid_record`) and the listener's sink, so workers store them like any other. A
+page that TronGrid or the broker failed on is read again, after a backoff.
 
-Only confirmed records are read (`only_confirmed`): what is above the solidified head is left to a
-block-range pass from there (self-run nodes keep the block-range backfill for everything).
+Only confirmed records are read: what is above the solidified head is left to a block-range pass
+from there (self-run nodes keep the block-range backfill for everything).
 
 Time base: a TronGrid record does not give its parent block's time, java-tron's "now" for it
 (Manager.processBlock). It is taken as one slot (3 s) before the block; a missed slot right before
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.chain.node import NodeUnavailable, TronNode
-from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.parser import parse_trongrid_record
+from ledger.chain.trongrid import account_pages
 from ledger.chain.values import ChainDataError
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
@@ -38,8 +39,6 @@ from listener.backfill import BackfillStore, ProgressLine
 from listener.streamer import retry_delay
 
 log = logging.getLogger(__name__)
-
-PAGE_SIZE = 200  # TronGrid's maximum `limit`
 
 
 @dataclass
@@ -89,47 +88,45 @@ class AccountHistory:
         if resumed is not None:
             result.last_block, start_ms = resumed
             log.info("resuming %s from block %s", self.store.name, result.last_block)
-        # Every page is asked with the same parameters, plus the fingerprint of the previous one.
-        params = {
-            "only_confirmed": "true",
-            "limit": str(PAGE_SIZE),
-            "order_by": "block_timestamp,asc",
-            "min_timestamp": str(start_ms),
-        }
-        fingerprint: str | None = None
+        fingerprint: str | None = None  # where the page being read starts (None: the first)
         started = time.monotonic()
         failures = 0
-        while not self.stop.is_set():
-            page_params = dict(params, fingerprint=fingerprint) if fingerprint else params
+        while not self.stop.is_set() and not result.completed:
             try:
-                page = self.node.account_transactions(self.account, page_params)
-                records, fingerprint = _page(page)
-                operations = self._operations(records)
-                self.sink.publish(operations)
-            except (NodeUnavailable, ChainDataError, ConnectionError) as exc:
+                for page in account_pages(self.node, self.account, since_ms=start_ms, fingerprint=fingerprint):
+                    operations = self._operations(page.records)
+                    self.sink.publish(operations)
+                    failures = 0
+                    result.pages += 1
+                    result.records += len(page.records)
+                    result.operations += len(operations)
+                    result.completed = page.fingerprint is None
+                    self._advance(result, page.records, done=result.completed)
+                    self.progress.update(self._line(result, started), force=result.completed)
+                    fingerprint = page.fingerprint
+                    if self.stop.is_set():
+                        break
+            except (NodeUnavailable, ConnectionError) as exc:
+                # Read again from the page that failed, whether TronGrid or the broker did.
                 failures += 1
                 if failures >= self.max_failures:
                     raise
                 delay = retry_delay(failures, exc)
                 log.warning("history page failed (%d): %s; retrying in %.1fs", failures, exc, delay)
                 self.stop.wait(delay)
-                continue
-            failures = 0
-            result.pages += 1
-            result.records += len(records)
-            result.operations += len(operations)
-            self._advance(result, records, done=fingerprint is None)
-            self.progress.update(self._line(result, started), force=fingerprint is None)
-            if fingerprint is None:
-                result.completed = True
-                break
         self.progress.finish()
         return result
 
     def _operations(self, records: list[Any]) -> list[Operation]:
         ops: list[Operation] = []
         for rec in records:
-            for op in parse_trongrid_record(rec, status=CONFIRMED):
+            try:
+                parsed = parse_trongrid_record(rec, status=CONFIRMED)
+            except ChainDataError as exc:
+                # As the listener does with a malformed transaction: say which, skip it, go on.
+                log.error("history skipped a malformed record %s: %s", rec.get("txID"), exc)
+                continue
+            for op in parsed:
                 if op.owner_address in self.tracked or op.receiver_address in self.tracked:
                     # See the module docstring: the parent block is taken to be one slot earlier.
                     ops.append(dataclasses.replace(op, parent_time_ms=op.block_time_ms - BLOCK_INTERVAL_MS))
@@ -163,9 +160,3 @@ class AccountHistory:
             f"{result.operations} ops, up to block {result.last_block} ({when} UTC), "
             f"{result.pages / elapsed:.1f} pages/s"
         )
-
-
-def _page(reply: dict[str, Any]) -> tuple[list[Any], str | None]:
-    if reply.get("success") is False:
-        raise NodeUnavailable(f"v1/accounts/transactions: {str(reply)[:200]}")
-    return parse_trongrid_page(reply)

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger.chain.node import TronNode
+from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import parse_trongrid_record
-from ledger.chain.values import ChainDataError
 from ledger.domain import Operation
 from listener.backfill import BackfillStore, ProgressLine
 from listener.history import AccountHistory, history_checkpoint_name
@@ -31,10 +30,14 @@ def record(name: str, block: int) -> dict[str, Any]:
 
 
 class ListSink:
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.operations: list[Operation] = []
+        self.failures = failures  # the next publishes that fail (a broker away for a moment)
 
     def publish(self, operations: Iterable[Operation]) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker away")
         ops = list(operations)
         self.operations.extend(ops)
         return len(ops)
@@ -74,18 +77,26 @@ class Pages:
         return httpx.Response(200, json={"data": page, "success": True, "meta": meta})
 
 
-def run(clean_db: str, pages: Pages, owner: str, since_ms: int = 0) -> tuple[ListSink, Any]:
+def run(
+    clean_db: str, pages: Pages, owner: str, since_ms: int = 0, sink: ListSink | None = None
+) -> tuple[ListSink, Any]:
     node = TronNode("http://trongrid.test", api_key=KEY, transport=httpx.MockTransport(pages), retries=2)
     store = BackfillStore(clean_db, name=history_checkpoint_name(owner, since_ms), term=0)
-    sink = ListSink()
+    sink = sink or ListSink()
     try:
-        result = AccountHistory(
+        history = AccountHistory(
             node, sink, store, account=owner, since_ms=since_ms, tracked={owner}, progress=ProgressLine(every=0)
-        ).run()
+        )
+        history.stop.wait = no_backoff  # type: ignore[method-assign]  # no real backoff in the test
+        result = history.run()
     finally:
         store.close()
         node.close()
     return sink, result
+
+
+def no_backoff(timeout: float | None = None) -> bool:
+    return False
 
 
 def owner_of(rec: dict[str, Any]) -> str:
@@ -126,6 +137,19 @@ def test_pages_follow_the_fingerprint_with_the_same_parameters_and_the_key(clean
     assert [r.url.params.get("fingerprint") for r in pages.requests] == [None, "fp1", "fp1", "fp2"]
 
 
+def test_a_page_the_sink_failed_to_take_is_read_again(clean_db: str) -> None:
+    recs = [record("mainnet_trongrid_v1_tx_freezebalancev2_energy_37a8a1cf.json", b) for b in (10, 11, 12)]
+    for n, rec in enumerate(recs):
+        rec["txID"] = f"{n:02x}" * 32
+    owner = owner_of(recs[0])
+    # The broker refuses the first page's operations once: that page is asked for again, not skipped
+    pages = Pages(recs, limited=0)
+    sink, result = run(clean_db, pages, owner, sink=ListSink(failures=1))
+    assert result.completed and result.pages == 3
+    assert [op.block_num for op in sink.operations] == [10, 11, 12]
+    assert [r.url.params.get("fingerprint") for r in pages.requests] == [None, None, "fp1", "fp2"]
+
+
 def test_a_rerun_resumes_from_the_last_complete_block(clean_db: str) -> None:
     recs = [record("mainnet_trongrid_v1_tx_freezebalancev2_energy_37a8a1cf.json", b) for b in (10, 11)]
     recs[1]["txID"] = "ab" * 32
@@ -144,12 +168,8 @@ def test_a_malformed_page_is_retried_then_given_up(clean_db: str) -> None:
     node = TronNode("http://trongrid.test", transport=httpx.MockTransport(broken), retries=0)
     store = BackfillStore(clean_db, name="history:test", term=0)
     history = AccountHistory(node, ListSink(), store, account="T" * 34, since_ms=0, tracked=set(), max_failures=2)
-
-    def no_backoff(timeout: float | None = None) -> bool:
-        return False
-
     history.stop.wait = no_backoff  # type: ignore[method-assign]  # no real backoff in the test
-    with pytest.raises(ChainDataError, match="blockNumber"):
+    with pytest.raises(NodeUnavailable, match="blockNumber"):
         history.run()
     store.close()
     node.close()

@@ -7,17 +7,16 @@ of one account, numbered page + limit), so it can answer:
 - requests that neither PostgreSQL nor the cache can answer (`meta.source: "fallback"`),
 - the shadow comparison of a sample of native answers (web/shadow.py).
 
-It uses the product's one TronGrid client (`TronNode.account_transactions`, so the API key, the
-shared request budget and the "suspended for N s" handling are the same as the listener's) and
-its one TronGrid record reader (`ledger.chain.parser.parse_trongrid_page` / `parse_trongrid_record`),
-and maps each operation to the row shape the native API returns (web/queries.py), so a client
-cannot tell which path answered except by `meta.source`. Against real TronGrid it needs nothing
-but TRON_NODE_URL and TRON_API_KEY.
+It uses the product's one pager over TronGrid's account index (`ledger.chain.trongrid`, so the
+API key, the shared request budget and the "suspended for N s" handling are the same as the
+listener's) and its one TronGrid record reader (`ledger.chain.parser.parse_trongrid_record`), and
+maps each operation to the row shape the native API returns (web/queries.py), so a client cannot
+tell which path answered except by `meta.source`. Against real TronGrid it needs nothing but
+TRON_NODE_URL and TRON_API_KEY.
 
 What the old way cannot know, and therefore differs from a native row:
 - `id` is null (it is this ledger's row number);
-- only confirmed transactions are read (`only_confirmed`): TronGrid's own unconfirmed index is
-  not final, and a row must not vanish from one page to the next;
+- only confirmed transactions are read (the pager's rule);
 - the parent block's time is taken as one slot (3 s) before the block (as the history backfill
   does, listener/history.py), so a lock end or lot maturity is late by the slots missed, if any;
 - an unfreeze lot is `pending` or `withdrawable` by its time only (`ledger.positions.lot_status`,
@@ -37,8 +36,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.chain.node import NodeUnavailable, TronNode
-from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.node import TronNode
+from ledger.chain.parser import parse_trongrid_record
+from ledger.chain.trongrid import account_pages
 from ledger.chain.values import ChainDataError
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
@@ -55,7 +55,6 @@ from ledger.positions import lot_status
 log = logging.getLogger(__name__)
 
 KINDS = ("stake", "delegate", "unfreeze")
-PAGE_SIZE = 200  # TronGrid's maximum `limit`: fewest requests per records page
 DEFAULT_MAX_PAGES = 3
 
 
@@ -84,26 +83,16 @@ def legacy_page(
         raise ValueError(f"kind must be one of {KINDS}")
     wanted = page * limit
     now = now or datetime.now(UTC)
-    params = {"only_confirmed": "true", "limit": str(PAGE_SIZE), "order_by": "block_timestamp,desc"}
     rows: list[dict[str, Any]] = []
-    fingerprint: str | None = None
-    requests = 0
-    while True:
-        reply = node.account_transactions(address, dict(params, fingerprint=fingerprint) if fingerprint else params)
-        requests += 1
-        if reply.get("success") is False:
-            raise NodeUnavailable(f"v1/accounts/transactions: {str(reply)[:200]}")
-        try:
-            records, fingerprint = parse_trongrid_page(reply)
-        except ChainDataError as exc:
-            raise NodeUnavailable(str(exc)) from None
-        for rec in records:
+    for requests, found in enumerate(account_pages(node, address, newest_first=True), start=1):
+        for rec in found.records:
             rows.extend(record_rows(rec, kind, address, unfreeze_delay_seconds, now))
-        if len(rows) >= wanted or fingerprint is None:
+        if len(rows) >= wanted or found.fingerprint is None:
             return LegacyPage(rows[wanted - limit : wanted], requests, True)
         if requests >= max_pages:
             log.info("legacy page of %s cut at %d TronGrid pages", address, requests)
             return LegacyPage(rows[wanted - limit : wanted], requests, False)
+    raise AssertionError("account_pages ends with a page without a fingerprint")
 
 
 def record_rows(

@@ -1,14 +1,13 @@
 """Reconciliation jobs, per pool account: what the listener missed (gaps) and where the ledger's
 totals differ from the chain's account state (drift).
 
-Gap reconciliation reads TronGrid's account index (`GET /v1/accounts/{a}/transactions`,
-only_confirmed, oldest first, `min_timestamp` from the account's cursor, paging by
-`meta.fingerprint` with every other parameter unchanged: TRON-US/trongrid README). Every Stake 2.0
-operation of the account that the ledger lacks goes through the listener's persistence (the same
-`persist_operation` actor a split group's messages reach) and is noted in `recovered_operations`. Records
-are only judged once the listener must have delivered them: at or below its checkpoint and the
-solidified head, and older than GAP_SETTLE_SECONDS (a message still in the queue is not a gap).
-The cursor moves after each page, so a run cut short resumes where it stopped.
+Gap reconciliation reads TronGrid's account index (`ledger.chain.trongrid.account_pages`, oldest
+first from the account's cursor). Every Stake 2.0 operation of the account that the ledger lacks
+goes through the listener's persistence (the same `persist_operation` actor a split group's
+messages reach) and is noted in `recovered_operations`. Records are only judged once the listener
+must have delivered them: at or below its checkpoint and the solidified head, and older than
+GAP_SETTLE_SECONDS (a message still in the queue is not a gap). The cursor moves after each page,
+so a run cut short resumes where it stopped.
 
 State reconciliation compares the chain's account state at the solidified block with the ledger's
 position of the same account at that block (ledger/positions.py) and stores each difference in
@@ -29,7 +28,8 @@ import psycopg
 
 from ledger.chain.account import AccountState, account_state
 from ledger.chain.node import TronNode
-from ledger.chain.parser import parse_trongrid_page, parse_trongrid_record
+from ledger.chain.parser import parse_trongrid_record
+from ledger.chain.trongrid import account_pages
 from ledger.chain.values import ChainDataError
 from ledger.domain import CONFIRMED, RESOURCES, Operation
 from ledger.positions import Position, replay
@@ -38,7 +38,6 @@ from ledger.store.positions import load_rows, start_state
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 200  # TronGrid's maximum `limit`
 MAX_PAGES = 500  # per run; the cursor lets the next run go on
 
 
@@ -60,24 +59,17 @@ def reconcile_gaps(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     start_ms = _cursor(conn, account) or now_ms - lookback_seconds * 1000
     limit_block = _judged_up_to(conn)
-    params = {
-        "only_confirmed": "true",
-        "limit": str(PAGE_SIZE),
-        "order_by": "block_timestamp,asc",
-        "min_timestamp": str(start_ms),
-    }
     counts = {"records": 0, "operations": 0, "recovered": 0, "pages": 0}
-    fingerprint: str | None = None
     headers: dict[int, str] = {}
-    for _ in range(MAX_PAGES):
-        page = node.account_transactions(account, dict(params, fingerprint=fingerprint) if fingerprint else params)
-        records, fingerprint = _page(page)
+    for found in account_pages(node, account, since_ms=start_ms):
         counts["pages"] += 1
         judged = []
-        for rec in records:
-            too_young = settle_seconds > 0 and rec["block_timestamp"] > now_ms - settle_seconds * 1000
-            if rec["blockNumber"] > limit_block or too_young:
-                fingerprint = None  # oldest first: everything after this one is too young as well
+        young = False  # oldest first: after the first record too young to judge, all are
+        for rec in found.records:
+            young = rec["blockNumber"] > limit_block or (
+                settle_seconds > 0 and rec["block_timestamp"] > now_ms - settle_seconds * 1000
+            )
+            if young:
                 break
             judged.append(rec)
         ops = _operations(judged, account)
@@ -108,15 +100,9 @@ def reconcile_gaps(
         if judged:
             last = judged[-1]
             _save_cursor(conn, account, int(last["block_timestamp"]), int(last["blockNumber"]))
-        if fingerprint is None:
+        if young or counts["pages"] >= MAX_PAGES:
             break
     return counts
-
-
-def _page(reply: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    if reply.get("success") is False:
-        raise ChainDataError(f"v1/accounts/transactions: {str(reply)[:200]}")
-    return parse_trongrid_page(reply)
 
 
 def _operations(records: list[dict[str, Any]], account: str) -> list[Operation]:

@@ -85,7 +85,6 @@ __all__ = [
     "parse_transaction",
     "parse_transaction_infos",
     "parse_trigger",
-    "parse_trongrid_page",
     "parse_trongrid_record",
 ]
 
@@ -259,24 +258,6 @@ def parse_transaction(
     if stake is None:
         return []
     return _operations(stake, info, block_num, block_id, block_time_ms, tx_index, status, parent_time_ms)
-
-
-def parse_trongrid_page(reply: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """The records and `meta.fingerprint` (None on the last page) of a TronGrid
-    `/v1/accounts/{a}/transactions` page; ChainDataError when the page does not have that shape."""
-    data = reply.get("data", [])
-    if not isinstance(data, list):
-        raise ChainDataError("v1/accounts/transactions: 'data' is not a list")
-    meta = reply.get("meta")
-    fingerprint = meta.get("fingerprint") if isinstance(meta, Mapping) else None
-    if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint):
-        raise ChainDataError(f"v1/accounts/transactions: bad fingerprint {fingerprint!r}")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict) or not isinstance(rec.get("blockNumber"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no blockNumber")
-        if not isinstance(rec.get("block_timestamp"), int):
-            raise ChainDataError(f"v1/accounts/transactions: record {i} has no block_timestamp")
-    return data, fingerprint
 
 
 def parse_trongrid_record(rec: Mapping[str, Any], *, status: str = PENDING) -> list[Operation]:

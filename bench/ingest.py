@@ -1,11 +1,12 @@
 """Ingest throughput: catch up N simulator blocks end to end, beside a no-op actor's drain rate.
 
-    .venv/bin/python -m bench.ingest --blocks 10000 --ops-per-block 6      # the recorded run
-    .venv/bin/python -m bench.ingest --blocks 1000 --ops-per-block 6       # a short one
+    .venv/bin/python -m bench.ingest --mainnet-density --runs 3            # the recorded run
+    .venv/bin/python -m bench.ingest --blocks 10000 --ops-per-block 6      # light blocks (4 unrelated tx)
 
 Both figures come from the same run, the same broker and the same worker shape (processes ×
-threads), so their ratio holds on a noisy shared machine. Uses its own database (--database-url,
-default ledger_bench: dropped and re-created) and Redis DBs (--redis-url for the broker,
+threads), so their ratio holds on a noisy shared machine; the output starts with the commit, the
+CPU model and the load average, and every run names the load average it started at. Uses its own
+database (--database-url, default ledger_bench: dropped and re-created) and Redis DBs (--redis-url for the broker,
 --cache-redis-url: both flushed), so point them at ones you do not need.
 
 --profile DIR --py-spy PATH records a py-spy profile (collapsed stacks) of the listener and of the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +28,7 @@ import redis
 from psycopg.conninfo import conninfo_to_dict
 
 from bench import procfs
+from bench.provenance import header, load_average
 from harness.procs import Proc, python
 from harness.stack import (
     SIM_ACCOUNTS,
@@ -101,8 +104,10 @@ def noop_drain_rate(env: dict[str, str], messages: int, processes: int, threads:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", type=int, default=10_000)
+    parser.add_argument("--blocks", type=int, default=None, help="default 2000 with --mainnet-density, else 10000")
     parser.add_argument("--ops-per-block", type=float, default=6.0)
+    parser.add_argument("--mainnet-density", action="store_true", help="mainnet-sized blocks (simulator/traffic.py)")
+    parser.add_argument("--runs", type=int, default=1, help="runs on the same chain; the median ratio is the figure")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     add_ledger_options(parser, "ledger_bench", 12, 13)
@@ -110,8 +115,49 @@ def main() -> None:
     parser.add_argument("--profile-idle", action="store_true", help="profile waiting threads too (wall time)")
     parser.add_argument("--py-spy", metavar="PATH", default="py-spy", help="the py-spy binary (default %(default)s)")
     args = parser.parse_args()
-    db_url = args.database_url
+    blocks = args.blocks or (2_000 if args.mainnet_density else 10_000)
+    print(header())
 
+    t0 = time.monotonic()
+    sim_args = ["--history-blocks", str(blocks), "--ops-per-block", str(args.ops_per_block), "--paused"]
+    sim_proc, url = start_simulator(*sim_args, *(["--mainnet-density"] if args.mainnet_density else []))
+    sim = Simulator(url)
+    status = sim.status()
+    expected = len(sim.truth()["operations"])
+    density = "mainnet density" if args.mainnet_density else "light blocks"
+    print(
+        f"simulator: {blocks} blocks ({density}), {expected} tracked operations, "
+        f"generated in {time.monotonic() - t0:.1f}s"
+    )
+    ratios = []
+    try:
+        for run in range(1, args.runs + 1):
+            load = load_average()
+            ceiling, rate, elapsed, cpu = run_once(args, url, status["head"] - blocks + 1, expected, sim_proc)
+            ratios.append(rate / ceiling)
+            print(
+                f"run {run} (load average before {load}): no-op actor drain {ceiling:,.0f} messages/s "
+                f"({args.processes} processes x {args.threads} threads); end to end {expected} operations in "
+                f"{elapsed:.1f}s = {rate:,.0f} operations/s ({blocks / elapsed:,.0f} blocks/s); "
+                f"ratio {rate / ceiling:.0%}"
+            )
+            print(
+                "  CPU per 1,000 operations: "
+                + ", ".join(f"{name} {seconds * 1000 / expected:.2f}s" for name, seconds in cpu.items())
+                + " (so far as /proc shows them: Linux only)"
+            )
+        print(f"ratio to the no-op ceiling, median of {len(ratios)}: {statistics.median(ratios):.0%}")
+        print(f"load average after: {load_average()}")
+    finally:
+        sim_proc.stop()
+
+
+def run_once(
+    args: argparse.Namespace, url: str, first_block: int, expected: int, sim_proc: Proc
+) -> tuple[float, float, float, dict[str, float]]:
+    """One run on a fresh ledger and queue: (no-op drain messages/s, operations/s, seconds, CPU
+    seconds by part)."""
+    db_url = args.database_url
     settings = new_ledger(
         db_url,
         args.redis_url,
@@ -127,54 +173,30 @@ def main() -> None:
         "LISTENER_BATCH_BLOCKS": "100",
         "POLL_INTERVAL": "0.2",
     }
-
-    t0 = time.monotonic()
-    sim_proc, url = start_simulator(
-        "--history-blocks", str(args.blocks), "--ops-per-block", str(args.ops_per_block), "--paused"
-    )
-    sim = Simulator(url)
-    status = sim.status()
-    expected = len(sim.truth()["operations"])
-    print(f"simulator: {args.blocks} blocks, {expected} tracked operations, generated in {time.monotonic() - t0:.1f}s")
+    ceiling = noop_drain_rate(env, min(expected, 50_000), args.processes, args.threads)
+    env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(first_block)}
+    sim_cpu = cpu_seconds(sim_proc.popen.pid)
+    worker = start_worker(env, processes=args.processes, threads=args.threads)
+    started = time.monotonic()
+    listener = start_listener(env)
+    profilers = _profile(args, listener, worker) if args.profile else []
     try:
-        ceiling = noop_drain_rate(env, min(expected, 50_000), args.processes, args.threads)
-        shape = f"{args.processes} processes x {args.threads} threads"
-        print(f"no-op actor drain rate: {ceiling:,.0f} messages/s ({shape})")
-
-        env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(status["head"] - args.blocks + 1)}
-        worker = start_worker(env, processes=args.processes, threads=args.threads)
-        started = time.monotonic()
-        listener = start_listener(env)
-        profilers = _profile(args, listener, worker) if args.profile else []
-        try:
-            wait_until(lambda: count_rows(db_url) >= expected, 3600, "all operations persisted", interval=0.2)
-            elapsed = time.monotonic() - started
-            cpu = {
-                "listener": cpu_seconds(listener.popen.pid),
-                "workers": cpu_seconds(worker.popen.pid),
-                "simulator": cpu_seconds(sim_proc.popen.pid),
-                "PostgreSQL": postgres_cpu_seconds(db_url),
-            }
-        finally:
-            for profiler in profilers:
-                profiler.kill(signal.SIGINT)  # py-spy writes its file on SIGINT
-            for profiler in profilers:
-                profiler.popen.wait(60)
-            listener.stop()
-            worker.stop()
-        rate = expected / elapsed
-        print(
-            f"end to end: {expected} operations in {elapsed:.1f}s = {rate:,.0f} operations/s "
-            f"({args.blocks / elapsed:,.0f} blocks/s)"
-        )
-        print(f"ratio to the no-op ceiling: {rate / ceiling:.0%}")
-        print(
-            "CPU per 1,000 operations: "
-            + ", ".join(f"{name} {seconds * 1000 / expected:.2f}s" for name, seconds in cpu.items())
-            + " (so far as /proc shows them: Linux only)"
-        )
+        wait_until(lambda: count_rows(db_url) >= expected, 3600, "all operations persisted", interval=0.2)
+        elapsed = time.monotonic() - started
+        cpu = {
+            "listener": cpu_seconds(listener.popen.pid),
+            "workers": cpu_seconds(worker.popen.pid),
+            "simulator": cpu_seconds(sim_proc.popen.pid) - sim_cpu,
+            "PostgreSQL": postgres_cpu_seconds(db_url),
+        }
     finally:
-        sim_proc.stop()
+        for profiler in profilers:
+            profiler.kill(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for profiler in profilers:
+            profiler.popen.wait(60)
+        listener.stop()
+        worker.stop()
+    return ceiling, expected / elapsed, elapsed, cpu
 
 
 def _profile(args: argparse.Namespace, listener: Proc, worker: Proc) -> list[Proc]:

@@ -1,6 +1,8 @@
 """The chain adapter: fetches blocks (and TransactionInfo where amounts live only there) from a
-java-tron HTTP node and parses them into operations. The checkpoint loop (streamer.py) knows
-nothing of HTTP or JSON, so it is tested with a stub adapter.
+java-tron HTTP node and parses them into operations. Block ranges and TransactionInfos are
+decoded by ledger.chain.skim, which builds Python objects only for the transactions the parser may
+not drop (a mainnet block is ~300 transactions, nearly all of them TRC20 calls and transfers). The
+checkpoint loop (streamer.py) knows nothing of HTTP or JSON, so it is tested with a stub adapter.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from ledger.chain.parser import (
     MissingTransactionInfo,
     needs_transaction_info,
     parse_block,
-    parse_transaction_infos,
 )
+from ledger.chain.skim import index_infos
 from ledger.domain import CONFIRMED, PENDING
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,7 @@ class NodeAdapter:
     def _read(self, start: int, end: int, tracked: Container[str]) -> _Read:
         """The raw blocks from `start` as far as the node has them (< end), and the
         TransactionInfo replies of those that need them, by block number."""
-        by_number = {block_number(block): block for block in self._node.blocks(start, end)}
+        by_number = {block_number(block): block for block in self._node.blocks(start, end, skim=True)}
         by_number = {num: block for num, block in by_number.items() if start <= num < end}
         if not by_number:
             return [], {}
@@ -193,14 +195,14 @@ class NodeAdapter:
         # Blocks that need TransactionInfo cost one request each: side by side (the node client's
         # rate limit still applies), so a catch-up is not a chain of round trips.
         wanted = [block_number(block) for block in raw if needs_transaction_info(block, tracked)]
-        return raw, dict(zip(wanted, self._pool.map(self._node.transaction_infos, wanted), strict=True))
+        return raw, dict(zip(wanted, self._pool.map(self._infos, wanted), strict=True))
 
     def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
         blocks: list[dict[str, Any]] = []
         for lo in range(start, end, MAX_BLOCKS_PER_REQUEST):
             hi = min(end, lo + MAX_BLOCKS_PER_REQUEST)
             by_number = {}
-            for block in self._node.blocks(lo, hi):
+            for block in self._node.blocks(lo, hi, skim=True):
                 by_number[block_number(block)] = block
             for num in range(lo, hi):
                 if num not in by_number:
@@ -210,6 +212,9 @@ class NodeAdapter:
                     by_number[num] = block
                 blocks.append(by_number[num])
         return blocks
+
+    def _infos(self, num: int) -> Any:
+        return self._node.transaction_infos(num, skim=True)
 
     def _missing_block(self, num: int) -> dict[str, Any]:
         # `{}` for a block below the head is a lagging or flaky node, not the end of the chain.
@@ -239,8 +244,8 @@ class NodeAdapter:
         for attempt in range(2):
             # The infos read with the block first; a second attempt asks again.
             first = attempt == 0 and fetched_infos is not None
-            reply = fetched_infos if first else self._node.transaction_infos(num)
-            infos = parse_transaction_infos(reply)
+            reply = fetched_infos if first else self._infos(num)
+            infos = index_infos(reply)
             try:
                 return parse_block(block, tracked=tracked, infos=infos, status=status, parent_time_ms=parent_ms)
             except MissingTransactionInfo as exc:

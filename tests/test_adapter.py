@@ -31,7 +31,7 @@ class FakeNode:
         self.lock = threading.Lock()
         self.fail_once: set[int] = set()  # reads starting at these fail, once each
 
-    def blocks(self, start: int, end: int) -> list[dict[str, Any]]:
+    def blocks(self, start: int, end: int, *, skim: bool = False) -> list[dict[str, Any]]:
         with self.lock:
             self.ranges.append((start, end))
             if start in self.fail_once:
@@ -42,7 +42,7 @@ class FakeNode:
     def block(self, num: int) -> dict[str, Any] | None:
         return _block(num) if num <= self.head else None
 
-    def transaction_infos(self, num: int) -> list[Any]:
+    def transaction_infos(self, num: int, *, skim: bool = False) -> list[Any]:
         return []
 
 

@@ -15,11 +15,13 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 
+from ledger.chain.skim import skim_block_range, skim_infos
 from ledger.chain.transport import HttpxSender, Proxies, Sender, TransportFailure, TransportTimeout, Urllib3Sender
 from ledger.chain.values import NodeError
 from ledger.config import Settings
@@ -132,22 +134,26 @@ class TronNode:
         reply = self._object(self._call(self._base, "/wallet/getblockbynum", {"num": num}), "getblockbynum")
         return reply or None
 
-    def blocks(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Blocks start..end-1 (end exclusive, at most 100), as the node returns them."""
+    def blocks(self, start: int, end: int, *, skim: bool = False) -> list[dict[str, Any]]:
+        """Blocks start..end-1 (end exclusive, at most 100), as the node returns them; `skim`: as
+        ledger.chain.skim decodes them (only the transactions the parser may not drop)."""
         if not 0 < end - start <= MAX_BLOCKS_PER_REQUEST:
             raise ValueError(f"block range {start}..{end} must hold 1..{MAX_BLOCKS_PER_REQUEST} blocks")
+        body = {"startNum": start, "endNum": end}
+        decode = skim_block_range if skim else orjson.loads
         reply = self._object(
-            self._call(self._base, "/wallet/getblockbylimitnext", {"startNum": start, "endNum": end}),
-            "getblockbylimitnext",
+            self._call(self._base, "/wallet/getblockbylimitnext", body, decode=decode), "getblockbylimitnext"
         )
         blocks = reply.get("block", [])
         if not isinstance(blocks, list):
             raise NodeUnavailable("getblockbylimitnext: 'block' is not a list")
         return blocks
 
-    def transaction_infos(self, num: int) -> Any:
-        """The raw reply of gettransactioninfobyblocknum (a bare JSON array)."""
-        return self._call(self._base, "/wallet/gettransactioninfobyblocknum", {"num": num})
+    def transaction_infos(self, num: int, *, skim: bool = False) -> Any:
+        """The raw reply of gettransactioninfobyblocknum (a bare JSON array); `skim`: read as far as
+        the ids (ledger.chain.skim.skim_infos; `index_infos` reads either)."""
+        decode = skim_infos if skim else orjson.loads
+        return self._call(self._base, "/wallet/gettransactioninfobyblocknum", {"num": num}, decode=decode)
 
     # -- account state (opening positions; java-tron docs/api/http/stake-v2 and account/getaccount.md) ---
 
@@ -201,7 +207,14 @@ class TronNode:
             except BudgetExhausted as exc:
                 raise BudgetUnavailable(str(exc), exc.retry_after) from None
 
-    def _call(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None = None) -> Any:
+    def _call(
+        self,
+        base: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None = None,
+        decode: Callable[[bytes], Any] = orjson.loads,
+    ) -> Any:
         """One request, retried a few times on transient failures (every call here is a read).
 
         Retrying here, per request, matters: a catch-up batch makes dozens of requests, and with a
@@ -209,7 +222,7 @@ class TronNode:
         """
         for attempt in range(self._retries + 1):
             try:
-                reply = self._call_once(base, path, body, params)
+                reply = self._call_once(base, path, body, params, decode)
             except (RouteMissing, BudgetUnavailable):
                 raise
             except (NodeUnavailable, NodeError) as exc:
@@ -256,14 +269,21 @@ class TronNode:
             # Every process, not only this one: a request from any of them would extend it.
             self._budget.suspend(seconds)
 
-    def _call_once(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
+    def _call_once(
+        self,
+        base: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        decode: Callable[[bytes], Any],
+    ) -> Any:
         self._throttle()
         if self._counters is None:
-            return self._request(base, path, body, params)
+            return self._request(base, path, body, params, decode)
         start = time.perf_counter()
         outcome = "error"
         try:
-            reply = self._request(base, path, body, params)
+            reply = self._request(base, path, body, params, decode)
             outcome = "ok"
             return reply
         finally:
@@ -271,7 +291,14 @@ class TronNode:
             self._counters.inc("ledger_node_requests_total", labels)
             self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
 
-    def _request(self, base: str, path: str, body: dict[str, Any] | None, params: dict[str, str] | None) -> Any:
+    def _request(
+        self,
+        base: str,
+        path: str,
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        decode: Callable[[bytes], Any],
+    ) -> Any:
         # TronGrid's v1 REST routes are GETs (params); the wallet API takes a JSON body.
         method = "GET" if params is not None else "POST"
         content = orjson.dumps(body) if body is not None else None
@@ -283,7 +310,7 @@ class TronNode:
             raise NodeUnavailable(self.redact(f"{path}: {exc}")) from None
         if status == 200:
             try:
-                reply = orjson.loads(raw)
+                reply = decode(raw)
             except orjson.JSONDecodeError as exc:
                 shown = self.redact(raw.decode("utf-8", "replace"))[:120]  # redacted whole: a cut could split the key
                 raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {shown!r}")) from None

@@ -15,7 +15,7 @@ re-exported here so callers have one import for chain parsing.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,7 @@ __all__ = [
     "MissingTransactionInfo",
     "NodeError",
     "ParseIssue",
+    "SkimmedBlock",
     "TransactionTrigger",
     "UnfreezeLot",
     "check_node_reply",
@@ -112,6 +113,15 @@ SUCCESS = "SUCCESS"
 class MissingTransactionInfo(ChainDataError):
     """A tracked transaction needs its TransactionInfo and the infos given lack it (or are stale);
     the listener should refetch `gettransactioninfobyblocknum` and parse the block again."""
+
+
+class SkimmedBlock(dict[str, Any]):
+    """A block whose `transactions` holds only those that may give an operation or an issue (see
+    ledger.chain.skim); `tx_indices[i]` is the position in the node's block of `transactions[i]`."""
+
+    def __init__(self, tx_indices: list[int], fields: Iterable[tuple[str, Any]] = ()) -> None:
+        super().__init__(fields)
+        self.tx_indices = tx_indices
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +229,9 @@ def parse_block(
 
     operations: list[Operation] = []
     issues: list[ParseIssue] = []
-    for tx_index, tx in enumerate(_transactions(block)):
+    transactions = _transactions(block)
+    indices = block.tx_indices if isinstance(block, SkimmedBlock) else range(len(transactions))
+    for tx_index, tx in zip(indices, transactions, strict=True):
         try:
             stake = _read_stake(tx)
         except ChainDataError as exc:

@@ -20,16 +20,9 @@ from simulator.model import CONTRACT_SCHEMAS
 from simulator.node import SimNode
 from simulator.render import Renderer
 from simulator.traffic import MAINNET_TX_PER_BLOCK, TRANSFER_TOPIC
+from tests.test_simulator import STAKE_TYPES
 
 BLOCKS = 40
-STAKE_TYPES = {
-    "FreezeBalanceV2Contract",
-    "UnfreezeBalanceV2Contract",
-    "WithdrawExpireUnfreezeContract",
-    "DelegateResourceContract",
-    "UnDelegateResourceContract",
-    "CancelAllUnfreezeV2Contract",
-}
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,9 @@ class Settings:
     listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
     listener_offline_seconds: float = 120.0  # ... and for this long: offline
     monitor_window_seconds: int = 900  # recent window of hit rate and sync success rate
+    # The data health check judges the hit rate only over at least this many cache reads in the
+    # window: fewer (one every 4.5 s at the default window) miss on entries that expired between them.
+    hit_rate_min_reads: int = 200
     bench_routes: bool = False  # serve /bench/constant (bench/api.py's ceiling); never in production
     # HMAC keys of the record lists' cursors (web.cursor): the first signs, all verify (rotation).
     # Empty: a development key written in this file, which anyone can read; set it in production.
@@ -189,6 +192,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
     "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),
     "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
+    "hit_rate_min_reads": ("HIT_RATE_MIN_READS", int),
     "bench_routes": ("BENCH_ROUTES", _flag),
     "cursor_secrets": ("CURSOR_SECRET", _secrets),
     "legacy_max_pages": ("LEGACY_MAX_PAGES", int),

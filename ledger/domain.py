@@ -30,6 +30,27 @@ CONFIRMED = "confirmed"
 FAILED = "failed"
 STATUSES = frozenset({PENDING, CONFIRMED, FAILED})
 
+# What the active listener is doing (listener/streamer.py sets it, the heartbeat stores it, the
+# monitor reports it).
+LISTENER_STARTING = "starting"  # no cycle finished yet
+LISTENER_FOLLOWING = "following"  # at the node's head
+LISTENER_CATCHING_UP = "catching_up"  # reading blocks the node has had for a while
+LISTENER_NODE_BEHIND = "node_behind"  # the node's head is below the checkpoint: nothing to read until it passes
+LISTENER_NODE_UNREACHABLE = "node_unreachable"  # requests to the node fail
+LISTENER_RATE_LIMITED = "rate_limited"  # the node (HTTP 429/403) or the shared request budget holds requests back
+LISTENER_FAILING = "failing"  # cycles fail otherwise (PostgreSQL, the broker, a node answer that does not add up)
+LISTENER_STATES = (
+    LISTENER_STARTING,
+    LISTENER_FOLLOWING,
+    LISTENER_CATCHING_UP,
+    LISTENER_NODE_BEHIND,
+    LISTENER_NODE_UNREACHABLE,
+    LISTENER_RATE_LIMITED,
+    LISTENER_FAILING,
+)
+# The states in which its head and checkpoint figures are current.
+LISTENER_READING = frozenset({LISTENER_STARTING, LISTENER_FOLLOWING, LISTENER_CATCHING_UP})
+
 # Chain constants: BLOCK_PRODUCED_INTERVAL (common/.../config/Parameter.java), the 3-day default lock
 # (DelegateResourceActuator: lock_period 0 means 86 400 blocks), TRX_PRECISION.
 BLOCK_INTERVAL_MS = 3000

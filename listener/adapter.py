@@ -66,8 +66,11 @@ class NodeAdapter:
         self._prefetch_enabled = prefetch
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._prefetched: _Prefetch | None = None
-        # The newest block fetched (the heartbeat reports it: head_seen).
+        # The node's head as last seen (the heartbeat reports it: head_seen): the head's header
+        # when it was asked for, else the newest block fetched; and when the node last showed it
+        # was still its head (wall clock, ms).
         self._head: dict[str, Any] | None = None
+        self._head_seen_ms: int | None = None
         # Block id -> header timestamp of the blocks seen lately: each block's operations carry
         # their parent's time (java-tron's "now" for them), and the first block of a batch has its
         # parent in the previous batch. Bounded: only the newest ones are kept.
@@ -79,18 +82,27 @@ class NodeAdapter:
         self._pool.shutdown(wait=True)
 
     def head_number(self) -> int:
-        return block_number(self._node.head_header())
+        header = self._node.head_header()
+        number = block_number(header)
+        # The node's own word: taken even when lower than a block fetched before (a resynced node).
+        self._saw_head(header)
+        return number
 
-    def head_seen(self) -> tuple[int, int] | None:
-        """(number, timestamp in ms) of the head block last fetched, for the heartbeat; None before."""
-        head = self._head
-        if head is None:
+    def head_seen(self) -> tuple[int, int, int] | None:
+        """(number, timestamp in ms, when seen in ms) of the node's head as last seen, for the
+        heartbeat; None before any."""
+        head, seen = self._head, self._head_seen_ms
+        if head is None or seen is None:
             return None
         try:
             timestamp = int(head["block_header"]["raw_data"]["timestamp"])
         except (KeyError, TypeError, ValueError):
             return None
-        return block_number(head), timestamp
+        return block_number(head), timestamp, seen
+
+    def _saw_head(self, block: dict[str, Any]) -> None:
+        self._head = block
+        self._head_seen_ms = int(time.time() * 1000)
 
     def solid_number(self) -> int:
         return self._node.solid_block_number()
@@ -149,6 +161,8 @@ class NodeAdapter:
             read = self._read(start, end, tracked)
         raw, infos = read
         if not raw:
+            if self._head is not None and block_number(self._head) == start - 1:
+                self._saw_head(self._head)  # nothing past it: it is still the node's head
             return []
         if len(raw) == end - start and self._prefetch_enabled:
             # A full batch: the chain goes on past it (catching up). Read the next one meanwhile,
@@ -158,7 +172,8 @@ class NodeAdapter:
             # would make anyway; at the head (a short batch) none is made.
             nxt = end + (end - start)
             self._prefetched = _Prefetch(end, nxt, tracked, self._prefetcher.submit(self._read, end, nxt, tracked))
-        self._head = raw[-1]
+        if self._head is None or block_number(raw[-1]) >= block_number(self._head):
+            self._saw_head(raw[-1])
         parents = self._parent_times(raw)
         return list(
             self._pool.map(

@@ -34,6 +34,10 @@ class Beat:
     head_time_ms: int | None = None
     processed_block: int | None = None
     processed_time_ms: int | None = None
+    head_seen_ms: int | None = None  # when the node last showed head_block as its head
+    state: str | None = None  # the active one's (listener/streamer.py: following, node_behind, ...)
+    state_detail: str | None = None
+    state_since_ms: int | None = None
 
 
 class Heartbeat:
@@ -86,12 +90,14 @@ class Heartbeat:
         with conn.transaction():
             conn.execute(
                 "INSERT INTO listener_heartbeats (holder, name, role, term, started_at, beat_at, head_block,"
-                " head_time, processed_block, processed_time)"
-                " VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s)"
+                " head_time, processed_block, processed_time, head_seen_at, state, state_detail, state_since)"
+                " VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (holder) DO UPDATE SET name = EXCLUDED.name, role = EXCLUDED.role,"
                 " term = EXCLUDED.term, started_at = EXCLUDED.started_at, beat_at = EXCLUDED.beat_at,"
                 " head_block = EXCLUDED.head_block, head_time = EXCLUDED.head_time,"
-                " processed_block = EXCLUDED.processed_block, processed_time = EXCLUDED.processed_time",
+                " processed_block = EXCLUDED.processed_block, processed_time = EXCLUDED.processed_time,"
+                " head_seen_at = EXCLUDED.head_seen_at, state = EXCLUDED.state,"
+                " state_detail = EXCLUDED.state_detail, state_since = EXCLUDED.state_since",
                 (
                     self.holder,
                     self.name,
@@ -102,10 +108,17 @@ class Heartbeat:
                     _time(beat.head_time_ms),
                     beat.processed_block,
                     _time(beat.processed_time_ms),
+                    _time(beat.head_seen_ms),
+                    beat.state,
+                    beat.state_detail,
+                    _time(beat.state_since_ms),
                 ),
             )
+            # Only a listener that reads the chain has a latency to sample: behind-the-checkpoint
+            # or failing cycles would write the last known figures as if they were fresh.
             if (
                 beat.role == "active"
+                and beat.state in (None, "following", "catching_up")
                 and beat.head_block is not None
                 and beat.processed_block is not None
                 and beat.head_time_ms is not None

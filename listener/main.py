@@ -196,13 +196,18 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         checkpoint_time = progress.checkpoint_time_ms
         if head is not None and checkpoint_time is None and progress.checkpoint == head[0]:
             checkpoint_time = head[1]  # at the head without a batch yet (e.g. just started)
+        state = streamers[-1].state
         return Beat(
             role="active",
             term=leader.term,
             head_block=head[0] if head else None,
             head_time_ms=head[1] if head else None,
+            head_seen_ms=head[2] if head else None,
             processed_block=progress.checkpoint if progress.checkpoint >= 0 else None,
             processed_time_ms=checkpoint_time,
+            state=state.name,
+            state_detail=state.detail,
+            state_since_ms=state.since_ms,
         )
 
     heartbeat = Heartbeat(

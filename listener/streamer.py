@@ -17,10 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger.chain.node import MAX_BLOCKS_PER_REQUEST
+from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.chain.values import NodeError
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
+from ledger.domain import LISTENER_CATCHING_UP as CATCHING_UP
+from ledger.domain import LISTENER_FAILING as FAILING
+from ledger.domain import LISTENER_FOLLOWING as FOLLOWING
+from ledger.domain import LISTENER_NODE_BEHIND as NODE_BEHIND
+from ledger.domain import LISTENER_NODE_UNREACHABLE as NODE_UNREACHABLE
+from ledger.domain import LISTENER_RATE_LIMITED as RATE_LIMITED
+from ledger.domain import LISTENER_STARTING as STARTING
 from listener.adapter import ChainAdapter
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,36 @@ PUSH_GRACE = 1.0
 QUIET_SECONDS = 2 * BLOCK_INTERVAL_MS / 1000
 # Empty probes in a row after which the head's header is asked for (see _check_empty_probes).
 EMPTY_PROBES_BEFORE_HEAD_CHECK = 5
+# While the node is behind the checkpoint, the error is logged again this often: a line an operator
+# sees in any minute of the outage, not one per probe.
+NODE_BEHIND_LOG_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class State:
+    """What the listener is doing (ledger.domain's LISTENER_* names), as its heartbeat reports it."""
+
+    name: str
+    detail: str
+    since_ms: int  # wall clock, when the listener entered this state
+    behind_by: int | None = None  # NODE_BEHIND: checkpoint minus the node's head
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """The state a failed cycle puts the listener in, and what to say about it. Node errors are
+    redacted by the node client (no key); anything else is named by its type only, as its message
+    may name hosts."""
+    if isinstance(exc, RateLimited | BudgetUnavailable):
+        return RATE_LIMITED, str(exc)[:300]
+    if isinstance(exc, NodeUnavailable):
+        return NODE_UNREACHABLE, str(exc)[:300]
+    if isinstance(exc, ChainMoved | NodeError):
+        return FAILING, f"{type(exc).__name__}: {exc}"[:300]
+    return FAILING, type(exc).__name__
 
 
 class SlotTiming:
@@ -191,6 +229,9 @@ class Streamer:
         self._last_id: str | None = None  # block id at the checkpoint, to check the next parentHash
         self._failures = 0
         self._last_progress = 0.0
+        self.state = State(STARTING, "no cycle finished yet", _now_ms())
+        self._behind_logged = float("-inf")
+        self._behind_now = False  # this cycle found the node behind the checkpoint
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -217,13 +258,25 @@ class Streamer:
 
     def sync_cycle(self) -> bool:
         """Process the blocks past the checkpoint that the node has. True when at the head."""
+        self._behind_now = False
+        caught_up = self._cycle()
+        if not self._behind_now:
+            if caught_up:
+                self._set_state(FOLLOWING, f"at the node's head, block {self.progress.checkpoint}")
+            else:
+                behind = self.progress.head - self.progress.checkpoint
+                self._set_state(CATCHING_UP, f"block {self.progress.checkpoint}, {behind} behind the node's head")
+        return caught_up
+
+    def _cycle(self) -> bool:
         tracked = self._tracked_accounts()
         checkpoint = self._checkpoint()
         solid = self._solid(checkpoint)
         blocks = self.adapter.follow(checkpoint + 1, self.batch_blocks, tracked, solid)
         self._timing.probed(bool(blocks))
         if not blocks:
-            self._check_empty_probes(checkpoint)
+            if self._check_empty_probes(checkpoint):
+                return True  # the node is behind the checkpoint: nothing to confirm or read
             quiet = time.monotonic() - self._block_seen_at >= QUIET_SECONDS
             self._send_confirmation(self._solid(checkpoint, idle=quiet))
             return True
@@ -267,19 +320,61 @@ class Streamer:
             self._timing.at_head(blocks[-1].timestamp_ms)
         return caught_up
 
-    def _check_empty_probes(self, checkpoint: int) -> None:
+    def _check_empty_probes(self, checkpoint: int) -> bool:
         """Now and then, when probes keep finding nothing, ask the head's header: a node that
         answers `{}` for blocks it has (a lagging or broken backend) is then said so, and retried
-        with backoff, instead of looking like a quiet chain."""
+        with backoff, instead of looking like a quiet chain. A node whose head is below the
+        checkpoint (resynced, another network, a balancer switched to a lagging node) has nothing
+        to give until it passes it: that is reported (True), not waited out in silence. The head is
+        asked at once on a term's first empty probe, and every probe while the node is behind."""
         self._empty_probes += 1
-        if self._empty_probes % EMPTY_PROBES_BEFORE_HEAD_CHECK:
-            return
+        first = self.state.name == STARTING
+        if self._empty_probes % EMPTY_PROBES_BEFORE_HEAD_CHECK and not first and self.state.name != NODE_BEHIND:
+            return False
         head = self.adapter.head_number()
         if head > checkpoint:
             raise ChainMoved(f"the node answered no block from {checkpoint + 1} though its head is {head}")
+        if head < checkpoint:
+            self._node_behind(head, checkpoint)
+            return True
+        return False
+
+    def _node_behind(self, head: int, checkpoint: int) -> None:
+        behind = checkpoint - head
+        self.progress.head = head
+        self._behind_now = True
+        if self.state.name != NODE_BEHIND or self.state.behind_by != behind:
+            since = self.state.since_ms if self.state.name == NODE_BEHIND else _now_ms()
+            detail = f"node behind the checkpoint by {behind} blocks (node head {head}, checkpoint {checkpoint})"
+            self.state = State(NODE_BEHIND, detail, since, behind_by=behind)
+        now = time.monotonic()
+        if now - self._behind_logged >= NODE_BEHIND_LOG_SECONDS:
+            self._behind_logged = now
+            log.error(
+                "node behind the checkpoint by %d blocks: the node's head is %d, the checkpoint %d; nothing is "
+                "read until the node passes the checkpoint (a resynced or lagging node, or a node of another "
+                "network)",
+                behind,
+                head,
+                checkpoint,
+                extra={"block": checkpoint, "node_head": head, "behind_by": behind},
+            )
+
+    def _set_state(self, name: str, detail: str) -> None:
+        if self.state.name == NODE_BEHIND and name != NODE_BEHIND:
+            self._behind_logged = float("-inf")
+            log.info("the node is no longer behind the checkpoint (it was for %.0f s); %s", self._state_age(), detail)
+        since = self.state.since_ms if self.state.name == name else _now_ms()
+        self.state = State(name, detail, since)
+
+    def _state_age(self) -> float:
+        return max(0.0, (_now_ms() - self.state.since_ms) / 1000)
 
     def idle_wait(self) -> float:
-        """Seconds to wait at the head before the next probe (see SlotTiming)."""
+        """Seconds to wait at the head before the next probe (see SlotTiming); a block's time while
+        the node is behind the checkpoint (it cannot gain more than a block per slot)."""
+        if self.state.name == NODE_BEHIND:
+            return max(self.poll_interval, BLOCK_INTERVAL_MS / 1000)
         return self._timing.wait(self.poll_interval)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -430,6 +525,7 @@ class Streamer:
 
     def _on_failure(self, exc: Exception) -> None:
         self._failures += 1
+        self._set_state(*describe_failure(exc))
         self.progress.errors += 1
         delay = retry_delay(self._failures, exc, self.max_backoff, jitter=random.uniform(0.8, 1.2))
         # Log a burst once, then only every tenth failure, so a long outage does not flood the log.

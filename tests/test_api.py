@@ -636,10 +636,20 @@ def test_health_and_ingest_tell_the_checkpoint_from_the_persisted_watermark(
         "INSERT INTO listener_checkpoint (name, block_num, block_id, persisted_block, persisted_at)"
         " VALUES ('main', 120, 'x', 112, now())"
     )
+    # With no listener beating, the head is not vouched for: its lags are unknown, and say why
     data = get_json(client, "/api/ingest")["data"]
     assert (data["head"], data["solid"], data["checkpoint"], data["persisted"]) == (125, 100, 120, 112)
+    assert data["lag_blocks"] == {"listener": None, "workers": 8, "total": None}
+    assert data["lag_unknown"] == "no listener has been active: no chain head seen"
+    # With the listener online and following the chain, every lag is known
+    conn.execute(
+        "INSERT INTO listener_heartbeats (holder, name, role, term, started_at, beat_at, head_block, processed_block,"
+        " state) VALUES ('h', 'main', 'active', 1, now(), now(), 125, 120, 'following')"
+    )
+    data = get_json(client, "/api/ingest")["data"]
     assert data["lag_blocks"] == {"listener": 5, "workers": 8, "total": 13}
-    assert get_json(client, "/health/ready")["ingest"] == data
+    assert data["listener"]["status"] == "online" and data["listener"]["state"] == "following"
+    assert get_json(client, "/health/ready")["ingest"]["lag_blocks"] == data["lag_blocks"]
 
 
 def test_ready_is_503_when_redis_is_unreachable(settings: Settings, clean_db: str) -> None:

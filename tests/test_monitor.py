@@ -63,6 +63,7 @@ def stack(settings: Settings, env: dict[str, str], procs: list[Proc]) -> Iterato
         listener_offline_seconds=5.0,
         admin_token=TOKEN,
         cache_local_ttl=0.0,
+        hit_rate_min_reads=4,  # the few reads below are judged (test_a_quiet_window_is_not_judged: the default)
     )
     app = create_app(wsettings)
     yield {"sim": sim, "env": env, "worker": worker, "listener": listener, "app": app, "settings": wsettings}
@@ -188,6 +189,101 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     assert stale_health["status"] == "warning" and "listener is stale" in stale_health["reasons"]
     assert offline_health["status"] == "warning" and "listener is offline" in offline_health["reasons"]
     assert offline_latency > stale_latency  # a stopped listener's latency grows
+
+
+@pytest.mark.slow
+def test_a_node_behind_the_checkpoint_is_an_error_everywhere(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # Given a node whose head is 40 blocks below the listener's checkpoint (a resynced node, a
+    # node of another network, or the demo's simulator started anew on a database it had filled)
+    sim_proc, url = start_simulator("--paused", "--history-blocks", "30")
+    procs.append(sim_proc)
+    sim = Simulator(url)
+    head = sim.status()["head"]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO listener_checkpoint (name, block_num, block_id) VALUES ('main', %s, %s)",
+            (head + 40, "ab" * 32),
+        )
+    # When the listener starts on it
+    listener = start_listener({**env, **LISTENER_ENV, "TRON_NODE_URL": url})
+    procs.append(listener)
+    app = create_app(dataclasses.replace(settings, listener_stale_seconds=2.0, listener_offline_seconds=5.0))
+    try:
+        client = app.test_client()
+        # Then it logs an error saying so
+        listener.wait_for(r"ERROR listener\.streamer: node behind the checkpoint by 40 blocks", timeout=30)
+        # The data health check is an error, with the reason
+        wait_until(lambda: data_health(client)[0] == 500, 20, "the health check to say error")
+        status, body = data_health(client)
+        assert body["status"] == "error" and "node behind the checkpoint by 40 blocks" in body["reasons"], body
+        # The status page's data says what the listener is doing, and gives no figure it cannot know
+        listener_part = figures(client)["listener"]
+        assert listener_part["status"] == "online" and listener_part["state"] == "node_behind"
+        assert listener_part["state_detail"].startswith("node behind the checkpoint by 40 blocks"), listener_part
+        assert (listener_part["head_block"], listener_part["processed_block"]) == (head, head + 40)
+        assert listener_part["blocks_behind"] is None and listener_part["node_behind_by"] == 40
+        assert "node behind the checkpoint by 40 blocks" in listener_part["blocks_behind_unknown"]
+        assert figures(client)["data_latency"]["ms"] is None
+        ingest = client.get("/api/ingest").get_json()["data"]
+        assert ingest["lag_blocks"]["listener"] is None and "node behind the checkpoint" in ingest["lag_unknown"]
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        assert families["ledger_node_behind_checkpoint_blocks"].samples[0].value == 40
+        states = {s.labels["state"]: s.value for s in families["ledger_listener_state"].samples}
+        assert states["node_behind"] == 1 and sum(states.values()) == 1
+        assert "ledger_blocks_behind_head" not in families  # unknown, so absent: never a 0
+        # When the node passes the checkpoint, the listener reads again and the error is gone
+        sim.produce(45)
+        wait_until(lambda: figures(client)["listener"]["state"] == "following", 30, "the listener to follow again")
+        assert figures(client)["listener"]["processed_block"] == head + 45
+        assert "node behind" not in " ".join(data_health(client)[1]["reasons"])
+        listener.wait_for(r"INFO listener\.streamer: the node is no longer behind the checkpoint", timeout=5)
+    finally:
+        close_app(app)
+
+
+def test_a_quiet_window_is_not_judged(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    # 60 reads in the window, a third of them misses (20 distinct pages): a hit rate of 0.67 that
+    # says nothing of the cache, since entries expire between a quiet API's reads.
+    # A generous cache timeout: on a loaded machine a read that times out bypasses the cache uncounted.
+    app = create_app(dataclasses.replace(settings, cache_local_ttl=0.0, cache_socket_timeout=2.0))
+    try:
+        client = app.test_client()
+        with psycopg.connect(clean_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (SIM_ACCOUNTS[0],))
+        for limit in range(1, 21):
+            for _ in range(3):
+                page = client.get(
+                    "/api/stake/records", query_string={"pool_account_id": SIM_ACCOUNTS[0], "limit": limit}
+                )
+                assert page.status_code == 200
+        cache = figures(client)["cache"]
+        assert (cache["hits"] + cache["local_hits"], cache["misses"]) == (40, 20)
+        status, body = data_health(client)
+        assert not any("hit rate" in reason for reason in body["reasons"]), body
+        (rule,) = [r for r in body["rules"] if r["rule"] == "cache_hit_rate"]
+        assert (rule["result"], rule["reason"]) == ("not judged", "not judged (60 reads)")
+        # Every figure the rule used is in the body.
+        assert rule["figures"] == {
+            "hit_rate": 0.6667,
+            "min_hit_rate": 0.8,
+            "reads": 60,
+            "min_reads": 200,
+            "hits": cache["hits"],
+            "local_hits": cache["local_hits"],
+            "misses": 20,
+            "window_s": 900,
+        }
+        # The same reads over a threshold they reach are judged: a warning, with its figures.
+        strict = create_app(dataclasses.replace(settings, hit_rate_min_reads=60))
+        try:
+            body = data_health(strict.test_client())[1]
+            assert "cache hit rate 0.6667 <= 0.8 over 60 reads" in body["reasons"], body
+        finally:
+            close_app(strict)
+    finally:
+        close_app(app)
 
 
 @pytest.mark.slow

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 
 import pytest
 
+from ledger.chain.node import BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.domain import Operation
 from listener.streamer import QUIET_SECONDS, Streamer
@@ -326,3 +329,60 @@ def test_records_an_earlier_term_sent_pending_are_confirmed_when_the_chain_stops
     # Then its last confirmation reaches the solidified head: the earlier term's records up to it
     # are confirmed, though this term never sent them (no other confirmation would come)
     assert sink.confirmed[-1] == adapter.head - adapter.solid_lag == 99
+
+
+def test_a_node_behind_the_checkpoint_is_reported_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])  # the streamer's clock for the once-a-minute line
+    adapter, store, sink = StubAdapter(head=60), MemoryStore(checkpoint=100), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    with caplog.at_level(logging.INFO, logger="listener.streamer"):
+        # The first empty probe asks the head: 40 below the checkpoint, an error at once.
+        assert streamer.sync_cycle() is True
+        assert (streamer.state.name, streamer.state.behind_by) == ("node_behind", 40)
+        assert streamer.state.detail.startswith("node behind the checkpoint by 40 blocks")
+        assert streamer.idle_wait() >= 3.0  # one probe a slot: the node gains at most a block a slot
+        for _ in range(20):  # every probe while behind asks the head again; no new line within the minute
+            clock[0] += 2.0
+            streamer.sync_cycle()
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert [r.getMessage().split(":")[0] for r in errors] == ["node behind the checkpoint by 40 blocks"]
+        clock[0] += 21.0  # a minute after the first line, the next one
+        adapter.head = 70
+        streamer.sync_cycle()
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert [r.getMessage().split(":")[0] for r in errors][-1] == "node behind the checkpoint by 30 blocks"
+        assert len(errors) == 2 and streamer.state.behind_by == 30
+        # Nothing was read or sent meanwhile, and the checkpoint stayed.
+        assert sink.ops == [] and store.checkpoint == 100 and adapter.exports == []
+        # When the node passes the checkpoint, the listener reads again and says so.
+        adapter.head = 103
+        _run_until_caught_up(streamer)
+    assert [op.block_num for op in sink.ops] == [101, 102, 103]
+    assert streamer.state.name == "following"
+    assert any("no longer behind the checkpoint" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("exc", "state"),
+    [
+        (NodeUnavailable("getblockbylimitnext: timed out"), "node_unreachable"),
+        (RateLimited("getblockbylimitnext: rate limited (HTTP 429)", 2.0), "rate_limited"),
+        (BudgetUnavailable("request budget: day used up", 60.0), "rate_limited"),
+        (ConnectionError("database down at 10.0.0.5"), "failing"),
+    ],
+)
+def test_a_failed_cycle_says_why_in_the_state(exc: Exception, state: str) -> None:
+    adapter, store, sink = StubAdapter(head=30), MemoryStore(checkpoint=20), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    adapter.fail_next = exc
+    with pytest.raises(type(exc)):
+        streamer.sync_cycle()
+    streamer._on_failure(exc)
+    assert streamer.state.name == state
+    # A node's message is shown (the node client redacts it); anything else by its type only.
+    assert streamer.state.detail == (type(exc).__name__ if state == "failing" else str(exc))
+    _run_until_caught_up(streamer)
+    assert streamer.state.name == "following"

@@ -2,10 +2,12 @@
 
 - /health/live checks nothing outside the process (a restart would not fix PostgreSQL or Redis);
 - /health/ready checks PostgreSQL and the cache Redis (503 if either fails), with the ingest heads;
-- /health/tron-data-health says whether the data is fresh: `healthy` when the listener is online,
-  the data latency is under 300,000 ms and the cache hit rate over the recent window is above 0.8;
-  `warning` otherwise; `error` (HTTP 500) when it cannot tell (a dependency it reads failed).
-  The figures and the reasons are in the body (web/monitor.py says how each is measured).
+- /health/tron-data-health says whether the data is fresh: `healthy` when the listener is online
+  and reading the chain, the data latency is under 300,000 ms and the cache hit rate over the
+  recent window is above 0.8 (judged from HIT_RATE_MIN_READS reads on); `warning` otherwise;
+  `error` (HTTP 500) when it cannot tell (a dependency it reads failed) or when the node is behind
+  the listener's checkpoint (nothing is read until it passes it). The body has each rule with its
+  result and the figures it used (web/monitor.py says how each is measured).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response
 
 from ledger.store.accounting import read_heads
-from web.monitor import health
+from web.monitor import health_rules, listener_status, verdict
 from web.monitoring import current_snapshot
 from web.pg import read_connection
 from web.resources import resources
@@ -61,11 +63,13 @@ def ingest() -> Response:
 @bp.get("/health/tron-data-health")
 def tron_data_health() -> Response:
     snap = current_snapshot()
-    status, reasons = health(snap)
+    rules = health_rules(snap, min_reads=resources().settings.hit_rate_min_reads)
+    status, reasons = verdict(rules)
     body = {
         "success": status != "error",
         "status": status,
         "reasons": reasons,
+        "rules": rules,
         "listener": snap["listener"],
         "data_latency": snap["data_latency"],
         "cache": snap["cache"],
@@ -75,8 +79,22 @@ def tron_data_health() -> Response:
 
 
 def _ingest_heads() -> dict[str, object]:
-    with read_connection(resources().pool, timeout=_READY_DB_TIMEOUT) as conn:
-        return read_heads(conn).to_dict()
+    res = resources()
+    with read_connection(res.pool, timeout=_READY_DB_TIMEOUT) as conn:
+        heads = read_heads(conn).to_dict()
+        listener = listener_status(conn, res.settings)
+    # `head` is the head recorded with the last checkpoint; what the listener knows now comes from
+    # its heartbeat. A lag the listener cannot vouch for (it is down, or its node is behind the
+    # checkpoint) is unknown, with the reason, not the last figure it wrote.
+    heads["listener"] = {
+        k: listener[k] for k in ("status", "state", "state_detail", "head_block", "node_behind_by", "beat_age_s")
+    }
+    heads["lag_unknown"] = unknown = listener["blocks_behind_unknown"]
+    if unknown is not None:
+        lags = heads["lag_blocks"]
+        assert isinstance(lags, dict)
+        lags["listener"] = lags["total"] = None
+    return heads
 
 
 def _check(probe: Callable[[], object]) -> dict[str, object]:

@@ -19,6 +19,7 @@ from flask import Blueprint, Response
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from ledger.domain import LISTENER_STATES
 from ledger.ops.metrics import read_totals
 from web.dependency import gray_release
 from web.monitoring import current_snapshot
@@ -144,6 +145,21 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
         for name in ("online", "stale", "offline"):
             status.add_sample("ledger_listener_status", {"status": name}, 1 if listener["status"] == name else 0)
         yield status
+        if listener["state"] is not None:
+            states = Metric(
+                "ledger_listener_state",
+                "1 for what the online listener is doing (following, catching_up, node_behind, node_unreachable,"
+                " rate_limited, failing, starting).",
+                "gauge",
+            )
+            for name in LISTENER_STATES:
+                states.add_sample("ledger_listener_state", {"state": name}, 1 if listener["state"] == name else 0)
+            yield states
+            yield from _gauge(
+                "ledger_node_behind_checkpoint_blocks",
+                "How far the node's head is below the listener's checkpoint (0: not behind); absent when unknown.",
+                listener["node_behind_by"] or 0,
+            )
         yield from _gauge(
             "ledger_listener_heartbeat_age_seconds",
             "Seconds since the active listener's heartbeat.",
@@ -155,12 +171,17 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
         yield from _gauge(
             "ledger_processed_block", "The last block the listener processed (checkpoint).", listener["processed_block"]
         )
-        yield from _gauge("ledger_blocks_behind_head", "Head block minus processed block.", listener["blocks_behind"])
+        yield from _gauge(
+            "ledger_blocks_behind_head",
+            "Head block minus processed block; absent when unknown (listener down or not reading).",
+            listener["blocks_behind"],
+        )
     if "error" not in latency:
         ms = latency["ms"]
         yield from _gauge(
             "ledger_data_latency_seconds",
-            "Chain head time minus last processed block time, plus heartbeat age.",
+            "Chain head time minus last processed block time, plus the time since the node last showed that head;"
+            " absent when unknown.",
             None if ms is None else ms / 1000,
         )
         lag = Metric("ledger_persist_lag_seconds", "Block time to row written, records of the last hour.", "gauge")

@@ -32,6 +32,13 @@ import redis
 from ledger.config import Settings
 from ledger.coordination.inflight import other_depths, queue_depths
 from ledger.coordination.queue import background_queue
+from ledger.domain import (
+    LISTENER_FAILING,
+    LISTENER_NODE_BEHIND,
+    LISTENER_NODE_UNREACHABLE,
+    LISTENER_RATE_LIMITED,
+    LISTENER_READING,
+)
 from ledger.ops.metrics import read_window, sum_samples
 from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import read_cache_window
@@ -47,10 +54,15 @@ class Unavailable(Exception):
     """A part whose data does not exist in this database yet (e.g. before its migration)."""
 
 
+# A listener that does not report its state (None) reads the chain as far as anyone can tell.
+_READING = {None, *LISTENER_READING}
+
+
 def listener_status(conn: psycopg.Connection, settings: Settings) -> dict[str, Any]:
     rows = conn.execute(
         "SELECT holder, role, term, extract(epoch FROM now() - beat_at), head_block, head_time, processed_block,"
-        " processed_time FROM listener_heartbeats WHERE name = %s ORDER BY beat_at DESC",
+        " processed_time, state, state_detail, state_since, extract(epoch FROM now() - head_seen_at)"
+        " FROM listener_heartbeats WHERE name = %s ORDER BY beat_at DESC",
         (MAIN_CHECKPOINT,),
     ).fetchall()
     lease = conn.execute("SELECT holder, term FROM listener_terms WHERE name = %s", (MAIN_CHECKPOINT,)).fetchone()
@@ -75,11 +87,17 @@ def listener_status(conn: psycopg.Connection, settings: Settings) -> dict[str, A
             "active_holder": lease[0] if lease else None,
             "beat_age_s": None,
             "instances": instances,
+            "state": None,
+            "state_detail": "no listener has been active",
+            "state_since": None,
             "head_block": None,
             "head_time": None,
+            "head_seen_age_s": None,
             "processed_block": None,
             "processed_time": None,
             "blocks_behind": None,
+            "blocks_behind_unknown": "no listener has been active: no chain head seen",
+            "node_behind_by": None,
         }
     age = float(active[3])
     if age < settings.listener_stale_seconds:
@@ -89,29 +107,55 @@ def listener_status(conn: psycopg.Connection, settings: Settings) -> dict[str, A
     else:
         status = OFFLINE
     head_block, head_time, processed_block, processed_time = active[4], active[5], active[6], active[7]
+    state, detail, since, seen_age = active[8], active[9], active[10], active[11]
+    node_behind_by = None
+    if state == LISTENER_NODE_BEHIND and head_block is not None and processed_block is not None:
+        node_behind_by = processed_block - head_block
+    # A figure is given only when it is current; otherwise it is unknown, and says why.
+    unknown = None
+    if status != ONLINE:
+        unknown = f"listener {status}: no heartbeat for {age:.0f} s"
+    elif state not in _READING:
+        unknown = f"listener {state.replace('_', ' ')}: {detail}" if detail else f"listener {state}"
+    elif head_block is None or processed_block is None:
+        unknown = "no chain head seen yet" if head_block is None else "no block processed yet"
     return {
         "status": status,
         "active_holder": active[0],
         "term": active[2],
         "beat_age_s": round(age, 3),
         "instances": instances,
+        "state": state if status == ONLINE else None,
+        "state_detail": detail if status == ONLINE else unknown,
+        "state_since": _iso(since),
         "head_block": head_block,
         "head_time": _iso(head_time),
+        "head_seen_age_s": None if seen_age is None else round(float(seen_age), 3),
         "processed_block": processed_block,
         "processed_time": _iso(processed_time),
-        "blocks_behind": head_block - processed_block
-        if head_block is not None and processed_block is not None
-        else None,
+        "blocks_behind": None if unknown else max(0, head_block - processed_block),
+        "blocks_behind_unknown": unknown,
+        "node_behind_by": node_behind_by if status == ONLINE else None,
     }
 
 
 def data_latency(conn: psycopg.Connection, listener: dict[str, Any]) -> dict[str, Any]:
-    head_time, processed_time, age = listener["head_time"], listener["processed_time"], listener["beat_age_s"]
+    """Chain head time minus the last processed block's time, plus how long ago the node last
+    showed that head (the heartbeat's age for a listener that does not say): a listener that stopped,
+    or cannot reach its node, has a latency that grows instead of freezing. Unknown while the node
+    is behind the checkpoint: the chain's head is then not known at all."""
+    head_time, processed_time = listener["head_time"], listener["processed_time"]
+    age = listener["head_seen_age_s"] if listener.get("head_seen_age_s") is not None else listener["beat_age_s"]
     latency_ms = None
-    if head_time is not None and processed_time is not None and age is not None:
+    unknown = None
+    if listener.get("state") == LISTENER_NODE_BEHIND:
+        unknown = listener["state_detail"]
+    elif head_time is None or processed_time is None or age is None:
+        unknown = "no chain head or processed block reported yet"
+    else:
         behind = datetime.fromisoformat(head_time) - datetime.fromisoformat(processed_time)
         latency_ms = max(0, round(behind.total_seconds() * 1000 + age * 1000))
-    return {"ms": latency_ms, "persist_lag_ms": persist_lag(conn)}
+    return {"ms": latency_ms, "unknown": unknown, "persist_lag_ms": persist_lag(conn)}
 
 
 def persist_lag(conn: psycopg.Connection, window: str = "1 hour") -> dict[str, Any]:
@@ -288,28 +332,96 @@ def snapshot_without_database(
     return out
 
 
-def health(snap: dict[str, Any], latency_limit_ms: int = 300_000, min_hit_rate: float = 0.8) -> tuple[str, list[str]]:
-    """`healthy`, `warning` or `error` (cannot tell), with the reasons for anything but healthy.
+OK, WARNING, ERROR, NOT_JUDGED = "ok", "warning", "error", "not judged"
+# The listener states in which it cannot read the chain (listener/streamer.py).
+_NOT_READING = {
+    LISTENER_NODE_UNREACHABLE: "cannot reach its node",
+    LISTENER_RATE_LIMITED: "is rate-limited",
+    LISTENER_FAILING: "is failing",
+}
 
-    The hit-rate rule applies only when there were lookups in the window: an idle API has no
-    hit rate, which is not a fault.
+
+def health_rules(
+    snap: dict[str, Any], *, latency_limit_ms: int = 300_000, min_hit_rate: float = 0.8, min_reads: int = 200
+) -> list[dict[str, Any]]:
+    """Each rule of the data health check with its result and every figure it used.
+
+    The hit-rate rule judges only a window with at least `min_reads` cache lookups: a quiet API
+    misses on entries that expired between its few reads, which says nothing of the cache.
     """
-    reasons = []
+    rules: list[dict[str, Any]] = []
     for part in ("listener", "data_latency", "cache"):
         if "error" in snap[part]:
-            reasons.append(f"{part}: cannot tell ({snap[part]['error']})")
-    if reasons:
-        return "error", reasons
+            error = snap[part]["error"]
+            rules.append(_rule(part, ERROR, f"{part}: cannot tell ({error})", {"error": error}))
     listener, latency, cache = snap["listener"], snap["data_latency"], snap["cache"]
-    if listener["status"] != ONLINE:
-        reasons.append(f"listener is {listener['status']}")
-    if latency["ms"] is None:
-        reasons.append("data latency unknown (no chain head or processed block reported yet)")
-    elif latency["ms"] >= latency_limit_ms:
-        reasons.append(f"data latency {latency['ms']} ms >= {latency_limit_ms} ms")
-    if cache["hit_rate"] is not None and cache["hit_rate"] <= min_hit_rate:
-        reasons.append(f"cache hit rate {cache['hit_rate']} <= {min_hit_rate}")
-    return ("warning" if reasons else "healthy"), reasons
+    if "error" not in listener:
+        keys = ("status", "state", "state_detail", "beat_age_s", "head_block", "processed_block", "node_behind_by")
+        figures = {k: listener.get(k) for k in keys}
+        if listener["status"] == ONLINE and listener.get("state") == LISTENER_NODE_BEHIND:
+            # Not a delay that passes by itself: nothing is read until the node passes the checkpoint.
+            rules.append(
+                _rule("listener", ERROR, f"node behind the checkpoint by {listener['node_behind_by']} blocks", figures)
+            )
+        elif listener["status"] != ONLINE:
+            rules.append(_rule("listener", WARNING, f"listener is {listener['status']}", figures))
+        elif listener.get("state") in _NOT_READING:
+            what = _NOT_READING[listener["state"]]
+            rules.append(_rule("listener", WARNING, f"listener {what}: {listener.get('state_detail')}", figures))
+        else:
+            rules.append(_rule("listener", OK, None, figures))
+    if "error" not in latency:
+        figures = {"ms": latency["ms"], "limit_ms": latency_limit_ms, "unknown": latency.get("unknown")}
+        if latency["ms"] is None:
+            why = latency.get("unknown") or "no chain head or processed block reported yet"
+            rules.append(_rule("data_latency", WARNING, f"data latency unknown ({why})", figures))
+        elif latency["ms"] >= latency_limit_ms:
+            rules.append(
+                _rule("data_latency", WARNING, f"data latency {latency['ms']} ms >= {latency_limit_ms} ms", figures)
+            )
+        else:
+            rules.append(_rule("data_latency", OK, None, figures))
+    if "error" not in cache:
+        reads = cache["hits"] + cache["local_hits"] + cache["misses"]
+        figures = {
+            "hit_rate": cache["hit_rate"],
+            "min_hit_rate": min_hit_rate,
+            "reads": reads,
+            "min_reads": min_reads,
+            "hits": cache["hits"],
+            "local_hits": cache["local_hits"],
+            "misses": cache["misses"],
+            "window_s": cache["window_s"],
+        }
+        if reads < min_reads or cache["hit_rate"] is None:
+            rules.append(_rule("cache_hit_rate", NOT_JUDGED, f"not judged ({reads} reads)", figures))
+        elif cache["hit_rate"] <= min_hit_rate:
+            reason = f"cache hit rate {cache['hit_rate']} <= {min_hit_rate} over {reads} reads"
+            rules.append(_rule("cache_hit_rate", WARNING, reason, figures))
+        else:
+            rules.append(_rule("cache_hit_rate", OK, None, figures))
+    return rules
+
+
+def health(
+    snap: dict[str, Any], latency_limit_ms: int = 300_000, min_hit_rate: float = 0.8, min_reads: int = 200
+) -> tuple[str, list[str]]:
+    """`healthy`, `warning` or `error` (cannot tell, or the node is behind the checkpoint), with
+    the reasons for anything but healthy (health_rules gives each rule's figures)."""
+    rules = health_rules(snap, latency_limit_ms=latency_limit_ms, min_hit_rate=min_hit_rate, min_reads=min_reads)
+    return verdict(rules)
+
+
+def verdict(rules: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    errors = [r["reason"] for r in rules if r["result"] == ERROR]
+    if errors:
+        return "error", errors
+    warnings = [r["reason"] for r in rules if r["result"] == WARNING]
+    return ("warning" if warnings else "healthy"), warnings
+
+
+def _rule(name: str, result: str, reason: str | None, figures: dict[str, Any]) -> dict[str, Any]:
+    return {"rule": name, "result": result, "reason": reason, "figures": figures}
 
 
 def _part(compute: Callable[[], Any]) -> Any:

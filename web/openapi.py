@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from ledger.domain import INT64_MAX, RESOURCES
+from ledger.domain import INT64_MAX, LISTENER_STATES, RESOURCES
 from ledger.store.accounts import EXTERNAL_ID_FORM
 from web.compat import FIELDS as COMPAT_FIELDS
 from web.guards import MAX_BODY_BYTES, READ_PREFIXES
@@ -273,6 +273,23 @@ def _components() -> Schema:
                             "total": nullable({**COUNT, "description": "head - persisted: what users call lag"}),
                         }
                     ),
+                    "lag_unknown": nullable(
+                        {**TEXT, "description": "why the listener's and the total lag are unknown (null: known)"}
+                    ),
+                    "listener": obj(
+                        {
+                            "status": {"enum": ["online", "stale", "offline"]},
+                            "state": nullable({"enum": list(LISTENER_STATES)}),
+                            "state_detail": nullable(TEXT),
+                            "head_block": nullable(
+                                {**INT, "description": "the node's head as the listener last saw it"}
+                            ),
+                            "node_behind_by": nullable(
+                                {**COUNT, "description": "blocks the node's head is below the checkpoint"}
+                            ),
+                            "beat_age_s": nullable({"type": "number", "minimum": 0}),
+                        }
+                    ),
                 }
             ),
         },
@@ -512,7 +529,8 @@ def _paths() -> dict[str, Schema]:
     paths["/health/tron-data-health"] = {
         "get": {
             "operationId": "tron_data_health",
-            "summary": "healthy (listener online, latency < 300,000 ms, hit rate > 0.8), warning, or error",
+            "summary": "healthy (listener online and reading, latency < 300,000 ms, hit rate > 0.8), warning, or error;"
+            " `rules` gives each rule's result and figures",
             "tags": ["health"],
             "responses": {
                 "200": {
@@ -520,7 +538,8 @@ def _paths() -> dict[str, Schema]:
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
                 "500": {
-                    "description": "error: it cannot tell (a dependency it reads failed)",
+                    "description": "error: it cannot tell (a dependency it reads failed), or the node is behind the"
+                    " listener's checkpoint",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
             },

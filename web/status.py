@@ -14,7 +14,7 @@ from flask import Blueprint, Response
 
 from ledger.store.deadletters import dead_letter_counts
 from web.dependency import gray_release
-from web.monitor import freshness_series, health
+from web.monitor import freshness_series, health_rules, verdict
 from web.monitoring import current_snapshot
 from web.paths import current_paths
 from web.pg import read_connection
@@ -35,7 +35,8 @@ def status_page() -> Response:
 def monitor() -> Response:
     res = resources()
     snap = current_snapshot()
-    snap["health"], snap["reasons"] = health(snap)
+    snap["rules"] = health_rules(snap, min_reads=res.settings.hit_rate_min_reads)
+    snap["health"], snap["reasons"] = verdict(snap["rules"])
     try:
         with read_connection(res.pool, timeout=1.0) as conn:
             snap["freshness"] = freshness_series(conn)

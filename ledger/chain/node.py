@@ -45,6 +45,10 @@ class NodeUnavailable(RuntimeError):
         self.retry_after = retry_after
 
 
+class RateLimited(NodeUnavailable):
+    """The node refused the request for its rate limit (HTTP 429, or TronGrid's 403 suspension)."""
+
+
 class RouteMissing(NodeUnavailable):
     """HTTP 404: the node does not serve this route (e.g. no solidity API); asking again won't help."""
 
@@ -322,7 +326,9 @@ class TronNode:
         if status in _RATE_LIMIT_STATUSES:
             match = _SUSPENDED.search(text)
             retry_after = float(match.group(1)) if match else None
-            raise NodeUnavailable(f"{path}: rate limited (HTTP {status}): {text[:200]}", retry_after)
+            # A 503 without TronGrid's "suspended" is an overloaded node, not a rate limit.
+            kind = RateLimited if status != 503 or match else NodeUnavailable
+            raise kind(f"{path}: rate limited (HTTP {status}): {text[:200]}", retry_after)
         if status == 404:
             raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
         raise NodeUnavailable(f"{path}: HTTP {status}: {text[:200]}")

@@ -46,7 +46,7 @@ from ledger.store.rollout import bucket, goes_legacy
 from web.app import close_app, create_app
 from web.legacy import record_rows
 from web.openapi import build_spec
-from web.paths import current_paths, refresh_rollout
+from web.paths import LEGACY_ERRORS, current_paths, refresh_rollout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tron"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -499,3 +499,43 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
         fallback = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
         assert fallback.status_code == 200 and body(fallback)["meta"]["source"] == "fallback"
         assert {r["tx_hash"] for r in body(fallback)["data"]} == {r["tx_hash"] for r in body(legacy)["data"]}
+
+
+@pytest.fixture
+def error_sim(procs: list[Proc], settings: Settings) -> Simulator:
+    """A node that answers every request with java-tron's HTTP 200 {"Error": ...}."""
+    return start_chain(procs, settings, "--history-blocks", "20", "--paused", "true", "--fault-rate", "1",
+                       "--faults", "error_key")  # fmt: skip
+
+
+def test_a_node_error_reply_is_never_a_500(outage: tuple[Settings, TcpProxy, TcpProxy], error_sim: Simulator) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    settings = replace(settings, tron_node_url=error_sim.url)
+    account = SIM_ACCOUNTS[0]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
+    set_rollout(settings.database_url, legacy=100)
+    with app_for(settings) as app:
+        client = app.test_client()
+        with app.app_context():
+            paths = current_paths()
+            refresh_rollout(paths, app.extensions["ledger"].pool)
+            assert paths.rollout.legacy_percent == 100
+        # The legacy path's node says {"Error": ...}: the native path answers, and it is counted.
+        for kind in ("stake", "delegate", "unfreeze"):
+            answer = records(client, kind, account)
+            assert answer.status_code == 200, answer.data[:300]
+            assert body(answer)["meta"]["source"] == "database"
+        broker = redis.Redis.from_url(settings.redis_url)
+        wait_until(
+            lambda: sum_samples(read_totals(broker), LEGACY_ERRORS, ['path="legacy"']) >= 3, 10, "the count's flush"
+        )
+        assert sum_samples(read_totals(broker), LEGACY_ERRORS, ['path="legacy"']) == 3
+        broker.close()
+        # With PostgreSQL and the cache down the fallback cannot answer either: 503 saying why.
+        pg_proxy.close()
+        cache_proxy.close()
+        answer = records(client, "unfreeze", account)
+        assert answer.status_code == 503, answer.data[:300]
+        assert "TronGrid answered with an error" in body(answer)["error"]["message"]
+        assert answer.headers["Retry-After"] == "1"

@@ -36,6 +36,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain.node import BudgetUnavailable, NodeUnavailable, TronNode, node_from_settings
+from ledger.chain.values import NodeError
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.ops.metrics import Counters, Flusher, metrics_client
@@ -169,7 +170,7 @@ def legacy_response(kind: str, address: str, page: int, limit: int, render: Rend
         return None
     try:
         result = _legacy_page(paths, kind, address, page, limit)
-    except NodeUnavailable as exc:
+    except (NodeUnavailable, NodeError) as exc:  # NodeError: the node answered {"Error": ...}
         paths.counters.inc(LEGACY_ERRORS, {"path": "legacy"})
         log.warning("legacy path failed for %s (%s); answering natively", address, exc)
         return None
@@ -222,10 +223,11 @@ def fallback_response(
             "the database is unavailable and the TronGrid request budget is spent; try again later",
             exc.retry_after or 1.0,
         )
-    except NodeUnavailable as exc:
+    except (NodeUnavailable, NodeError) as exc:
         paths.counters.inc(LEGACY_ERRORS, {"path": "fallback"})
         log.warning("fallback failed for %s: %s", address, exc)
-        return _unavailable("unavailable", "the database is unavailable and TronGrid did not answer", 1.0)
+        reason = "answered with an error" if isinstance(exc, NodeError) else "did not answer"
+        return _unavailable("unavailable", f"the database is unavailable and TronGrid {reason}", 1.0)
     return _answer(result.rows, page, limit, "fallback", render)
 
 

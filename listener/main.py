@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
     if not settings.tron_node_url:
         parser.error("TRON_NODE_URL is not set")
     if args.command == "backfill":

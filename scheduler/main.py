@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.parse_args(argv)
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, secrets=(settings.tron_api_key,))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is ours
     holder = default_holder()
     leader = Leader(Lease(settings.database_url, LEASE_NAME, holder), stop=threading.Event())

@@ -89,7 +89,9 @@ def _adopt(conn: Any) -> None:
     """Record dead letters only the broker knows (see ledger.store.deadletters), so lists are complete."""
     res = resources()
     if is_redis_broker(res.broker):
-        dl.adopt_broker_dead_letters(conn, res.broker_redis, res.settings.queue_name)
+        dl.adopt_broker_dead_letters(
+            conn, res.broker_redis, res.settings.queue_name, secrets=(res.settings.tron_api_key,)
+        )
 
 
 @bp.get("/dead-letters")

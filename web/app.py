@@ -47,7 +47,7 @@ BROKER_SOCKET_TIMEOUT = 2.0
 def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
     if not settings.cursor_secrets:
         log.warning("CURSOR_SECRET is not set: cursors are signed with the development key; set it in production")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetters(Middleware):
-    def __init__(self, pool: ConnectionPool, *, timeout: float = 2.0) -> None:
+    def __init__(self, pool: ConnectionPool, *, timeout: float = 2.0, secrets: Iterable[str] = ()) -> None:
         self.pool = pool
+        self.secrets = tuple(secrets)  # redacted from the recorded error and traceback
         # Short: this runs on a worker thread, and when PostgreSQL is down the broker's XQ copy
         # still holds the message (ledger.store.deadletters.adopt_broker_dead_letters records it later).
         self.timeout = timeout
@@ -79,6 +81,7 @@ class DeadLetters(Middleware):
                     attempts=attempts,
                     retries=retries,
                     redis_message_id=message.options.get("redis_message_id"),
+                    secrets=self.secrets,
                 )
         except Exception as exc:  # noqa: BLE001 - best effort: the broker's XQ still has the message
             log.error("could not record dead letter %s (%s: %s): %s", message.message_id, error_type, error, exc)

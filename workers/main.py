@@ -54,7 +54,7 @@ def setup() -> None:
     """Entry point for the dramatiq CLI (`workers.main:setup`): build and install this process's broker."""
     die_with_parent()
     settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
     # The CLI configured the root logger already (so basicConfig above was a no-op); apply our level.
     for name in ("ledger", "workers"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
@@ -91,7 +91,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     )
     deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node, broker=broker)
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
-    broker.add_middleware(DeadLetters(pool), before=Retries)
+    broker.add_middleware(DeadLetters(pool, secrets=(settings.tron_api_key,)), before=Retries)
     # Before TimeLimit: a thread waiting for PostgreSQL has not started its message's clock yet.
     broker.add_middleware(_WaitForDatabase(gate), before=TimeLimit)
     # Redis only: RabbitMQ itself gives a dead consumer's unacked messages back when its

@@ -26,6 +26,7 @@ from ledger.chain.transport import HttpxSender, Proxies, Sender, TransportFailur
 from ledger.chain.values import NodeError
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
+from ledger.ops.logs import Redactor
 from ledger.ops.metrics import Counters
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,14 @@ class TronNode:
         self._counters = counters  # requests per endpoint and outcome, for /metrics
         self._budget = budget
         self.priority = priority
-        # The key must never reach a log line, an error or an API body, whatever a proxy echoes.
-        self._secret = api_key
+        # The key must never reach a log line, an error or an API body, whatever a proxy echoes,
+        # escaped or not.
+        self.redact = Redactor((api_key,))
 
     def close(self) -> None:
         self._sender.close()
         if self._budget is not None:
             self._budget.close()
-
-    def redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
     # -- endpoints -----------------------------------------------------------------------------
 

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
         return 0
     settings = load_settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
     if args.command == "recover":
         if is_amqp(settings.effective_broker_url):
             print("RabbitMQ gives a dead consumer's messages back itself when its connection closes; nothing to do")
@@ -331,7 +331,9 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             if is_redis_broker(broker):
                 # Dead letters only the broker knows (the worker could not write the row) join the list.
-                adopted = dl.adopt_broker_dead_letters(conn, broker_redis, settings.queue_name)
+                adopted = dl.adopt_broker_dead_letters(
+                    conn, broker_redis, settings.queue_name, secrets=(settings.tron_api_key,)
+                )
                 if adopted:
                     print(f"recorded {adopted} dead letter(s) found only in the broker", file=sys.stderr)
             return _dead_letter_action(args, conn, broker, broker_redis)

@@ -14,7 +14,7 @@ by chain identity), never a loss. The new message starts with no retries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -23,6 +23,8 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from ledger.ops.logs import Redactor
 
 # Why a message ended dead; set by the worker's middleware.
 RETRIES_EXHAUSTED = "retries_exhausted"
@@ -52,11 +54,17 @@ def record_dead_letter(
     attempts: int = 0,
     retries: int = 0,
     redis_message_id: str | None = None,
+    secrets: Iterable[str] = (),
 ) -> int:
     """Insert or replace the dead letter of `message_id` (the caller commits); return its id.
 
-    One row per message id: recording the same failure twice (a retried nack) is harmless.
+    One row per message id: recording the same failure twice (a retried nack) is harmless. The
+    error and traceback can hold what a node answered, so `secrets` (TRON_API_KEY) are redacted
+    from them in every form a node may echo them (ledger.ops.logs.Redactor).
     """
+    redact = Redactor(secrets)
+    error = redact(error)
+    traceback = redact(traceback) if traceback is not None else None
     row = conn.execute(
         "INSERT INTO dead_letters (message_id, queue_name, actor_name, args, kwargs, reason, error_type, error,"
         " traceback, attempts, retries, redis_message_id)"
@@ -144,7 +152,11 @@ def broker_dead_letter_count(broker_redis: redis.Redis, queue_name: str, namespa
 
 
 def adopt_broker_dead_letters(
-    conn: psycopg.Connection, broker_redis: redis.Redis, queue_name: str, namespace: str = "dramatiq"
+    conn: psycopg.Connection,
+    broker_redis: redis.Redis,
+    queue_name: str,
+    namespace: str = "dramatiq",
+    secrets: Iterable[str] = (),
 ) -> int:
     """Record the broker's dead-lettered messages that have no row yet; return how many.
 
@@ -189,6 +201,7 @@ def adopt_broker_dead_letters(
             attempts=retries,
             retries=retries,
             redis_message_id=redis_id,
+            secrets=secrets,
         )
         adopted += 1
     if not conn.autocommit:

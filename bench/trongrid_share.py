@@ -9,7 +9,8 @@ database (`ledger_bench_share`) and Redis DBs. Each process sends its own API ke
 simulator's request count (the oracle: what TronGrid would bill) says who asked: listener, worker
 (the reconciliation jobs), web (legacy path, fallback, shadow).
 
-For each rollout percentage: `rollout set P`, a warm-up of Zipf reads, then `--duration` seconds
+For each legacy share L in `--rollouts` (the accounts TronGrid answers): `rollout set 100-L`, a
+warm-up of Zipf reads, then `--duration` seconds
 of a paced Zipf read load (wrk) of at most `--rate` reads/s (accounts drawn with exponent `--zipf`; 75 %
 records pages of the three kinds, 25 % summaries). Printed per run: reads answered, node requests by
 client in the window, and TronGrid requests per 1,000 reads.
@@ -124,7 +125,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured per rollout percentage")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds of load before each measurement")
     parser.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent of the account popularity")
-    parser.add_argument("--rollouts", default="0,10", help="comma-separated legacy percentages")
+    parser.add_argument(
+        "--rollouts",
+        default="0,10",
+        help="comma-separated legacy-path percentages (each run sets the new path's share to 100 - P)",
+    )
     parser.add_argument("--ops-per-block", type=float, default=2.0)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the stack (DBs 4 and 5)")
     parser.add_argument("--port", type=int, default=0, help="web port (0: a free one)")
@@ -190,7 +195,7 @@ def main() -> None:
         rows: list[Run] = []
         for percent in [int(p) for p in args.rollouts.split(",")]:
             with psycopg.connect(db_url, autocommit=True) as conn:
-                write_rollout(conn, legacy=percent, by="bench")
+                write_rollout(conn, start_new_percent=100, new=100 - percent, by="bench")
             time.sleep(settings.rollout_refresh_seconds + 1)
             load.run(args.warmup)
             node.post("/sim/requests/reset")

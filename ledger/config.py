@@ -103,6 +103,9 @@ class Settings:
     fallback_requests_per_minute: float = 30.0
     fallback_redis_url: str = ""  # empty: REDIS_URL (not the cache Redis, which is down in that case)
     rollout_refresh_seconds: float = 2.0  # how often each web process re-reads the rollout row
+    # Share of accounts the new path answers until an operator sets one (`ledger rollout set`): 100
+    # on a fresh install (no legacy path to keep); a platform cutting over starts where its plan does.
+    rollout_start_new_percent: int = 100
 
     @property
     def cursor_keys(self) -> tuple[bytes, ...]:
@@ -200,6 +203,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "fallback_requests_per_minute": ("FALLBACK_REQUESTS_PER_MINUTE", float),
     "fallback_redis_url": ("FALLBACK_REDIS_URL", str),
     "rollout_refresh_seconds": ("ROLLOUT_REFRESH_SECONDS", float),
+    "rollout_start_new_percent": ("ROLLOUT_START_NEW_PERCENT", int),
 }
 
 
@@ -240,6 +244,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError(f"FALLBACK_REQUESTS_PER_MINUTE={settings.fallback_requests_per_minute!r} must be >= 0")
     if not settings.rollout_refresh_seconds > 0:
         raise ConfigError(f"ROLLOUT_REFRESH_SECONDS={settings.rollout_refresh_seconds!r} must be > 0")
+    if not 0 <= settings.rollout_start_new_percent <= 100:
+        raise ConfigError(f"ROLLOUT_START_NEW_PERCENT={settings.rollout_start_new_percent!r} must be 0 to 100")
     for name in ("tron_budget_reserve_fraction", "tron_budget_daily_reserve_fraction"):
         value = getattr(settings, name)
         if not 0 <= value < 1:

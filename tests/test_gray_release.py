@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
+import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,12 +29,15 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from harness.procs import Proc, python
+from harness.procs import ROOT, Proc
 from harness.servers import free_port
 from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
+    recreate_database,
     settings_env,
     start_chain,
     start_listener,
@@ -42,7 +49,8 @@ from harness.tcpproxy import TcpProxy
 from ledger.chain.address import to_base58
 from ledger.config import Settings
 from ledger.ops.metrics import read_totals, sum_samples
-from ledger.store.rollout import bucket, goes_legacy
+from ledger.store.db import SQL_DIR, migrate
+from ledger.store.rollout import Rollout, bucket, goes_legacy, read_rollout
 from web.app import close_app, create_app
 from web.legacy import record_rows
 from web.openapi import build_spec
@@ -62,11 +70,11 @@ def address(n: int) -> str:
     return to_base58("41" + f"{n:040x}")
 
 
-def set_rollout(url: str, *, legacy: int | None = None, shadow: int | None = None) -> None:
+def set_rollout(url: str, *, new: int | None = None, shadow: int | None = None) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO rollout (id) VALUES (1) ON CONFLICT DO NOTHING")  # the tests truncate it
-        if legacy is not None:
-            conn.execute("UPDATE rollout SET legacy_percent = %s", (legacy,))
+        if new is not None:
+            conn.execute("UPDATE rollout SET new_percent = %s", (new,))
         if shadow is not None:
             conn.execute("UPDATE rollout SET shadow_percent = %s", (shadow,))
 
@@ -124,11 +132,53 @@ def test_the_bucket_is_stable_and_the_percentage_monotonic() -> None:
     # SHA-256, not hash(): the same in every process (PYTHONHASHSEED differs between processes).
     assert bucket("TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre") == bucket("TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre")
     accounts = [address(n) for n in range(1, 501)]
-    at10 = {a for a in accounts if goes_legacy(a, 10)}
-    at50 = {a for a in accounts if goes_legacy(a, 50)}
-    assert at10 <= at50  # raising the percentage keeps the accounts already moved
-    assert not any(goes_legacy(a, 0) for a in accounts)
-    assert all(goes_legacy(a, 100) for a in accounts)
+    new_at = {p: {a for a in accounts if not goes_legacy(a, p)} for p in (0, 10, 50, 100)}
+    assert new_at[10] <= new_at[50]  # raising the share keeps the accounts already moved
+    assert new_at[0] == set() and new_at[100] == set(accounts)
+    assert 30 <= len(new_at[10]) <= 70 and 200 <= len(new_at[50]) <= 300
+    # The legacy path keeps the buckets below 100 - new: the accounts a legacy share of the same
+    # size sent there, so a migrated setting moves no account.
+    for legacy in (10, 50, 90):
+        assert {a for a in accounts if goes_legacy(a, 100 - legacy)} == {a for a in accounts if bucket(a) < legacy}
+
+
+@pytest.mark.parametrize(
+    ("legacy", "by", "expected"),
+    [
+        (30, "cli", Rollout(70, 5, set_by_operator=True)),
+        (0, "admin API", Rollout(100, 5, set_by_operator=True)),
+        (0, None, Rollout(42, 5)),  # never set: ROLLOUT_START_NEW_PERCENT (42 here) decides
+    ],
+)
+def test_the_migration_keeps_an_installs_accounts_on_their_path(
+    database_url: str, tmp_path: Path, legacy: int, by: str | None, expected: Rollout
+) -> None:
+    scratch = make_conninfo(database_url, dbname=f"{conninfo_to_dict(database_url)['dbname']}_rollout_migration")
+    before = tmp_path / "sql"
+    before.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < "015_rollout_new_percent.sql":
+            shutil.copy(path, before / path.name)
+    recreate_database(scratch)
+    try:
+        migrate(scratch, before)
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute("UPDATE rollout SET legacy_percent = %s, shadow_percent = 5, updated_by = %s", (legacy, by))
+        migrate(scratch)
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            assert read_rollout(conn, 42) == expected
+    finally:
+        with psycopg.connect(make_conninfo(database_url, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(str(conninfo_to_dict(scratch)["dbname"]))
+                )
+            )
+    # The same accounts as before on the legacy path (bucket < legacy_percent).
+    accounts = [address(n) for n in range(1, 301)]
+    assert {a for a in accounts if goes_legacy(a, expected.new_percent) and expected.set_by_operator} == {
+        a for a in accounts if bucket(a) < legacy
+    }
 
 
 # -- fallback ------------------------------------------------------------------------------------
@@ -247,54 +297,143 @@ def app(settings: Settings, clean_db: str, redis_clean: object, sim: Simulator) 
         yield application
 
 
+def ledger_cli(env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+    """Run `command` (`ledger …`, as an operator types it) with the project's console script."""
+    argv = shlex.split(command)
+    assert argv[0] == "ledger", command
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(argv, env={**env, "PATH": path}, capture_output=True, text=True, timeout=60)
+
+
+def sources_of(client: FlaskClient, accounts: list[str]) -> dict[str, str]:
+    out = {}
+    for a in accounts:
+        answer = records(client, "stake", a)
+        assert answer.status_code == 200, answer.json
+        out[a] = answer.json["meta"]["source"]
+    return out
+
+
 @pytest.mark.slow
-def test_ten_percent_rollout_sends_ten_percent_of_accounts_the_legacy_way_always_the_same(
-    app: Flask, clean_db: str
+def test_rollout_set_10_answers_ten_percent_of_accounts_from_the_database_always_the_same(
+    app: Flask, settings: Settings, clean_db: str
 ) -> None:
     accounts = [address(n) for n in range(1, 2001)]
     with psycopg.connect(clean_db, autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany("INSERT INTO pool_accounts (address) VALUES (%s)", [(a,) for a in accounts])
-    set_rollout(clean_db, legacy=10)
+    env = {**settings_env(settings), "DATABASE_URL": clean_db}
+    done = ledger_cli(env, "ledger rollout set 10")
+    assert done.returncode == 0, done.stderr
     with app.app_context():
         refresh_rollout(current_paths(), app.extensions["ledger"].pool)
     client = app.test_client()
-    sources = {}
-    for a in accounts:
-        answer = records(client, "stake", a)
-        assert answer.status_code == 200, answer.json
-        sources[a] = answer.json["meta"]["source"]
+    sources = sources_of(client, accounts)
     counts = Counter(sources.values())
-    assert 170 <= counts["legacy"] <= 230, counts  # 10 % ± 3 % of 2,000
+    assert 170 <= counts["database"] <= 230, counts  # the new path: 10 % ± 3 % of 2,000
     assert counts["legacy"] + counts["database"] == 2000
+    # `rollout show` counts the same split
+    assert f"pool accounts: {counts['database']} on the new path, {counts['legacy']} on the legacy path" in (
+        ledger_cli(env, "ledger rollout show").stdout
+    )
     # The same account always goes the same way
     for a in accounts[:300]:
         again = records(client, "stake", a).json["meta"]["source"]
         assert (again == "legacy") == (sources[a] == "legacy"), a
 
 
+def runbook_commands(heading: str) -> list[str]:
+    """The `ledger rollout …` lines of the first sh block under `heading` in docs/OPERATIONS.md, as
+    written there (comments stripped): the test runs what the runbook tells an operator to run."""
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    block = section[section.index("```sh") + len("```sh") : section.index("```", section.index("```sh") + 5)]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line.startswith("ledger rollout")]
+
+
+@pytest.mark.slow
+def test_the_runbook_steps_10_50_100_and_rollback_do_what_the_plan_says(
+    settings: Settings, clean_db: str, redis_clean: object, sim: Simulator
+) -> None:
+    """A platform cutting over starts with every account on TronGrid (ROLLOUT_START_NEW_PERCENT=0),
+    then the runbook's exact commands: after each, every web process answers the share it names
+    from the database within ROLLOUT_REFRESH_SECONDS, and the rollback puts every account back."""
+    commands = runbook_commands("### Gray release: 10 → 50 → 100, and rollback")
+    steps = [c for c in commands if c.startswith(("ledger rollout set", "ledger rollout rollback"))]
+    assert steps == [
+        "ledger rollout set 10",
+        "ledger rollout set 50",
+        "ledger rollout set 100",
+        "ledger rollout rollback",
+    ]
+    accounts = [address(n) for n in range(1, 301)]
+    with psycopg.connect(clean_db, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO pool_accounts (address) VALUES (%s)", [(a,) for a in accounts])
+    cutting_over = replace(settings, tron_node_url=sim.url, rollout_start_new_percent=0, rollout_refresh_seconds=0.5)
+    env = {**settings_env(cutting_over), "DATABASE_URL": clean_db, "TRON_NODE_URL": sim.url}
+    with app_for(cutting_over) as app:
+        client = app.test_client()
+        assert set(sources_of(client, accounts[:20]).values()) == {"legacy"}  # the start: all on TronGrid
+        for command in commands:
+            done = ledger_cli(env, command)
+            assert done.returncode == 0, (command, done.stderr)
+            if command == "ledger rollout rollback":
+                share = 0
+            elif command.startswith("ledger rollout set "):
+                share = int(command.split()[-1])
+            else:
+                continue
+            expected = {a: "legacy" if goes_legacy(a, share) else "database" for a in accounts}
+
+            def followed(expected: dict[str, str] = expected) -> bool:
+                seen = sources_of(client, accounts)
+                return {a: "legacy" if s == "legacy" else "database" for a, s in seen.items()} == expected
+
+            wait_until(followed, 10, f"the web to follow `{command}`")
+            on_new = sum(1 for v in expected.values() if v == "database")
+            assert abs(on_new - 3 * share) <= 25, (command, on_new)  # about `share` % of 300
+            assert f"pool accounts: {on_new} on the new path, {300 - on_new} on the legacy path" in done.stdout
+        # The rollback left every account on the legacy path.
+        assert set(sources_of(client, accounts).values()) == {"legacy"}
+
+
 def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, clean_db: str) -> None:
     # With a token the document describes the admin routes (tests/test_contract.py: each one served).
     assert app.test_client().get("/openapi.json").json == build_spec(admin=True)
+    accounts = [address(n) for n in range(1, 41)]
+    with psycopg.connect(clean_db, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO pool_accounts (address) VALUES (%s)", [(a,) for a in accounts])
+    on_new_at_25 = sum(1 for a in accounts if not goes_legacy(a, 25))
     client = app.test_client()
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert client.get("/admin/rollout").status_code == 401
+    # A fresh install: the new path answers every account, nobody has set anything.
     shown = body(client.get("/admin/rollout", headers=auth))["data"]
-    assert shown["legacy_percent"] == 0 and shown["shadow_percent"] == 0
-    changed = client.put("/admin/rollout", json={"legacy_percent": 25}, headers=auth)
+    assert (shown["new_percent"], shown["shadow_percent"], shown["set_by_operator"]) == (100, 0, False)
+    assert shown["accounts"] == {"new": 40, "legacy": 0}
+    changed = client.put("/admin/rollout", json={"new_percent": 25}, headers=auth)
     assert changed.status_code == 200
-    now = body(changed)["data"]
-    assert now["legacy_percent"] == 25 and now["this_process"]["legacy_percent"] == 25
-    for bad in ({"legacy_percent": 101}, {"legacy_percent": "10"}, {"shadow_percent": -1}, {"other": 1}, {}):
+    data = body(changed)["data"]
+    assert data["new_percent"] == 25 and data["legacy_percent"] == 75 and data["this_process"]["new_percent"] == 25
+    assert data["set_by_operator"] and data["accounts"] == {"new": on_new_at_25, "legacy": 40 - on_new_at_25}
+    for bad in ({"new_percent": 101}, {"new_percent": "10"}, {"shadow_percent": -1}, {"legacy_percent": 0}, {}):
         answer = client.put("/admin/rollout", json=bad, headers=auth)
         assert answer.status_code == 400, bad
     env = {**settings_env(settings), "DATABASE_URL": clean_db}
-    cli = subprocess.run(python("-m", "ledger", "rollout", "shadow", "5"), env=env, capture_output=True, text=True)
+    cli = ledger_cli(env, "ledger rollout shadow 5")
     assert cli.returncode == 0, cli.stderr
-    assert cli.stdout.strip() == "legacy 25%\tshadow 5%"
-    show = subprocess.run(python("-m", "ledger", "rollout", "show"), env=env, capture_output=True, text=True)
-    assert show.stdout.strip() == "legacy 25%\tshadow 5%"
-    refused = subprocess.run(python("-m", "ledger", "rollout", "set", "150"), env=env, capture_output=True, text=True)
-    assert refused.returncode == 2 and "0 to 100" in refused.stderr
+    assert cli.stdout.splitlines() == [
+        "new 25%\tlegacy 75%\tshadow 5%",
+        f"pool accounts: {on_new_at_25} on the new path, {40 - on_new_at_25} on the legacy path",
+    ]
+    assert ledger_cli(env, "ledger rollout show").stdout == cli.stdout
+    rollback = ledger_cli(env, "ledger rollout rollback")
+    assert rollback.returncode == 0 and rollback.stdout.splitlines() == [
+        "new 0%\tlegacy 100%\tshadow 5%",
+        "pool accounts: 0 on the new path, 40 on the legacy path",
+    ]
+    bad = ledger_cli(env, "ledger rollout set 150")
+    assert bad.returncode == 2 and "0 to 100" in bad.stderr
 
 
 @pytest.mark.slow
@@ -305,8 +444,7 @@ def test_rollback_reaches_two_web_processes_within_five_seconds(
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
     env = {**settings_env(settings), "TRON_NODE_URL": sim.url}
-    cli_env = {**env}
-    subprocess.run(python("-m", "ledger", "rollout", "set", "100"), env=cli_env, check=True, capture_output=True)
+    assert ledger_cli(env, "ledger rollout set 100").returncode == 0
     ports = [free_port(), free_port()]
     for port in ports:
         procs.append(start_web({**env, "PORT": str(port)}, port, workers=1, threads=2))
@@ -315,19 +453,19 @@ def test_rollback_reaches_two_web_processes_within_five_seconds(
     def source(url: str) -> str:
         return str(httpx.get(url, timeout=10).json()["meta"]["source"])
 
-    wait_until(lambda: all(source(u) == "legacy" for u in urls), 20, "both processes on the legacy path")
+    wait_until(lambda: all(source(u) in ("database", "cache") for u in urls), 20, "both processes on the new path")
     # When the operator rolls back
-    subprocess.run(python("-m", "ledger", "rollout", "set", "0"), env=cli_env, check=True, capture_output=True)
+    assert ledger_cli(env, "ledger rollout rollback").returncode == 0
     started = time.monotonic()
-    native_after: dict[str, float] = {}
-    while len(native_after) < len(urls) and time.monotonic() - started < 10:
+    legacy_after: dict[str, float] = {}
+    while len(legacy_after) < len(urls) and time.monotonic() - started < 10:
         for u in urls:
-            if u not in native_after and source(u) != "legacy":
-                native_after[u] = time.monotonic() - started
+            if u not in legacy_after and source(u) == "legacy":
+                legacy_after[u] = time.monotonic() - started
         time.sleep(0.05)
-    # Then both processes answer natively within 5 s, and stay there
-    assert len(native_after) == 2 and max(native_after.values()) < 5.0, native_after
-    assert all(source(u) in ("database", "cache") for u in urls for _ in range(10))
+    # Then both processes answer the legacy way within 5 s, and stay there
+    assert len(legacy_after) == 2 and max(legacy_after.values()) < 5.0, legacy_after
+    assert all(source(u) == "legacy" for u in urls for _ in range(10))
 
 
 # -- shadow mode ---------------------------------------------------------------------------------
@@ -399,7 +537,12 @@ def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_differe
         # And the status page's data and /metrics show it
         monitor = body(client.get("/api/monitor"))["data"]["gray_release"]
         assert monitor["shadow"]["mismatch"] == after["mismatch"]
-        assert monitor["rollout"] == {"legacy_percent": 0, "shadow_percent": 100}
+        assert monitor["rollout"] == {
+            "new_percent": 100,
+            "legacy_percent": 0,
+            "shadow_percent": 100,
+            "set_by_operator": False,
+        }
         metrics = client.get("/metrics").get_data(as_text=True)
         assert f'ledger_shadow_comparisons_total{{result="mismatch"}} {float(after["mismatch"])}' in metrics
     finally:
@@ -418,7 +561,7 @@ def test_trongrid_requests_per_thousand_reads_are_measured(app: Flask, clean_db:
         conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
     for _ in range(20):
         assert records(client, "stake", account).status_code == 200
-    set_rollout(clean_db, legacy=100)
+    set_rollout(clean_db, new=0)
     with app.app_context():
         refresh_rollout(current_paths(), app.extensions["ledger"].pool)
     for _ in range(5):
@@ -445,12 +588,12 @@ def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(
     with app_for(replace(settings, tron_node_url=dead, legacy_timeout_seconds=1.0)) as app:
         with psycopg.connect(clean_db, autocommit=True) as conn:
             conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (SIM_ACCOUNTS[0],))
-        set_rollout(clean_db, legacy=100, shadow=100)
+        set_rollout(clean_db, new=0, shadow=100)
         with app.app_context():
             paths = current_paths()
             refresh_rollout(paths, app.extensions["ledger"].pool)
             assert paths.shadow is not None
-            assert paths.rollout.legacy_percent == 100
+            assert paths.rollout.new_percent == 0
         answer = records(app.test_client(), "stake", SIM_ACCOUNTS[0])
         assert answer.status_code == 200 and answer.json["meta"]["source"] == "database"
 
@@ -461,18 +604,18 @@ def test_the_last_known_rollout_is_kept_while_postgresql_is_away(
 ) -> None:
     settings, pg_proxy, _ = outage
     with app_for(settings) as app:
-        set_rollout(settings.database_url, legacy=30)
+        set_rollout(settings.database_url, new=70)
         with app.app_context():
             paths = current_paths()
             refresh_rollout(paths, app.extensions["ledger"].pool)
-            assert paths.rollout.legacy_percent == 30 and paths.rollout_read
+            assert paths.rollout.new_percent == 70 and paths.rollout_read
             pg_proxy.close()
             refresh_rollout(paths, app.extensions["ledger"].pool)
-            assert paths.rollout.legacy_percent == 30 and not paths.rollout_read
+            assert paths.rollout.new_percent == 70 and not paths.rollout_read
             pg_proxy.open()
-            set_rollout(settings.database_url, legacy=0)
+            set_rollout(settings.database_url, new=100)
             wait_until(lambda: (refresh_rollout(paths, app.extensions["ledger"].pool), paths.rollout_read)[1], 20, "PG")
-            assert paths.rollout.legacy_percent == 0
+            assert paths.rollout.new_percent == 100
 
 
 def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
@@ -482,16 +625,15 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
     account = SIM_ACCOUNTS[0]
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO pool_accounts (address, external_id) VALUES (%s, '42')", (account,))
-    set_rollout(settings.database_url, legacy=100)
+    set_rollout(settings.database_url, new=0)
     with app_for(settings) as app:
         client = app.test_client()
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
         legacy = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
-        assert legacy.status_code == 200 and body(legacy)["meta"]["source"] == "legacy"
-        rows = body(legacy)["data"]
-        assert rows and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in rows)
-        set_rollout(settings.database_url, legacy=0)
+        assert legacy.status_code == 200 and legacy.json["meta"]["source"] == "legacy"
+        assert legacy.json["data"] and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in legacy.json["data"])
+        set_rollout(settings.database_url, new=100)
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
         pg_proxy.close()

@@ -15,8 +15,9 @@ Routes (JSON):
 - GET    /admin/in-flight                                  messages held by each worker, alive or not
 - POST   /admin/recover                                    put back messages held by dead workers
 - GET    /admin/rollout                                    the gray release setting (ledger/store/rollout.py)
-- PUT    /admin/rollout {"legacy_percent", "shadow_percent"}  change either; every web process
-                                                           follows within ROLLOUT_REFRESH_SECONDS
+- PUT    /admin/rollout {"new_percent", "shadow_percent"}  change either (new_percent 0 = rollback);
+                                                           every web process follows within
+                                                           ROLLOUT_REFRESH_SECONDS
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from ledger.coordination.inflight import held_messages, is_redis_broker
 from ledger.coordination.recovery import recover_stranded
 from ledger.domain import INT64_MAX
 from ledger.store import deadletters as dl
-from ledger.store.rollout import read_rollout, write_rollout
+from ledger.store.accounts import tracked_addresses
+from ledger.store.rollout import Rollout, read_rollout, split_accounts, write_rollout
 from web.params import int_param
 from web.paths import current_paths
 from web.pg import read_connection
@@ -194,9 +196,11 @@ def recover() -> Response:
 
 @bp.get("/rollout")
 def get_rollout() -> Response:
+    settings = resources().settings
     with read_connection(_admin_pool()) as conn:
-        stored = read_rollout(conn)
-    return json_response({"success": True, "data": _rollout_view(stored.to_json())})
+        stored = read_rollout(conn, settings.rollout_start_new_percent)
+        accounts = tracked_addresses(conn)
+    return json_response({"success": True, "data": _rollout_view(stored, accounts)})
 
 
 @bp.put("/rollout")
@@ -205,26 +209,38 @@ def put_rollout() -> Response:
     if (
         not isinstance(body, dict)
         or not body
-        or set(body) - {"legacy_percent", "shadow_percent"}
+        or set(body) - {"new_percent", "shadow_percent"}
         or any(value is None for value in body.values())  # null would read as "unchanged"
     ):
-        raise bad_request('the body must be a JSON object with "legacy_percent" and/or "shadow_percent" (0-100)')
+        raise bad_request(
+            'the body must be a JSON object with "new_percent" (0-100: the share of accounts the new path answers;'
+            ' 0 = rollback) and/or "shadow_percent" (0-100)'
+        )
+    settings = resources().settings
     try:
         with read_connection(_admin_pool()) as conn:
             stored = write_rollout(
-                conn, legacy=body.get("legacy_percent"), shadow=body.get("shadow_percent"), by="admin API"
+                conn,
+                start_new_percent=settings.rollout_start_new_percent,
+                new=body.get("new_percent"),
+                shadow=body.get("shadow_percent"),
+                by="admin API",
             )
+            accounts = tracked_addresses(conn)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     log.warning("admin: rollout set to %s", stored)
     current_paths().rollout = stored  # this process at once; the others at their next refresh
-    return json_response({"success": True, "data": _rollout_view(stored.to_json())})
+    return json_response({"success": True, "data": _rollout_view(stored, accounts)})
 
 
-def _rollout_view(stored: dict[str, int]) -> dict[str, Any]:
+def _rollout_view(stored: Rollout, accounts: frozenset[str]) -> dict[str, Any]:
     paths = current_paths()
+    new, legacy = split_accounts(accounts, stored.new_percent)
     return {
-        **stored,
+        **stored.to_json(),
+        "accounts": {"new": new, "legacy": legacy},
+        "legacy_path": paths.node is not None,
         "refresh_seconds": paths.settings.rollout_refresh_seconds,
         "this_process": paths.rollout.to_json(),
     }

@@ -96,6 +96,7 @@ def _families() -> Iterator[Metric]:
 def _gray_release(res: Any) -> Iterator[Metric]:
     part = gray_release(res.broker_redis, res.settings, current_paths())
     rollout = Metric("ledger_rollout_percent", "Gray release setting this process follows, by path.", "gauge")
+    rollout.add_sample("ledger_rollout_percent", {"path": "new"}, part["rollout"]["new_percent"])
     rollout.add_sample("ledger_rollout_percent", {"path": "legacy"}, part["rollout"]["legacy_percent"])
     rollout.add_sample("ledger_rollout_percent", {"path": "shadow"}, part["rollout"]["shadow_percent"])
     yield rollout

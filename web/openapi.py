@@ -710,13 +710,20 @@ def _admin_op(operation_id: str, summary: str, responses: Schema, **more: Any) -
 def _admin_paths() -> dict[str, Schema]:
     """Admin routes (web/admin.py), described only when served (with ADMIN_TOKEN), since without a
     token they do not exist at all."""
-    percent = {"type": "integer", "minimum": 0, "maximum": 100}
+    percent: Schema = {"type": "integer", "minimum": 0, "maximum": 100}
+    setting = {
+        "new_percent": {**percent, "description": "share of accounts the new path (PostgreSQL and cache) answers"},
+        "legacy_percent": {**percent, "description": "100 - new_percent: the accounts TronGrid answers"},
+        "shadow_percent": {**percent, "description": "share of new-path answers compared with the legacy one"},
+        "set_by_operator": {"type": "boolean", "description": "false: ROLLOUT_START_NEW_PERCENT applies"},
+    }
     rollout = obj(
         {
-            "legacy_percent": percent,
-            "shadow_percent": percent,
+            **setting,
+            "accounts": obj({"new": COUNT, "legacy": COUNT}),
+            "legacy_path": {"type": "boolean", "description": "false: no TRON_NODE_URL, the new path answers all"},
             "refresh_seconds": {"type": "number", "description": "every web process re-reads the setting this often"},
-            "this_process": obj({"legacy_percent": percent, "shadow_percent": percent}),
+            "this_process": obj(setting),
         }
     )
     dead_letter_id = _path(
@@ -862,9 +869,9 @@ def _admin_paths() -> dict[str, Schema]:
             ),
             "put": _admin_op(
                 "admin_put_rollout",
-                "admin: change the share of accounts answered by the legacy TronGrid path (0 = rollback) "
-                "and/or the share of native answers compared with it (shadow); every web process follows within "
-                "ROLLOUT_REFRESH_SECONDS",
+                "admin: change the share of accounts answered by the new path (10, 50, 100; 0 = rollback: every "
+                "account on the legacy TronGrid path) and/or the share of its answers compared with the legacy one "
+                "(shadow); every web process follows within ROLLOUT_REFRESH_SECONDS",
                 {"200": _ok(rollout, "the new setting"), **bad, "413": _error(f"a body over {MAX_BODY_BYTES} bytes")},
                 requestBody={
                     "required": True,
@@ -874,7 +881,7 @@ def _admin_paths() -> dict[str, Schema]:
                                 "type": "object",
                                 "additionalProperties": False,
                                 "minProperties": 1,
-                                "properties": {"legacy_percent": percent, "shadow_percent": percent},
+                                "properties": {"new_percent": percent, "shadow_percent": percent},
                             }
                         }
                     },

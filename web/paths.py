@@ -1,7 +1,7 @@
 """Which path answers a records request: native (PostgreSQL + cache), legacy, or fallback.
 
-- **legacy** (`meta.source: "legacy"`): the gray release (ledger/store/rollout.py) sends this account the
-  old way, web/legacy.py. If TronGrid cannot answer, the native path answers instead: the
+- **legacy** (`meta.source: "legacy"`): the gray release (ledger/store/rollout.py) keeps this account
+  on the old way, web/legacy.py. If TronGrid cannot answer, the native path answers instead: the
   database is healthy, and a client should not pay for the old path's outage.
 - **fallback** (`meta.source: "fallback"`): PostgreSQL failed (no connection within
   WEB_DB_TIMEOUT, or a connection error) and the cache had no page, so the legacy path answers.
@@ -98,7 +98,9 @@ def create_paths(settings: Settings, pool: ConnectionPool) -> Paths:
         limits = BudgetLimits(per_second=per_minute / 60, burst=max(1.0, float(int(per_minute / 10))), per_day=0)
         fallback_budget = create_budget(settings.fallback_limiter_url, limits, name="fallback", max_wait=0)
     shadow = ShadowComparer(node, pool, counters, settings) if node is not None else None
-    paths = Paths(settings, node, fallback_budget, counters, shadow)
+    # Until the row is read, the start share: a process that cannot read it at start serves the
+    # share the install starts with, not a made-up one.
+    paths = Paths(settings, node, fallback_budget, counters, shadow, Rollout(settings.rollout_start_new_percent))
     refresher = threading.Thread(target=_refresh_loop, args=(paths, pool), name="rollout-refresh", daemon=True)
     paths._threads.append(refresher)
     refresher.start()
@@ -135,7 +137,7 @@ def refresh_rollout(paths: Paths, pool: ConnectionPool) -> None:
     """Read the rollout row now; on failure keep the last value (logged once per outage)."""
     try:
         with read_connection(pool, timeout=1.0) as conn:
-            rollout = read_rollout(conn)
+            rollout = read_rollout(conn, paths.settings.rollout_start_new_percent)
     except Exception as exc:  # noqa: BLE001 - any failure: keep serving with the last known value
         if not paths._warned:
             log.warning("rollout: cannot read the setting (%s); keeping %s", type(exc).__name__, paths.rollout)
@@ -166,7 +168,7 @@ def legacy_response(kind: str, address: str, page: int, limit: int, render: Rend
     """The legacy answer when the rollout sends this account the old way, else None. `render`
     turns the native-shaped page into another response shape (it sees `meta.source`)."""
     paths = current_paths()
-    if paths.node is None or not goes_legacy(address, paths.rollout.legacy_percent):
+    if paths.node is None or not goes_legacy(address, paths.rollout.new_percent):
         return None
     try:
         result = _legacy_page(paths, kind, address, page, limit)

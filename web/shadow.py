@@ -1,7 +1,8 @@
 """Shadow mode: compare a sample of native records answers with the legacy (TronGrid) answer.
 
-Before any traffic is moved, `rollout shadow P` makes each web process take P % of the first
-pages it answered natively and ask the legacy path the same question on a background thread.
+`rollout shadow P` makes each web process take P % of the first pages the new path answered
+(natively) and ask the legacy path the same question on a background thread, so each step of the
+gray release can be checked before the next one moves more accounts.
 The request never waits for it: the work goes through a small bounded queue, and when the
 queue is full the sample is dropped (counted), so a slow TronGrid cannot pile up work. Every
 TronGrid request goes through the shared request budget like any other.

@@ -34,7 +34,7 @@ from ledger.store.accounts import (
     tracked_addresses,
 )
 from ledger.store.db import ensure_database, migrate
-from ledger.store.rollout import read_rollout, write_rollout
+from ledger.store.rollout import read_rollout, split_accounts, write_rollout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,13 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("addresses", nargs="+")
     _dead_letter_parser(sub)
     sub.add_parser("in-flight", help="messages fetched by each worker and not acked yet (alive or dead workers)")
-    rollout = sub.add_parser("rollout", help="gray release: the share of accounts the legacy TronGrid path answers")
+    rollout = sub.add_parser(
+        "rollout",
+        help="gray release: the share of accounts the new path answers (the plan's steps: 10, 50, 100)",
+        description="The share of pool accounts whose records the new path (PostgreSQL and the cache) answers; "
+        "the others are answered the legacy way (TronGrid). Sticky per account: raising the share only adds "
+        "accounts. Every web process follows within ROLLOUT_REFRESH_SECONDS.",
+    )
     roll_sub = rollout.add_subparsers(dest="action", required=True)
-    roll_set = roll_sub.add_parser("set", help="percent of accounts (0-100) answered the legacy way; 0 = rollback")
+    roll_set = roll_sub.add_parser(
+        "set", help="percent of accounts (0-100) the new path answers: 10, then 50, then 100"
+    )
     roll_set.add_argument("percent", type=int)
-    roll_shadow = roll_sub.add_parser("shadow", help="percent (0-100) of native answers compared with the legacy one")
+    roll_sub.add_parser("rollback", help="every account back to the legacy TronGrid path (the same as `set 0`)")
+    roll_shadow = roll_sub.add_parser("shadow", help="percent (0-100) of new-path answers compared with the legacy one")
     roll_shadow.add_argument("percent", type=int)
-    roll_sub.add_parser("show", help="the current setting")
+    roll_sub.add_parser("show", help="the current setting and how many pool accounts each path serves")
     args = parser.parse_args(argv)
 
     if args.command == "procfile":
@@ -386,18 +395,29 @@ def _dead_letter_action(
 
 
 def _rollout(args: argparse.Namespace, settings: Settings) -> int:
+    start = settings.rollout_start_new_percent
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         try:
-            if args.action == "set":
-                current = write_rollout(conn, legacy=args.percent, by="cli")
+            if args.action in ("set", "rollback"):
+                new = 0 if args.action == "rollback" else args.percent
+                current = write_rollout(conn, start_new_percent=start, new=new, by="cli")
             elif args.action == "shadow":
-                current = write_rollout(conn, shadow=args.percent, by="cli")
+                current = write_rollout(conn, start_new_percent=start, shadow=args.percent, by="cli")
             else:
-                current = read_rollout(conn)
+                current = read_rollout(conn, start)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    print(f"legacy {current.legacy_percent}%\tshadow {current.shadow_percent}%")
+        on_new, on_legacy = split_accounts(tracked_addresses(conn), current.new_percent)
+    origin = "" if current.set_by_operator else "\t(ROLLOUT_START_NEW_PERCENT: not set by an operator)"
+    print(f"new {current.new_percent}%\tlegacy {100 - current.new_percent}%\tshadow {current.shadow_percent}%{origin}")
+    print(f"pool accounts: {on_new} on the new path, {on_legacy} on the legacy path")
+    if on_legacy and not settings.tron_node_url:
+        print(
+            "note: TRON_NODE_URL is not set here; a web process without it has no legacy path and answers"
+            " every account the new way",
+            file=sys.stderr,
+        )
     if args.action != "show":
         print(f"every web process follows within {settings.rollout_refresh_seconds:g} s", file=sys.stderr)
     return 0

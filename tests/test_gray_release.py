@@ -28,9 +28,9 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from werkzeug.test import TestResponse
 
 from harness.procs import ROOT, Proc
 from harness.servers import free_port
@@ -432,8 +432,8 @@ def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, cl
         "new 0%\tlegacy 100%\tshadow 5%",
         "pool accounts: 0 on the new path, 40 on the legacy path",
     ]
-    bad = ledger_cli(env, "ledger rollout set 150")
-    assert bad.returncode == 2 and "0 to 100" in bad.stderr
+    refused = ledger_cli(env, "ledger rollout set 150")
+    assert refused.returncode == 2 and "0 to 100" in refused.stderr
 
 
 @pytest.mark.slow
@@ -631,8 +631,9 @@ def test_the_compatibility_shape_renders_legacy_and_fallback_pages_too(
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)
         legacy = client.get("/compat/api/stake/records", query_string={"pool_account_id": "42"})
-        assert legacy.status_code == 200 and legacy.json["meta"]["source"] == "legacy"
-        assert legacy.json["data"] and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in legacy.json["data"])
+        assert legacy.status_code == 200 and body(legacy)["meta"]["source"] == "legacy"
+        rows = body(legacy)["data"]
+        assert rows and all(r["pool_account_id"] == "42" and "tx_hash" in r for r in rows)
         set_rollout(settings.database_url, new=100)
         with app.app_context():
             refresh_rollout(current_paths(), app.extensions["ledger"].pool)

@@ -99,3 +99,23 @@ _PR_SET_PDEATHSIG = 1
 
 def python(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def tcp_ports(pid: int) -> set[int]:
+    """The local ports of process `pid`'s TCP sockets (IPv4 and IPv6), from /proc: how a test finds
+    the PostgreSQL sessions a process holds (pg_stat_activity.client_port) to drop them, as a
+    network partition would."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

@@ -85,6 +85,12 @@ class Settings:
     read_token: str = field(default="", repr=False)
     metrics_token: str = field(default="", repr=False)
     listener_heartbeat_seconds: float = 5.0
+    # Leases of the single-active processes (ledger/coordination/lease.py): a standby takes over
+    # lease_seconds after the holder's last renewal; the holder renews every lease_retry_seconds
+    # and stops acting lease_renew_deadline_seconds after its last renewal it sent that succeeded.
+    lease_seconds: float = 6.0
+    lease_renew_deadline_seconds: float = 4.0
+    lease_retry_seconds: float = 1.0
     listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
     listener_offline_seconds: float = 120.0  # ... and for this long: offline
     monitor_window_seconds: int = 900  # recent window of hit rate and sync success rate
@@ -192,6 +198,9 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "read_token": ("READ_TOKEN", str),
     "metrics_token": ("METRICS_TOKEN", str),
     "listener_heartbeat_seconds": ("LISTENER_HEARTBEAT_SECONDS", float),
+    "lease_seconds": ("LEASE_SECONDS", float),
+    "lease_renew_deadline_seconds": ("LEASE_RENEW_DEADLINE_SECONDS", float),
+    "lease_retry_seconds": ("LEASE_RETRY_SECONDS", float),
     "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
     "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),
     "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
@@ -246,6 +255,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigError(f"ROLLOUT_REFRESH_SECONDS={settings.rollout_refresh_seconds!r} must be > 0")
     if not 0 <= settings.rollout_start_new_percent <= 100:
         raise ConfigError(f"ROLLOUT_START_NEW_PERCENT={settings.rollout_start_new_percent!r} must be 0 to 100")
+    if not 0 < settings.lease_retry_seconds < settings.lease_renew_deadline_seconds < settings.lease_seconds:
+        raise ConfigError(
+            "LEASE_RETRY_SECONDS < LEASE_RENEW_DEADLINE_SECONDS < LEASE_SECONDS must hold (got "
+            f"{settings.lease_retry_seconds!r}, {settings.lease_renew_deadline_seconds!r},"
+            f" {settings.lease_seconds!r}):"
+            " a holder renews several times per deadline, and stops acting before its lease can expire"
+        )
     for name in ("tron_budget_reserve_fraction", "tron_budget_daily_reserve_fraction"):
         value = getattr(settings, name)
         if not 0 <= value < 1:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from typing import cast
 
 import dramatiq
 import psycopg
@@ -26,7 +27,16 @@ from ledger.chain.node import NodeUnavailable, TronNode, node_from_settings
 from ledger.chain.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
 from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
-from ledger.coordination.lease import CheckpointFenced, Leader, Lease, default_holder
+from ledger.coordination.lease import (
+    CheckpointFenced,
+    FencedStore,
+    Leader,
+    Lease,
+    LeaseTiming,
+    Term,
+    default_holder,
+    held,
+)
 from ledger.coordination.queue import (
     BrokerNotDurable,
     BrokerSink,
@@ -158,7 +168,8 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
 
     wake = threading.Event()
     holder = default_holder()
-    leader = Leader(Lease(settings.database_url, MAIN_CHECKPOINT, holder), stop=threading.Event(), wake=wake)
+    lease = Lease(settings.database_url, MAIN_CHECKPOINT, holder, LeaseTiming.of(settings))
+    leader = Leader(lease, stop=threading.Event(), wake=wake)
 
     def request_stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping after the current batch", signum)
@@ -199,7 +210,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         state = streamers[-1].state
         return Beat(
             role="active",
-            term=leader.term,
+            term=leader.term.number if leader.term is not None else None,
             head_block=head[0] if head else None,
             head_time_ms=head[1] if head else None,
             head_seen_ms=head[2] if head else None,
@@ -218,18 +229,18 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         snapshot=snapshot,
     )
 
-    def active(term: int, term_stop: threading.Event) -> None:
+    def active(term: Term) -> None:
         # A fresh store and streamer per term: the checkpoint is re-read from PostgreSQL, since
         # another listener may have advanced it while this one was standby.
-        store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term)
+        store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term.number)
         streamer = Streamer(
             adapter,
-            leader.fenced_store(store),
+            FencedStore(store, term),
             sink,
             start_block=_take_openings(settings, node, added, start_block),
             batch_blocks=settings.listener_batch_blocks,
             poll_interval=settings.poll_interval,
-            stop=term_stop,
+            stop=term.stop,
             wake=wake,
             repair=lambda: store.repair(sink, settings.repair_grace_seconds),
             # Often enough that the watermark in /health/ready is fresh and a loss is re-sent
@@ -261,7 +272,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         if feed is not None:
             feed.close()
         heartbeat.stop()
-        leader.lease.release()
+        lease.disconnect()
         flusher.stop()
         adapter.close()
         node.close()
@@ -346,26 +357,27 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @contextmanager
-def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dramatiq.Broker]]:
-    """The lease on the checkpoint row `name`, its store (fenced by the lease's term) and a broker,
-    all released when the run ends; BackfillError if another run holds the lease."""
-    lease = Lease(settings.database_url, name)
-    if not lease.try_acquire():
-        info = lease.holder_info()
-        lease.release()
-        raise BackfillError(f"{name} is already running ({info})")
-    store = BackfillStore(settings.database_url, name=name, term=lease.bump_term())
-    broker = create_broker(settings.effective_broker_url)
-    try:
-        yield store, broker
-    finally:
-        store.close()
-        lease.release()
-        broker.close()
+def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dramatiq.Broker, Term]]:
+    """The lease on the checkpoint row `name` (kept renewed while the run lasts), its store (fenced
+    by the lease's term), a broker and the term, all released when the run ends; BackfillError if
+    another run holds the lease."""
+    lease = Lease(settings.database_url, name, timing=LeaseTiming.of(settings))
+    with held(lease) as term:
+        if term is None:
+            info = lease.holder_info()
+            lease.disconnect()
+            raise BackfillError(f"{name} is already running ({info})")
+        store = BackfillStore(settings.database_url, name=name, term=term.number)
+        broker = create_broker(settings.effective_broker_url)
+        try:
+            yield cast(BackfillStore, FencedStore(store, term)), broker, term  # FencedStore delegates every call
+        finally:
+            store.close()
+            broker.close()
 
 
 def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
-    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker):
+    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker, _term):
         sink = BrokerSink(broker, background_queue(settings.queue_name))  # live first, as block-range backfills
         try:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
@@ -388,7 +400,7 @@ def _run_range(
     args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
 ) -> int:
     name = checkpoint_name(start, args.to_block, accounts)
-    with _claimed(settings, name) as (store, broker):
+    with _claimed(settings, name) as (store, broker, _term):
         stop = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:

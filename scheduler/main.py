@@ -1,16 +1,19 @@
 """`python -m scheduler`: enqueue the reconciliation jobs on their schedules (it does no work itself).
 
-Several may run: one is active, holding the lease "scheduler" (the same PostgreSQL lease as the
-listener's, ledger/coordination/lease.py), the others are standbys that take over within about a second of
-the active one's connection closing. While active it runs an APScheduler BackgroundScheduler with
-one interval job per enabled schedule (`SCHEDULE_*_SECONDS`):
+Several may run: one is active, holding the lease "scheduler" (the same expiring PostgreSQL lease as
+the listener's, ledger/coordination/lease.py), the others are standbys that take over once it
+expires (LEASE_SECONDS after the active one's last renewal; at once when it stops cleanly). While
+active it runs an APScheduler BackgroundScheduler with one interval job per enabled schedule
+(`SCHEDULE_*_SECONDS`):
 
 - coalesce=True and max_instances=1: a slow tick (PostgreSQL or the broker stalling) does not pile
   up runs behind it;
 - misfire_grace_time = half the interval: a tick more than that late is dropped, the next one is
   on time;
-- each tick claims its window in `job_runs` (ledger/store/jobruns.py) and only the claim that wins
-  enqueues, so each job starts once per window even if two schedulers both think they are active.
+- a tick checks first that the term may still act (a scheduler woken from a pause does nothing),
+  then claims its window in `job_runs` (ledger/store/jobruns.py) for its term, and only the claim
+  that wins enqueues, so each job starts once per window even if two schedulers both think they
+  are active.
 
 On taking the lease every job ticks at once: a window the previous holder already ran is refused
 by `job_runs`, one it missed runs now.
@@ -35,7 +38,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ledger.config import Settings, load_settings
-from ledger.coordination.lease import Leader, Lease, default_holder
+from ledger.coordination.lease import Leader, Lease, LeaseTiming, Term, TermEnded, default_holder
 from ledger.coordination.queue import (
     LIFECYCLE,
     RECONCILE_GAPS,
@@ -74,7 +77,7 @@ def job_specs(settings: Settings) -> list[JobSpec]:
 class Ticker:
     """What one active term does on each tick: claim the window, enqueue the job's messages."""
 
-    def __init__(self, settings: Settings, broker: dramatiq.Broker, term: int, holder: str) -> None:
+    def __init__(self, settings: Settings, broker: dramatiq.Broker, term: Term, holder: str) -> None:
         self.settings = settings
         self.broker = broker
         self.term = term
@@ -83,6 +86,9 @@ class Ticker:
     def tick(self, spec: JobSpec, now: float | None = None) -> int | None:
         window = window_start(time.time() if now is None else now, spec.seconds)
         try:
+            # A tick that fires as the process wakes from a pause longer than the renew deadline
+            # does nothing: another scheduler may hold the lease by now.
+            self.term.ensure()
             with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
                 # Background lane: reconciliation must never hold up the live records (ledger/coordination/queue.py).
                 queue = background_queue(self.settings.queue_name)
@@ -96,11 +102,22 @@ class Ticker:
 
                 def enqueue(batch: Sequence[Any]) -> None:
                     for message in batch:
+                        self.term.ensure()  # raising rolls the claim back
                         self.broker.enqueue(message)
 
                 run_id = claim_and_enqueue(
-                    conn, spec.name, window, messages, enqueue, holder=self.holder, lease=LEASE_NAME, term=self.term
+                    conn,
+                    spec.name,
+                    window,
+                    messages,
+                    enqueue,
+                    holder=self.holder,
+                    lease=LEASE_NAME,
+                    term=self.term.number,
                 )
+        except TermEnded as exc:
+            log.info("%s: window %s left to the next holder: %s", spec.name, window.isoformat(), exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - PostgreSQL or the broker down: the next tick retries
             log.warning("%s: could not start the run of window %s: %s", spec.name, window.isoformat(), exc)
             return None
@@ -111,7 +128,7 @@ class Ticker:
         return run_id
 
 
-def run_active(settings: Settings, term: int, term_stop: threading.Event, holder: str) -> None:
+def run_active(settings: Settings, term: Term, holder: str) -> None:
     broker = create_broker(settings.effective_broker_url)
     ticker = Ticker(settings, broker, term, holder)
     scheduler = BackgroundScheduler(timezone=UTC)
@@ -130,7 +147,7 @@ def run_active(settings: Settings, term: int, term_stop: threading.Event, holder
         )
     scheduler.start()
     try:
-        term_stop.wait()
+        term.stop.wait()
     finally:
         scheduler.shutdown(wait=True)
         broker.close()
@@ -149,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, secrets=(settings.tron_api_key,))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is ours
     holder = default_holder()
-    leader = Leader(Lease(settings.database_url, LEASE_NAME, holder), stop=threading.Event())
+    leader = Leader(Lease(settings.database_url, LEASE_NAME, holder, LeaseTiming.of(settings)), stop=threading.Event())
 
     def request_stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
@@ -160,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     specs = ", ".join(f"{s.name} every {s.seconds}s" for s in job_specs(settings)) or "none"
     log.info("scheduler started: %s, queue %s", specs, settings.queue_name)
     try:
-        leader.run(lambda term, term_stop: run_active(settings, term, term_stop, holder))
+        leader.run(lambda term: run_active(settings, term, holder))
     finally:
-        leader.lease.release()
+        leader.lease.disconnect()
     log.info("scheduler stopped")
     return 0
 

@@ -41,6 +41,7 @@ TABLES = (
     "delegate_records",
     "unfreeze_records",
     "listener_checkpoint",
+    "listener_terms",
     "ingest_errors",
     "dead_letters",
     "recent_blocks",

@@ -1,4 +1,4 @@
-"""One active listener: the PostgreSQL lease, the fencing term, and a real takeover after SIGKILL."""
+"""One active listener: the expiring PostgreSQL lease, the fencing term, and a real takeover after SIGKILL."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from harness.procs import Proc
 from harness.stack import main_checkpoint, start_listener, wait_until
 from harness.truth import assert_ledger_matches_truth, start_long_catch_up
 from ledger.config import Settings
-from ledger.coordination.lease import CheckpointFenced, Leader, Lease
+from ledger.coordination.lease import CheckpointFenced, FencedStore, Leader, Lease, LeaseTiming, Term, TermEnded
 from listener.store import PgStore
 
 BLOCK_ID = "ab" * 32
+
+
+FAST = LeaseTiming(seconds=1.0, renew_deadline=0.6, retry=0.1)
 
 
 @pytest.fixture
@@ -31,42 +34,94 @@ def leases(clean_db: str) -> Iterator[list[Lease]]:
     made: list[Lease] = []
     yield made
     for lease in made:
-        lease.release()
+        lease.disconnect()
 
 
-def _lease(leases: list[Lease], url: str, name: str, holder: str) -> Lease:
-    lease = Lease(url, name, holder)
+def _lease(leases: list[Lease], url: str, name: str, holder: str, timing: LeaseTiming = FAST) -> Lease:
+    lease = Lease(url, name, holder, timing)
     leases.append(lease)
     return lease
 
 
-def test_only_one_holder_and_the_lock_goes_with_the_connection(
+def _expires_in(url: str, name: str) -> float:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM expires_at - now()) FROM listener_terms WHERE name = %s", (name,)
+        ).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_a_standby_takes_over_once_the_lease_expires_whatever_the_holders_session_does(
     clean_db: str, leases: list[Lease], lease_name: str
 ) -> None:
+    # Given a holder, its session open, and a standby
     a, b = _lease(leases, clean_db, lease_name, "a"), _lease(leases, clean_db, lease_name, "b")
-    assert a.try_acquire()
-    assert not b.try_acquire()
-    term = a.bump_term()
-    assert a.check(term) is None
-    # The holder's session ends as after a SIGKILL: the server drops the lock with it.
-    pid = a._conn.info.backend_pid  # type: ignore[union-attr]
-    with psycopg.connect(clean_db, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    assert a.check(term) is not None
-    wait_until(b.try_acquire, 5, "the standby to take the lock")
-    assert b.bump_term() == term + 1
+    term = a.acquire()
+    assert term is not None
+    assert b.acquire() is None
+    # While the holder renews, nobody else gets the lease
+    for _ in range(3):
+        time.sleep(FAST.seconds / 2)
+        assert a.renew(term)
+        assert b.acquire() is None
+    # When it stops renewing (a paused process: its connection stays open)
+    stopped = time.monotonic()
+    taken = None
+    while taken is None and time.monotonic() - stopped < 5:
+        taken = b.acquire()
+        time.sleep(0.05)
+    # Then the standby takes it once it has expired, with the next term, and the old one cannot renew
+    assert taken is not None and taken.number == term.number + 1
+    assert FAST.seconds - 0.3 <= time.monotonic() - stopped <= FAST.seconds + 1.0
+    assert not a.renew(term)
+
+
+def test_the_holder_stops_acting_at_its_renew_deadline_before_the_lease_can_expire(
+    clean_db: str, leases: list[Lease], lease_name: str
+) -> None:
+    timing = LeaseTiming(seconds=6.0, renew_deadline=4.0, retry=1.0)
+    lease = _lease(leases, clean_db, lease_name, "a", timing)
+    now = [1000.0]
+    term = lease.acquire(clock=lambda: now[0])
+    assert term is not None
+    # The holder's deadline counts from before it asked; the database's expiry from when it answered
+    assert term.remaining() == timing.renew_deadline
+    assert _expires_in(clean_db, lease_name) > timing.renew_deadline + 1.5
+    now[0] += 3.9
+    term.ensure()
+    assert lease.renew(term, clock=lambda: now[0])
+    assert term.remaining() == timing.renew_deadline
+    # When its clock passes the deadline (a pause: no renewal ran), it may no longer act
+    now[0] += 4.0
+    with pytest.raises(TermEnded):
+        term.ensure()
+    assert term.stop.is_set() and not term.alive()
+    assert term.lost is not None and "renew deadline" in term.lost
+
+
+def test_a_released_lease_is_taken_at_once(clean_db: str, leases: list[Lease], lease_name: str) -> None:
+    slow = LeaseTiming(seconds=60.0, renew_deadline=40.0, retry=1.0)
+    a, b = _lease(leases, clean_db, lease_name, "a", slow), _lease(leases, clean_db, lease_name, "b", slow)
+    term = a.acquire()
+    assert term is not None and b.acquire() is None
+    a.release(term)
+    taken = b.acquire()
+    assert taken is not None and taken.number == term.number + 1
 
 
 def test_an_old_term_cannot_advance_the_checkpoint(clean_db: str, leases: list[Lease]) -> None:
     # Given a listener of term t1 that checkpointed, then lost the lease to term t2
     old = _lease(leases, clean_db, "main", "old")
-    assert old.try_acquire()
-    old_store = PgStore(clean_db, term=old.bump_term())
+    old_term = old.acquire()
+    assert old_term is not None
+    old_store = PgStore(clean_db, term=old_term.number)
     old_store.save_checkpoint(100, BLOCK_ID, 120, 101)
-    old.release()
+    old.release(old_term)
     new = _lease(leases, clean_db, "main", "new")
-    assert new.try_acquire()
-    new_store = PgStore(clean_db, term=new.bump_term())
+    new_term = new.acquire()
+    assert new_term is not None
+    new_store = PgStore(clean_db, term=new_term.number)
     assert new_store.term > old_store.term
     # When the old one, still running, tries to move the checkpoint, it is refused
     with pytest.raises(CheckpointFenced):
@@ -82,9 +137,9 @@ def test_an_old_term_cannot_advance_the_checkpoint(clean_db: str, leases: list[L
 
 def test_first_term_before_any_checkpoint_invents_none(clean_db: str, leases: list[Lease]) -> None:
     lease = _lease(leases, clean_db, "main", "first")
-    assert lease.try_acquire()
-    term = lease.bump_term()
-    store = PgStore(clean_db, term=term)
+    term = lease.acquire()
+    assert term is not None
+    store = PgStore(clean_db, term=term.number)
     assert store.load_checkpoint() is None
     store.save_checkpoint(7, BLOCK_ID, 9, 0)  # the first save inserts the row with the term
     assert main_checkpoint(clean_db) == 7
@@ -93,12 +148,12 @@ def test_first_term_before_any_checkpoint_invents_none(clean_db: str, leases: li
 
 def test_leader_steps_down_when_superseded_and_takes_the_lease_again(clean_db: str, lease_name: str) -> None:
     stop = threading.Event()
-    leader = Leader(Lease(clean_db, lease_name, "me"), stop=stop, retry_seconds=0.1, check_seconds=0.1)
+    leader = Leader(Lease(clean_db, lease_name, "me", FAST), stop=stop)
     terms: list[int] = []
 
-    def work(term: int, term_stop: threading.Event) -> None:
-        terms.append(term)
-        term_stop.wait(30)
+    def work(term: Term) -> None:
+        terms.append(term.number)
+        term.stop.wait(30)
 
     thread = threading.Thread(target=leader.run, args=(work,))
     thread.start()
@@ -117,11 +172,11 @@ def test_leader_steps_down_when_superseded_and_takes_the_lease_again(clean_db: s
 
 
 def test_a_fenced_checkpoint_ends_the_term(clean_db: str, lease_name: str) -> None:
-    # The race the lock cannot close alone: an old holder wrote the first checkpoint row after the
+    # The race the lease cannot close alone: an old holder wrote the first checkpoint row after the
     # new term began. The new holder is then fenced, must step down, and comes back with a term
     # that the checkpoint row carries.
     stop = threading.Event()
-    leader = Leader(Lease(clean_db, lease_name, "me"), stop=stop, retry_seconds=0.1, check_seconds=0.1)
+    leader = Leader(Lease(clean_db, lease_name, "me", FAST), stop=stop)
     terms: list[int] = []
 
     class StaleRowStore:
@@ -129,12 +184,12 @@ def test_a_fenced_checkpoint_ends_the_term(clean_db: str, lease_name: str) -> No
             if len(terms) == 1:
                 raise CheckpointFenced("held by another term")
 
-    def work(term: int, term_stop: threading.Event) -> None:
-        terms.append(term)
-        store = leader.fenced_store(StaleRowStore())
+    def work(term: Term) -> None:
+        terms.append(term.number)
+        store = FencedStore(StaleRowStore(), term)
         with contextlib.suppress(CheckpointFenced):
             store.save_checkpoint(1, BLOCK_ID, 2, 0)
-        term_stop.wait(30)
+        term.stop.wait(30)
 
     thread = threading.Thread(target=leader.run, args=(work,))
     thread.start()

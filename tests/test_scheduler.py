@@ -33,8 +33,9 @@ def _runs(url: str, job: str) -> list[tuple[float, int]]:
 
 def test_a_window_is_claimed_once_whoever_asks_and_an_old_term_is_refused(clean_db: str) -> None:
     lease = Lease(clean_db, "scheduler", "test")
-    assert lease.try_acquire()
-    term = lease.bump_term()
+    held = lease.acquire()
+    assert held is not None
+    term = held.number
     window = window_start(time.time(), 60)
     enqueued: list[Sequence[object]] = []
     results: list[int | None] = []
@@ -63,7 +64,8 @@ def test_a_window_is_claimed_once_whoever_asks_and_an_old_term_is_refused(clean_
         thread.join(10)
     assert len([r for r in results if r is not None]) == 1 and len(enqueued) == 1
     # A holder whose term was superseded cannot claim the next window.
-    lease.bump_term()
+    lease.release(held)
+    assert lease.acquire() is not None
     with psycopg.connect(clean_db, autocommit=True) as conn:
         later = window_start(time.time() + 60, 60)
         assert (
@@ -72,7 +74,7 @@ def test_a_window_is_claimed_once_whoever_asks_and_an_old_term_is_refused(clean_
             )
             is None
         )
-    lease.release()
+    lease.disconnect()
 
 
 def _scheduler(env: dict[str, str], name: str) -> Proc:
@@ -97,6 +99,10 @@ def scheduler_env(env: dict[str, str]) -> dict[str, str]:
         "SCHEDULE_GAP_SECONDS": "3",  # one message per pool account per window
         "SCHEDULE_STATE_SECONDS": "0",
         "TRON_NODE_URL": "http://127.0.0.1:9",  # never called: the scheduler only enqueues
+        # A short lease, so the takeover after a kill fits this test's windows.
+        "LEASE_SECONDS": "2",
+        "LEASE_RENEW_DEADLINE_SECONDS": "1.5",
+        "LEASE_RETRY_SECONDS": "0.5",
     }
 
 
@@ -123,8 +129,8 @@ def test_two_schedulers_run_each_job_once_per_window_and_a_standby_takes_over(
     before = len(_runs(url, "lifecycle"))
     wait_until(lambda: len(_runs(url, "lifecycle")) >= before + 3, 60, "three more lifecycle windows")
 
-    # Then the standby took the lease within one lease period (the 1-s retry, plus the time
-    # PostgreSQL takes to see the killed session go), and each window ran exactly once.
+    # Then the standby took the lease once it expired (within the 2-s lease plus its 0.5-s retry,
+    # and the start of the process's first tick), and each window ran exactly once.
     assert took_over < 5, took_over
     for job, seconds, per_run in (("lifecycle", 2, 1), ("gap", 3, 3)):
         runs = _runs(url, job)

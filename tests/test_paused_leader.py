@@ -1,0 +1,157 @@
+"""A leader that stops without dying (SIGSTOP: a long GC or swap pause, a VM migration) neither
+stalls the ledger nor corrupts it, for the listener and for the scheduler.
+
+- Paused with its PostgreSQL sessions intact: a standby takes over within the lease time.
+- Paused, its lease session dropped (a partition, a PostgreSQL failover), the chain forked at its
+  checkpoint and moved on, then woken: it sends nothing that changes the ledger, and the messages
+  it had sent before, still queued when a standby took over, are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psycopg
+import pytest
+
+from harness.procs import Proc, python, tcp_ports
+from harness.stack import (
+    SIM_ACCOUNTS,
+    main_checkpoint,
+    queued,
+    start_chain,
+    start_listener,
+    start_worker,
+    wait_until,
+)
+from harness.truth import assert_ledger_matches_truth
+from ledger.config import Settings
+from ledger.coordination.queue import background_queue
+from ledger.store.accounts import add_accounts
+
+# The defaults (LEASE_SECONDS 6, renewed every second): a standby takes over at most about 7 s
+# after the holder's last renewal.
+FAILOVER_LIMIT = 10.0
+
+
+def _drop_lease_session(database_url: str, proc: Proc, lease: str) -> int:
+    """Terminate `proc`'s lease connection on the server side, as a partition or a PostgreSQL
+    failover does; its other sessions stay. Returns how many were dropped."""
+    ports = sorted(tcp_ports(proc.popen.pid))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE client_port = ANY(%s) AND application_name LIKE %s",
+            (ports, f"lease {lease}%"),
+        ).fetchall()
+    return len(rows)
+
+
+def _active_and_standby(env: dict[str, str]) -> tuple[Proc, Proc]:
+    first = start_listener(env)
+    first.wait_for(r"active: term \d+", 30)
+    second = start_listener(env)
+    second.wait_for(r"standby: waiting for the lease", 30)
+    return first, second
+
+
+@pytest.mark.slow
+def test_a_paused_active_listener_is_replaced_within_the_lease_time(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # Given a live chain, a worker, and two listeners: one active, one standby
+    sim = start_chain(procs, settings, "--block-interval", "0.5", "--history-blocks", "100", "--ops-per-block", "2")
+    env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
+    procs.append(start_worker(env))
+    first, second = _active_and_standby(env)
+    procs += [first, second]
+    wait_until(lambda: main_checkpoint(settings.database_url) >= sim.status()["head"] - 2, 60, "catch-up")
+    # When the active one stops without dying, its PostgreSQL sessions intact
+    first.kill(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        # Then the standby takes over within the lease time and follows the head
+        second.wait_for(r"active: term \d+", 2 * FAILOVER_LIMIT)
+        failover = time.monotonic() - stopped
+        head = sim.status()["head"]
+        wait_until(lambda: main_checkpoint(settings.database_url) >= head, 30, "the new active one at the head")
+    finally:
+        first.kill(signal.SIGCONT)
+    assert failover <= FAILOVER_LIMIT, failover
+    # And the old one, woken, knows it is no longer active
+    first.wait_for(r"standby again after losing term", 15)
+    sim.pause()
+    head = sim.status()["head"]
+    wait_until(lambda: main_checkpoint(settings.database_url) == head, 30, "the head")
+    # And nothing was lost or doubled
+    assert_ledger_matches_truth(settings, sim, env)
+    assert "Traceback" not in second.output()
+
+
+# -- the scheduler ----------------------------------------------------------------------------------
+
+
+def _scheduler(env: dict[str, str], name: str) -> Proc:
+    proc = Proc(name, python("-m", "scheduler"), env)
+    proc.wait_for(r"scheduler started", timeout=30)
+    return proc
+
+
+def _windows(url: str) -> list[tuple[float, str]]:
+    """(window start, holder) of each lifecycle run, in order."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM window_start), holder FROM job_runs"
+            " WHERE job = 'lifecycle' ORDER BY window_start"
+        ).fetchall()
+    return [(float(w), str(h)) for w, h in rows]
+
+
+def _two_schedulers(env: dict[str, str], procs: list[Proc]) -> tuple[Proc, Proc, dict[str, str]]:
+    env = {
+        **env,
+        "SCHEDULE_LIFECYCLE_SECONDS": "2",
+        "SCHEDULE_GAP_SECONDS": "0",
+        "SCHEDULE_STATE_SECONDS": "0",
+        "TRON_NODE_URL": "http://127.0.0.1:9",  # never called: the scheduler only enqueues
+    }
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        add_accounts(conn, list(SIM_ACCOUNTS))
+    first = _scheduler(env, "scheduler-1")
+    procs.append(first)
+    first.wait_for(r"active: term", 30)
+    second = _scheduler(env, "scheduler-2")
+    procs.append(second)
+    wait_until(lambda: len(_windows(env["DATABASE_URL"])) >= 2, 30, "two lifecycle windows")
+    return first, second, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drop_session", [False, True], ids=["session-intact", "session-dropped"])
+def test_a_paused_scheduler_is_replaced_and_the_woken_one_runs_no_window_twice(
+    env: dict[str, str], procs: list[Proc], drop_session: bool
+) -> None:
+    active, standby, env = _two_schedulers(env, procs)
+    # When the active one stops without dying (its lease session dropped too, or not)
+    active.kill(signal.SIGSTOP)
+    stopped, stopped_at = time.monotonic(), time.time()
+    try:
+        if drop_session:
+            assert _drop_lease_session(env["DATABASE_URL"], active, "scheduler") == 1
+        # Then the standby takes over within the lease time and runs the windows that follow
+        standby.wait_for(r"active: term", 2 * FAILOVER_LIMIT)
+        failover = time.monotonic() - stopped
+        before = len(_windows(env["DATABASE_URL"]))
+        wait_until(lambda: len(_windows(env["DATABASE_URL"])) >= before + 2, 30, "two more windows")
+    finally:
+        active.kill(signal.SIGCONT)
+    assert failover <= FAILOVER_LIMIT, failover
+    # And the old one, woken, runs nothing: each window once, nothing enqueued twice
+    active.wait_for(r"standby again after losing term", 15)
+    time.sleep(3)  # a tick it would still run
+    windows = _windows(env["DATABASE_URL"])
+    starts = [w for w, _ in windows]
+    assert len(starts) == len(set(starts))
+    assert queued({**env, "QUEUE_NAME": background_queue(env["QUEUE_NAME"])}) == len(windows)
+    assert any(w >= stopped_at and h.endswith(f":{standby.popen.pid}") for w, h in windows), windows

@@ -99,6 +99,13 @@ BAD_FILES = {
     "duplicate address": ("address,external_id\n{A},1\n{A},2\n", "line 3: address: " + ALICE + " is also on line 2"),
     "too many fields": ("address,external_id\n{A},1\n{B},2,x\n", "line 3: expected 2 fields"),
     "bad header": ("addr,id\n{A},1\n", "line 1: header must be address,external_id"),
+    "formula external id =": ("address,external_id\n{A},1\n{B},=HYPERLINK(\"x\")\n", "line 3: external_id: "),
+    "formula external id +": ("address,external_id\n{A},1\n{B},+1\n", "line 3: external_id: "),
+    "formula external id -": ("address,external_id\n{A},1\n{B},-2+3\n", "line 3: external_id: "),
+    "formula external id @": ("address,external_id\n{A},1\n{B},@SUM(A1)\n", "line 3: external_id: "),
+    "NUL in a label": ("address,external_id,label\n{A},1,a\n{B},2,x\x00y\n", "line 3: label: no control characters"),
+    "escape in a label": ("address,external_id,label\n{A},1,a\n{B},2,\x1b[2J\n", "line 3: label: no control characters"),  # noqa: E501
+    "newline in a label": ('address,external_id,label\n{A},1,a\n{B},2,"x\ny"\n', "line 3: label: no control characters"),  # noqa: E501
     "empty file": ("\n\n", "the file is empty"),
     "bound to another account": ("address,external_id\n{A},1\n{B},77\n", "line 3: external_id: '77' is already bound to account 1 ({C})"),  # noqa: E501
     "account already has another id": ("address,external_id\n{C},1\n", "line 2: external_id: account 1 ({C}) already has the external id '77'; pass --replace"),  # noqa: E501
@@ -119,6 +126,24 @@ def test_a_bad_line_refuses_the_whole_file(
     assert "nothing was written" in err
     assert accounts(conn) == before  # all or nothing: line 2, which was good, is not there either
     assert out == ""
+
+
+def test_accounts_list_and_add_neutralise_control_characters(
+    conn: psycopg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A row written before labels were checked (or by hand) prints on one line, without escapes.
+    conn.execute(
+        "INSERT INTO pool_accounts (address, label, external_id) VALUES (%s, %s, '1')", (ALICE, "a\r\nFAKE\x1b[31m")
+    )
+    status, out, _ = run(capsys, "accounts", "list")
+    assert status == 0
+    assert out.splitlines() == [out.rstrip("\n")] and "\x1b" not in out and "\r" not in out
+    assert "a\\r\\nFAKE\\x1b[31m" in out
+    status, _, err = run(capsys, "accounts", "add", BOB, "--label", "x\x1b]0;title\x07", "--no-snapshot")
+    assert status == 2 and "--label: no control characters" in err
+    status, _, err = run(capsys, "accounts", "add", BOB, "--external-id", "=1+1", "--no-snapshot")
+    assert status == 2 and "not starting with" in err
+    assert set(accounts(conn)) == {ALICE}
 
 
 def test_every_problem_of_a_file_is_reported_at_once(

@@ -87,7 +87,8 @@ def _components() -> Schema:
             "Resource": {"enum": list(RESOURCES)},
             "ExternalId": {
                 "type": "string",
-                "pattern": "^[!-~]{1,64}$",
+                # Printable ASCII; not first: = + - @ (a spreadsheet formula).
+                "pattern": "^[!-*,.-<>?A-~][!-~]{0,63}$",
                 "description": f"the platform's own id of a pool account: {EXTERNAL_ID_FORM}",
                 "examples": [EXAMPLE_EXTERNAL_ID],
             },

@@ -24,14 +24,13 @@ from typing import TextIO
 import psycopg
 
 from ledger.chain.address import AddressError, to_base58
-from ledger.store.accounts import ExternalIdError, parse_external_id
+from ledger.store.accounts import ExternalIdError, LabelError, parse_external_id, parse_label
 
 HEADER = ("address", "external_id")
 HEADER_WITH_LABEL = ("address", "external_id", "label")
-MAX_LABEL = 200
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binding:
     """One account and the external id it should carry."""
 
@@ -67,16 +66,17 @@ def _shown(value: str) -> str:
 
 def read_bindings(stream: TextIO) -> list[Binding]:
     """The lines of a CSV file `address,external_id[,label]` (header first); ImportRefused if any is bad."""
+    # Read line by line: only the bindings are kept, not the file's rows besides. csv.reader's own
+    # line_num would count the lines inside a quoted cell; files of ids have none, and a row number
+    # is what a spreadsheet shows.
+    reader = enumerate(csv.reader(stream), start=1)
     try:
-        rows = list(enumerate(csv.reader(stream), start=1))
+        first = next(((n, row) for n, row in reader if any(cell.strip() for cell in row)), None)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise ImportRefused([f"not a readable CSV file: {exc}"]) from None
-    # csv.reader's own line_num would count the lines inside a quoted cell; files of ids have none,
-    # and a row number is what a spreadsheet shows.
-    rows = [(n, row) for n, row in rows if any(cell.strip() for cell in row)]
-    if not rows:
+    if first is None:
         raise ImportRefused(["the file is empty: expected a header address,external_id[,label]"])
-    first_line, header = rows[0]
+    first_line, header = first
     names = tuple(cell.strip().lstrip("\ufeff").lower() for cell in header)
     if names not in (HEADER, HEADER_WITH_LABEL):
         raise ImportRefused(
@@ -87,48 +87,64 @@ def read_bindings(stream: TextIO) -> list[Binding]:
         )
     problems: list[str] = []
     bindings: list[Binding] = []
-    seen_address: dict[str, int] = {}
-    seen_external: dict[str, int] = {}
-    for line, row in rows[1:]:
-        where = f"line {line}"
-        if len(row) != len(names) and not (len(names) == 3 and len(row) == 2):
-            problems.append(f"{where}: expected {len(names)} fields ({','.join(names)}), got {len(row)}")
-            continue
-        cells = [cell.strip() for cell in row] + [""] * (len(names) - len(row))
-        before = len(problems)
-        try:
-            address = to_base58(cells[0])
-        except AddressError as exc:
-            problems.append(_problem(where, "address", str(exc)[:200]))
-            address = ""
-        try:
-            external_id = parse_external_id(cells[1])
-        except ExternalIdError as exc:
-            got = f"got {_shown(cells[1])}" if cells[1] else "the cell is empty"
-            problems.append(_problem(where, "external_id", f"{exc} ({got})"))
-            external_id = ""
-        label = cells[2] if len(names) == 3 and cells[2] else None
-        if label is not None and len(label) > MAX_LABEL:
-            problems.append(_problem(where, "label", f"at most {MAX_LABEL} characters (got {len(label)})"))
-        if address:
-            if address in seen_address:
-                problems.append(_problem(where, "address", f"{address} is also on line {seen_address[address]}"))
-            else:
-                seen_address[address] = line
-        if external_id:
-            if external_id in seen_external:
-                problems.append(
-                    _problem(
-                        where, "external_id", f"{_shown(external_id)} is also on line {seen_external[external_id]}"
-                    )
-                )
-            else:
-                seen_external[external_id] = line
-        if len(problems) == before:
-            bindings.append(Binding(where, address, external_id, label))
+    seen_address: dict[str, str] = {}  # -> where it was first
+    seen_external: dict[str, str] = {}
+    try:
+        for line, row in reader:
+            if any(cell.strip() for cell in row):
+                _read_line(f"line {line}", row, names, problems, bindings, seen_address, seen_external)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        problems.append(f"not a readable CSV file after line {len(bindings) + 1}: {exc}")
     if problems:
         raise ImportRefused(problems)
     return bindings
+
+
+def _read_line(
+    where: str,
+    row: list[str],
+    names: tuple[str, ...],
+    problems: list[str],
+    bindings: list[Binding],
+    seen_address: dict[str, str],
+    seen_external: dict[str, str],
+) -> None:
+    if len(row) != len(names) and not (len(names) == 3 and len(row) == 2):
+        problems.append(f"{where}: expected {len(names)} fields ({','.join(names)}), got {len(row)}")
+        return
+    cells = [cell.strip() for cell in row] + [""] * (len(names) - len(row))
+    before = len(problems)
+    try:
+        address = to_base58(cells[0])
+    except AddressError as exc:
+        problems.append(_problem(where, "address", str(exc)[:200]))
+        address = ""
+    try:
+        external_id = parse_external_id(cells[1])
+    except ExternalIdError as exc:
+        got = f"got {_shown(cells[1])}" if cells[1] else "the cell is empty"
+        problems.append(_problem(where, "external_id", f"{exc} ({got})"))
+        external_id = ""
+    label = None
+    if len(names) == 3 and cells[2]:
+        try:
+            label = parse_label(cells[2])
+        except LabelError as exc:
+            problems.append(_problem(where, "label", str(exc)))
+    if address:
+        if address in seen_address:
+            problems.append(_problem(where, "address", f"{address} is also on {seen_address[address]}"))
+        else:
+            seen_address[address] = where
+    if external_id:
+        if external_id in seen_external:
+            problems.append(
+                _problem(where, "external_id", f"{_shown(external_id)} is also on {seen_external[external_id]}")
+            )
+        else:
+            seen_external[external_id] = where
+    if len(problems) == before:
+        bindings.append(Binding(where, address, external_id, label))
 
 
 def apply_bindings(conn: psycopg.Connection, bindings: Iterable[Binding], *, replace: bool = False) -> ImportResult:

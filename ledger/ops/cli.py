@@ -21,16 +21,18 @@ from ledger.coordination.inflight import held_messages, is_redis_broker
 from ledger.coordination.queue import create_broker, is_amqp
 from ledger.coordination.recovery import recover_stranded
 from ledger.ops.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
-from ledger.ops.logs import setup_logging
+from ledger.ops.logs import escape_controls, setup_logging
 from ledger.ops.metrics import metrics_client
 from ledger.ops.procfile import write_supervisord_conf, write_systemd_units
 from ledger.store import deadletters as dl
 from ledger.store.accounts import (
     EXTERNAL_ID_FORM,
     ExternalIdError,
+    LabelError,
     add_accounts,
     list_accounts,
     parse_external_id,
+    parse_label,
     tracked_addresses,
 )
 from ledger.store.db import ensure_database, migrate
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.replace and args.external_id is None:
                 print("error: --replace goes with --external-id", file=sys.stderr)
                 return 2
+            if args.label is not None:
+                try:
+                    args.label = parse_label(args.label) or None
+                except LabelError as exc:
+                    print(f"error: --label: {exc}", file=sys.stderr)
+                    return 2
             if args.external_id is not None:
                 return _add_with_external_id(conn, settings, args)
             try:
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             added = add_accounts(conn, addresses, args.label)
             for account in added:
-                print(f"{account.id}\t{account.address}\t{account.label or ''}")
+                print(f"{account.id}\t{account.address}\t{_cell(account.label)}")
             return _open_positions(conn, settings, [a.address for a in added], args.no_snapshot)
         if args.action == "import":
             return _import(conn, settings, args)
@@ -168,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             return _snapshot(conn, settings, args.addresses)
         for account in list_accounts(conn):
             print(
-                f"{account.id}\t{account.address}\t{account.external_id or '-'}\t{account.label or ''}\t"
+                f"{account.id}\t{account.address}\t{_cell(account.external_id) or '-'}\t{_cell(account.label)}\t"
                 f"{account.added_at:%Y-%m-%d %H:%M:%S}"
             )
         return 0
@@ -276,12 +284,19 @@ def _refused(exc: ImportRefused) -> int:
     return 2
 
 
+def _cell(value: str | None) -> str:
+    """A stored value as one cell of a tab-separated line on a terminal: control characters
+    (newlines, tabs, terminal escapes) written as escapes. Rows stored before labels were checked
+    may hold them."""
+    return escape_controls(value) if value else ""
+
+
 def _print_result(conn: psycopg.Connection, result: ImportResult) -> None:
     accounts = {a.address: a for a in list_accounts(conn)}
     for what, addresses in (("added", result.added), ("updated", result.updated)):
         for address in addresses:
             account = accounts[address]
-            print(f"{what}\t{account.id}\t{address}\t{account.external_id}\t{account.label or ''}")
+            print(f"{what}\t{account.id}\t{address}\t{_cell(account.external_id)}\t{_cell(account.label)}")
     print(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged")
 
 

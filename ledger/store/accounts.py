@@ -89,8 +89,11 @@ def find_account(conn: psycopg.Connection, key: int | str) -> PoolAccount | None
 
 # Mirrors the CHECK of sql/011_external_ids.sql, so a bad id is refused with a message, not a
 # constraint violation.
-EXTERNAL_ID_FORM = "1 to 64 printable ASCII characters, no spaces (e.g. 42)"
+EXTERNAL_ID_FORM = "1 to 64 printable ASCII characters, no spaces, not starting with = + - @ (e.g. 42)"
 _EXTERNAL_ID = re.compile(r"[!-~]{1,64}")
+# A cell starting with one of these is a formula to a spreadsheet: an id exported to one (by the
+# platform, or from `accounts list`) must not run as one.
+_FORMULA_START = ("=", "+", "-", "@")
 
 
 class ExternalIdError(ValueError):
@@ -100,8 +103,28 @@ class ExternalIdError(ValueError):
 def parse_external_id(text: str) -> str:
     """The external id in `text` (surrounding blanks dropped); ExternalIdError if it has another form."""
     value = text.strip()
-    if not _EXTERNAL_ID.fullmatch(value):
+    if not _EXTERNAL_ID.fullmatch(value) or value.startswith(_FORMULA_START):
         raise ExternalIdError(f"an external id is {EXTERNAL_ID_FORM}")
+    return value
+
+
+MAX_LABEL = 200
+_LABEL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class LabelError(ValueError):
+    """Text that cannot be an account's label."""
+
+
+def parse_label(text: str) -> str:
+    """A label as stored: at most MAX_LABEL characters, no control characters (a newline or a
+    terminal escape would be printed by `accounts list` as it is; PostgreSQL text cannot hold NUL)."""
+    value = text.strip()
+    if len(value) > MAX_LABEL:
+        raise LabelError(f"at most {MAX_LABEL} characters (got {len(value)})")
+    found = _LABEL_CONTROL.search(value)
+    if found:
+        raise LabelError(f"no control characters (found {found.group()!r} at character {found.start() + 1})")
     return value
 
 

@@ -1,5 +1,5 @@
 """The contract run's stack, for tests/test_contract.py and bench/contract.py: a small database with
-every kind of row the API shows, a web server on it, and the schemathesis command against it.
+every kind of row the API shows (and the events they make), a web server on it, and the schemathesis command against it.
 
 Account 1 (the first simulator demo account, external id "42") has records of every kind and
 status, several pages of them, delegations both ways, unfreeze lots pending / withdrawable /
@@ -18,6 +18,7 @@ import psycopg
 from harness.procs import ROOT, Proc
 from harness.stack import SIM_ACCOUNTS, settings_env, start_web
 from ledger.config import Settings
+from ledger.store.events import sequence
 
 # Checks that judge the API against the contract. Left out of schemathesis's "all": the
 # authentication and resource-lifecycle checks (every request carries the admin token, which the
@@ -54,7 +55,7 @@ def seed_api_data(database_url: str, rows: int = 60) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE pool_accounts, stake_records, delegate_records, unfreeze_records, dead_letters, positions,"
-            " position_openings RESTART IDENTITY"
+            " position_openings, events RESTART IDENTITY"
         )
         if rows == 0:
             return
@@ -108,6 +109,7 @@ def seed_api_data(database_url: str, rows: int = 60) -> None:
                 " %s, %s)",
                 (f"m{i}", json.dumps([{"tx_id": "not hex", "n": i}]), i, None if i else "r0"),
             )
+        sequence(conn)  # the records' events (written by the tables' triggers), as the relay numbers them
 
 
 def _tx(prefix: str, i: int) -> str:
@@ -127,6 +129,8 @@ def start_contract_web(settings: Settings, port: int) -> Proc:
         "LOG_LEVEL": "WARNING",
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "READ_TOKEN": READ_TOKEN,
+        # An event stream ends soon: schemathesis waits for each response's end.
+        "EVENTS_STREAM_SECONDS": "0.5",
     }
     return start_web(env, port)
 

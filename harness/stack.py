@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.procs import Proc, python
 from ledger.config import Settings, load_settings
-from ledger.coordination.queue import background_queue, create_broker, is_amqp, queued_messages
+from ledger.coordination.queue import background_queue, create_broker, is_amqp, queued_messages, webhook_queue
 from ledger.ops.procfile import parse_procfile
 from ledger.store.accounting import checkpoint_block
 from ledger.store.db import migrate
@@ -225,6 +225,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TRON_REQUESTS_PER_SECOND": str(settings.tron_requests_per_second),
         "TRON_REQUESTS_BURST": str(settings.tron_requests_burst),
         "TRON_REQUESTS_PER_DAY": str(settings.tron_requests_per_day),
+        "WEBHOOK_ALLOW_PRIVATE": "1" if settings.webhook_allow_private else "0",
+        "WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
+        "WEBHOOK_RETRY_HOURS": str(settings.webhook_retry_hours),
+        "WEBHOOK_MIN_BACKOFF_MS": str(settings.webhook_min_backoff_ms),
+        "WEBHOOK_MAX_BACKOFF_MS": str(settings.webhook_max_backoff_ms),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
@@ -266,7 +271,7 @@ def delete_rabbitmq_queues(url: str, queue: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        for base in (queue, background_queue(queue)):
+        for base in (queue, background_queue(queue), webhook_queue(queue)):
             for name in (base, dq_name(base), xq_name(base)):
                 channel.queue_delete(queue=name)
     finally:

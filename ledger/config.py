@@ -112,6 +112,14 @@ class Settings:
     # Share of accounts the new path answers until an operator sets one (`ledger rollout set`): 100
     # on a fresh install (no legacy path to keep); a platform cutting over starts where its plan does.
     rollout_start_new_percent: int = 100
+    # Events and webhooks (ledger/store/events.py, ledger/coordination/relay.py, workers/webhooks.py).
+    events_relay_seconds: float = 0.25  # how often a worker process runs the event relay's pass
+    events_stream_seconds: float = 30.0  # how long one GET /api/events/stream response lasts (EventSource reconnects)
+    webhook_allow_private: bool = False  # deliver to private / loopback addresses (tests, a closed network)
+    webhook_timeout_seconds: float = 10.0  # per delivery request
+    webhook_retry_hours: float = 24.0  # a failing delivery is retried for at least this long, then dead
+    webhook_min_backoff_ms: int = 10_000  # the first retry's delay; each next one doubles ...
+    webhook_max_backoff_ms: int = 3_600_000  # ... up to this
 
     @property
     def cursor_keys(self) -> tuple[bytes, ...]:
@@ -213,6 +221,13 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "fallback_redis_url": ("FALLBACK_REDIS_URL", str),
     "rollout_refresh_seconds": ("ROLLOUT_REFRESH_SECONDS", float),
     "rollout_start_new_percent": ("ROLLOUT_START_NEW_PERCENT", int),
+    "events_relay_seconds": ("EVENTS_RELAY_SECONDS", float),
+    "events_stream_seconds": ("EVENTS_STREAM_SECONDS", float),
+    "webhook_allow_private": ("WEBHOOK_ALLOW_PRIVATE", _flag),
+    "webhook_timeout_seconds": ("WEBHOOK_TIMEOUT_SECONDS", float),
+    "webhook_retry_hours": ("WEBHOOK_RETRY_HOURS", float),
+    "webhook_min_backoff_ms": ("WEBHOOK_MIN_BACKOFF_MS", int),
+    "webhook_max_backoff_ms": ("WEBHOOK_MAX_BACKOFF_MS", int),
 }
 
 
@@ -261,6 +276,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             f"{settings.lease_retry_seconds!r}, {settings.lease_renew_deadline_seconds!r},"
             f" {settings.lease_seconds!r}):"
             " a holder renews several times per deadline, and stops acting before its lease can expire"
+        )
+    for name in ("events_relay_seconds", "events_stream_seconds", "webhook_timeout_seconds", "webhook_retry_hours"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{_ENV[name][0]}={getattr(settings, name)!r} must be > 0")
+    if not 0 < settings.webhook_min_backoff_ms <= settings.webhook_max_backoff_ms:
+        raise ConfigError(
+            f"WEBHOOK_MIN_BACKOFF_MS={settings.webhook_min_backoff_ms!r} must be > 0 and at most"
+            f" WEBHOOK_MAX_BACKOFF_MS={settings.webhook_max_backoff_ms!r}"
         )
     for name in ("tron_budget_reserve_fraction", "tron_budget_daily_reserve_fraction"):
         value = getattr(settings, name)

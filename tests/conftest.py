@@ -56,6 +56,9 @@ TABLES = (
     "recovered_operations",
     "drift",
     "rollout",
+    "events",
+    "webhook_subscriptions",
+    "webhook_deliveries",
 )
 
 
@@ -105,6 +108,12 @@ def settings(database_url: str) -> Settings:
         # The simulator has no quota: the request budget has its own tests (test_budget.py).
         tron_requests_per_second=0.0,
         tron_requests_per_day=0,
+        # Webhook receivers in the tests listen on 127.0.0.1; retries come quickly.
+        webhook_allow_private=True,
+        webhook_timeout_seconds=2.0,
+        webhook_min_backoff_ms=100,
+        webhook_max_backoff_ms=1000,
+        webhook_retry_hours=0.01,
     )
 
 

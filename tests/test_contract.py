@@ -220,6 +220,21 @@ def test_read_routes_need_the_read_token_as_documented(client: FlaskClient) -> N
             check(client, path, path, 401, headers={})
 
 
+def test_event_bodies_follow_the_contract(client: FlaskClient) -> None:
+    path = "/api/events"
+    body = check(client, path, f"{path}?limit=50", 200)
+    assert len(body["data"]) == 50
+    assert {e["type"] for e in body["data"]} >= {"operation.confirmed", "operation.pending"}
+    after = body["meta"]["next_cursor"]
+    body = check(client, path, f"{path}?after={after}&account=1&types=operation.orphaned,operation.failed", 200)
+    assert body["data"] and {e["type"] for e in body["data"]} <= {"operation.orphaned", "operation.failed"}
+    assert all(e["account"] == ONE and e["id"] > after for e in body["data"])
+    assert check(client, path, f"{path}?account=2", 200)["data"] == []
+    check(client, path, f"{path}?account=99", 404)
+    check(client, path, f"{path}?types=nope", 400)
+    check(client, path, f"{path}?after=-1", 400)
+
+
 # -- schemathesis against the live server ------------------------------------------------------------
 
 

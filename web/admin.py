@@ -18,6 +18,7 @@ Routes (JSON):
 - PUT    /admin/rollout {"new_percent", "shadow_percent"}  change either (new_percent 0 = rollback);
                                                            every web process follows within
                                                            ROLLOUT_REFRESH_SECONDS
+- /admin/webhooks...                                       webhook subscriptions (web/admin_webhooks.py)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ledger.domain import INT64_MAX
 from ledger.store import deadletters as dl
 from ledger.store.accounts import tracked_addresses
 from ledger.store.rollout import Rollout, read_rollout, split_accounts, write_rollout
+from web.admin_webhooks import register as webhook_routes
 from web.params import int_param
 from web.paths import current_paths
 from web.pg import read_connection
@@ -270,3 +272,6 @@ def _id(raw: str) -> int:
     if not (raw.isdigit() and raw.isascii() and len(raw) <= 19 and 1 <= int(raw) <= INT64_MAX):
         raise bad_request(f"dead letter id must be a positive integer (got {shown(raw)})")
     return int(raw)
+
+
+webhook_routes(bp, _admin_pool)

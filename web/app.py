@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # Imported here so that importing web.app stays cheap and free of side effects.
     from web.deadletters import bp as deadletters_bp
+    from web.events import bp as events_bp
+    from web.events import install as install_events
     from web.health import bp as health_bp
     from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
@@ -107,8 +109,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         metrics_bp,
         status_bp,
         reconciliation_bp,
+        events_bp,
     ):
         app.register_blueprint(blueprint)
+    install_events(app.extensions)
     if settings.admin_token:
         # Without a token the admin routes do not exist at all (404), rather than exist and refuse.
         from web.admin import bp as admin_bp

@@ -46,6 +46,7 @@ PUSHED = {
         "Shadow comparisons of native records answers with the legacy path, by result.",
     ),
     "ledger_legacy_errors": ("counter", "Legacy-path reads TronGrid did not answer, by path (legacy, fallback)."),
+    "ledger_webhook_deliveries": ("counter", "Webhook delivery attempts of every worker, by result (sent, failed)."),
 }
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -221,6 +222,17 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
             for what, sun in row["drift"].items():
                 drift.add_sample("ledger_drift_sun", {"account": row["account"], "what": what}, float(sun))
         yield drift
+    hooks = snap["webhooks"]
+    if "pending" in hooks:
+        deliveries = Metric("ledger_webhook_deliveries_open", "Webhook deliveries not made yet, by state.", "gauge")
+        deliveries.add_sample("ledger_webhook_deliveries_open", {"state": "pending"}, hooks["pending"])
+        deliveries.add_sample("ledger_webhook_deliveries_open", {"state": "dead"}, hooks["dead"])
+        yield deliveries
+        yield from _gauge(
+            "ledger_webhook_oldest_undelivered_seconds",
+            "Age of the oldest event a webhook subscription has not received yet (pending or dead).",
+            hooks["oldest_undelivered_s"] or 0.0,
+        )
     watermark = snap["persisted_watermark"]
     if "persisted_block" in watermark:
         yield from _gauge(

@@ -39,11 +39,12 @@ from ledger.domain import (
     LISTENER_RATE_LIMITED,
     LISTENER_READING,
 )
-from ledger.ops.metrics import read_window, sum_samples
+from ledger.ops.metrics import read_totals, read_window, sum_samples
 from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import read_cache_window
 from ledger.store.deadletters import dead_letter_counts
 from ledger.store.jobruns import last_runs
+from ledger.store.webhooks import DELIVERIES_METRIC, delivery_figures
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,19 @@ def queue_figures(broker: redis.Redis, settings: Settings, other_broker: Any = N
     return out
 
 
+def webhook_figures(conn: psycopg.Connection, broker: redis.Redis) -> dict[str, Any]:
+    """Webhook deliveries: sent and failed attempts (every worker's pushed counters), waiting and dead
+    deliveries and the age of the oldest event not delivered (ledger/store/webhooks.py)."""
+    if not _has_column(conn, "webhook_deliveries", "status"):
+        raise Unavailable("no webhooks in this database")
+    totals = read_totals(broker)
+    return {
+        "sent": int(sum_samples(totals, DELIVERIES_METRIC, ['result="sent"'])),
+        "failed": int(sum_samples(totals, DELIVERIES_METRIC, ['result="failed"'])),
+        **delivery_figures(conn),
+    }
+
+
 def persisted_watermark(conn: psycopg.Connection) -> dict[str, Any]:
     """The block up to which every operation is in PostgreSQL (the accounting work's column)."""
     if not _has_column(conn, "listener_checkpoint", "persisted_block"):
@@ -316,6 +330,7 @@ def snapshot(
     out["persisted_watermark"] = _part(lambda: persisted_watermark(conn))
     out["drift"] = _part(lambda: drift(conn))
     out["scheduler"] = _part(lambda: scheduler_runs(conn))
+    out["webhooks"] = _part(lambda: webhook_figures(conn, broker))
     return out
 
 
@@ -327,7 +342,7 @@ def snapshot_without_database(
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat()}
     out["listener"] = out["data_latency"] = failed
     out["cache"] = _part(lambda: cache_figures(cache, settings))
-    out["sync"] = out["persisted_watermark"] = out["drift"] = out["scheduler"] = failed
+    out["sync"] = out["persisted_watermark"] = out["drift"] = out["scheduler"] = out["webhooks"] = failed
     out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     return out
 

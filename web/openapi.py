@@ -20,7 +20,10 @@ from flask import Blueprint, Response
 
 from ledger.domain import INT64_MAX, LISTENER_STATES, RESOURCES
 from ledger.store.accounts import EXTERNAL_ID_FORM
+from ledger.store.events import EVENT_TYPES
 from web.compat import FIELDS as COMPAT_FIELDS
+from web.events import DEFAULT_PAGE as EVENTS_DEFAULT_PAGE
+from web.events import MAX_PAGE as EVENTS_MAX_PAGE
 from web.guards import MAX_BODY_BYTES, READ_PREFIXES
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
 from web.queries import KINDS
@@ -242,6 +245,22 @@ def _components() -> Schema:
                     "done": COUNT,
                     "finished_at": nullable({"type": "string", "format": "date-time"}),
                     "result": {"type": "object", "description": "summed counts, e.g. recovered, compared, drift"},
+                }
+            ),
+            "Event": obj(
+                {
+                    "id": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "increases in the order events are committed; the feed's cursor and a"
+                        " webhook's idempotency key",
+                    },
+                    "type": {"enum": list(EVENT_TYPES)},
+                    "account": nullable({**ref("Address"), "description": "null: an event of the service"}),
+                    "block_num": nullable(COUNT),
+                    "block_time": nullable({**TIME, "description": "the block's time: the chain's time of the event"}),
+                    "created_at": {**TIME, "description": "when the ledger wrote the event"},
+                    "data": {"type": "object", "description": "depends on `type`: see docs/API.md, Events"},
                 }
             ),
             "Check": {
@@ -594,6 +613,96 @@ def _paths() -> dict[str, Schema]:
             },
         }
     }
+    event_filters = [
+        _query("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS + " (default: every account)"),
+        _query(
+            "types",
+            {"type": "string", "minLength": 1},
+            "comma-separated event types (default: all): " + ", ".join(EVENT_TYPES),
+            example="operation.confirmed,delegation.lock_ended",
+        ),
+    ]
+    paths["/api/events"] = {
+        "get": {
+            "operationId": "list_events",
+            "summary": "the event log after a cursor, oldest first (docs/API.md, Events)",
+            "tags": ["events"],
+            "parameters": [
+                _query("after", {"type": "integer", "minimum": 0, "default": 0}, "an event id: events after it"),
+                *event_filters,
+                _query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": EVENTS_MAX_PAGE, "default": EVENTS_DEFAULT_PAGE},
+                    "events",
+                ),
+            ],
+            "responses": {
+                "200": _ok(
+                    {"type": "array", "items": ref("Event")},
+                    "the events",
+                    obj(
+                        {
+                            "after": COUNT,
+                            "limit": {"type": "integer", "minimum": 1, "maximum": EVENTS_MAX_PAGE},
+                            "next_cursor": {
+                                **COUNT,
+                                "description": "pass as `after` for the next page: the last event's id, or `after`"
+                                " when the page is empty",
+                            },
+                        }
+                    ),
+                ),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
+    paths["/api/events/stream"] = {
+        "get": {
+            "operationId": "stream_events",
+            "summary": "the event log as Server-Sent Events: each event's id, type and JSON; ends after"
+            " EVENTS_STREAM_SECONDS (EventSource reconnects with Last-Event-ID)",
+            "tags": ["events"],
+            "parameters": [
+                _query("after", {"type": "integer", "minimum": 0, "default": 0}, "an event id: events after it"),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "description": "the last event id seen (EventSource sends it when it reconnects);"
+                    " wins over `after`",
+                },
+                *event_filters,
+            ],
+            "responses": {
+                "200": {
+                    "description": "`id: <event id>`, `event: <type>`, `data: <Event JSON>` per event",
+                    "content": {
+                        "text/event-stream": {
+                            "schema": obj(
+                                {
+                                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                                    "event": {"enum": list(EVENT_TYPES)},
+                                    "data": {
+                                        "type": "string",
+                                        "contentMediaType": "application/json",
+                                        "contentSchema": ref("Event"),
+                                    },
+                                }
+                            )
+                        }
+                    },
+                },
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "429": _error(
+                    "this web process serves as many streams as it may at once (code too_many_streams); retry after"
+                    " Retry-After seconds"
+                ),
+            },
+        }
+    }
     paths["/api/reconciliation/runs"] = {
         "get": {
             "operationId": "reconciliation_runs",
@@ -862,6 +971,7 @@ def _admin_paths() -> dict[str, Schema]:
                 },
             )
         },
+        **_admin_webhook_paths(bad, missing),
         ADMIN_ROLLOUT: {
             "get": _admin_op(
                 "admin_get_rollout",
@@ -888,6 +998,103 @@ def _admin_paths() -> dict[str, Schema]:
                     },
                 },
             ),
+        },
+    }
+
+
+def _admin_webhook_paths(bad: Schema, missing: Schema) -> dict[str, Schema]:
+    """web/admin_webhooks.py."""
+    webhook_id = _path("id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "a subscription's id", 1)
+    strings = {"type": "array", "items": {"type": "string"}}
+    fields = {
+        "id": {"type": "integer", "minimum": 1},
+        "url": TEXT,
+        "types": {"type": "array", "items": {"enum": list(EVENT_TYPES)}, "description": "empty: every type"},
+        "accounts": {"type": "array", "items": ref("Address"), "description": "empty: every account"},
+        "enabled": BOOL,
+        "after_event_id": {**COUNT, "description": "the events up to this one were handed to deliveries"},
+        "rotating_secret": {"type": "boolean", "description": "the previous secret still signs too"},
+        "created_at": TIME,
+    }
+    secret = {"type": "string", "description": "the signing secret: shown in this answer only"}
+    too_big = {"413": _error(f"a body over {MAX_BODY_BYTES} bytes")}
+    figures = obj(
+        {
+            "subscriptions": obj({"enabled": COUNT, "disabled": COUNT}),
+            "pending": COUNT,
+            "dead": COUNT,
+            "oldest_undelivered_s": nullable({"type": "number", "minimum": 0}),
+        }
+    )
+    switch = {
+        f"/admin/webhooks/{{id}}/{action}": {
+            "post": _admin_op(
+                f"admin_{action}_webhook",
+                f"admin: {action} a subscription"
+                + (" (deliveries wait)" if action == "disable" else " (what waited is sent)"),
+                {"200": _ok(obj(fields), "the subscription"), **bad, **missing},
+                parameters=[webhook_id],
+            )
+        }
+        for action in ("disable", "enable")
+    }
+    return {
+        "/admin/webhooks": {
+            "get": _admin_op(
+                "admin_list_webhooks",
+                "admin: webhook subscriptions (no secrets), and the delivery figures",
+                {
+                    "200": _ok(
+                        {"type": "array", "items": obj(fields)}, "the subscriptions", obj({"deliveries": figures})
+                    )
+                },
+            ),
+            "post": _admin_op(
+                "admin_add_webhook",
+                "admin: subscribe a URL to the event log's events (docs/API.md, Webhooks)",
+                {"201": _ok(obj({**fields, "secret": secret}), "the subscription, with its secret"), **bad, **too_big},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": obj(
+                                {"url": {"type": "string", "description": "http(s); a public address"}},
+                                {"types": strings, "accounts": strings, "from_start": BOOL},
+                            )
+                        }
+                    },
+                },
+            ),
+        },
+        **switch,
+        "/admin/webhooks/{id}/rotate-secret": {
+            "post": _admin_op(
+                "admin_rotate_webhook_secret",
+                "admin: a new signing secret; the old one still signs for overlap_hours (default 24)",
+                {
+                    "200": _ok(obj({"id": {"type": "integer", "minimum": 1}, "secret": secret}), "the new secret"),
+                    **bad,
+                    **missing,
+                    **too_big,
+                },
+                parameters=[webhook_id],
+                requestBody={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": obj({}, {"overlap_hours": {"type": "number", "minimum": 0, "maximum": 720}})
+                        }
+                    },
+                },
+            )
+        },
+        "/admin/webhooks/{id}": {
+            "delete": _admin_op(
+                "admin_remove_webhook",
+                "admin: delete a subscription and its deliveries",
+                {"200": _ok(obj({"removed": {"type": "integer", "minimum": 1}}), "deleted"), **bad, **missing},
+                parameters=[webhook_id],
+            )
         },
     }
 

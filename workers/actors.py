@@ -22,7 +22,9 @@ from psycopg_pool import ConnectionPool
 from ledger.chain.node import BudgetUnavailable, TronNode
 from ledger.config import Settings
 from ledger.coordination.queue import (
+    BACKGROUND_PRIORITY,
     CONFIRM_BLOCKS,
+    DELIVER_WEBHOOK,
     LIFECYCLE,
     PERSIST_OPERATION,
     PERSIST_OPERATIONS,
@@ -33,10 +35,12 @@ from ledger.coordination.queue import (
     background_queue,
     lane_actor_name,
     lane_priority,
+    webhook_queue,
 )
 from ledger.domain import Operation, PayloadError
+from ledger.ops.metrics import Counters
 from ledger.store.jobruns import finish_message
-from workers import persist, reconcile
+from workers import persist, reconcile, webhooks
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
 from workers.lifecycle import run_lifecycle
@@ -67,6 +71,8 @@ class Deps:
     invalidator: Invalidator
     node: TronNode | None = None  # for the reconciliation jobs; None without TRON_NODE_URL
     broker: dramatiq.Broker | None = None  # to split a group that holds a poison operation
+    counters: Counters | None = None  # this process's pushed counters (webhook deliveries)
+    sender: webhooks.Sender | None = None  # webhook deliveries' HTTP client
 
 
 def persist_operation(deps: Deps, payload: Any) -> None:
@@ -231,6 +237,28 @@ def lifecycle(deps: Deps, run_id: Any) -> None:
     _job(deps, run_id, body)
 
 
+def deliver_webhook(deps: Deps, subscription_id: Any, event_id: Any) -> None:
+    settings = deps.settings
+    sender = deps.sender or webhooks.Sender(settings)
+
+    def with_conn(fn: Callable[[psycopg.Connection], Any]) -> Any:
+        def run() -> Any:
+            with deps.pool.connection() as conn:
+                return fn(conn)
+
+        return deps.gate.call(run, budget=DB_WAIT_BUDGET_S)
+
+    webhooks.deliver(
+        with_conn, sender, settings, deps.counters, subscription_id, event_id, max_retries=webhook_retries(settings)
+    )
+
+
+def webhook_retries(settings: Settings) -> int:
+    return webhooks.retries_for(
+        settings.webhook_retry_hours * 3_600_000, settings.webhook_min_backoff_ms, settings.webhook_max_backoff_ms
+    )
+
+
 def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], None]:
     def persist_operations_actor(payloads: Any) -> None:
         persist_operations(deps, payloads, queue_name)
@@ -294,4 +322,22 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
         for base, job in jobs.items():
             name = lane_actor_name(base, queue_name)
             actors[name] = dramatiq.actor(actor_name=name, **job_options)(job)
+
+    def deliver_webhook_actor(subscription_id: Any, event_id: Any) -> None:
+        deliver_webhook(deps, subscription_id, event_id)
+
+    queue = webhook_queue(settings.queue_name)
+    name = lane_actor_name(DELIVER_WEBHOOK, queue)
+    actors[name] = dramatiq.actor(
+        actor_name=name,
+        queue_name=queue,
+        priority=BACKGROUND_PRIORITY,
+        broker=broker,
+        max_retries=webhook_retries(settings),
+        min_backoff=settings.webhook_min_backoff_ms,
+        max_backoff=settings.webhook_max_backoff_ms,
+        throws=PERMANENT_ERRORS,
+        # connect + read, twice over, and the two statements around them
+        time_limit=int(4 * settings.webhook_timeout_seconds * 1000) + 10_000,
+    )(deliver_webhook_actor)
     return actors

@@ -23,7 +23,7 @@ import dramatiq
 from dramatiq import Worker
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Middleware, Retries, TimeLimit
+from dramatiq.middleware import CurrentMessage, Middleware, Retries, TimeLimit
 from dramatiq.worker import ConsumerThread
 
 from ledger.chain.node import node_from_settings
@@ -31,6 +31,7 @@ from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
 from ledger.coordination.queue import background_queue, check_broker_durability, create_broker, is_background
 from ledger.coordination.recovery import Heartbeat
+from ledger.coordination.relay import Relay
 from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import Counters
 from ledger.store.cache import create_cache_client
@@ -40,6 +41,7 @@ from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
 from workers.invalidator import Invalidator
 from workers.metrics import Metrics
+from workers.webhooks import DUE_GRACE_SECONDS, Sender
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,16 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
         if settings.tron_node_url
         else None
     )
-    deps = Deps(settings=settings, pool=pool, gate=gate, invalidator=Invalidator(cache), node=node, broker=broker)
+    deps = Deps(
+        settings=settings,
+        pool=pool,
+        gate=gate,
+        invalidator=Invalidator(cache),
+        node=node,
+        broker=broker,
+        counters=counters,
+        sender=Sender(settings),
+    )
     # Before Retries in the list = after it in the reversed after_* hooks (see workers.deadletters).
     broker.add_middleware(DeadLetters(pool, secrets=(settings.tron_api_key,)), before=Retries)
     # Before TimeLimit: a thread waiting for PostgreSQL has not started its message's clock yet.
@@ -99,7 +110,17 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     heartbeat = None
     if isinstance(broker, RedisBroker):
         heartbeat = Heartbeat(broker.client, broker.broker_id, timeout=settings.worker_heartbeat_timeout)
-    broker.add_middleware(_Lifecycle(deps, heartbeat))
+    # The webhook actor reads its retry count to know its last attempt (workers/webhooks.py).
+    broker.add_middleware(CurrentMessage())
+    relay = Relay(
+        pool,
+        broker,
+        settings,
+        interval=settings.events_relay_seconds,
+        # a fresh delivery message is overdue once it could have run, failed and waited a retry
+        due_seconds=DUE_GRACE_SECONDS + settings.webhook_max_backoff_ms / 1000 + 4 * settings.webhook_timeout_seconds,
+    )
+    broker.add_middleware(_Lifecycle(deps, heartbeat, relay))
     broker.add_middleware(_BackgroundLane(settings.worker_background_threads))
     broker.add_middleware(Metrics(settings.redis_url, counters), before=Retries)
     register_actors(broker, deps)
@@ -141,17 +162,27 @@ class _BackgroundLane(Middleware):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.per_queue = limit
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
         threads = worker.worker_threads
         self.limit = max(1, min(self.limit or threads // 2, threads - 1))
-        log.info("background lane: at most %d of %d threads", self.limit, threads)
+        # The lane is shared by the background queues (backfill and jobs, webhook deliveries).
+        lanes = [q for q in broker.get_declared_queues() if is_background(q)]
+        self.per_queue = max(1, self.limit // max(1, len(lanes)))
+        log.info(
+            "background lane: at most %d of %d threads (%d per queue of %s)",
+            self.limit,
+            threads,
+            self.per_queue,
+            sorted(lanes),
+        )
 
     def after_consumer_thread_boot(self, broker: dramatiq.Broker, thread: ConsumerThread) -> None:
         # Called in the consumer thread before its first consume(), which reads `prefetch` (the
         # delay queue's consumer, "<queue>.DQ", only holds retries until due: left alone).
         if is_background(thread.queue_name):
-            thread.prefetch = self.limit
+            thread.prefetch = self.per_queue
 
 
 class _WaitForDatabase(Middleware):
@@ -171,20 +202,29 @@ class _Lifecycle(Middleware):
     """Size the pool to the worker's threads and start the heartbeat at boot; at shutdown, once the
     threads stopped, stop it and close the pool and the cache client."""
 
-    def __init__(self, deps: Deps, heartbeat: Heartbeat | None) -> None:
+    def __init__(self, deps: Deps, heartbeat: Heartbeat | None, relay: Relay | None = None) -> None:
         self.deps = deps
         self.heartbeat = heartbeat
+        self.relay = relay
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Worker) -> None:
         threads = worker.worker_threads  # the CLI's --threads, as dramatiq itself parsed it
-        self.deps.pool.resize(min_size=min(self.deps.pool.min_size, threads), max_size=threads)
+        # One connection per thread, and one for the event relay's pass.
+        size = threads + (1 if self.relay is not None else 0)
+        self.deps.pool.resize(min_size=min(self.deps.pool.min_size, size), max_size=size)
         log.info("worker pool sized to %d threads", threads)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: object) -> None:
         if self.heartbeat is not None:
             self.heartbeat.start()
+        if self.relay is not None:
+            self.relay.start()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: object) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        if self.deps.sender is not None:
+            self.deps.sender.close()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         self.deps.invalidator.close()

@@ -32,6 +32,7 @@ REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks
 RECONCILE_GAPS = "reconcile_gaps"  # args: (pool account, job_runs id)
 RECONCILE_STATE = "reconcile_state"  # args: (pool account, job_runs id)
 LIFECYCLE = "lifecycle"  # args: (job_runs id,)
+DELIVER_WEBHOOK = "deliver_webhook"  # args: (webhook subscription id, event id); on webhook_queue()
 
 AMQP_SCHEMES = ("amqp", "amqps")
 
@@ -44,6 +45,7 @@ AMQP_SCHEMES = ("amqp", "amqps")
 # decides the lane: a producer only picks the queue (`background_queue`).
 # Measured in docs/BENCHMARKS.md ("Live first"); bench/live_first.py.
 BACKGROUND_SUFFIX = "-background"
+WEBHOOK_INFIX = "-webhooks"
 BACKGROUND_ACTOR_SUFFIX = "_background"
 LIVE_PRIORITY = 0
 BACKGROUND_PRIORITY = 100  # dramatiq: lower numbers first
@@ -52,6 +54,12 @@ BACKGROUND_PRIORITY = 100  # dramatiq: lower numbers first
 def background_queue(queue_name: str) -> str:
     """The low-priority queue beside the live `queue_name` (backfill, reconciliation)."""
     return queue_name + BACKGROUND_SUFFIX
+
+
+def webhook_queue(queue_name: str) -> str:
+    """The queue of webhook deliveries: its own, so a receiver that is down or slow fills only it;
+    background priority, since a delivery is never more urgent than the chain's head."""
+    return background_queue(queue_name + WEBHOOK_INFIX)
 
 
 def is_background(queue_name: str) -> bool:
@@ -262,3 +270,14 @@ class BrokerSink:
     def backlog(self) -> int:
         """Messages the broker holds for the queue (the accounting's re-sends hold back behind a backlog)."""
         return queued_messages(self._broker, self._queue)
+
+
+def webhook_message(subscription_id: int, event_id: int, queue_name: str) -> dramatiq.Message[Any]:
+    queue = webhook_queue(queue_name)
+    return dramatiq.Message(
+        queue_name=queue,
+        actor_name=lane_actor_name(DELIVER_WEBHOOK, queue),
+        args=(subscription_id, event_id),
+        kwargs={},
+        options={},
+    )

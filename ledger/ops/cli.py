@@ -1,4 +1,4 @@
-"""`ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight, rollout)."""
+"""`ledger`: operator commands (migrate, accounts, recover, procfile, dead-letters, in-flight, rollout, webhooks)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ledger.coordination.budget import Priority
 from ledger.coordination.inflight import held_messages, is_redis_broker
 from ledger.coordination.queue import create_broker, is_amqp
 from ledger.coordination.recovery import recover_stranded
+from ledger.ops import webhooks_cli
 from ledger.ops.account_import import Binding, ImportRefused, ImportResult, apply_bindings, read_bindings
 from ledger.ops.logs import escape_controls, setup_logging
 from ledger.ops.metrics import metrics_client
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     roll_shadow = roll_sub.add_parser("shadow", help="percent (0-100) of new-path answers compared with the legacy one")
     roll_shadow.add_argument("percent", type=int)
     roll_sub.add_parser("show", help="the current setting and how many pool accounts each path serves")
+    webhooks_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "procfile":
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return _in_flight(settings)
     if args.command == "rollout":
         return _rollout(args, settings)
+    if args.command == "webhooks":
+        return webhooks_cli.run(args, settings)
     with psycopg.connect(settings.database_url) as conn:
         if args.action == "add":
             if args.replace and args.external_id is None:

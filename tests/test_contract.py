@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema_rs
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -22,6 +23,7 @@ from flask.testing import FlaskClient
 from harness.contract_stack import ADMIN_TOKEN, ONE, READ_TOKEN, run_schemathesis, seed_api_data, start_contract_web
 from harness.servers import free_port
 from ledger.config import Settings
+from ledger.store.webhooks import add_subscription
 from tests.conftest import settings_for
 from web.app import close_app, create_app
 from web.openapi import build_spec
@@ -88,7 +90,7 @@ def test_every_route_is_described_and_every_description_is_served(client: FlaskC
 def test_the_document_is_served_and_parameter_names_match_the_paths(client: FlaskClient) -> None:
     assert client.get("/openapi.json").get_json() == SPEC
     admin_routes = {(p, m) for p, item in SPEC["paths"].items() if p.startswith("/admin/") for m in item}
-    assert len(admin_routes) == 10, sorted(admin_routes)
+    assert len(admin_routes) == 16, sorted(admin_routes)
     for path, item in SPEC["paths"].items():
         for operation in item.values():
             in_path = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
@@ -250,3 +252,41 @@ def test_live_server_keeps_the_contract(module_settings: Settings) -> None:
         proc.stop()
     assert code == 0, output[-6000:]
     assert "Traceback" not in proc.output(), proc.output()[-3000:]  # no unhandled error on the way
+
+
+def test_admin_webhook_bodies_follow_the_contract(client: FlaskClient) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def sent(path: str, url: str, status: int, method: str, body: object = None) -> Any:
+        response = client.open(url, method=method.upper(), headers=admin, json=body)
+        assert response.status_code == status, (url, response.data[:300])
+        validator = jsonschema_rs.Draft202012Validator(
+            {**body_schema(path, status, method), "components": SPEC["components"]}, validate_formats=True
+        )
+        errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(response.get_json())]
+        assert errors == [], (url, errors[:5])
+        return response.get_json()
+
+    listed = "/admin/webhooks"
+    # The contract server refuses loopback receivers (WEBHOOK_ALLOW_PRIVATE is off): a 400 saying so.
+    assert (
+        "not a public address" in sent(listed, listed, 400, "post", {"url": "http://127.0.0.1:9/h"})["error"]["message"]
+    )
+    sent(listed, listed, 400, "post", {"url": "http://h.example/", "types": ["nope"]})
+    with psycopg.connect(client.application.extensions["ledger"].settings.database_url, autocommit=True) as conn:
+        sub, _ = add_subscription(conn, "http://127.0.0.1:9/h", types=["operation.confirmed"], allow_private=True)
+    try:
+        assert sent(listed, listed, 200, "get")["data"][0]["id"] == sub.id
+        for action in ("disable", "enable"):
+            sent(f"/admin/webhooks/{{id}}/{action}", f"/admin/webhooks/{sub.id}/{action}", 200, "post")
+            sent(f"/admin/webhooks/{{id}}/{action}", f"/admin/webhooks/999/{action}", 404, "post")
+        rotate = "/admin/webhooks/{id}/rotate-secret"
+        sent(rotate, f"/admin/webhooks/{sub.id}/rotate-secret", 200, "post", {"overlap_hours": 1})
+        sent(rotate, f"/admin/webhooks/{sub.id}/rotate-secret", 400, "post", {"overlap_hours": -1})
+        one = "/admin/webhooks/{id}"
+        sent(one, f"/admin/webhooks/{sub.id}", 200, "delete")
+        sent(one, f"/admin/webhooks/{sub.id}", 404, "delete")
+        sent(one, "/admin/webhooks/x", 400, "delete")
+    finally:
+        with psycopg.connect(client.application.extensions["ledger"].settings.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM webhook_subscriptions")

@@ -22,6 +22,7 @@ from ledger.chain.parser import (
     parse_block,
 )
 from ledger.chain.skim import index_infos
+from ledger.coordination.backoff import backoff
 from ledger.domain import CONFIRMED, PENDING
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class NodeAdapter:
                 return block
             if attempt == 0:
                 log.warning("block %s: the node answered {} for a block below its head; retrying", num)
-            time.sleep(0.2 * 2**attempt)
+            time.sleep(backoff(attempt + 1, base=0.2, cap=1.6))
         raise NodeUnavailable(f"block {num} is missing on the node (answered {{}})")
 
     def _parse(

@@ -25,11 +25,12 @@ from typing import Any, Protocol, TextIO
 
 from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.lease import CheckpointFenced
 from ledger.coordination.queue import Sink
 from listener.adapter import ChainAdapter
 from listener.store import PgStore, move_checkpoint
-from listener.streamer import retry_delay
+from listener.streamer import RETRY_BASE, RETRY_CAP
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Backfill:
                 failures += 1
                 if failures >= self.max_failures:
                     raise BackfillError(f"giving up after {failures} failures in a row: {exc}") from exc
-                delay = retry_delay(failures, exc)
+                delay = backoff(failures, base=RETRY_BASE, cap=RETRY_CAP, at_least=announced_wait(exc))
                 if failures == 1:
                     log.warning("batch after block %d failed: %s: %s; retrying", position, exc.__class__.__name__, exc)
                 self.stop.wait(delay)

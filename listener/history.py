@@ -33,10 +33,11 @@ from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import parse_trongrid_record
 from ledger.chain.trongrid import account_pages
 from ledger.chain.values import ChainDataError
+from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
 from listener.backfill import BackfillStore, ProgressLine
-from listener.streamer import retry_delay
+from listener.streamer import RETRY_BASE, RETRY_CAP
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class AccountHistory:
                 failures += 1
                 if failures >= self.max_failures:
                     raise
-                delay = retry_delay(failures, exc)
+                delay = backoff(failures, base=RETRY_BASE, cap=RETRY_CAP, at_least=announced_wait(exc))
                 log.warning("history page failed (%d): %s; retrying in %.1fs", failures, exc, delay)
                 self.stop.wait(delay)
         self.progress.finish()

@@ -10,7 +10,6 @@ block. Every `repair_interval` seconds the loop also runs the accounting's repai
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Protocol
 from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.chain.values import NodeError
+from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
 from ledger.domain import LISTENER_CATCHING_UP as CATCHING_UP
@@ -34,6 +34,9 @@ from listener.adapter import ChainAdapter
 log = logging.getLogger(__name__)
 
 RECENT_MARGIN = 100  # block ids kept this far below the solidified head (listener.store)
+# A failed cycle (streamer, backfills) waits from RETRY_BASE s doubling to RETRY_CAP s (ledger.coordination.backoff).
+RETRY_BASE = 0.5
+RETRY_CAP = 30.0
 
 
 # With a push feed, the timed probe waits this much past the block's due time: the push normally
@@ -123,13 +126,6 @@ class SlotTiming:
         return min(max(wait, 0.0), BLOCK_INTERVAL_MS / 1000 + self.MAX_MARGIN)
 
 
-def retry_delay(failures: int, exc: BaseException, cap: float = 30.0, jitter: float = 1.0) -> float:
-    """Seconds to wait after `failures` failed tries in a row: 0.5 s doubling up to `cap`, times
-    `jitter`, and never less than the `retry_after` the error carries (a rate limit's suspension)."""
-    # The exponent stops at 6 (32 s, past the default cap): hours of failures in a row cannot overflow the float.
-    return max(min(cap, 0.5 * 2.0 ** min(failures - 1, 6)) * jitter, float(getattr(exc, "retry_after", 0) or 0))
-
-
 class ChainMoved(RuntimeError):
     """The node changed branches while a batch was being read; the batch is read again."""
 
@@ -187,7 +183,7 @@ class Streamer:
         poll_interval: float = 1.0,
         tracked_refresh_seconds: float = 10.0,
         progress_seconds: float = 5.0,
-        max_backoff: float = 30.0,
+        max_backoff: float = RETRY_CAP,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
         wake: threading.Event | None = None,
@@ -527,7 +523,9 @@ class Streamer:
         self._failures += 1
         self._set_state(*describe_failure(exc))
         self.progress.errors += 1
-        delay = retry_delay(self._failures, exc, self.max_backoff, jitter=random.uniform(0.8, 1.2))
+        delay = backoff(
+            self._failures, base=RETRY_BASE, cap=self.max_backoff, jitter=(0.8, 1.2), at_least=announced_wait(exc)
+        )
         # Log a burst once, then only every tenth failure, so a long outage does not flood the log.
         if self._failures == 1 or self._failures % 10 == 0:
             log.warning(

@@ -10,7 +10,6 @@ freshness is bounded by the push while it works, and by POLL_INTERVAL when it do
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 
@@ -18,6 +17,7 @@ import orjson
 import websocket
 
 from ledger.chain.parser import BlockTrigger, ChainDataError, parse_trigger
+from ledger.coordination.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ class WakeupFeed:
         self.wake.set()
 
     def _on_failure(self, failures: int, reason: str) -> None:
-        delay = min(self.max_backoff, self.min_backoff * 2 ** min(failures - 1, 10))
-        delay *= random.uniform(0.5, 1.0)  # jitter: many listeners must not reconnect in step
+        # Jittered: many listeners must not reconnect in step.
+        delay = backoff(failures, base=self.min_backoff, cap=self.max_backoff, jitter=(0.5, 1.0))
         # Once per burst: the first failure says what happened; the rest of the burst is quiet.
         if failures == 1:
             log.warning(

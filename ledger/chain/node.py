@@ -11,7 +11,6 @@ key, e.g. a bad parameter).
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -25,6 +24,7 @@ from ledger.chain.skim import skim_block_range, skim_infos
 from ledger.chain.transport import HttpxSender, Proxies, Sender, TransportFailure, TransportTimeout, Urllib3Sender
 from ledger.chain.values import NodeError
 from ledger.config import Settings
+from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.ops.logs import Redactor
 from ledger.ops.metrics import Counters
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 _RATE_LIMIT_STATUSES = frozenset({403, 429, 503})
 _SUSPENDED = re.compile(r"suspended for\s*(\d+)\s*s", re.IGNORECASE)
 MAX_BLOCKS_PER_REQUEST = 100  # getblockbylimitnext: 0 < end - start <= 100
-AFTER_SUSPENSION_INTERVAL = 0.25  # seconds between requests until one succeeds after a rate limit
 
 
 class NodeUnavailable(RuntimeError):
@@ -77,9 +76,12 @@ class TronNode:
     ) -> None:
         """`budget` is the request budget shared by every process (ledger/coordination/budget.py), spent as a
         caller of class `priority` (background unless told: a client that forgot to say must not
-        take the live path's reserve); `requests_per_second` is an extra cap for this client alone
-        (e.g. a backfill's --rate). `proxies` (scheme -> proxy URL, "no" -> the NO_PROXY list) says
-        which base URLs the urllib3 path reaches through a proxy; default: the environment's."""
+        take the live path's reserve; without one, a budget of this process alone, which still
+        makes every thread wait out a rate limit); `requests_per_second` is an extra cap for this
+        client alone (e.g. a backfill's --rate), a second budget of this process. The budgets are
+        the only throttle: the client adds none of its own. `proxies` (scheme -> proxy URL, "no" ->
+        the NO_PROXY list) says which base URLs the urllib3 path reaches through a proxy; default:
+        the environment's."""
         if not base_url:
             raise ValueError("TRON_NODE_URL is not set")
         headers = {"Content-Type": "application/json"}
@@ -92,14 +94,16 @@ class TronNode:
             if transport is None
             else HttpxSender(headers, timeout, transport)
         )
-        self._min_interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
-        self._next_slot = 0.0
         self._retries = retries
         self._failures = 0
-        self._cautious = False
         self._lock = threading.Lock()
         self._counters = counters  # requests per endpoint and outcome, for /metrics
-        self._budget = budget
+        self._budget = budget or create_budget("", BudgetLimits(per_second=0, per_day=0))
+        self._cap = (
+            create_budget("", BudgetLimits(per_second=requests_per_second, burst=1, per_day=0, reserve_fraction=0))
+            if requests_per_second > 0
+            else None
+        )
         self.priority = priority
         # The key must never reach a log line, an error or an API body, whatever a proxy echoes,
         # escaped or not.
@@ -107,8 +111,7 @@ class TronNode:
 
     def close(self) -> None:
         self._sender.close()
-        if self._budget is not None:
-            self._budget.close()
+        self._budget.close()
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -194,21 +197,13 @@ class TronNode:
             raise NodeUnavailable(f"{what}: expected a JSON object, got {type(reply).__name__}")
         return reply
 
-    def _throttle(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            # Right after a rate limit, let the threads back one at a time: all of them at once,
-            # a moment too early, would each extend the suspension again.
-            interval = max(self._min_interval, AFTER_SUSPENSION_INTERVAL if self._cautious else 0.0)
-            self._next_slot = max(now, self._next_slot) + interval
-        if wait > 0:
-            time.sleep(wait)
-        if self._budget is not None:
-            try:
-                self._budget.acquire(self.priority)
-            except BudgetExhausted as exc:
-                raise BudgetUnavailable(str(exc), exc.retry_after) from None
+    def _acquire(self) -> None:
+        if self._cap is not None:
+            self._cap.acquire(Priority.LIVE)  # this client's own cap: no classes to keep apart
+        try:
+            self._budget.acquire(self.priority)
+        except BudgetExhausted as exc:
+            raise BudgetUnavailable(str(exc), exc.retry_after) from None
 
     def _call(
         self,
@@ -234,13 +229,15 @@ class TronNode:
                 # BadItemException and the like while it is busy): worth another try as well.
                 if attempt == self._retries:
                     raise
-                delay = min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)
-                if isinstance(exc, NodeUnavailable) and exc.retry_after:
-                    # Rate limited: TronGrid extends the suspension for every request made during
-                    # it, so every thread of this client waits it out (plus a margin, as the
-                    # announced seconds are rounded), not just this one.
-                    delay = max(delay, exc.retry_after + 0.5)
-                    self._suspend(delay)
+                announced = announced_wait(exc)
+                # Rate limited: TronGrid extends the suspension for every request made during it,
+                # so every thread of every process waits it out (plus a margin, as the announced
+                # seconds are rounded), not just this one: the budget holds them all.
+                delay = backoff(
+                    attempt + 1, base=0.2, cap=5.0, jitter=(0.5, 1.5), at_least=announced + 0.5 if announced else 0.0
+                )
+                if announced:
+                    self._budget.suspend(delay)
                 time.sleep(delay)
             else:
                 self._note_success()
@@ -256,21 +253,12 @@ class TronNode:
             log.warning("node: %s; retrying (more failures in this burst are not logged)", exc)
 
     def _note_success(self) -> None:
-        if not self._failures and not self._cautious:
+        if not self._failures:
             return
         with self._lock:
             failures, self._failures = self._failures, 0
-            self._cautious = False
         if failures:
             log.warning("node: answering again after %d failed request(s)", failures)
-
-    def _suspend(self, seconds: float) -> None:
-        with self._lock:
-            self._next_slot = max(self._next_slot, time.monotonic() + seconds)
-            self._cautious = True
-        if self._budget is not None:
-            # Every process, not only this one: a request from any of them would extend it.
-            self._budget.suspend(seconds)
 
     def _call_once(
         self,
@@ -280,7 +268,7 @@ class TronNode:
         params: dict[str, str] | None,
         decode: Callable[[bytes], Any],
     ) -> Any:
-        self._throttle()
+        self._acquire()
         if self._counters is None:
             return self._request(base, path, body, params, decode)
         start = time.perf_counter()

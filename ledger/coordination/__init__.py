@@ -1,2 +1,3 @@
 """Coordination between processes: the listener-to-worker message contract, the shared request
-budget, the leadership lease and the recovery of messages a dead worker held."""
+budget, the leadership lease, the recovery of messages a dead worker held, and the one backoff
+every retry waits."""

@@ -44,7 +44,6 @@ the listener going matters more than exact sharing for the few seconds of an out
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +51,8 @@ from enum import Enum
 from typing import Any
 
 import redis
+
+from ledger.coordination.backoff import jittered
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +309,6 @@ class RequestBudget:
     def acquire(self, priority: Priority) -> None:
         """Wait for one request's worth of budget, as a caller of class `priority` (no default:
         every caller says which it is); BudgetExhausted past `max_wait`."""
-        if self.limits.unlimited and self._client is None:
-            return
         deadline = time.monotonic() + self.max_wait
         while True:
             verdict, wait = self._try(priority)
@@ -322,7 +321,7 @@ class RequestBudget:
                 }.get(verdict, "busy")
                 raise BudgetExhausted(f"request budget: {why} for {wait:.0f}s more", retry_after=wait)
             # Jitter: waiters of several processes must not all come back in the same millisecond.
-            pause = min(wait, MAX_SLEEP) * random.uniform(1.0, 1.2)
+            pause = jittered(min(wait, MAX_SLEEP), (1.0, 1.2))
             self.waited += pause
             time.sleep(pause)
 

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from ledger.coordination.backoff import backoff
 from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 
@@ -141,7 +142,9 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
     if due:
         sink.publish(Operation.from_message(r[3]) for r in due)
         with conn.cursor() as cur:
-            cur.executemany(_BACK_OFF, [(grace_seconds, MAX_BACKOFF_DOUBLINGS, r[0], r[1], r[2]) for r in due])
+            cap = grace_seconds * 2**MAX_BACKOFF_DOUBLINGS
+            waits = [backoff(r[6] + 1, base=grace_seconds, cap=cap) for r in due]
+            cur.executemany(_BACK_OFF, [(wait, r[0], r[1], r[2]) for wait, r in zip(waits, due, strict=True)])
     reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=grace_seconds, backlog=backlog)
     result = Repair(
         checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, reverted
@@ -229,10 +232,10 @@ WHERE d.tx_id = e.tx_id AND d.op_index = e.op_index AND d.block_id = e.block_id
 """,
 )
 
-# (tx_id, op_index, block_id, payload, past patience, block_num), oldest blocks first.
+# (tx_id, op_index, block_id, payload, past patience, block_num, repairs), oldest blocks first.
 _OVERDUE = """
 SELECT tx_id, op_index, block_id, payload,
-       recorded_at + make_interval(secs => %(patience)s) <= now(), block_num
+       recorded_at + make_interval(secs => %(patience)s) <= now(), block_num, repairs
 FROM expected_operations
 WHERE coalesce(due_at, recorded_at + make_interval(secs => %(grace)s)) <= now()
 ORDER BY block_num
@@ -241,8 +244,7 @@ LIMIT %(limit)s
 
 _BACK_OFF = """
 UPDATE expected_operations
-SET repairs = repairs + 1,
-    due_at = now() + make_interval(secs => %s * 2 ^ least(repairs, %s))
+SET repairs = repairs + 1, due_at = now() + make_interval(secs => %s)
 WHERE tx_id = %s AND op_index = %s AND block_id = %s
 """
 

@@ -24,6 +24,7 @@ from ledger.store.db import create_pool
 from web import guards
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
+from web.request import LedgerRequest
 from web.resources import Resources
 from web.responses import OrjsonProvider
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         log.warning("CURSOR_SECRET is not set: cursors are signed with the development key; set it in production")
 
     app = Flask(__name__, static_folder=None)  # an API: no /static/ route
+    app.request_class = LedgerRequest
     app.json = OrjsonProvider(app)
     guards.install(app)  # before any route exists: the URL map's settings apply to rules as they are added
 

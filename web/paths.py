@@ -24,6 +24,7 @@ the two (TronGrid requests per 1,000 API reads, web/dependency.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -39,7 +40,7 @@ from ledger.chain.node import BudgetUnavailable, NodeUnavailable, TronNode, node
 from ledger.chain.values import NodeError
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
-from ledger.ops.metrics import Counters, Flusher, metrics_client
+from ledger.ops.metrics import Counters, Flusher, metrics_client, sample
 from ledger.store.accounts import AccountKeyError, parse_account_key
 from ledger.store.rollout import Rollout, goes_legacy, read_rollout
 from web.legacy import LegacyPage, legacy_page
@@ -259,9 +260,15 @@ def _database_unavailable() -> Response:
     return _unavailable("unavailable", "the database is unavailable; try again shortly", 1.0)
 
 
+@functools.cache
+def _read_sample(route: str, source: str) -> str:
+    # A handful of (route, source) pairs: their sample names are made once, not on every read.
+    return sample(API_READS, {"route": route, "source": source})
+
+
 def _count_read(response: Response) -> Response:
     route = _READ_BLUEPRINTS.get(request.blueprint or "")
     if route is not None and response.status_code == 200 and "paths" in current_app.extensions:
         source = getattr(g, "read_source", "native")
-        current_paths().counters.inc(API_READS, {"route": route, "source": source})
+        current_paths().counters.inc(_read_sample(route, source))
     return response

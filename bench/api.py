@@ -36,8 +36,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import redis
@@ -230,17 +231,21 @@ def granian_argv(args: argparse.Namespace, port: int) -> list[str]:
     return argv
 
 
-def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    args: argparse.Namespace, port: int, env: Mapping[str, str] | None = None, log: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """granian on `port`; `env` adds to the environment, `log` takes its output (default: ours)."""
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
         "CACHE_REDIS_URL": args.cache_redis_url,
         "LOG_LEVEL": "WARNING",
         "BENCH_ROUTES": "1",  # the ceiling route exists only when asked for
+        **(env or {}),
     }
     argv = granian_argv(args, port)
     print("server:", " ".join(argv[1:]))
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -240,6 +240,84 @@ def test_api_answers_from_postgres_while_redis_is_down(
         close_app(app)
 
 
+def _stalls(server: PrivateRedis, stall: float, every: float, done: threading.Event) -> None:
+    """Redis descheduled for `stall` seconds in every `every`, as on a host whose CPUs are all busy."""
+    while not done.is_set():
+        server.signal(signal.SIGSTOP)
+        time.sleep(stall)
+        server.signal(signal.SIGCONT)
+        done.wait(every - stall)
+
+
+def test_slow_answers_on_a_busy_host_do_not_open_the_breaker(private_redis: PrivateRedis) -> None:
+    # Given the production socket timeout, and Redis stalled past it for 80 ms in every 300 ms
+    client = create_cache_client(private_redis.url(), 0.05)
+    pages = PageCache(client)
+    pages.fetch(ALICE, "p1", lambda: fill())
+    done = threading.Event()
+    stalls = threading.Thread(target=_stalls, args=(private_redis, 0.08, 0.3, done))
+    sources: list[bool] = []
+
+    def reader() -> None:  # a granian blocking thread, reading as fast as it can
+        while not done.is_set():
+            sources.append(pages.fetch(ALICE, "p1", lambda: fill())[1])
+
+    # When four threads read for 3 s
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    try:
+        stalls.start()
+        for t in readers:
+            t.start()
+        time.sleep(3)
+    finally:
+        done.set()
+        stalls.join()
+        for t in readers:
+            t.join()
+        private_redis.signal(signal.SIGCONT)
+        pages.close()
+    # Then reads timed out in the stalls, but Redis was never skipped: the rest came from the cache
+    assert pages.counters.errors >= 5
+    assert pages.counters.bypassed == 0
+    assert sources.count(True) == len(sources) - pages.counters.errors
+
+
+def test_a_hung_cache_opens_the_breaker_and_keeps_it_open(private_redis: PrivateRedis) -> None:
+    pages = PageCache(create_cache_client(private_redis.url(), 0.05))
+    pages.fetch(ALICE, "p1", lambda: fill())
+    private_redis.signal(signal.SIGSTOP)
+    try:
+        # Every read times out until the breaker opens, within about `hung_seconds`
+        began = time.monotonic()
+        while pages.counters.bypassed == 0:
+            assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+            assert time.monotonic() - began < pages.hung_seconds + 0.5
+        # Past its pause, one read tries Redis, times out, and the breaker opens again at once
+        time.sleep(pages.breaker_seconds + 0.05)
+        errors = pages.counters.errors
+        pages.fetch(ALICE, "p1", lambda: fill())
+        pages.fetch(ALICE, "p1", lambda: fill())
+        assert pages.counters.errors == errors + 1
+    finally:
+        private_redis.signal(signal.SIGCONT)
+    # Redis answering again: after the pause the cache is used again
+    time.sleep(pages.breaker_seconds + 0.05)
+    assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"cache:page", True)
+    pages.close()
+
+
+def test_a_refused_connection_opens_the_breaker_at_once(private_redis: PrivateRedis) -> None:
+    pages = PageCache(create_cache_client(private_redis.url(), 0.05))
+    pages.fetch(ALICE, "p1", lambda: fill())
+    private_redis.stop(signal.SIGKILL)
+    pages.fetch(ALICE, "p1", lambda: fill())
+    assert pages.counters.errors == 1
+    for _ in range(10):
+        assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+    assert pages.counters.errors == 1 and pages.counters.bypassed == 10
+    pages.close()
+
+
 def test_api_answers_when_redis_never_was_there(settings: Settings, clean_db: str) -> None:
     with psycopg.connect(clean_db, autocommit=True) as conn:
         account = add_account(conn, ALICE)

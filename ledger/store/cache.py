@@ -116,8 +116,10 @@ return 1
 
 _READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()
 
-# Errors that mean "Redis is not there": they open the circuit breaker.
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+# Errors that mean "Redis is not there" (refused, reset, closed): they open the breaker at once.
+_DOWN = (redis.ConnectionError, OSError)
+# Errors that may only mean "Redis answered late": they open it when nothing else comes back.
+_LATE = (redis.TimeoutError, TimeoutError)
 
 
 def create_cache_client(url: str, socket_timeout: float) -> redis.Redis:
@@ -173,6 +175,57 @@ class CacheCounters:
     fallbacks: int = 0  # misses whose wait timed out and went to PostgreSQL
 
 
+class Breaker:
+    """When a process stops asking the cache Redis, and for how long.
+
+    A refused or dropped connection means Redis is down: the breaker opens at once. A timeout alone
+    does not: on a host whose CPUs are all busy, Redis (or the reading process) is off the CPU for
+    tens of ms now and then, one read in such a stall times out and the next one succeeds. Opened by
+    that, the breaker sent every read to PostgreSQL, the most expensive path, exactly when the host
+    had the least to spare. So timeouts open it only when nothing but timeouts came back for
+    `hung_seconds` (and at least `hung_after` of them): a hung Redis (stopped, swapping, stuck in a
+    long command), not a slow one. Once opened, Redis is suspect until a call succeeds: the first
+    failure after the pause opens the breaker again at once, so a cache that stays hung costs one
+    timeout a pause, not `hung_seconds` of them.
+    """
+
+    def __init__(self, open_seconds: float, hung_seconds: float, hung_after: int) -> None:
+        self.open_seconds = open_seconds
+        self.hung_seconds = hung_seconds
+        self.hung_after = hung_after
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._suspect = False  # opened, and no call has succeeded since
+        self._timeouts = 0  # timeouts since the last success
+        self._first_timeout = 0.0  # when the first of them came
+
+    def is_open(self, now: float) -> bool:
+        return now < self._open_until
+
+    def succeeded(self) -> None:
+        if self._timeouts or self._suspect:  # read unlocked: the hit path stays free of the lock
+            with self._lock:
+                self._timeouts = 0
+                self._suspect = False
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failed call; True when it opened the breaker (it was closed)."""
+        now = time.monotonic()
+        with self._lock:
+            if isinstance(exc, _LATE) and not self._suspect:
+                if self._timeouts == 0:
+                    self._first_timeout = now
+                self._timeouts += 1
+                if self._timeouts < self.hung_after or now - self._first_timeout < self.hung_seconds:
+                    return False
+            elif not isinstance(exc, _DOWN + _LATE):
+                return False
+            was_closed = now >= self._open_until
+            self._open_until = now + self.open_seconds
+            self._suspect = True
+            return was_closed
+
+
 class PageCache:
     """Read-through cache of final response bytes, one Redis round trip per hit.
 
@@ -189,6 +242,8 @@ class PageCache:
         wait_seconds: float = 0.25,
         poll_seconds: float = 0.005,
         breaker_seconds: float = 1.5,
+        hung_seconds: float = 0.5,
+        hung_after: int = 3,
         local_ttl: float = 0.0,
     ) -> None:
         self.client = client
@@ -205,11 +260,12 @@ class PageCache:
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
         self.breaker_seconds = breaker_seconds
+        self.hung_seconds = hung_seconds
+        self._breaker = Breaker(breaker_seconds, hung_seconds, hung_after)
         self.counters = CacheCounters()
         self._local_unreported = 0  # local hits not yet added to Redis' counts
         self._counter_lock = threading.Lock()
         self._local = threading.local()
-        self._down_until = 0.0
         self._tokens = itertools.count()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
         # Connections of all threads, weakly: a thread that ends takes its connection with it.
@@ -220,8 +276,9 @@ class PageCache:
     def fetch(self, address: str, suffix: str, load: Callable[[], Fill]) -> tuple[bytes, bool]:
         """The page `suffix` of `address`: (body, True) from Redis, or (body, False) from `load`.
 
-        Never raises a Redis error: Redis down or slow is a miss answered by `load`, and after a
-        failure Redis is skipped for `breaker_seconds` so requests do not each wait a timeout.
+        Never raises a Redis error: Redis down or late is a miss answered by `load`, and once it is
+        down or hung (`Breaker`) Redis is skipped for `breaker_seconds` so requests do not each
+        wait a timeout.
         """
         now = time.monotonic()
         if self.local_ttl:
@@ -231,7 +288,7 @@ class PageCache:
                     self.counters.local_hits += 1
                     self._local_unreported += 1
                 return entry[1], True
-        if now < self._down_until:
+        if self._breaker.is_open(now):
             self._count("bypassed")
             return load().response, False
         token = self._token_prefix + str(next(self._tokens))
@@ -342,13 +399,15 @@ class PageCache:
         conn = self._connection()
         try:
             conn.send_command(*args)
-            return conn.read_response()
+            reply = conn.read_response()
         except redis.ResponseError:
             raise  # the connection is still in step with the server
         except BaseException:
             # A timeout can leave a reply in flight; never read it as the next command's reply.
             conn.disconnect()
             raise
+        self._breaker.succeeded()
+        return reply
 
     def _read(self, keys: list[str], args: list[object]) -> list[Any]:
         # The hit path, on this thread's own connection (see the class docstring), so it cannot
@@ -363,16 +422,14 @@ class PageCache:
 
     def _failed(self, exc: redis.RedisError) -> None:
         self._count("errors")
-        if isinstance(exc, _UNAVAILABLE):
-            if time.monotonic() >= self._down_until:
-                log.warning(
-                    "cache unavailable (%s: %s); using PostgreSQL only for %.1f s",
-                    type(exc).__name__,
-                    exc,
-                    self.breaker_seconds,
-                )
-            self._down_until = time.monotonic() + self.breaker_seconds
-        else:
+        if self._breaker.failed(exc):
+            log.warning(
+                "cache unavailable (%s: %s); using PostgreSQL only for %.1f s",
+                type(exc).__name__,
+                exc,
+                self.breaker_seconds,
+            )
+        elif not isinstance(exc, _DOWN + _LATE):
             log.warning("cache error %s: %s", type(exc).__name__, exc)
 
     def _count(self, name: str) -> None:

@@ -20,7 +20,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.procs import Proc, python
 from ledger.config import Settings, load_settings
-from ledger.coordination.queue import background_queue, create_broker, is_amqp, queued_messages, webhook_queue
+from ledger.coordination.queue import (
+    KEPT_QUEUE_SUFFIX,
+    background_queue,
+    create_broker,
+    is_amqp,
+    queued_messages,
+    webhook_queue,
+)
 from ledger.ops.procfile import parse_procfile
 from ledger.store.accounting import checkpoint_block
 from ledger.store.db import migrate
@@ -249,14 +256,11 @@ def queued(env: Mapping[str, str]) -> int:
 
 
 def lose_queued_messages(env: Mapping[str, str]) -> None:
-    """What a broker restart without persistence (or a failover to an empty replica) does."""
+    """What a broker restart without persistence (or a failover to an empty replica) does; on
+    RabbitMQ, whose queues are durable, what a node that lost its data directory does."""
     url = broker_url(env)
     if is_amqp(url):
-        broker = create_broker(url)
-        try:
-            broker.flush(env["QUEUE_NAME"])  # main, delay and dead-letter queues
-        finally:
-            broker.close()
+        delete_rabbitmq_queues(url, env["QUEUE_NAME"])
     else:
         client = redis.Redis.from_url(url)
         try:
@@ -267,10 +271,12 @@ def lose_queued_messages(env: Mapping[str, str]) -> None:
 
 def delete_rabbitmq_queues(url: str, queue: str) -> None:
     """Drop a test's queues (Dramatiq declares three per queue name; workers declare the live queue
-    and its background queue, ledger.coordination.queue)."""
+    and its background queue, the accounting its mark; ledger.coordination.queue): what a node that
+    lost its data directory has left of them."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
+        channel.queue_delete(queue=queue + KEPT_QUEUE_SUFFIX)
         for base in (queue, background_queue(queue), webhook_queue(queue)):
             for name in (base, dq_name(base), xq_name(base)):
                 channel.queue_delete(queue=name)

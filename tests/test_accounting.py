@@ -7,11 +7,21 @@ instead of sleeping."""
 from __future__ import annotations
 
 import dataclasses
+import signal
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 
+import dramatiq
 import psycopg
+import pytest
 
+from harness.servers import PrivateRedis
+from harness.stack import delete_rabbitmq_queues
+from ledger.coordination.queue import BrokerSink, create_broker
+from ledger.domain import Operation
 from ledger.store.accounting import BACKLOG_PATIENCE, MAIN_CHECKPOINT, read_heads, record_expected, repair
 from listener.store import PgStore, move_checkpoint
+from tests.conftest import TEST_RABBITMQ_URL
 from tests.test_forks import NEW, OLD
 from tests.test_persist import make_op, persist
 from tests.test_streamer import ListSink
@@ -29,6 +39,19 @@ class FakeSink(ListSink):
 
     def backlog(self) -> int:
         return self.queued
+
+
+class RecordingSink(BrokerSink):
+    """The listener's sink on a real broker, remembering what it was given to send."""
+
+    def __init__(self, broker: dramatiq.Broker, queue: str) -> None:
+        super().__init__(broker, queue, threads=2)
+        self.sent: list[Operation] = []
+
+    def publish(self, operations: Iterable[Operation]) -> int:
+        ops = list(operations)
+        self.sent.extend(ops)
+        return super().publish(ops)
 
 
 def checkpoint_at(conn: psycopg.Connection, block: int) -> None:
@@ -175,3 +198,98 @@ def test_an_operation_listed_twice_is_recorded_once(db: psycopg.Connection) -> N
     record_expected(db, [op, op])
     record_expected(db, [op])  # the batch enqueued again after a restart
     assert db.execute("SELECT count(*) FROM expected_operations").fetchone() == (1,)
+
+
+# -- a broker that lost its messages ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def wiped_broker(request: pytest.FixtureRequest) -> Iterator[tuple[RecordingSink, Callable[[], None]]]:
+    """A sink on a real broker of the test's own, and a function that makes the broker lose
+    everything: a Redis restarted without persistence, a RabbitMQ node that lost its data
+    directory (every queue of the test gone, as a node reset leaves them)."""
+    queue = f"acct-{uuid.uuid4().hex[:8]}"
+    if request.param == "redis":
+        server = PrivateRedis()
+        server.start()
+
+        def wipe() -> None:
+            server.stop(signal.SIGKILL)
+            server.start()
+
+        broker = create_broker(server.url())
+        sink = RecordingSink(broker, queue)
+        yield sink, wipe
+        sink.close()
+        broker.close()
+        server.close()
+    else:
+        broker = create_broker(TEST_RABBITMQ_URL)
+        sink = RecordingSink(broker, queue)
+        yield sink, lambda: delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)
+        sink.close()
+        broker.close()
+        delete_rabbitmq_queues(TEST_RABBITMQ_URL, queue)
+
+
+def test_a_broker_that_lost_its_queue_gets_the_operations_in_flight_at_once(
+    db: psycopg.Connection, wiped_broker: tuple[RecordingSink, Callable[[], None]]
+) -> None:
+    sink, wipe = wiped_broker
+    # Given operations recorded at the checkpoint and enqueued by the listener, and a pass made
+    ops = [make_op("freeze", 101), make_op("delegate", 102)]
+    checkpoint_at(db, 102)
+    record_expected(db, ops)
+    sink.publish(ops)
+    repair(db, sink, grace_seconds=3600)
+    sink.sent.clear()
+    # When the broker loses its messages, and the listener goes on sending (a backlog again)
+    wipe()
+    newer = make_op("freeze", 103)
+    checkpoint_at(db, 103)
+    record_expected(db, [newer])
+    sink.publish([newer])
+    sink.sent.clear()
+    result = repair(db, sink, grace_seconds=3600)
+    # Then the lost operations are sent again at once, not a grace period (or a backlog) later
+    assert result.broker_loss is not None
+    assert set(ops) <= set(sink.sent)
+    # (RabbitMQ's messages cannot be read, so there the newer one goes again as well)
+    assert set(sink.sent) <= {*ops, newer}
+    # And once marked kept, the next pass sends nothing
+    sink.sent.clear()
+    assert repair(db, sink, grace_seconds=3600).broker_loss is None
+    assert sink.sent == []
+
+
+def test_a_restarted_redis_broker_gets_again_only_what_it_no_longer_holds(db: psycopg.Connection) -> None:
+    server = PrivateRedis(aof=True)
+    server.start()
+    broker = create_broker(server.url())
+    sink = RecordingSink(broker, "acct")
+    try:
+        # Given two operations in two messages, recorded, and a pass made
+        kept, lost = make_op("freeze", 101), make_op("freeze", 102)
+        checkpoint_at(db, 102)
+        record_expected(db, [kept, lost])
+        sink.publish([kept])
+        sink.publish([lost])
+        repair(db, sink, grace_seconds=3600)
+        sink.sent.clear()
+        # When the server restarts (AOF keeps its data) short of the last message, as a crash
+        # loses the last second's writes, or a snapshot or a promoted replica what came after them
+        server.stop(signal.SIGTERM)
+        server.start()
+        client = broker.client  # type: ignore[attr-defined]
+        for message_id, data in client.hgetall("dramatiq:acct.msgs").items():
+            if lost.tx_id.encode() in data:
+                client.hdel("dramatiq:acct.msgs", message_id)
+                client.lrem("dramatiq:acct", 0, message_id)
+        result = repair(db, sink, grace_seconds=3600)
+        # Then only the operation it no longer holds is sent again, at once
+        assert result.broker_loss == "the server restarted"
+        assert sink.sent == [lost]
+    finally:
+        sink.close()
+        broker.close()
+        server.close()

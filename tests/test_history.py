@@ -15,6 +15,7 @@ import pytest
 
 from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import parse_trongrid_record
+from ledger.coordination.queue import BrokerLoss
 from ledger.domain import Operation
 from listener.backfill import BackfillStore, ProgressLine
 from listener.history import AccountHistory, history_checkpoint_name
@@ -50,6 +51,12 @@ class ListSink:
 
     def backlog(self) -> int:
         return 0
+
+    def lost(self) -> BrokerLoss | None:
+        return None
+
+    def mark_kept(self, loss: BrokerLoss) -> None:
+        pass
 
 
 class Pages:

@@ -11,6 +11,7 @@ import pytest
 
 from ledger.chain.node import BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.coordination.queue import BrokerLoss
 from ledger.domain import Operation
 from listener.streamer import QUIET_SECONDS, Streamer
 
@@ -155,6 +156,12 @@ class ListSink:
 
     def backlog(self) -> int:
         return 0
+
+    def lost(self) -> BrokerLoss | None:
+        return None
+
+    def mark_kept(self, loss: BrokerLoss) -> None:
+        raise AssertionError("nothing was lost")
 
 
 def _streamer(adapter: StubAdapter, store: MemoryStore, sink: ListSink, **kw: object) -> Streamer:

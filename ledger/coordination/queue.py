@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -228,6 +229,20 @@ def job_message(actor_name: str, args: tuple[Any, ...], queue_name: str) -> dram
     return dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
 
 
+OperationKey = tuple[str, int, str]  # (tx_id, op_index, block_id): one recorded operation
+
+
+@dataclass(frozen=True)
+class BrokerLoss:
+    """The broker lost queued messages since its state was last marked kept (`mark_kept`)."""
+
+    # The operations still in the broker's messages (queued, delayed, or taken by a worker and not
+    # yet acknowledged); None when the broker cannot be read that way: take every one as lost.
+    held: frozenset[OperationKey] | None
+    mark: str  # what `mark_kept` stores, so that the next look finds nothing lost
+    reason: str
+
+
 class Sink(Protocol):
     """Where operations and block messages go: the listener's sends and the accounting's re-sends."""
 
@@ -238,6 +253,10 @@ class Sink(Protocol):
     def revert(self, blocks: list[tuple[int, str]]) -> None: ...
 
     def backlog(self) -> int: ...
+
+    def lost(self) -> BrokerLoss | None: ...
+
+    def mark_kept(self, loss: BrokerLoss) -> None: ...
 
 
 class BrokerSink:
@@ -270,6 +289,107 @@ class BrokerSink:
     def backlog(self) -> int:
         """Messages the broker holds for the queue (the accounting's re-sends hold back behind a backlog)."""
         return queued_messages(self._broker, self._queue)
+
+    def lost(self) -> BrokerLoss | None:
+        return broker_loss(self._broker, self._queue)
+
+    def mark_kept(self, loss: BrokerLoss) -> None:
+        mark_broker_kept(self._broker, self._queue, loss.mark)
+
+
+# A broker that lost its queued messages (a Redis restarted without persistence, or from an older
+# snapshot, flushed, or failed over to a replica that lagged; a RabbitMQ node that lost its data
+# directory) says nothing about it: the queue is simply shorter. The accounting would re-send the
+# missing operations only a grace period after they were recorded, and behind the backlog a
+# catch-up refills at once, only after BACKLOG_PATIENCE grace periods (5 min by default). A mark
+# kept in the broker itself tells at once: it is lost with the messages.
+# - Redis: `ledger:kept:<queue>` holds the server's run id when the mark was set. Missing (the
+#   data is gone) or another run id (the server restarted: with AOF it kept all but the last
+#   second, from a snapshot only what the snapshot held, a promoted replica what it had received)
+#   is a loss, and the queue's messages are read to tell which recorded operations are still in it.
+# - RabbitMQ: a durable queue `<queue>.kept` holding one persistent message, which nobody
+#   consumes. It survives restarts as durable queues do, and goes with them when the node's data
+#   does. RabbitMQ's messages cannot be read without taking them, so a loss there means every
+#   operation in flight.
+# Not seen: messages deleted by hand (a purge, a DEL of the queue key) with the mark left in place;
+# the grace period re-sends those.
+KEPT_KEY = "ledger:kept:{queue}"
+KEPT_QUEUE_SUFFIX = ".kept"
+
+
+def broker_loss(broker: dramatiq.Broker, queue_name: str) -> BrokerLoss | None:
+    """What the broker lost from `queue_name` since `mark_broker_kept` (None: nothing)."""
+    if isinstance(broker, RedisBroker):
+        mark = broker.client.get(KEPT_KEY.format(queue=queue_name))
+        run_id = _redis_run_id(broker.client)
+        if isinstance(mark, bytes) and mark.decode() == run_id:
+            return None
+        reason = "its data is gone" if mark is None else "the server restarted"
+        return BrokerLoss(held=_held_operations(broker, queue_name), mark=run_id, reason=reason)
+    if isinstance(broker, RabbitmqBroker):
+        try:
+            channel = broker.connection.channel()
+            try:
+                kept = channel.queue_declare(queue_name + KEPT_QUEUE_SUFFIX, passive=True).method.message_count > 0
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                kept = False  # the broker closed the channel with the answer
+            else:
+                channel.close()
+        except pika.exceptions.AMQPError:
+            del broker.connection  # the next call opens a fresh one, as RabbitmqBroker.enqueue does
+            raise
+        return None if kept else BrokerLoss(held=None, mark="", reason="its durable queues are gone")
+    raise TypeError(f"unknown broker {type(broker).__name__}")
+
+
+def _redis_run_id(client: redis.Redis) -> str:
+    """The server's run id (new at every start); empty where INFO is refused (some managed
+    services), which leaves the mark's presence to tell a loss."""
+    try:
+        info = client.info("server")
+    except redis.ResponseError:
+        return ""
+    return str(info.get("run_id", ""))
+
+
+def mark_broker_kept(broker: dramatiq.Broker, queue_name: str, mark: str) -> None:
+    """Note in the broker that its messages for `queue_name` are accounted for (see `broker_loss`)."""
+    if isinstance(broker, RedisBroker):
+        broker.client.set(KEPT_KEY.format(queue=queue_name), mark)
+        return
+    if isinstance(broker, RabbitmqBroker):
+        try:
+            channel = broker.connection.channel()
+            channel.confirm_delivery()
+            name = queue_name + KEPT_QUEUE_SUFFIX
+            if channel.queue_declare(name, durable=True).method.message_count == 0:
+                channel.basic_publish("", name, b"kept", pika.BasicProperties(delivery_mode=2))
+            channel.close()
+        except pika.exceptions.AMQPError:
+            del broker.connection
+            raise
+        return
+    raise TypeError(f"unknown broker {type(broker).__name__}")
+
+
+def _held_operations(broker: RedisBroker, queue_name: str) -> frozenset[OperationKey]:
+    """The operations in the Redis broker's messages for the queue: queued, delayed, or taken by a
+    worker and not yet acknowledged (Dramatiq keeps a message in `<queue>.msgs` until its ack)."""
+    held: set[OperationKey] = set()
+    name = q_name(queue_name)
+    for key in (f"{broker.namespace}:{name}.msgs", f"{broker.namespace}:{dq_name(name)}.msgs"):
+        for _, data in broker.client.hscan_iter(key, count=500):
+            message = dramatiq.Message.decode(data)
+            if message.actor_name == lane_actor_name(PERSIST_OPERATIONS, queue_name):
+                ops = message.args[0]
+            elif message.actor_name == lane_actor_name(PERSIST_OPERATION, queue_name):
+                ops = [message.args[0]]
+            else:
+                continue
+            held.update((op["tx_id"], int(op["op_index"]), op["block_id"]) for op in ops)
+    return frozenset(held)
 
 
 def webhook_message(subscription_id: int, event_id: int, queue_name: str) -> dramatiq.Message[Any]:

@@ -13,6 +13,10 @@ as a checked fact, not a hope about the broker.
 - A missing operation may simply be waiting in a long queue (a catch-up runs ahead of the
   workers), so while the broker still holds ready messages only operations older than
   `BACKLOG_PATIENCE` grace periods are re-sent: a backlog is never doubled by its own repair.
+- Unless the broker lost its messages (`Sink.lost`: a mark kept in the broker is gone, or the
+  Redis server restarted): then every operation in flight that the broker no longer holds is
+  re-sent at once, with the confirmation and reverts, without waiting for grace or backlog
+  (ledger/coordination/queue.py says how a loss is told).
 - Forks: the blocks that left the chain leave the accounting with the checkpoint (`forget_after`,
   in `PgStore.rollback`). Two single messages can be lost as well: a `revert_blocks` (rows of an
   orphaned block still pending or failed) and a `confirm_blocks` (rows pending at or below the
@@ -57,6 +61,7 @@ class Repair:
     deferred: int  # overdue, but left for later: the broker still had a backlog
     reconfirmed: int | None  # solid block whose confirmation was sent again
     reverted: int  # orphaned blocks whose revert was sent again
+    broker_loss: str | None = None  # why the broker was found to have lost messages, if it was
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ def forget_after(conn: psycopg.Connection, name: str, ancestor: int) -> None:
 def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: str = MAIN_CHECKPOINT) -> Repair:
     """One accounting pass (see the module doc); `conn` must be in autocommit mode."""
     grace = {"grace": float(grace_seconds), "patience": float(grace_seconds) * BACKLOG_PATIENCE}
+    # Asked before the transaction: it may read the broker's whole queue, which must not hold
+    # the checkpoint row.
+    loss = sink.lost()
     with conn.transaction():
         # Locks the checkpoint row: a concurrent save waits, so the watermark never passes it.
         row = conn.execute("SELECT block_num FROM listener_checkpoint WHERE name = %s FOR UPDATE", (name,)).fetchone()
@@ -135,16 +143,32 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
             (persisted, name),
         )
         overdue = conn.execute(_OVERDUE, {**grace, "limit": RESEND_LIMIT}).fetchall()
+        in_flight = conn.execute(_IN_FLIGHT).fetchall() if loss is not None else []
     # Enqueue outside the transaction (a slow broker must not hold the checkpoint row), then
     # push the next attempt back: a crash in between only re-sends again, which is harmless.
+    if loss is not None:
+        gone = [r for r in in_flight if loss.held is None or (r[0], r[1], r[2]) not in loss.held]
+        _resend(conn, sink, gone, grace_seconds)
+        # The confirmation and reverts it held are re-sent too: nothing in it can be waited for.
+        reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=0, backlog=0)
+        sink.mark_kept(loss)  # after the re-sends: a failure before here finds the loss again
+        log.log(
+            logging.WARNING if gone or reconfirmed is not None or reverted else logging.INFO,
+            "repair: the broker may have lost queued messages (%s): %d of %d operation(s) in flight"
+            " were not in it and were re-sent at once, confirmation re-sent: %s, reverts re-sent: %d block(s)",
+            loss.reason,
+            len(gone),
+            len(in_flight),
+            reconfirmed if reconfirmed is not None else "no",
+            reverted,
+        )
+        # The rest of the overdue ones are still in the broker: the next pass sees to them.
+        return Repair(
+            checkpoint, persisted, landed, int(missing), len(gone), 0, reconfirmed, reverted, broker_loss=loss.reason
+        )
     backlog = sink.backlog() if overdue else None
     due = [r for r in overdue if backlog == 0 or r[4]]
-    if due:
-        sink.publish(Operation.from_message(r[3]) for r in due)
-        with conn.cursor() as cur:
-            cap = grace_seconds * 2**MAX_BACKOFF_DOUBLINGS
-            waits = [backoff(r[6] + 1, base=grace_seconds, cap=cap) for r in due]
-            cur.executemany(_BACK_OFF, [(wait, r[0], r[1], r[2]) for wait, r in zip(waits, due, strict=True)])
+    _resend(conn, sink, due, grace_seconds)
     reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=grace_seconds, backlog=backlog)
     result = Repair(
         checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, reverted
@@ -162,6 +186,17 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
             checkpoint,
         )
     return result
+
+
+def _resend(conn: psycopg.Connection, sink: Sink, rows: list[Any], grace_seconds: float) -> None:
+    """Enqueue recorded operations again (rows as `_OVERDUE`'s: tx_id, op_index, block_id, payload,
+    ..., repairs at 6) and push their next attempt back by the grace period, doubled with each repeat."""
+    if rows:
+        sink.publish(Operation.from_message(r[3]) for r in rows)
+        with conn.cursor() as cur:
+            cap = grace_seconds * 2**MAX_BACKOFF_DOUBLINGS
+            waits = [backoff(r[6] + 1, base=grace_seconds, cap=cap) for r in rows]
+            cur.executemany(_BACK_OFF, [(wait, r[0], r[1], r[2]) for wait, r in zip(waits, rows, strict=True)])
 
 
 def resend_lost_blocks(
@@ -240,6 +275,11 @@ FROM expected_operations
 WHERE coalesce(due_at, recorded_at + make_interval(secs => %(grace)s)) <= now()
 ORDER BY block_num
 LIMIT %(limit)s
+"""
+
+# Every recorded operation not landed: after a broker loss, those it no longer holds are re-sent.
+_IN_FLIGHT = """
+SELECT tx_id, op_index, block_id, payload, true, block_num, repairs FROM expected_operations ORDER BY block_num
 """
 
 _BACK_OFF = """

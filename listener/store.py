@@ -13,6 +13,7 @@ from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 from ledger.store import accounting
 from ledger.store.accounts import tracked_addresses
+from ledger.store.clock import record_block_times
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,11 @@ class PgStore:
         blocks: Sequence[tuple[int, str, str]] = (),
         operations: Sequence[Operation] = (),
         block_time_ms: int | None = None,
+        block_times: Sequence[tuple[int, int]] = (),
     ) -> None:
         """Advance the checkpoint, remember the new blocks' ids and record the operations they must
-        produce (ledger/store/accounting.py), all in one transaction; only the current term may (fencing)."""
+        produce (ledger/store/accounting.py), all in one transaction; only the current term may (fencing).
+        `block_times`: (block, timestamp ms) of the batch's blocks, the chain's clock (ledger/store/clock.py)."""
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, block_num, block_id, block_time_ms)
@@ -74,6 +77,7 @@ class PgStore:
                     )
             # Forks never reach below the solidified head; keep a margin for a lagging solidity node.
             conn.execute("DELETE FROM recent_blocks WHERE block_num < %s", (solid - 100,))
+            record_block_times(conn, block_times)
 
     def recent_block_id(self, block_num: int) -> str | None:
         row = (

@@ -142,6 +142,7 @@ class Store(Protocol):
         blocks: Sequence[tuple[int, str, str]] = ...,
         operations: Sequence[Operation] = ...,
         block_time_ms: int | None = ...,
+        block_times: Sequence[tuple[int, int]] = ...,
     ) -> None: ...
 
     def recent_block_id(self, block_num: int) -> str | None: ...
@@ -302,7 +303,14 @@ class Streamer:
         head = max(self.progress.head, end)
         recent = [(b.number, b.block_id, b.parent_hash) for b in blocks if b.number > solid - RECENT_MARGIN]
         self.store.save_checkpoint(
-            end, blocks[-1].block_id, head, solid, recent, operations, block_time_ms=blocks[-1].timestamp_ms
+            end,
+            blocks[-1].block_id,
+            head,
+            solid,
+            recent,
+            operations,
+            block_time_ms=blocks[-1].timestamp_ms,
+            block_times=[(b.number, b.timestamp_ms) for b in blocks],
         )
         self.progress.checkpoint, self.progress.head = end, head
         self.progress.checkpoint_time_ms = blocks[-1].timestamp_ms

@@ -59,6 +59,8 @@ TABLES = (
     "events",
     "webhook_subscriptions",
     "webhook_deliveries",
+    "block_times",
+    "event_clock",
 )
 
 

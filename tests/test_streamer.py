@@ -104,6 +104,7 @@ class MemoryStore:
         blocks: Sequence[tuple[int, str, str]] = (),
         operations: Sequence[Operation] = (),
         block_time_ms: int | None = None,
+        block_times: Sequence[tuple[int, int]] = (),
     ) -> None:
         if self.fail_saves:
             self.fail_saves -= 1

@@ -3,6 +3,7 @@
 Every worker process runs one (`Relay`, a thread), and a PostgreSQL advisory lock lets one pass
 run at a time across all of them, so it needs no leader and survives any process dying. A pass:
 
+0. moves the chain-time clock (ledger/store/clock.py): locks ended, lots matured;
 1. numbers the events committed since the last pass (`ledger.store.events.sequence`);
 2. per enabled subscription, enqueues a delivery message for each matching event after its place
    (`after_seq`), then records the deliveries and moves the place, in one transaction that commits
@@ -27,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from ledger.config import Settings
 from ledger.coordination.queue import webhook_message
+from ledger.store.clock import advance
 from ledger.store.events import LISTENER_STALLED, last_seq, record_event, sequence
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class RelayPass:
     resent: int = 0
     stalled: bool = False
     ran: bool = False
+    clock_events: int = 0
     per_subscription: dict[int, int] = field(default_factory=dict)
 
 
@@ -57,6 +60,8 @@ def relay_once(
         return result
     try:
         result.ran = True
+        clock = advance(conn)
+        result.clock_events = clock["lock_ended"] + clock["withdrawable"]
         while True:
             numbered = sequence(conn)
             result.sequenced += numbered

@@ -63,7 +63,7 @@ class Settings:
     # Background-lane messages (reconciliation jobs, backfill) one worker process holds at once;
     # 0 = half its threads. The rest stay free for live messages (workers/main.py, _BackgroundLane).
     worker_background_threads: int = 0
-    web_db_timeout: float = 0.5  # seconds a request waits for a PostgreSQL connection before its 503
+    web_db_timeout: float = 0.3  # seconds a request waits for a PostgreSQL connection before its 503
     cache_ttl_realtime: int = 300
     cache_ttl_summary: int = 1_800
     cache_ttl_historical: int = 3_600

@@ -14,7 +14,7 @@ from web import monitor
 from web.pg import read_connection
 from web.resources import resources
 
-_DB_TIMEOUT = 1.0  # seconds to get a pooled connection: a monitor must answer while PostgreSQL is down
+_DB_TIMEOUT = 0.3  # seconds to get a pooled connection: a monitor must answer while PostgreSQL is down
 
 
 def current_snapshot() -> dict[str, Any]:

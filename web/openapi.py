@@ -272,7 +272,10 @@ def _components() -> Schema:
             "Ready": obj(
                 {
                     "success": BOOL,
-                    "status": {"enum": ["ready", "unavailable"]},
+                    "status": {
+                        "enum": ["ready", "degraded", "unavailable"],
+                        "description": "degraded: the cache Redis is away, every page comes from PostgreSQL",
+                    },
                     "checks": obj({"postgres": ref("Check"), "redis": ref("Check")}),
                     "ingest": nullable(ref("Ingest")),
                 }
@@ -740,11 +743,11 @@ def _paths() -> dict[str, Schema]:
     paths["/health/ready"] = {
         "get": {
             "operationId": "ready",
-            "summary": "PostgreSQL and the cache Redis answer",
+            "summary": "can serve: PostgreSQL answers (the cache Redis is checked too: without it, degraded)",
             "tags": ["health"],
             "responses": {
-                "200": {"description": "ready", "content": ready},
-                "503": {"description": "a dependency is down (`checks` says which)", "content": ready},
+                "200": {"description": "ready, or degraded (no cache)", "content": ready},
+                "503": {"description": "PostgreSQL is away (`checks` says so)", "content": ready},
             },
         }
     }

@@ -38,7 +38,7 @@ def monitor() -> Response:
     snap["rules"] = health_rules(snap, min_reads=res.settings.hit_rate_min_reads)
     snap["health"], snap["reasons"] = verdict(snap["rules"])
     try:
-        with read_connection(res.pool, timeout=1.0) as conn:
+        with read_connection(res.pool, timeout=0.3) as conn:
             snap["freshness"] = freshness_series(conn)
             snap["dead_letters"] = dead_letter_counts(conn)
     except Exception as exc:  # noqa: BLE001 - the rest of the page still has its figures

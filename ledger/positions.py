@@ -24,7 +24,8 @@ The rules (java-tron sources, cited where each is applied):
   (WithdrawExpireUnfreezeActuator.java, CancelAllUnfreezeV2Actuator.java).
 
 An account's history may begin before the ledger's: a figure the arithmetic would take below zero
-is clamped at zero and the shortfall kept as drift, shown apart, never as a balance.
+is clamped at zero and what it was short of kept as the account's shortfall, shown apart, never as a
+balance (a difference with the chain's own account state is state reconciliation's `drift`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from ledger.domain import (
 
 BANDWIDTH, ENERGY, TRON_POWER = RESOURCES
 DELEGABLE = (BANDWIDTH, ENERGY)
-LEGACY_CONTRACTS = frozenset({FREEZE_V1, UNFREEZE_V1})
+STAKE_V1_CONTRACTS = frozenset({FREEZE_V1, UNFREEZE_V1})
+# Shortfall keys of folded states stored under an earlier name of the V1 balance.
+_SHORTFALL_KEYS = {f"{res}.legacy_v1": f"{res}.staked_v1" for res in RESOURCES}
 
 
 @dataclass(slots=True)
@@ -86,10 +89,10 @@ class Position:
     block_num: int = -1
     time_ms: int = 0  # timestamp of the last block applied (0: none), the data's age without a checkpoint
     staked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))  # frozenV2
-    legacy_v1: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
+    staked_v1: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
     pairs: dict[tuple[str, str], Pair] = field(default_factory=dict)  # (receiver, resource)
     lots: list[Lot] = field(default_factory=list)
-    drift: dict[str, int] = field(default_factory=dict)  # what -> sun the arithmetic was short of
+    shortfall: dict[str, int] = field(default_factory=dict)  # what -> sun the arithmetic was short of
 
     # -- JSON (compact: the state of an account with 500 receivers is read on every summary) -------
 
@@ -99,10 +102,10 @@ class Position:
                 "b": self.block_num,
                 "t": self.time_ms,
                 "s": self.staked,
-                "v1": self.legacy_v1,
+                "v1": self.staked_v1,
                 "p": [[r, res, p.unlocked, p.locked, p.expire_ms] for (r, res), p in self.pairs.items()],
                 "l": [[lot.resource, lot.amount, lot.expire_ms] for lot in self.lots],
-                "d": self.drift,
+                "d": self.shortfall,
             }
         )
 
@@ -113,10 +116,10 @@ class Position:
             block_num=obj["b"],
             time_ms=obj["t"],
             staked=obj["s"],
-            legacy_v1=obj["v1"],
+            staked_v1=obj["v1"],
             pairs={(r, res): Pair(u, lk, e) for r, res, u, lk, e in obj["p"]},
             lots=[Lot(res, a, e) for res, a, e in obj["l"]],
-            drift=obj["d"],
+            shortfall={_SHORTFALL_KEYS.get(k, k): v for k, v in obj["d"].items()},
         )
 
     # -- arithmetic that never goes below zero --------------------------------------------------
@@ -124,13 +127,13 @@ class Position:
     def _take(self, balances: dict[str, int], res: str, amount: int, what: str) -> None:
         have = balances[res]
         if amount > have:
-            self._drift(f"{res}.{what}", amount - have)
+            self._short(f"{res}.{what}", amount - have)
             amount = have
         balances[res] = have - amount
 
-    def _drift(self, what: str, amount: int) -> None:
+    def _short(self, what: str, amount: int) -> None:
         if amount:
-            self.drift[what] = self.drift.get(what, 0) + amount
+            self.shortfall[what] = self.shortfall.get(what, 0) + amount
 
     def pair(self, receiver: str, res: str) -> Pair:
         found = self.pairs.get((receiver, res))
@@ -271,12 +274,12 @@ def _apply_row(pos: Position, r: Row, now: int) -> None:
         _withdraw_matured(pos, now, r.amount)
     elif res is None:
         return
-    elif r.contract_type in LEGACY_CONTRACTS:
+    elif r.contract_type in STAKE_V1_CONTRACTS:
         # Stake 1.0 (FreezeBalanceActuator / UnfreezeBalanceActuator): its own balance, no lots.
         if r.kind == FREEZE:
-            pos.legacy_v1[res] += r.amount
+            pos.staked_v1[res] += r.amount
         elif r.kind == UNFREEZE:
-            pos._take(pos.legacy_v1, res, r.amount, "legacy_v1")
+            pos._take(pos.staked_v1, res, r.amount, "staked_v1")
     elif r.kind == FREEZE:
         pos.staked[res] += r.amount
     elif r.kind == DELEGATE and r.receiver is not None:
@@ -293,7 +296,7 @@ def _apply_row(pos: Position, r: Row, now: int) -> None:
         _merge_pair(pos, r.receiver, now)
         pair = pos.pair(r.receiver, res)
         if r.amount > pair.unlocked:
-            pos._drift(f"{res}.delegated.{r.receiver}", r.amount - pair.unlocked)
+            pos._short(f"{res}.delegated.{r.receiver}", r.amount - pair.unlocked)
             pair.unlocked = r.amount  # the chain did it, so it had it: clamp, keep the shortfall
         pair.unlocked -= r.amount
         pos.staked[res] += r.amount
@@ -313,7 +316,7 @@ def _withdraw_matured(pos: Position, now: int, chain_amount: int) -> None:
     matured = [lot for lot in pos.lots if withdrawable(lot.expire_ms, now)]
     pos.lots = [lot for lot in pos.lots if not withdrawable(lot.expire_ms, now)]
     # The chain's withdrawn amount checks the ledger's lots; lots the ledger never saw show here.
-    pos._drift("withdraw", abs(chain_amount - sum(lot.amount for lot in matured)))
+    pos._short("withdraw", abs(chain_amount - sum(lot.amount for lot in matured)))
 
 
 def _cancel_all(pos: Position, now: int, withdrawn: int, restaked: dict[str, int]) -> None:
@@ -325,10 +328,10 @@ def _cancel_all(pos: Position, now: int, withdrawn: int, restaked: dict[str, int
     pos.lots = []
     for res in RESOURCES:
         pos.staked[res] += mine[res]
-        # The chain's re-staked amount is the truth for the balance; a difference is drift.
+        # The chain's re-staked amount is the truth for the balance; a difference is a shortfall.
         chain = restaked.get(res, 0)
         if chain != mine[res]:
-            pos._drift(f"{res}.cancel", abs(chain - mine[res]))
+            pos._short(f"{res}.cancel", abs(chain - mine[res]))
             pos.staked[res] += chain - mine[res]
             if pos.staked[res] < 0:
                 pos.staked[res] = 0
@@ -341,7 +344,7 @@ def opening(account: AccountState, delegations: Iterable[DelegatedResource], blo
     """The position the chain reports (getaccount + getdelegatedresourcev2 per receiver) at a block."""
     pos = Position(block_num=block_num)
     pos.staked = dict(account.frozen_v2)
-    pos.legacy_v1 = dict(account.frozen_v1)
+    pos.staked_v1 = dict(account.frozen_v1)
     pos.lots = [Lot(lot.resource, lot.amount, lot.expire_time_ms) for lot in account.unfrozen_v2]
     sums = dict.fromkeys(DELEGABLE, 0)
     for d in delegations:
@@ -363,5 +366,5 @@ def opening(account: AccountState, delegations: Iterable[DelegatedResource], blo
                 pair.unlocked += amount
     for res in DELEGABLE:
         # getaccount's delegated total should be the sum of the per-receiver records.
-        pos._drift(f"{res}.opening_delegated", abs(account.delegated_v2.get(res, 0) - sums[res]))
+        pos._short(f"{res}.opening_delegated", abs(account.delegated_v2.get(res, 0) - sums[res]))
     return pos

@@ -8,7 +8,7 @@ start; the listener starts at the head, so every account's opening position is r
 (ledger.chain.snapshot). Then the chain produces blocks of mixed operations with short lock periods (so
 locks expire all along) and forks, in chunks; after each chunk the chain stops, and once the ledger
 is at the same block every summary figure of every pool account must equal the simulator's account
-state at that block (`/sim/account-state`), with no negative figure and no drift.
+state at that block (`/sim/account-state`), with no negative figure and no shortfall.
 
 `run()` is what tests/test_positions_e2e.py calls with a CI-sized setting (a few hundred blocks).
 """
@@ -55,7 +55,7 @@ def expected_figures(state: dict[str, Any]) -> dict[str, Any]:
         v1 = state.get("frozenV1", {}).get(res, {})
         out[res] = {
             "staked": state["frozenV2"].get(res, 0),
-            "legacy_v1": v1.get("frozen_balance", 0) if isinstance(v1, dict) else 0,
+            "staked_v1": v1.get("frozen_balance", 0) if isinstance(v1, dict) else 0,
             "receivers": {},
             "lots": [],
             "withdrawable": 0,
@@ -101,7 +101,7 @@ def ledger_figures(data: dict[str, Any]) -> dict[str, Any]:
         r = data["resources"][res]
         out[res] = {
             "staked": r["staked"],
-            "legacy_v1": r["legacy_v1"],
+            "staked_v1": r["staked_v1"],
             "receivers": {
                 x["receiver_address"]: (x["locked"], x["unlocked"], _ms(x["lock_end"]) if x["lock_end"] else None)
                 for x in r["delegated"]["receivers"]
@@ -147,8 +147,8 @@ def compare(settings: Settings, sim: Simulator, head: int) -> dict[str, str]:
                 problems[account] = f"as of block {summary.data['as_of_block']}, not {head}"
             elif min(numbers(got), default=0) < 0:
                 problems[account] = f"a negative figure: {got}"
-            elif summary.drift:
-                problems[account] = f"drift {summary.drift}"
+            elif summary.shortfall:
+                problems[account] = f"shortfall {summary.shortfall}"
             elif got != want:
                 diff = {k: (got[k], want[k]) for k in want if got.get(k) != want[k]}
                 problems[account] = f"ledger vs chain: {diff}"

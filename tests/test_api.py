@@ -523,7 +523,8 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
     set_checkpoint(conn, 14)
 
     body = get_json(client, f"/api/accounts/{ALICE}/summary")
-    assert body["meta"]["source"] == "database" and body["meta"]["drift"] == {}
+    assert body["meta"]["source"] == "database"
+    assert body["meta"]["shortfall"] == body["meta"]["chain_drift"] == body["meta"]["drift"] == {}
     data = body["data"]
     assert data["account_id"] == account and data["owner_address"] == ALICE
     assert data["as_of_block"] == 14
@@ -531,7 +532,8 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
     energy, bandwidth = data["resources"]["ENERGY"], data["resources"]["BANDWIDTH"]
     # 1500 - 300 unfrozen - 200 - 100 - 200 delegated + 50 undelegated
     assert (energy["staked"], energy["available"]) == (750, 750)
-    assert (bandwidth["staked"], bandwidth["legacy_v1"], energy["legacy_v1"]) == (50, 60, 0)
+    assert (bandwidth["staked"], bandwidth["staked_v1"], energy["staked_v1"]) == (50, 60, 0)
+    assert (bandwidth["legacy_v1"], energy["legacy_v1"]) == (60, 0)  # the earlier name
     lock_end = T0 + timedelta(seconds=3 * 10 + 3 * 86_400)
     assert energy["delegated"] == {
         "total": 450,
@@ -589,7 +591,8 @@ def test_summary_of_an_unfreeze_with_nothing_staked_shows_drift_not_a_negative(
     energy = body["data"]["resources"]["ENERGY"]
     assert energy["staked"] == 1_000_000 and energy["delegated"]["total"] == 0
     assert energy["unstaking"]["total"] == 579_000_000
-    assert body["meta"]["drift"] == {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000}
+    shortfall = {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000}
+    assert body["meta"]["shortfall"] == body["meta"]["drift"] == shortfall
 
 
 def test_a_summary_says_whether_the_account_has_an_opening_position(

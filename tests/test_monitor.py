@@ -353,7 +353,7 @@ def render_status_page(port: int, head: int) -> None:
     assert (ARTIFACTS / "status-page.png").stat().st_size > 10_000
 
 
-def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connection, settings: Settings) -> None:
+def test_watermark_and_shortfall_appear_once_their_data_exists(db: psycopg.Connection, settings: Settings) -> None:
     # Before the accounting and positions work's migrations: reported unavailable, never invented.
 
     has_watermark = monitor._has_column(db, "listener_checkpoint", "persisted_block")
@@ -363,7 +363,7 @@ def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connectio
             monitor.persisted_watermark(db)
     if not has_positions:
         with pytest.raises(monitor.Unavailable):
-            monitor.drift(db)
+            monitor.shortfall(db)
     # With their columns and rows (made here inside the test's transaction when missing), they show.
     db.execute(
         "ALTER TABLE listener_checkpoint ADD COLUMN IF NOT EXISTS persisted_block bigint,"
@@ -387,15 +387,15 @@ def test_watermark_and_drift_appear_once_their_data_exists(db: psycopg.Connectio
         "INSERT INTO position_openings (address, block_num, state) VALUES (%s, 80, %s)",
         (SIM_ACCOUNTS[0], Position(block_num=80).to_json().decode()),
     )
-    assert monitor.drift(db) == [
+    assert monitor.shortfall(db) == [
         {
             "account": SIM_ACCOUNTS[0],
             "block": 90,
-            "drift": {"ENERGY.cancel": 5},
+            "shortfall": {"ENERGY.cancel": 5},
             "opening": {"source": "chain", "block": 80},
         },
         # Added without an opening position: said, not shown as if its figures were the chain's.
-        {"account": SIM_ACCOUNTS[1], "block": None, "drift": {}, "opening": None},
+        {"account": SIM_ACCOUNTS[1], "block": None, "shortfall": {}, "opening": None},
     ]
 
 

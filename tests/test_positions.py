@@ -83,7 +83,7 @@ def test_lock_then_expiry_then_delegate_merges_the_lock() -> None:
     merged = run([row(21, "delegate", 50, receiver=BOB)], pos)
     assert merged.pairs[(BOB, "ENERGY")] == Pair(unlocked=150, locked=0, expire_ms=0)
     assert merged.staked["ENERGY"] == 1000 - 100 - 50
-    assert merged.drift == {}
+    assert merged.shortfall == {}
 
 
 def test_undelegate_more_than_unlocked_takes_the_merged_expired_lock() -> None:
@@ -96,7 +96,7 @@ def test_undelegate_more_than_unlocked_takes_the_merged_expired_lock() -> None:
     pos = run(rows)
     assert pos.pairs[(BOB, "ENERGY")] == Pair(unlocked=50, locked=0, expire_ms=0)
     assert pos.staked["ENERGY"] == 1000 - 140 + 90
-    assert pos.drift == {}
+    assert pos.shortfall == {}
     delegated = figures(pos, t(30))["ENERGY"]["delegated"]
     assert (delegated["total"], delegated["locked"], delegated["unlocked"]) == (50, 0, 50)
 
@@ -123,10 +123,10 @@ def test_a_new_lock_adds_and_replaces_the_expire_time() -> None:
     assert pos.pairs[(BOB, "ENERGY")] == Pair(unlocked=0, locked=130, expire_ms=t(149))
     # Past the first lock's end, all 130 stay locked: one expire time per locked record.
     assert figures(pos, t(120))["ENERGY"]["delegated"]["locked"] == 130
-    # An undelegate between the two ends finds nothing unlocked: the shortfall is drift, not < 0.
+    # An undelegate between the two ends finds nothing unlocked: a shortfall, not < 0.
     short = run([row(120, "undelegate", 10, receiver=BOB)], Position.from_json(pos.to_json()))
     assert short.pairs[(BOB, "ENERGY")].unlocked == 0 and short.pairs[(BOB, "ENERGY")].locked == 130
-    assert short.drift == {f"ENERGY.delegated.{BOB}": 10}
+    assert short.shortfall == {f"ENERGY.delegated.{BOB}": 10}
 
 
 def test_the_lock_end_counts_from_the_parent_block_after_a_missed_slot() -> None:
@@ -145,10 +145,10 @@ def test_withdraw_at_exactly_the_boundary_takes_the_lot() -> None:
     assert pos.staked["ENERGY"] == 500
     # Block 19: now = t(18) < t(19): nothing matured (the chain withdrew 0, so no row).
     early = run([row(19, "withdraw_expire_unfreeze", 0, None)], Position.from_json(pos.to_json()))
-    assert early.lots == [Lot("ENERGY", 500, t(19))] and early.drift == {}
+    assert early.lots == [Lot("ENERGY", 500, t(19))] and early.shortfall == {}
     # Block 20: now = t(19) = the expire time: withdrawn.
     done = run([row(20, "withdraw_expire_unfreeze", 500, None)], pos)
-    assert done.lots == [] and done.drift == {}
+    assert done.lots == [] and done.shortfall == {}
     # The reader at t(19) already counts it withdrawable (the next block's withdraw takes it).
     assert figures(early, t(19))["ENERGY"]["withdrawable"] == 500
     assert figures(early, t(18))["ENERGY"]["unstaking"]["total"] == 500
@@ -171,7 +171,7 @@ def test_cancel_all_withdraws_matured_lots_and_restakes_pending_ones() -> None:
     pos = run(rows)
     assert pos.lots == []
     assert pos.staked == {"BANDWIDTH": 800, "ENERGY": 900, "TRON_POWER": 0}
-    assert pos.drift == {}
+    assert pos.shortfall == {}
 
 
 def test_unfreeze_v2_withdraws_matured_lots_first() -> None:
@@ -184,14 +184,14 @@ def test_unfreeze_v2_withdraws_matured_lots_first() -> None:
     ]
     pos = run(rows)
     assert pos.lots == [Lot("ENERGY", 200, t(29) + DELAY)]
-    assert pos.staked["ENERGY"] == 700 and pos.drift == {}
+    assert pos.staked["ENERGY"] == 700 and pos.shortfall == {}
 
 
-def test_v1_unfreeze_without_an_opening_v1_stake_is_drift_not_negative() -> None:
+def test_v1_unfreeze_without_an_opening_v1_stake_is_a_shortfall_not_negative() -> None:
     pos = run([row(5, "unfreeze", 579_000_000, "BANDWIDTH", contract="UnfreezeBalanceContract")])
-    assert pos.legacy_v1["BANDWIDTH"] == 0
-    assert pos.drift == {"BANDWIDTH.legacy_v1": 579_000_000}
-    assert figures(pos, t(6))["BANDWIDTH"]["legacy_v1"] == 0
+    assert pos.staked_v1["BANDWIDTH"] == 0
+    assert pos.shortfall == {"BANDWIDTH.staked_v1": 579_000_000}
+    assert figures(pos, t(6))["BANDWIDTH"]["staked_v1"] == 0
 
 
 def test_no_figure_is_ever_negative_without_an_opening_state() -> None:
@@ -204,7 +204,7 @@ def test_no_figure_is_ever_negative_without_an_opening_state() -> None:
     out = figures(pos, t(8))
     numbers = [out[r]["staked"] for r in out] + [out[r]["delegated"]["total"] for r in out]
     assert min(numbers) >= 0
-    assert pos.drift == {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000, "withdraw": 42}
+    assert pos.shortfall == {"ENERGY.staked": 579_000_000, f"ENERGY.delegated.{BOB}": 1_000_000, "withdraw": 42}
 
 
 def test_rows_at_or_below_the_start_block_are_not_applied_again() -> None:
@@ -236,7 +236,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures() -> None:
         {"delegatedResource": [{"from": OWNER, "to": BOB, "frozen_balance_for_energy": 3_552_150}]}
     )
     start = opening(account, records, block_num=100)
-    assert start.drift == {}
+    assert start.shortfall == {}
     last_op = 1_752_739_794_000  # the account's latest_opration_time, past its lot's expire time
     unfreeze = f"{next(_counter):064x}"
     rows = [
@@ -255,7 +255,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures() -> None:
     ]
     assert pos.lots == [Lot("ENERGY", 579_000_000, last_op + 14 * 86_400_000)]
     assert out["ENERGY"]["withdrawable"] == 0
-    assert pos.drift == {}
+    assert pos.shortfall == {}
 
 
 def test_nile_locked_record_opening_then_undelegate_from_the_unlocked_part() -> None:
@@ -284,11 +284,11 @@ def test_nile_locked_record_opening_then_undelegate_from_the_unlocked_part() -> 
     # After the lock's end a reader sees it unlocked, although the chain still lists it locked.
     later = figures(pos, lock_end + 1)["ENERGY"]["delegated"]
     assert (later["locked"], later["unlocked"]) == (0, 677_377_195)
-    assert pos.drift == {}
+    assert pos.shortfall == {}
 
 
 def test_opening_reports_a_delegated_total_the_records_do_not_explain() -> None:
     account = parse_account(load("mainnet_getaccount_visible_true_TGusX_frozenV2_unfrozenV2_delegated.json"))
     start = opening(account, [], block_num=1)
-    assert start.drift == {"ENERGY.opening_delegated": 3_552_150}
+    assert start.shortfall == {"ENERGY.opening_delegated": 3_552_150}
     assert start.staked["ENERGY"] == 3_715_447_850 and start.lots == [Lot("ENERGY", 1_000_000, 1_752_679_197_000)]

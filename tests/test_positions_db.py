@@ -92,7 +92,7 @@ def test_an_opening_state_replaces_the_history_before_its_block(db: psycopg.Conn
     positions.store_opening(db, ALICE, opening)
     assert folded(db) is None
     now = positions.current(db, ALICE, DELAY_MS)
-    assert now.staked["ENERGY"] == 5010 and now.drift == {} and now.lots == []
+    assert now.staked["ENERGY"] == 5010 and now.shortfall == {} and now.lots == []
     confirm(db, 125)
     assert folded(db) == 125 and positions.current(db, ALICE, DELAY_MS).staked["ENERGY"] == 5010
 

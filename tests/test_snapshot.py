@@ -77,7 +77,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures(db: psycopg.
     db.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (TGUSX,))
     node = fake_chain(lambda: 1000, TGUSX_ACCOUNT)
     opening = take_snapshot(db, node, TGUSX)
-    assert opening.block_num == 1000 and opening.drift == {}
+    assert opening.block_num == 1000 and opening.shortfall == {}
     ops = [
         make_op("freeze", 990, owner_address=TGUSX, amount=5),  # before the snapshot: already in it
         make_op("unfreeze", 1001, owner_address=TGUSX, amount=579_000_000, block_time_ms=LAST_OP + 3000, parent_time_ms=LAST_OP),  # noqa: E501
@@ -95,7 +95,7 @@ def test_mainnet_account_added_mid_history_shows_the_chains_figures(db: psycopg.
         assert summary.data["resources"]["BANDWIDTH"]["staked"] == 5_041_000_000
         assert energy["delegated"]["unlocked"] == 3_552_150 - 1_000_000
         assert energy["unstaking"]["total"] == 579_000_000 and energy["withdrawable"] == 0
-        assert summary.drift == {}
+        assert summary.shortfall == {}
         assert summary.data["as_of_block"] == 1002
 
 

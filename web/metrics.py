@@ -214,14 +214,14 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
             if queues[state] is not None:  # in flight is unknown on RabbitMQ
                 depth.add_sample("ledger_queue_messages", {"state": state}, queues[state])
         yield depth
-    if isinstance(snap["drift"], list):
-        drift = Metric(
-            "ledger_drift_sun", "Where the ledger's arithmetic and the chain disagreed, per account.", "gauge"
+    if isinstance(snap["shortfall"], list):
+        shortfall = Metric(
+            "ledger_shortfall_sun", "What the ledger's arithmetic was short of against the chain, per account.", "gauge"
         )
-        for row in snap["drift"]:
-            for what, sun in row["drift"].items():
-                drift.add_sample("ledger_drift_sun", {"account": row["account"], "what": what}, float(sun))
-        yield drift
+        for row in snap["shortfall"]:
+            for what, sun in row["shortfall"].items():
+                shortfall.add_sample("ledger_shortfall_sun", {"account": row["account"], "what": what}, float(sun))
+        yield shortfall
     hooks = snap["webhooks"]
     if "pending" in hooks:
         deliveries = Metric("ledger_webhook_deliveries_open", "Webhook deliveries not made yet, by state.", "gauge")

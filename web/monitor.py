@@ -12,7 +12,7 @@
 - sync: first-attempt success rate of worker messages over the window (ledger/ops/metrics.py), and
   the dead-letter count.
 - queues: ready, delayed, in flight and dead messages in the broker (ledger/coordination/inflight.py).
-- persisted watermark, drift and the scheduler's last runs appear once their tables exist
+- persisted watermark, shortfall and the scheduler's last runs appear once their tables exist
   (`_optional` parts): until then they are reported as unavailable, never invented.
 
 Every part is computed on its own: one that fails is reported as `{"error": ...}` and the others
@@ -266,16 +266,16 @@ def persisted_watermark(conn: psycopg.Connection) -> dict[str, Any]:
     return {"checkpoint": row[0], "persisted_block": row[1], "persisted_at": _iso(row[2])}
 
 
-def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per pool account: where the ledger's arithmetic and the chain's figures disagreed (sun).
+def shortfall(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Per pool account: what the ledger's arithmetic was short of against the chain's figures (sun).
 
     Read from the positions the summary work keeps (`positions.state`, key "d": what -> sun the
-    arithmetic was short of); an account without drift has an empty map. `opening`: where its
+    arithmetic was short of); an account without a shortfall has an empty map. `opening`: where its
     positions start (`{"source", "block"}`, as the summary's `meta.opening`), None without one: its
     figures then count only the records seen since it was added.
     """
     if not _has_column(conn, "positions", "state"):
-        raise Unavailable("no positions (drift) in this database")
+        raise Unavailable("no positions (shortfall) in this database")
     rows = conn.execute(
         "SELECT a.address, p.block_num, p.state::jsonb -> 'd', o.source, o.block_num FROM pool_accounts a"
         " LEFT JOIN positions p ON p.address = a.address LEFT JOIN position_openings o ON o.address = a.address"
@@ -285,7 +285,7 @@ def drift(conn: psycopg.Connection) -> list[dict[str, Any]]:
         {
             "account": r[0],
             "block": r[1],
-            "drift": r[2] or {},
+            "shortfall": r[2] or {},
             "opening": None if r[3] is None else {"source": r[3], "block": r[4]},
         }
         for r in rows
@@ -328,7 +328,7 @@ def snapshot(
     out["sync"] = _part(lambda: sync_figures(conn, broker, settings))
     out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     out["persisted_watermark"] = _part(lambda: persisted_watermark(conn))
-    out["drift"] = _part(lambda: drift(conn))
+    out["shortfall"] = _part(lambda: shortfall(conn))
     out["scheduler"] = _part(lambda: scheduler_runs(conn))
     out["webhooks"] = _part(lambda: webhook_figures(conn, broker))
     return out
@@ -342,7 +342,7 @@ def snapshot_without_database(
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat()}
     out["listener"] = out["data_latency"] = failed
     out["cache"] = _part(lambda: cache_figures(cache, settings))
-    out["sync"] = out["persisted_watermark"] = out["drift"] = out["scheduler"] = out["webhooks"] = failed
+    out["sync"] = out["persisted_watermark"] = out["shortfall"] = out["scheduler"] = out["webhooks"] = failed
     out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     return out
 

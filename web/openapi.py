@@ -208,7 +208,8 @@ def _components() -> Schema:
                                         }
                                     ),
                                     "withdrawable": AMOUNT,
-                                    "legacy_v1": AMOUNT,
+                                    "staked_v1": {**AMOUNT, "description": "Stake 1.0 (FreezeBalance) still frozen"},
+                                    "legacy_v1": {**AMOUNT, "deprecated": True, "description": "= staked_v1"},
                                 }
                             ),
                         )
@@ -480,7 +481,7 @@ def _summary(operation_id: str, params: list[Schema]) -> Schema:
         "get": {
             "operationId": operation_id,
             "summary": "positions per resource as java-tron keeps them: staked, available, delegated (locked and"
-            " unlocked per receiver), unstaking lots, withdrawable, legacy V1",
+            " unlocked per receiver), unstaking lots, withdrawable, Stake 1.0 (staked_v1)",
             "tags": ["summary"],
             "parameters": params,
             "responses": {
@@ -490,11 +491,24 @@ def _summary(operation_id: str, params: list[Schema]) -> Schema:
                     obj(
                         {
                             "source": {"enum": ["cache", "database"]},
+                            "shortfall": {
+                                "type": "object",
+                                "additionalProperties": AMOUNT,
+                                "description": "sun the ledger's arithmetic was short of, by what (an unstake or "
+                                "undelegate of stake it never saw...; never served as a balance)",
+                            },
+                            "chain_drift": {
+                                "type": "object",
+                                "additionalProperties": AMOUNT,
+                                "description": "open differences with the chain's account state, by what: chain "
+                                "minus ledger (state reconciliation, GET /api/drift)",
+                            },
                             "drift": {
                                 "type": "object",
                                 "additionalProperties": AMOUNT,
-                                "description": "sun the ledger could not explain, by what (never served as a balance); "
-                                "`chain.<what>`: open differences with the chain's account state (GET /api/drift)",
+                                "deprecated": True,
+                                "description": "`shortfall` and `chain_drift` in one map (the chain's keys "
+                                "prefixed `chain.`), for clients that read it",
                             },
                             "opening": obj(
                                 {

@@ -34,7 +34,8 @@ def view(pos: Position, now_ms: int) -> tuple[dict[str, Any], int | None]:
             "delegated": {"total": 0, "locked": 0, "unlocked": 0, "receivers": []},
             "unstaking": {"total": 0, "lots": []},
             "withdrawable": 0,
-            "legacy_v1": pos.legacy_v1[res],
+            "staked_v1": pos.staked_v1[res],
+            "legacy_v1": pos.staked_v1[res],  # the earlier name of staked_v1, kept for clients that read it
         }
     changes: list[int] = []
     for (receiver, res), pair in sorted(pos.pairs.items()):
@@ -69,7 +70,7 @@ def view(pos: Position, now_ms: int) -> tuple[dict[str, Any], int | None]:
 @dataclass(frozen=True)
 class Summary:
     data: dict[str, Any]
-    drift: dict[str, int]
+    shortfall: dict[str, int]
     next_change_ms: int | None  # chain time when a lock ends or a lot matures (no write needed)
     as_of_time_ms: int
 
@@ -92,4 +93,4 @@ def read_summary(
         "resources": figures,
         "withdrawable_now": sum(figures[res]["withdrawable"] for res in RESOURCES),
     }
-    return Summary(data, dict(pos.drift), next_change, as_of_ms)
+    return Summary(data, dict(pos.shortfall), next_change, as_of_ms)

@@ -35,12 +35,19 @@ def summary(account_key: str | None) -> Response:
     def load() -> Fill:
         with read_connection(res.pool) as conn:
             result = read_summary(conn, account.address, res.settings.unfreeze_delay_seconds * 1000)
-            # Where state reconciliation found the chain's account state different (workers/reconcile.py),
-            # beside what the positions' own arithmetic could not explain.
-            chain = {f"chain.{row['what']}": row["difference"] for row in open_drift(conn, account.address)}
+            # Two different things: what the positions' own arithmetic was short of (shortfall), and
+            # where state reconciliation found the chain's account state different (chain_drift,
+            # workers/reconcile.py). `drift` is both under one name, as earlier clients read it.
+            chain = {row["what"]: row["difference"] for row in open_drift(conn, account.address)}
             opening = opening_meta(account.address, opening_of(conn, account.address))
         data = {"account_id": account.id, "label": account.label, **result.data}
-        meta: dict[str, object] = {"source": "database", "drift": {**result.drift, **chain}, "opening": opening}
+        meta: dict[str, object] = {
+            "source": "database",
+            "shortfall": result.shortfall,
+            "chain_drift": chain,
+            "drift": {**result.shortfall, **{f"chain.{what}": sun for what, sun in chain.items()}},
+            "opening": opening,
+        }
         payload = {"success": True, "data": data, "meta": meta}
         response = dumps(payload)
         meta["source"] = "cache"

@@ -218,7 +218,7 @@ def reconcile_state(deps: Deps, account: Any, run_id: Any) -> None:
             return {"deferred": 1}
         chain = reconcile.chain_figures(state)
         differing = reconcile.record_drift(conn, str(account), block, chain, reconcile.position_figures(position))
-        deps.invalidator.invalidate({str(account)})  # the summary shows meta.drift
+        deps.invalidator.invalidate({str(account)})  # the summary shows meta.chain_drift
         return {"compared": 1, "drift": differing}
 
     _job(deps, run_id, body)

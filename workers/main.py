@@ -120,7 +120,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
         # a fresh delivery message is overdue once it could have run, failed and waited a retry
         due_seconds=DUE_GRACE_SECONDS + settings.webhook_max_backoff_ms / 1000 + 4 * settings.webhook_timeout_seconds,
     )
-    broker.add_middleware(_Lifecycle(deps, heartbeat, relay))
+    broker.add_middleware(_ProcessResources(deps, heartbeat, relay))
     broker.add_middleware(_BackgroundLane(settings.worker_background_threads))
     broker.add_middleware(Metrics(settings.redis_url, counters), before=Retries)
     register_actors(broker, deps)
@@ -198,7 +198,7 @@ class _WaitForDatabase(Middleware):
         self.gate.stop()
 
 
-class _Lifecycle(Middleware):
+class _ProcessResources(Middleware):
     """Size the pool to the worker's threads and start the heartbeat at boot; at shutdown, once the
     threads stopped, stop it and close the pool and the cache client."""
 

@@ -207,7 +207,7 @@ def position_figures(pos: Position) -> dict[str, int]:
     figures = {}
     for resource in RESOURCES:
         figures[f"staked_v2:{resource}"] = pos.staked[resource] + delegated.get(resource, 0)
-        figures[f"staked_v1:{resource}"] = pos.legacy_v1[resource]
+        figures[f"staked_v1:{resource}"] = pos.staked_v1[resource]
     for resource, amount in delegated.items():
         figures[f"delegated_out:{resource}"] = amount
     figures["unfreezing"] = sum(lot.amount for lot in pos.lots)

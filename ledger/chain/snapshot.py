@@ -92,8 +92,8 @@ def take_snapshot(conn: psycopg.Connection, node: TronNode, account: str, *, sol
     are applied on top; the folded state is rebuilt)."""
     pos = read_opening(node, account, solid=solid)
     store_opening(conn, account, pos)
-    if pos.drift:
-        log.warning("snapshot of %s at block %s: inconsistent chain figures %s", account, pos.block_num, pos.drift)
+    if pos.shortfall:
+        log.warning("snapshot of %s at block %s: inconsistent chain figures %s", account, pos.block_num, pos.shortfall)
     return pos
 
 

@@ -46,10 +46,10 @@ import redis
 
 from harness.procs import Proc, python
 from harness.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from harness.stack import SIM_ACCOUNTS, Simulator, recreate_database, start_simulator, wait_until
+from harness.stack import SIM_ACCOUNTS, Simulator, start_simulator, wait_until
 from harness.supervise import Supervisor
 from ledger.coordination.recovery import DEFAULT_NAMESPACE
-from ledger.store.db import migrate
+from ledger.store.db import migrate, recreate_database
 
 WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
 LISTENER = "listener: python -m listener\n"

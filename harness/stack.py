@@ -15,8 +15,6 @@ import pika
 import psycopg
 import redis
 from dramatiq.common import dq_name, xq_name
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.procs import Proc, python
 from ledger.config import Settings, load_settings
@@ -30,7 +28,7 @@ from ledger.coordination.queue import (
 )
 from ledger.ops.procfile import parse_procfile
 from ledger.store.accounting import checkpoint_block
-from ledger.store.db import migrate
+from ledger.store.db import migrate, recreate_database
 
 SIM_ACCOUNTS = (
     "TL24LCps5FKwp3PoU1MvrYrwhi5LU1tHre",
@@ -172,13 +170,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def recreate_database(url: str) -> None:
-    name = conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
 
 
 def add_ledger_options(parser: argparse.ArgumentParser, database: str, broker_db: int, cache_db: int) -> None:

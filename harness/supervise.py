@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.procs import ROOT, Proc
+from harness.procs import ROOT, Proc, python
 from harness.stack import wait_until
 from ledger.ops.procfile import write_supervisord_conf
 
@@ -19,9 +19,13 @@ class Supervisor:
     def __init__(self, procfile: str, rundir: Path, env: Mapping[str, str]) -> None:
         rundir.mkdir(parents=True, exist_ok=True)
         (rundir / "Procfile").write_text(procfile)
+        for old in rundir.glob("*.log"):
+            old.unlink()
         self.conf = write_supervisord_conf(rundir / "Procfile", rundir, ROOT)
         self.env = {**env, "PATH": f"{BIN}:/usr/bin:/bin"}
-        self.proc = Proc("supervisord", [str(BIN / "supervisord"), "-c", str(self.conf)], self.env)
+        self.supervisord = Proc("supervisord", [str(BIN / "supervisord"), "-c", str(self.conf)], self.env)
+        # The one stream scripts/run prints (every process's lines, supervisord's own among them).
+        self.proc = Proc("run", python("-m", "ledger.ops.runlog", str(rundir)), self.env)
 
     def pid(self, name: str) -> int:
         """The pid of program `name`, 0 when it is not running."""
@@ -35,4 +39,5 @@ class Supervisor:
         return self.pid(name)
 
     def stop(self) -> None:
-        self.proc.stop(timeout=40)
+        self.supervisord.stop(timeout=40)
+        self.proc.stop(timeout=10)

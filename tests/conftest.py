@@ -18,9 +18,9 @@ from hypothesis import settings as hypothesis_settings
 
 from harness.procs import Proc
 from harness.servers import PrivateRedis
-from harness.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, recreate_database, settings_env
+from harness.stack import SIM_ACCOUNTS, delete_rabbitmq_queues, settings_env
 from ledger.config import Settings, load_settings
-from ledger.store.db import migrate
+from ledger.store.db import migrate, recreate_database
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ledger_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")

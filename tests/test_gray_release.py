@@ -37,7 +37,6 @@ from harness.servers import free_port
 from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
-    recreate_database,
     settings_env,
     start_chain,
     start_listener,
@@ -49,7 +48,7 @@ from harness.tcpproxy import TcpProxy
 from ledger.chain.address import to_base58
 from ledger.config import Settings
 from ledger.ops.metrics import read_totals, sum_samples
-from ledger.store.db import SQL_DIR, migrate
+from ledger.store.db import SQL_DIR, migrate, recreate_database
 from ledger.store.rollout import Rollout, bucket, goes_legacy, read_rollout
 from web.app import close_app, create_app
 from web.legacy import record_rows

@@ -71,6 +71,14 @@ def ensure_database(url: str) -> bool:
         return True
 
 
+def recreate_database(url: str) -> None:
+    """Drop the database named in `url` (closing its connections) and create it empty."""
+    name = conninfo_to_dict(url).get("dbname") or "postgres"
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+
+
 def migrate(url: str, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply the numbered `sql/NNN_*.sql` files not applied yet, in order; return their names.
 

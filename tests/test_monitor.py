@@ -154,8 +154,15 @@ def test_each_figure_moves_with_what_it_measures(stack: dict[str, Any], procs: l
     port = free_port()
     web_env = {**stack["env"], **LISTENER_ENV, "ADMIN_TOKEN": TOKEN, "CACHE_LOCAL_TTL": "0"}
     procs.append(start_web(web_env, port, workers=2, threads=2))
-    scrapes = [httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for _ in range(6)]
-    parsed = [{f.name: f for f in text_string_to_metric_families(text)} for text in scrapes]
+    # The worker still confirms the last blocks' records now and then: scrape while its counts hold.
+    parsed: list[dict[str, Any]] = []
+
+    def same_counts_six_times() -> bool:
+        scrapes = [httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for _ in range(6)]
+        parsed[:] = [{f.name: f for f in text_string_to_metric_families(text)} for text in scrapes]
+        return len({str(sorted(map(str, f["ledger_worker_messages"].samples))) for f in parsed}) == 1
+
+    wait_until(same_counts_six_times, 30, "six scrapes that tell the same worker counts")
     for families in parsed:
         assert families["ledger_listener_status"].samples
         assert families["ledger_node_requests"].samples and families["ledger_worker_message_duration_seconds"].samples
@@ -315,6 +322,31 @@ def test_no_listener_ever_is_offline(settings: Settings, clean_db: str, redis_cl
         close_app(app)
 
 
+# Cards (sections) whose content is wider than they are: the card's own scrollWidth against its
+# clientWidth, and any element inside that reaches past the card's right edge; and the page itself
+# scrolling sideways.
+OVERFLOWS = """(() => {
+  const out = [];
+  if (document.documentElement.scrollWidth > window.innerWidth + 1)
+    out.push(`page: ${document.documentElement.scrollWidth} > ${window.innerWidth}`);
+  for (const card of document.querySelectorAll("section")) {
+    if (card.offsetParent === null) continue;
+    const title = (card.querySelector("h2, h3") || card).textContent.trim().slice(0, 40);
+    if (card.scrollWidth > card.clientWidth + 1)
+      out.push(`${title}: scrollWidth ${card.scrollWidth} > ${card.clientWidth}`);
+    const right = card.getBoundingClientRect().right;
+    for (const e of card.querySelectorAll("*")) {
+      const r = e.getBoundingClientRect();
+      if (r.width && r.right > right + 1) {
+        out.push(`${title}: <${e.tagName.toLowerCase()}> ends at ${Math.round(r.right)} > ${Math.round(right)}`);
+        break;
+      }
+    }
+  }
+  return out;
+})()"""
+
+
 def render_status_page(port: int, head: int) -> None:
     """Open /status in headless Chromium: live numbers, the chart, then a requeue with the token."""
     binary = chromium()
@@ -333,7 +365,20 @@ def render_status_page(port: int, head: int) -> None:
         assert browser.eval(f"/^[0-9,]+$/.test(({text})('watermark'))")  # a block number, not "not available"
         assert browser.eval(f"({text})('health')") in ("healthy", "warning")
         assert browser.eval("document.querySelectorAll('#freshness-svg circle').length") >= 1
+        # The operator's view: a card per pool account with its figures per resource.
+        browser.wait_for("document.querySelectorAll('#accounts section.account').length === 3")
+        assert browser.eval("document.querySelectorAll('#accounts .figure').length") == 3 * 2 * 5
         browser.screenshot(ARTIFACTS / "status-page.png")
+        # No card's content overflows it, on a desktop and on a phone; a screenshot of each.
+        for width in (1280, 390):
+            browser.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=1500, deviceScaleFactor=1, mobile=width < 800
+            )
+            browser.wait_for(f"window.innerWidth === {width}")
+            overflows = browser.eval(OVERFLOWS)
+            browser.screenshot(ARTIFACTS / f"status-page-{width}.png")
+            assert overflows == [], f"at {width} px: {overflows}"
+        browser.call("Emulation.clearDeviceMetricsOverride")
         # Dead letters need the token: typed in, the list comes from the admin API, and "requeue"
         # sends the message again (a poison one dies again, under a new dead-letter id).
         assert browser.eval("document.querySelectorAll('#dead-rows tr').length") == 0

@@ -94,6 +94,8 @@ class Settings:
     listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
     listener_offline_seconds: float = 120.0  # ... and for this long: offline
     monitor_window_seconds: int = 900  # recent window of hit rate and sync success rate
+    # A web process makes the monitor's figures (health, /metrics, /api/monitor) at most this often.
+    monitor_cache_seconds: float = 2.0
     # The data health check judges the hit rate only over at least this many cache reads in the
     # window: fewer (one every 4.5 s at the default window) miss on entries that expired between them.
     hit_rate_min_reads: int = 200
@@ -212,6 +214,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
     "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),
     "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
+    "monitor_cache_seconds": ("MONITOR_CACHE_SECONDS", float),
     "hit_rate_min_reads": ("HIT_RATE_MIN_READS", int),
     "bench_routes": ("BENCH_ROUTES", _flag),
     "cursor_secrets": ("CURSOR_SECRET", _secrets),

@@ -75,6 +75,7 @@ class Settings:
     schedule_gap_seconds: int = 600
     schedule_state_seconds: int = 3_600
     schedule_lifecycle_seconds: int = 300
+    schedule_totals_seconds: int = 600  # getaccountresource's network totals (resource units): 2 requests a run
     gap_lookback_seconds: int = 86_400  # how far back the first gap run of an account reads
     gap_settle_seconds: int = 120  # records younger than this may still be in the listener's queue
     log_level: str = "INFO"
@@ -200,6 +201,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "schedule_gap_seconds": ("SCHEDULE_GAP_SECONDS", int),
     "schedule_state_seconds": ("SCHEDULE_STATE_SECONDS", int),
     "schedule_lifecycle_seconds": ("SCHEDULE_LIFECYCLE_SECONDS", int),
+    "schedule_totals_seconds": ("SCHEDULE_TOTALS_SECONDS", int),
     "gap_lookback_seconds": ("GAP_LOOKBACK_SECONDS", int),
     "gap_settle_seconds": ("GAP_SETTLE_SECONDS", int),
     "log_level": ("LOG_LEVEL", str),

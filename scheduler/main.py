@@ -41,6 +41,7 @@ from ledger.config import Settings, load_settings
 from ledger.coordination.lease import Leader, Lease, LeaseTiming, Term, TermEnded, default_holder
 from ledger.coordination.queue import (
     LIFECYCLE,
+    NETWORK_TOTALS,
     RECONCILE_GAPS,
     RECONCILE_STATE,
     background_queue,
@@ -70,6 +71,7 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         JobSpec("gap", RECONCILE_GAPS, True, settings.schedule_gap_seconds),
         JobSpec("state", RECONCILE_STATE, True, settings.schedule_state_seconds),
         JobSpec("lifecycle", LIFECYCLE, False, settings.schedule_lifecycle_seconds),
+        JobSpec("totals", NETWORK_TOTALS, False, settings.schedule_totals_seconds),
     ]
     return [spec for spec in specs if spec.seconds > 0]
 

@@ -98,6 +98,7 @@ def scheduler_env(env: dict[str, str]) -> dict[str, str]:
         "SCHEDULE_LIFECYCLE_SECONDS": "2",
         "SCHEDULE_GAP_SECONDS": "3",  # one message per pool account per window
         "SCHEDULE_STATE_SECONDS": "0",
+        "SCHEDULE_TOTALS_SECONDS": "0",
         "TRON_NODE_URL": "http://127.0.0.1:9",  # never called: the scheduler only enqueues
         # A short lease, so the takeover after a kill fits this test's windows.
         "LEASE_SECONDS": "2",

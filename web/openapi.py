@@ -67,6 +67,14 @@ TIME: Schema = {"type": "string", "format": "date-time", "pattern": "Z$"}
 TEXT: Schema = {"type": "string"}
 BOOL: Schema = {"type": "boolean"}
 RATIO: Schema = nullable({"type": "number", "minimum": 0, "maximum": 1})
+UNITS: Schema = nullable(
+    {
+        "type": "integer",
+        "minimum": 0,
+        "description": "energy (ENERGY) or bandwidth (BANDWIDTH) units as java-tron computes them from the "
+        "network's totals at data.resource_units.block; null for TRON_POWER or before any totals were read",
+    }
+)
 
 
 def _components() -> Schema:
@@ -193,6 +201,7 @@ def _components() -> Schema:
                                                         "locked": AMOUNT,
                                                         "unlocked": AMOUNT,
                                                         "lock_end": nullable(TIME),
+                                                        "units": UNITS,
                                                     }
                                                 ),
                                             },
@@ -210,11 +219,26 @@ def _components() -> Schema:
                                     "withdrawable": AMOUNT,
                                     "staked_v1": {**AMOUNT, "description": "Stake 1.0 (FreezeBalance) still frozen"},
                                     "legacy_v1": {**AMOUNT, "deprecated": True, "description": "= staked_v1"},
+                                    "units": obj(
+                                        {"staked": UNITS, "available": UNITS, "delegated": UNITS, "unstaking": UNITS}
+                                    ),
                                 }
                             ),
                         )
                     ),
                     "withdrawable_now": AMOUNT,
+                    "resource_units": nullable(
+                        obj(
+                            {
+                                "block": {**COUNT, "description": "the solidified block the totals were read at"},
+                                "read_at": TIME,
+                                "total_energy_limit": COUNT,
+                                "total_energy_weight": COUNT,
+                                "total_net_limit": COUNT,
+                                "total_net_weight": COUNT,
+                            }
+                        )
+                    ),
                 }
             ),
             "Drift": obj(
@@ -238,7 +262,7 @@ def _components() -> Schema:
             ),
             "JobRun": obj(
                 {
-                    "job": {"enum": ["gap", "state", "lifecycle"]},
+                    "job": {"enum": ["gap", "state", "lifecycle", "totals"]},
                     "window_start": {"type": "string", "format": "date-time"},
                     "scheduled_at": {"type": "string", "format": "date-time"},
                     "holder": nullable(TEXT),

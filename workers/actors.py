@@ -20,12 +20,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from ledger.chain.node import BudgetUnavailable, TronNode
+from ledger.chain.resources import network_totals
 from ledger.config import Settings
 from ledger.coordination.queue import (
     BACKGROUND_PRIORITY,
     CONFIRM_BLOCKS,
     DELIVER_WEBHOOK,
     LIFECYCLE,
+    NETWORK_TOTALS,
     PERSIST_OPERATION,
     PERSIST_OPERATIONS,
     RECONCILE_GAPS,
@@ -39,7 +41,9 @@ from ledger.coordination.queue import (
 )
 from ledger.domain import Operation, PayloadError
 from ledger.ops.metrics import Counters
+from ledger.store.accounts import tracked_addresses
 from ledger.store.jobruns import finish_message
+from ledger.store.network_totals import record_totals
 from workers import persist, reconcile, webhooks
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
@@ -259,6 +263,25 @@ def webhook_retries(settings: Settings) -> int:
     )
 
 
+def read_network_totals(deps: Deps, run_id: Any) -> None:
+    """The network's totals (getaccountresource, at the solidified head, through the request
+    budget), stored with the block they were read at; every account's cached summary then shows
+    the new units."""
+
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        accounts = sorted(tracked_addresses(conn))
+        if not accounts:
+            return {"skipped": 1}  # getaccountresource needs an account; the totals are the network's
+        node = _node(deps)
+        totals = network_totals(node.account_resource(accounts[0], solid=True))
+        block = node.solid_block_number()
+        record_totals(conn, block, totals)
+        deps.invalidator.invalidate(set(accounts))
+        return {"read": 1}
+
+    _job(deps, run_id, body)
+
+
 def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], None]:
     def persist_operations_actor(payloads: Any) -> None:
         persist_operations(deps, payloads, queue_name)
@@ -289,10 +312,14 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     def lifecycle_actor(run_id: Any = None) -> None:
         lifecycle(deps, run_id)
 
+    def network_totals_actor(run_id: Any = None) -> None:
+        read_network_totals(deps, run_id)
+
     jobs: dict[str, Callable[..., None]] = {
         RECONCILE_GAPS: reconcile_gaps_actor,
         RECONCILE_STATE: reconcile_state_actor,
         LIFECYCLE: lifecycle_actor,
+        NETWORK_TOTALS: network_totals_actor,
     }
     functions = {
         PERSIST_OPERATION: persist_operation_actor,

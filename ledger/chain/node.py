@@ -179,6 +179,13 @@ class TronNode:
         body = {"fromAddress": from_address, "toAddress": to_address, "visible": True}  # camelCase, as java-tron
         return self._object(self._state_call("getdelegatedresourcev2", body, solid), "getdelegatedresourcev2")
 
+    def account_resource(self, address: str, *, solid: bool = True) -> dict[str, Any]:
+        """getaccountresource: the account's resource limits and the network's totals
+        (TotalEnergyLimit / TotalEnergyWeight / TotalNetLimit / TotalNetWeight)."""
+        return self._object(
+            self._state_call("getaccountresource", {"address": address, "visible": True}, solid), "getaccountresource"
+        )
+
     def account_transactions(self, address: str, params: dict[str, str]) -> dict[str, Any]:
         """One page of TronGrid's `GET /v1/accounts/{address}/transactions` (the key header goes
         with every request, the `next` link would not carry it; rate limits as for every call)."""

@@ -562,6 +562,49 @@ def _paths() -> dict[str, Schema]:
         "account_summary", [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")]
     )
     paths["/api/summary"] = _summary("account_summary_by_query", _account_params(compat=False))
+    reclaim = {
+        "receiver_address": ref("Address"),
+        "resource": {"enum": ["BANDWIDTH", "ENERGY"]},
+        "amount": AMOUNT,
+        "trx": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "the amount in TRX, exact"},
+        "units": UNITS,
+        "lock_end": nullable({**TIME, "description": "null: an unlocked delegation"}),
+    }
+    paths["/api/accounts/{account}/reclaimable"] = {
+        "get": {
+            "operationId": "account_reclaimable",
+            "summary": "delegations the account can undelegate now (locks ended, unlocked ones) and locks ending"
+            " within the hour, at the chain time of the listener's checkpoint",
+            "tags": ["summary"],
+            "parameters": [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")],
+            "responses": {
+                "200": _ok(
+                    obj(
+                        {
+                            "owner_address": ref("Address"),
+                            "as_of_block": {"type": "integer"},
+                            "as_of_time": {**TIME, "description": "the chain time the lists are of"},
+                            "units_block": nullable(COUNT),
+                            "reclaimable": {
+                                "type": "array",
+                                "items": obj(
+                                    {**reclaim, "ended_seconds_ago": nullable(COUNT)},
+                                ),
+                            },
+                            "ending_within_hour": {
+                                "type": "array",
+                                "items": obj({**reclaim, "ends_in_seconds": {"type": "integer", "minimum": 1}}),
+                            },
+                        }
+                    ),
+                    "the lists",
+                    obj({"source": {"enum": ["cache", "database"]}}),
+                ),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
     paths["/api/dead-letters"] = {
         "get": {
             "operationId": "dead_letter_counts",

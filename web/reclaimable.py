@@ -81,7 +81,9 @@ def reclaimable(account_key: str) -> Response:
             found = read_at_checkpoint(conn, account.address, res.settings.unfreeze_delay_seconds * 1000)
             stored = latest_totals(conn)
         now_ms = chain_time_ms(found.checkpoint_time_ms, found.position.time_ms)
-        now_list, soon, next_change = reclaim_lists(found.position.pairs, now_ms, stored and stored.totals)
+        now_list, soon, next_change = reclaim_lists(
+            found.position.pairs, now_ms, None if stored is None else stored.totals
+        )
         as_of_block = max(found.position.block_num, -1 if found.checkpoint_block is None else found.checkpoint_block)
         data = {
             "owner_address": account.address,

@@ -240,6 +240,21 @@ def test_a_node_behind_the_checkpoint_is_an_error_everywhere(
         states = {s.labels["state"]: s.value for s in families["ledger_listener_state"].samples}
         assert states["node_behind"] == 1 and sum(states.values()) == 1
         assert "ledger_blocks_behind_head" not in families  # unknown, so absent: never a 0
+        # And the status page shows it: the error badge, the state, and no "blocks behind" figure
+        binary = chromium()
+        if binary is not None:
+            port = free_port()
+            procs.append(start_web({**env, **LISTENER_ENV, "TRON_NODE_URL": url}, port, workers=1, threads=2))
+            browser = Browser(binary)
+            try:
+                browser.goto(f"http://127.0.0.1:{port}/status?refresh=1000")
+                text = "(id) => document.getElementById(id).textContent"
+                browser.wait_for(f"({text})('listener-state').startsWith('node behind the checkpoint by 40 blocks')")
+                assert browser.eval(f"({text})('health')") == "error"
+                assert browser.eval(f"({text})('listener-state-badge')") == "node behind"
+                assert browser.eval(f"({text})('blocks-behind')").startswith("unknown: listener node behind")
+            finally:
+                browser.close()
         # When the node passes the checkpoint, the listener reads again and the error is gone
         sim.produce(45)
         wait_until(lambda: figures(client)["listener"]["state"] == "following", 30, "the listener to follow again")

@@ -22,6 +22,10 @@ fault (the kill, or the server's return) until every supervised process runs, ro
 persisted again, and no message is held by a worker that has not beaten since the fault (a dead
 one); it cannot read below 1.5 s, the wait for every live worker's next beat. persisting again:
 seconds from the end of the fault to the first new row (0 when other workers never stopped).
+complete: seconds from the end of the fault until the ledger holds every operation of the blocks
+the chain had at that moment, with the truth's fields (pending and confirmed count as one there:
+confirmation follows the chain's solidification, not the recovery; the final check compares
+statuses too). Rows being written again is not recovery; this is. Target: COMPLETE_TARGET s.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ LISTENER = "listener: python -m listener\n"
 HEARTBEAT_TIMEOUT = 5.0  # the product default (WORKER_HEARTBEAT_TIMEOUT)
 FIRST_BLOCK = 60_000_000
 SETTLE_QUIET = 60.0
+COMPLETE_TARGET = 30.0  # seconds from the fault's end to a complete ledger
+HANG_WINDOW = 5.0  # seconds of ingest measured before and during the cache hang (at most)
+HANG_BACKLOG_BLOCKS = 6000  # history of the cache-hang scenario: a backlog for both windows
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class Row:
     extra: int = 0
     recover: float | None = None
     resumed: float | None = None  # seconds from the fault's end to the first new row
+    complete: float | None = None  # seconds from the fault's end to a complete ledger (module doc)
     unseen: int = 0  # orphaned in the truth, from blocks forked away before the listener saw them
     notes: str = ""
     examples: list[str] = field(default_factory=list)
@@ -241,22 +249,34 @@ class Stack:
         target = int(self.setting.history_blocks * self.setting.ops_per_block * share)
         wait_until(lambda: self.rows() >= target, timeout, f"{target} rows before the fault")
 
-    def wait_recovered(self, fault_end: float, timeout: float) -> tuple[float | None, float | None]:
-        """(recover, resumed): see the module docstring; None when it did not happen in time."""
+    def wait_recovered(
+        self, fault_end: float, head: int, timeout: float
+    ) -> tuple[float | None, float | None, float | None]:
+        """(recover, resumed, complete) for a fault that ended at `fault_end` with the chain at
+        block `head`: see the module docstring; None for what did not happen in time."""
         base = max(self.rows(), 0)
         wall = time.time() - (time.monotonic() - fault_end)
         deadline = time.monotonic() + timeout
-        resumed = None
-        while time.monotonic() < deadline:
+        recover = resumed = complete = None
+        checked = 0.0
+        while time.monotonic() < deadline and (recover is None or complete is None):
             rows = self.rows()
+            now = time.monotonic()
             if resumed is None and rows > base:
-                resumed = time.monotonic() - fault_end
-            done = self.sim_done(rows)
-            beaten = time.time() > wall + 1.5 * HEARTBEAT_TIMEOUT / 5
-            if beaten and self.all_running() and (rows > base or done) and self.stranded(wall) == 0:
-                return time.monotonic() - fault_end, resumed
+                resumed = now - fault_end
+            if recover is None:
+                beaten = time.time() > wall + 1.5 * HEARTBEAT_TIMEOUT / 5
+                if beaten and self.all_running() and (rows > base or self.sim_done(rows)) and self.stranded(wall) == 0:
+                    recover = now - fault_end
+            if complete is None and now - checked >= 0.5:  # the truth and the ledger read whole
+                checked = now
+                try:
+                    if not incomplete(self.db_url, self.sim.truth()["operations"], head):
+                        complete = now - fault_end
+                except psycopg.OperationalError:
+                    pass  # PostgreSQL not back yet
             time.sleep(0.1)
-        return None, resumed
+        return recover, resumed, complete
 
     def sim_done(self, rows: int) -> bool:
         return rows >= len(self.sim.truth()["operations"])
@@ -328,8 +348,12 @@ def _rabbit_queued(url: str) -> int:
     return total
 
 
-def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
-    expected = {
+Key = tuple[str, int]  # (tx_id, op_index)
+
+
+def _expected(truth: list[dict[str, Any]]) -> dict[Key, tuple[Any, ...]]:
+    """The truth's operations by key: (kind, resource, amount, receiver, lock, lock period, status)."""
+    return {
         (op["tx_id"], op["op_index"]): (
             op["kind"],
             op["resource"],
@@ -341,10 +365,14 @@ def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
         )
         for op in truth
     }
-    block_of = {(op["tx_id"], op["op_index"]): op["block_num"] for op in truth}
-    stored: dict[tuple[str, int], tuple[Any, ...]] = {}
+
+
+def _ledger(db_url: str) -> tuple[dict[Key, tuple[Any, ...]], int, int, set[int]]:
+    """The ledger's rows by key as `_expected` gives the truth's, how many keys were stored twice,
+    how many rows there are, and the blocks the listener rolled back."""
+    stored: dict[Key, tuple[Any, ...]] = {}
     duplicated = 0
-    with psycopg.connect(db_url) as conn:
+    with psycopg.connect(db_url, connect_timeout=2) as conn:
         stake = conn.execute(
             "SELECT tx_id, op_index, operation_type, resource, amount, NULL, false, 0, status FROM stake_records"
         ).fetchall()
@@ -358,6 +386,34 @@ def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
         if key in stored:
             duplicated += 1
         stored[key] = (r[2], r[3], r[4], r[5], bool(r[6]), r[7] or 0, r[8])
+    return stored, duplicated, len(stake) + len(delegate), rolled_back
+
+
+def incomplete(db_url: str, truth: list[dict[str, Any]], head: int) -> int:
+    """How many operations of the truth's blocks up to `head` the ledger lacks or holds with other
+    fields, pending and confirmed counted as one (a row of a block forked away before the listener
+    indexed it is not expected)."""
+    upto = [op for op in truth if op["block_num"] <= head]
+    block_of = {(op["tx_id"], op["op_index"]): op["block_num"] for op in upto}
+    stored, _, _, rolled_back = _ledger(db_url)
+    short = 0
+    for key, want in _expected(upto).items():
+        have = stored.get(key)
+        if have is None:
+            short += not (want[6] == "orphaned" and block_of[key] not in rolled_back)
+        elif have[:6] != want[:6] or _settled(have[6]) != _settled(want[6]):
+            short += 1
+    return short
+
+
+def _settled(status: str) -> str:
+    return "confirmed" if status == "pending" else status
+
+
+def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
+    expected = _expected(truth)
+    block_of = {(op["tx_id"], op["op_index"]): op["block_num"] for op in truth}
+    stored, duplicated, persisted, rolled_back = _ledger(db_url)
     missing = [k for k in expected if k not in stored]
     # A row the truth lists as orphaned, from a block the listener never indexed (a fork replaced
     # it first), was never in the ledger and never should be: not lost. A block the listener did
@@ -371,7 +427,7 @@ def compare(db_url: str, truth: list[dict[str, Any]]) -> Row:
     return Row(
         "",
         expected=len(expected),
-        persisted=len(stake) + len(delegate),
+        persisted=persisted,
         lost=len(lost),
         duplicated=duplicated,
         wrong=len(wrong),
@@ -456,6 +512,18 @@ def rabbitmq_restart(st: Stack) -> tuple[float, str]:
     return end, "clean shutdown and start of the node, same ports and data directory"
 
 
+def rabbitmq_wiped(st: Stack) -> tuple[float, str]:
+    rabbit = st.rabbit
+    assert rabbit is not None
+
+    def wiped_start() -> None:
+        shutil.rmtree(rabbit.dir / "mnesia", ignore_errors=True)
+        rabbit.start()
+
+    end = _down_for(1, lambda: rabbit.stop(signal.SIGTERM), wiped_start)
+    return end, "clean shutdown, data directory deleted (every queue and message gone), start"
+
+
 def broker_restart(st: Stack) -> tuple[float, str]:
     end = _down_for(1, lambda: st.broker.stop(signal.SIGTERM), st.broker.start)
     return end, "clean shutdown and start, same port and directory"
@@ -478,26 +546,53 @@ def cache_stop(seconds: float) -> Callable[[Stack], tuple[float, str]]:
 
 
 def cache_hang(seconds: float) -> Callable[[Stack], tuple[float, str]]:
+    """SIGSTOP the cache Redis for `seconds`, measuring the workers' ingest before and during it
+    with a backlog to take (else the rate measured is the chain's, not what ingest can do)."""
+
     def fault(st: Stack) -> tuple[float, str]:
-        rate_before = _rate(st, seconds)
+        _queue_backlog(st)
+        window = min(seconds, HANG_WINDOW)
+        normal, normal_span = _ingest_rate(st, window)
+        hung_at = time.monotonic()
         st.cache.signal(signal.SIGSTOP)
         try:
-            rate_hung = _rate(st, seconds)
+            hung, hung_span = _ingest_rate(st, window)
+            time.sleep(max(0.0, hung_at + seconds - time.monotonic()))
         finally:
             st.cache.signal(signal.SIGCONT)
-        ratio = rate_hung / rate_before if rate_before > 0 else float("nan")
+        ratio = hung / normal if normal > 0 else float("nan")
         return (
             time.monotonic(),
-            f"SIGSTOP {seconds:.0f} s; ingest hung/normal {rate_hung:.0f}/{rate_before:.0f} = {ratio:.0%}",
+            f"SIGSTOP {seconds:.0f} s; ingest with a backlog, hung/normal {hung:.0f}/{normal:.0f} ops/s = {ratio:.0%}"
+            f" (over {hung_span:.1f}/{normal_span:.1f} s)",
         )
 
     return fault
 
 
-def _rate(st: Stack, seconds: float) -> float:
-    start_rows, started = st.rows(), time.monotonic()
-    time.sleep(seconds)
-    return (st.rows() - start_rows) / (time.monotonic() - started)
+def _queue_backlog(st: Stack) -> None:
+    """Let the listener queue the chain so far with the worker stopped, then start the worker."""
+    assert st.sup is not None
+    st.sup.control("stop", "worker")
+    wait_until(lambda: st.checkpoint() >= int(st.sim.status()["head"]) - 2, 300, "the listener to queue the chain")
+    base = st.rows()
+    st.sup.control("start", "worker")
+    wait_until(lambda: st.rows() > base, 60, "the worker to take the backlog")
+
+
+def _ingest_rate(st: Stack, window: float) -> tuple[float, float]:
+    """(operations persisted a second, over how many seconds): for `window` seconds, or until the
+    broker's queue ran dry (past that, the rate would be the chain's)."""
+    start_rows = last_rows = st.rows()
+    start = last = time.monotonic()
+    while last - start < window:
+        time.sleep(0.2)
+        rows, now = st.rows(), time.monotonic()
+        if st.queued() == 0:
+            break
+        last_rows, last = rows, now
+    span = last - start
+    return ((last_rows - start_rows) / span if span > 0 else 0.0), span
 
 
 def node_faults_and_forks(st: Stack) -> tuple[float, str]:
@@ -534,8 +629,9 @@ def scenarios(s: Setting) -> list[Scenario]:
         Scenario("pg-stop-short", pg_stop(s.pg_short)),
         Scenario("pg-stop-long", pg_stop(s.pg_long)),
         Scenario("cache-stop", cache_stop(s.cache_outage)),
-        Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=6),
+        Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=-(-HANG_BACKLOG_BLOCKS // s.history_blocks)),
         Scenario("rabbitmq-restart", rabbitmq_restart, broker="rabbitmq"),
+        Scenario("rabbitmq-restart-wiped", rabbitmq_wiped, broker="rabbitmq"),
         Scenario(
             "node-faults-and-forks",
             node_faults_and_forks,
@@ -565,9 +661,10 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
         stack.start(*scn.sim_args)
         stack.wait_progress(0.25 / scn.history_factor)
         fault_end, notes = scn.fault(stack)
-        recover, resumed = stack.wait_recovered(fault_end, setting.settle_timeout)
+        head = int(stack.sim.status()["head"])
+        recover, resumed, complete = stack.wait_recovered(fault_end, head, setting.settle_timeout)
         row = stack.finish()
-        row.scenario, row.recover, row.resumed, row.notes = scn.name, recover, resumed, notes
+        row.scenario, row.recover, row.resumed, row.complete, row.notes = scn.name, recover, resumed, complete, notes
         if row.unseen:
             row.notes += f"; {row.unseen} orphaned row(s) of blocks forked away before indexing (not lost)"
         return row
@@ -579,13 +676,14 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
 
 HEADER = (
     "| scenario | expected | persisted | lost | duplicated | wrong | extra | recover (s)"
-    " | persisting again (s) | notes |"
+    " | persisting again (s) | complete (s) | notes |"
 )
 
 
 def format_row(row: Row) -> str:
     recover = "-" if row.recover is None else f"{row.recover:.1f}"
     resumed = "-" if row.resumed is None else f"{row.resumed:.1f}"
+    complete = "-" if row.complete is None else f"{row.complete:.1f}"
     cells = [
         row.scenario,
         row.expected,
@@ -596,6 +694,7 @@ def format_row(row: Row) -> str:
         row.extra,
         recover,
         resumed,
+        complete,
     ]
     return "| " + " | ".join(str(c) for c in cells) + f" | {row.notes} |"
 
@@ -616,7 +715,7 @@ def run_suite(
     rows = []
     try:
         print(HEADER, file=out)
-        print("|" + "---|" * 10, file=out)
+        print("|" + "---|" * 11, file=out)
         for scn in chosen:
             row = run_scenario(scn, setting, pg)
             rows.append(row)
@@ -655,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows = run_suite(setting, names, broker=args.broker)
     print(f"setting {args.setting}: {len(rows)} scenario(s) in {time.monotonic() - started:.0f} s")
+    timed = [r for r in rows if not r.notes.startswith("pending")]
+    met = [r for r in timed if r.complete is not None and r.complete <= COMPLETE_TARGET]
+    print(f"complete within {COMPLETE_TARGET:.0f} s of the fault's end: {len(met)} of {len(timed)}")
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r), "clean": r.clean} for r in rows], indent=1))
     return 0 if all(r.clean or r.notes.startswith("pending") for r in rows) else 1

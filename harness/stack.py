@@ -228,6 +228,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "WEBHOOK_RETRY_HOURS": str(settings.webhook_retry_hours),
         "WEBHOOK_MIN_BACKOFF_MS": str(settings.webhook_min_backoff_ms),
         "WEBHOOK_MAX_BACKOFF_MS": str(settings.webhook_max_backoff_ms),
+        "MONITOR_CACHE_SECONDS": str(settings.monitor_cache_seconds),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

@@ -34,6 +34,11 @@ class Supervisor:
         ).stdout.strip()
         return int(out) if out.isdigit() and int(out) > 0 else 0
 
+    def control(self, action: str, name: str) -> None:
+        """`supervisorctl <action> <name>`: stop or start one program (it waits for the program)."""
+        argv = [str(BIN / "supervisorctl"), "-c", str(self.conf), action, name]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
     def running(self, name: str, timeout: float = 60) -> int:
         wait_until(lambda: self.pid(name) > 0, timeout, f"{name} to run")
         return self.pid(name)

@@ -75,6 +75,7 @@ class Settings:
     schedule_gap_seconds: int = 600
     schedule_state_seconds: int = 3_600
     schedule_lifecycle_seconds: int = 300
+    schedule_totals_seconds: int = 600  # getaccountresource's network totals (resource units): 2 requests a run
     gap_lookback_seconds: int = 86_400  # how far back the first gap run of an account reads
     gap_settle_seconds: int = 120  # records younger than this may still be in the listener's queue
     log_level: str = "INFO"
@@ -94,6 +95,8 @@ class Settings:
     listener_stale_seconds: float = 30.0  # no heartbeat for this long: stale
     listener_offline_seconds: float = 120.0  # ... and for this long: offline
     monitor_window_seconds: int = 900  # recent window of hit rate and sync success rate
+    # A web process makes the monitor's figures (health, /metrics, /api/monitor) at most this often.
+    monitor_cache_seconds: float = 2.0
     # The data health check judges the hit rate only over at least this many cache reads in the
     # window: fewer (one every 4.5 s at the default window) miss on entries that expired between them.
     hit_rate_min_reads: int = 200
@@ -198,6 +201,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "schedule_gap_seconds": ("SCHEDULE_GAP_SECONDS", int),
     "schedule_state_seconds": ("SCHEDULE_STATE_SECONDS", int),
     "schedule_lifecycle_seconds": ("SCHEDULE_LIFECYCLE_SECONDS", int),
+    "schedule_totals_seconds": ("SCHEDULE_TOTALS_SECONDS", int),
     "gap_lookback_seconds": ("GAP_LOOKBACK_SECONDS", int),
     "gap_settle_seconds": ("GAP_SETTLE_SECONDS", int),
     "log_level": ("LOG_LEVEL", str),
@@ -212,6 +216,7 @@ _ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "listener_stale_seconds": ("LISTENER_STALE_SECONDS", float),
     "listener_offline_seconds": ("LISTENER_OFFLINE_SECONDS", float),
     "monitor_window_seconds": ("MONITOR_WINDOW_SECONDS", int),
+    "monitor_cache_seconds": ("MONITOR_CACHE_SECONDS", float),
     "hit_rate_min_reads": ("HIT_RATE_MIN_READS", int),
     "bench_routes": ("BENCH_ROUTES", _flag),
     "cursor_secrets": ("CURSOR_SECRET", _secrets),

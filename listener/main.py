@@ -23,7 +23,7 @@ import dramatiq
 import psycopg
 
 from ledger.chain.address import AddressError, to_base58
-from ledger.chain.node import NodeUnavailable, TronNode, node_from_settings
+from ledger.chain.node import BACKFILL, INGEST, NodeUnavailable, TronNode, node_from_settings
 from ledger.chain.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
 from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
@@ -151,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _node(
-    settings: Settings, priority: Priority, rate: float | None = None, counters: Counters | None = None
+    settings: Settings,
+    priority: Priority,
+    rate: float | None = None,
+    counters: Counters | None = None,
+    caller: str = BACKFILL,
 ) -> TronNode:
-    return node_from_settings(settings, rate, counters=counters, priority=priority)
+    return node_from_settings(settings, rate, counters=counters, priority=priority, caller=caller)
 
 
 # -- the listener ------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     counters = Counters()
     # Following the head is the live path: its requests may use the budget's reserve.
-    node = _node(settings, Priority.LIVE, counters=counters)
+    node = _node(settings, Priority.LIVE, counters=counters, caller=INGEST)
     flusher = Flusher(counters, metrics_client(settings.redis_url)).start()
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool

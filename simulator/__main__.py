@@ -41,7 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulator: tracked accounts {','.join(config.accounts)}", file=sys.stderr, flush=True)
 
     hidden = HiddenTransactions(node.store, config.tracked_hex, config.hide_rate)
-    renderer = Renderer(node.book, hidden=hidden.is_hidden)
+    renderer = Renderer(node.book, cache_bytes=config.render_cache_mb * 1024 * 1024, hidden=hidden.is_hidden)
+    if config.prerender:
+        started = time.monotonic()
+        head = node.store.head()
+        history = node.store.blocks(node.store.start_block, head.number + 1) if head is not None else []
+        rendered = renderer.prerender(history)
+        elapsed = time.monotonic() - started
+        print(f"simulator: prerendered {rendered / 2**20:,.0f} MB of replies in {elapsed:.1f} s", file=sys.stderr)
     counter = RequestCounter()
     # Listeners are added after the history, which no client can have watched being made.
     node.store.add_listener(lambda removed, added, heights: renderer.forget(removed))

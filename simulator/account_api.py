@@ -21,6 +21,14 @@ tronprotocol/documentation-en):
   usage, so the full frozenV2 is delegatable. `{}` when 0.
 - getavailableunfreezecount {owner_address}: 32 - pending lots; getcanwithdrawunfreezeamount
   {owner_address, timestamp}: lots with expire time <= timestamp (0 = the head's time).
+- getaccountresource {address}: the network's totals and the account's stake limits, by
+  framework/.../core/Wallet.java getAccountResource: TotalEnergyLimit / TotalNetLimit are
+  mainnet's (the sample in tests/fixtures/tron/mainnet_getaccountresource_TL24LCps.json), the
+  weights that sample's plus every simulated account's floor(stake with delegated-out / 1 TRX)
+  (FreezeBalanceV2Actuator: addTotalEnergyWeight(newWeight - oldWeight)); EnergyLimit / NetLimit
+  are EnergyProcessor.calculateGlobalEnergyLimitV2 / BandwidthProcessor.calculateGlobalNetLimitV2
+  of the account's V1 + V2 stake + what it acquired: (long) (stake / 1e6 * ((double) limit /
+  weight)). No usage is simulated (no *Used fields).
 
 Addresses follow `visible`: base58 in and out when true, 41-prefixed hex otherwise. An input in
 the other form does not decode to a known account, so it answers like an unknown one.
@@ -44,7 +52,17 @@ ROUTES = (
     "getcandelegatedmaxsize",
     "getavailableunfreezecount",
     "getcanwithdrawunfreezeamount",
+    "getaccountresource",
 )
+
+# Mainnet's getaccountresource sample (tests/fixtures/tron/mainnet_getaccountresource_TL24LCps.json):
+# the network totals the simulated accounts' weights are added to.
+TOTAL_ENERGY_LIMIT = 180_000_000_000
+TOTAL_NET_LIMIT = 43_200_000_000
+BASE_ENERGY_WEIGHT = 16_307_698_552
+BASE_NET_WEIGHT = 27_908_390_830
+FREE_NET_LIMIT = 600
+TRX_PRECISION = 1_000_000
 
 
 def decode_address(text: object, visible: bool) -> str | None:
@@ -108,6 +126,8 @@ class AccountApi:
             if state is None or target is None:
                 return {}
             return self.delegated_resources(state, target, visible)
+        if name == "getaccountresource":
+            return self.account_resource(decode_address(params.get("address"), visible), at)
         if name == "getdelegatedresourceaccountindexv2":
             address = decode_address(params.get("value"), visible)
             state = self._state(address, at)
@@ -132,6 +152,35 @@ class AccountApi:
     def _head_time(self, at: int | None) -> int:
         block = None if at is None else self._store.block(at)
         return block.timestamp if block is not None else 0
+
+    def account_resource(self, address: str | None, at: int | None) -> dict[str, object]:
+        weights = None if at is None else self._view.network_weights(at)
+        if weights is None:
+            return {}
+        energy_weight = BASE_ENERGY_WEIGHT + weights["ENERGY"]
+        net_weight = BASE_NET_WEIGHT + weights["BANDWIDTH"]
+        out: dict[str, object] = {"freeNetLimit": FREE_NET_LIMIT}
+        state = self._state(address, at)
+        if state is not None and self._view.known(state.address, at):
+            for resource, limit, weight, key in (
+                ("BANDWIDTH", TOTAL_NET_LIMIT, net_weight, "NetLimit"),
+                ("ENERGY", TOTAL_ENERGY_LIMIT, energy_weight, "EnergyLimit"),
+            ):
+                legacy = state.legacy.get(resource)
+                stake = state.frozen.get(resource, 0) + state.acquired.get(resource, 0)
+                stake += legacy.amount if legacy else 0
+                # calculateGlobal*LimitV2: double stake weight times the double ratio, cast to long
+                units = int((stake / TRX_PRECISION) * (limit / weight)) if weight else 0
+                _put(out, key, units)
+        out.update(
+            {
+                "TotalNetLimit": TOTAL_NET_LIMIT,
+                "TotalNetWeight": net_weight,
+                "TotalEnergyLimit": TOTAL_ENERGY_LIMIT,
+                "TotalEnergyWeight": energy_weight,
+            }
+        )
+        return out
 
     # -- renderings (also used by the TronGrid /v1/accounts/{a} route) ------------------------
 

@@ -48,6 +48,8 @@ class SimConfig:
     opening_state: str = ""  # "", "random", JSON or @file (see simulator.opening)
     lock_periods: tuple[int, ...] = LOCK_PERIODS
     hide_rate: float = 0.0
+    render_cache_mb: int = 96  # rendered replies kept (simulator.render.ByteCache)
+    prerender: bool = False  # render every history block (and its infos) into that cache at start
     traffic: str = "light"  # simulator.traffic's mix of unrelated transactions
     other_stake_per_block: float | None = None  # untracked stakers' ops; None = half of ops_per_block
 
@@ -155,6 +157,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     option("--ops-per-block", _ranged(float, 0), defaults.ops_per_block, "mean tracked stake ops per block")
     option("--noise-per-block", _ranged(float, 0), defaults.noise_per_block, "mean unrelated txs per block")
     option(
+        "--render-cache-mb",
+        _ranged(int, 1),
+        defaults.render_cache_mb,
+        "MB of rendered block and TransactionInfo replies kept for re-reads",
+    )
+    option(
+        "--prerender",
+        _bool,
+        defaults.prerender,
+        "render the history blocks and their infos (hex addresses) into that cache before serving, so a "
+        "benchmark's catch-up measures its client, not the simulator's rendering (size the cache to fit)",
+    )
+    option(
         "--mainnet-density",
         _bool,
         False,
@@ -242,6 +257,8 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> SimConfig:
         opening_state=args.opening_state,
         lock_periods=tuple(args.lock_periods),
         hide_rate=args.hide_rate,
+        render_cache_mb=args.render_cache_mb,
+        prerender=bool(args.prerender),
         traffic="mainnet" if mainnet else "light",
         other_stake_per_block=MAINNET_OTHER_STAKE_PER_BLOCK if mainnet else None,
     )

@@ -111,6 +111,11 @@ class Renderer:
             return b"{}"
         return b'{"block":[' + b",".join(self.block_bytes(b, visible) for b in blocks) + b"]}"
 
+    def prerender(self, blocks: Sequence[Block]) -> int:
+        """Render `blocks` and their infos (hex addresses, what nodes print by default) into the
+        cache; returns the bytes rendered."""
+        return sum(len(self.block_bytes(block, False)) + len(self.infos_bytes(block, False)) for block in blocks)
+
     # -- JSON-shaped dicts ---------------------------------------------------------------------
 
     def _addr(self, hex_address: str, visible: bool) -> str:

@@ -46,6 +46,23 @@ class StateView:
             book = self._book_at(number)
             return None if book is None else book.peek(address).clone()
 
+    def network_weights(self, number: int) -> dict[str, int] | None:
+        """Every simulated account's share of the network's stake weights after block `number`
+        (None when that block does not exist): per resource, the sum of each account's
+        floor(stake with delegated-out / 1 TRX), what java-tron's TotalEnergyWeight /
+        TotalNetWeight add up (FreezeBalanceV2Actuator adds new - old weight of the account)."""
+        with self._lock:
+            book = self._book_at(number)
+            if book is None:
+                return None
+            weights = {"BANDWIDTH": 0, "ENERGY": 0}
+            for state in book.accounts.values():
+                for resource in weights:
+                    v2 = state.frozen.get(resource, 0) + state.delegated_out.get(resource, 0)
+                    legacy = state.legacy.get(resource)
+                    weights[resource] += v2 // 1_000_000 + (legacy.amount // 1_000_000 if legacy else 0)
+            return weights
+
     def known(self, address: str, number: int | None) -> bool:
         """Whether the account exists on chain after block `number`: it had stake before the
         first block or took part in a stake transaction (the only accounts simulated)."""

@@ -52,8 +52,6 @@ TABLES = (
     "listener_heartbeats",
     "freshness_samples",
     "job_runs",
-    "job_run_items",
-    "chain_comparisons",
     "reconcile_cursors",
     "recovered_operations",
     "drift",
@@ -89,14 +87,15 @@ def database_url() -> str:
 
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
-    """Settings on the test database and the test Redis DBs, with no micro-cache: tests read their
-    writes at once (the micro-cache has its own test)."""
+    """Settings on the test database and the test Redis DBs, with no micro-cache and no shared
+    monitor snapshot: tests read their writes at once (both have their own tests)."""
     return load_settings(
         {},
         database_url=database_url,
         redis_url=TEST_REDIS_URL,
         cache_redis_url=TEST_CACHE_REDIS_URL,
         cache_local_ttl=0.0,
+        monitor_cache_seconds=0.0,
         **overrides,
     )
 

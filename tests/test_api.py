@@ -539,7 +539,7 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
         "total": 450,
         "locked": 300,
         "unlocked": 150,
-        "receivers": [{"receiver_address": BOB, "locked": 300, "unlocked": 150, "lock_end": ANY_TIME}],
+        "receivers": [{"receiver_address": BOB, "locked": 300, "unlocked": 150, "lock_end": ANY_TIME, "units": None}],
     }
     assert datetime.fromisoformat(energy["delegated"]["receivers"][0]["lock_end"]) == lock_end
     assert bandwidth["delegated"] == {"total": 0, "locked": 0, "unlocked": 0, "receivers": []}
@@ -576,7 +576,7 @@ def test_summary_undelegate_after_expiry_takes_the_merged_lock_from_unlocked(
         "total": 50,
         "locked": 0,
         "unlocked": 50,
-        "receivers": [{"receiver_address": BOB, "locked": 0, "unlocked": 50, "lock_end": None}],
+        "receivers": [{"receiver_address": BOB, "locked": 0, "unlocked": 50, "lock_end": None, "units": None}],
     }
     assert energy["staked"] == 1000 - 140 + 90
 

@@ -174,6 +174,11 @@ def test_summary_and_operations_bodies_follow_the_contract(client: FlaskClient) 
     check(client, summary, "/api/accounts/2/summary", 200)
     check(client, summary, "/api/accounts/99/summary", 404)
     check(client, summary, "/api/accounts/nope/summary", 400)
+    reclaim = "/api/accounts/{account}/reclaimable"
+    assert check(client, reclaim, "/api/accounts/1/reclaimable", 200)["data"]["reclaimable"]
+    check(client, reclaim, "/api/accounts/2/reclaimable", 200)
+    check(client, reclaim, "/api/accounts/99/reclaimable", 404)
+    check(client, reclaim, "/api/accounts/nope/reclaimable", 400)
     body = check(client, "/api/dead-letters", "/api/dead-letters", 200)
     assert body["data"]["total"] > 0  # counts only: the messages are under the admin API
     check(client, "/health/tron-data-health", "/health/tron-data-health", 200)

@@ -46,8 +46,10 @@ from harness.stack import (
 )
 from harness.tcpproxy import TcpProxy
 from ledger.chain.address import to_base58
+from ledger.chain.node import INGEST, node_from_settings
 from ledger.config import Settings
-from ledger.ops.metrics import read_totals, sum_samples
+from ledger.coordination.budget import Priority
+from ledger.ops.metrics import Counters, Flusher, metrics_client, read_totals, sum_samples
 from ledger.store.db import SQL_DIR, migrate, recreate_database
 from ledger.store.rollout import Rollout, bucket, goes_legacy, read_rollout
 from web.app import close_app, create_app
@@ -555,9 +557,24 @@ def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_differe
 # -- the external dependency figure --------------------------------------------------------------
 
 
-def test_trongrid_requests_per_thousand_reads_are_measured(app: Flask, clean_db: str) -> None:
+def test_trongrid_requests_per_thousand_reads_count_only_what_reads_cause(
+    app: Flask, settings: Settings, clean_db: str, sim: Simulator
+) -> None:
     client = app.test_client()
     account = SIM_ACCOUNTS[0]
+    # Given a listener's polling: 40 node requests for 10 blocks, counted as the listener counts them
+    counters = Counters()
+    ingest = node_from_settings(
+        replace(settings, tron_node_url=sim.url), counters=counters, priority=Priority.LIVE, caller=INGEST
+    )
+    try:
+        for _ in range(40):
+            ingest.head_header()
+    finally:
+        ingest.close()
+    counters.inc("ledger_listener_blocks_total", value=10)
+    Flusher(counters, metrics_client(settings.redis_url)).start().stop()
+    # And 20 native reads, then 5 the legacy path answers
     with psycopg.connect(clean_db, autocommit=True) as conn:
         conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (account,))
     for _ in range(20):
@@ -574,12 +591,26 @@ def test_trongrid_requests_per_thousand_reads_are_measured(app: Flask, clean_db:
 
     wait_until(lambda: figure()["api_reads"] >= 25, 10, "the reads to be flushed")
     window = figure()
+    # Then the per-1,000-reads figure counts the legacy path's requests, not the listener's
     assert window["api_reads_by_source"] == {"native": 20, "legacy": 5, "fallback": 0}
-    assert window["trongrid_requests"] >= 5  # at least one TronGrid page per legacy answer
-    assert window["trongrid_per_1000_reads"] == pytest.approx(window["trongrid_requests"] * 1000 / 25, rel=1e-3)
+    legacy = window["requests_by_caller"]["legacy"]
+    assert legacy >= 5  # at least one TronGrid page per legacy answer
+    assert window["requests_by_caller"]["ingest"] == 40
+    assert window["read_requests"] == legacy
+    assert window["read_requests_per_1000_reads"] == pytest.approx(legacy * 1000 / 25, rel=1e-3)
+    assert window["trongrid_requests"] >= legacy + 40  # every caller's, for the budget
+    # The share of reads served without any external call: the 20 native ones of 25
+    assert (window["reads_with_external_call"], window["external_calls_avoided"]) == (5, 0.8)
+    # The listener's requests are a figure of their own, per block
+    assert (window["ingest_requests"], window["ingest_blocks"], window["ingest_requests_per_block"]) == (40, 10, 4.0)
     metrics = client.get("/metrics").get_data(as_text=True)
-    assert "ledger_trongrid_requests_per_1000_reads " in metrics
-    assert 'ledger_node_requests_total{endpoint="/v1/accounts/{address}/transactions",outcome="ok"}' in metrics
+    assert f"ledger_trongrid_requests_per_1000_reads {float(window['read_requests_per_1000_reads'])}" in metrics
+    assert "ledger_external_calls_avoided_ratio 0.8" in metrics
+    assert "ledger_ingest_node_requests_per_block 4.0" in metrics
+    assert (
+        'ledger_node_requests_total{caller="legacy",endpoint="/v1/accounts/{address}/transactions",outcome="ok"}'
+        in metrics
+    )
 
 
 def test_a_legacy_account_is_answered_natively_when_trongrid_is_down(

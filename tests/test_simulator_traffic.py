@@ -153,3 +153,18 @@ def test_visible_true_names_and_votes(rendered: dict[str, Any]) -> None:
                 assert shown_vote["vote_count"] == vote["vote_count"] > 0
             seen.add(kind)
     assert seen == {"TransferAssetContract", "VoteWitnessContract"}
+
+
+def test_prerender_fills_the_cache(node: SimNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = Renderer(node.book, cache_bytes=64 * 2**20)
+    blocks = node.store.blocks(node.store.start_block, node.store.start_block + 3)
+    size = renderer.prerender(blocks)
+    assert size > 3 * 250 * 1024
+
+    def no_rendering(*args: object) -> None:
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(renderer, "block", no_rendering)
+    monkeypatch.setattr(renderer, "info", no_rendering)
+    assert all(renderer.block_bytes(b, False) and renderer.infos_bytes(b, False) for b in blocks)
+    assert parse_config(["--prerender", "--render-cache-mb", "512"], {}).render_cache_mb == 512

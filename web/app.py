@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.health import bp as health_bp
     from web.metrics import bp as metrics_bp
     from web.openapi import bp as openapi_bp
+    from web.reclaimable import bp as reclaimable_bp
     from web.reconciliation import bp as reconciliation_bp
     from web.records import bp as records_bp
     from web.status import bp as status_bp
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         status_bp,
         reconciliation_bp,
         events_bp,
+        reclaimable_bp,
     ):
         app.register_blueprint(blueprint)
     install_events(app.extensions)

@@ -103,10 +103,22 @@ def _gray_release(res: Any) -> Iterator[Metric]:
     yield rollout
     dependency = part["dependency"]
     if "error" not in dependency:
+        window = dependency["window"]
         yield from _gauge(
             "ledger_trongrid_requests_per_1000_reads",
-            "TronGrid (node) requests of every process per 1,000 API reads, over the monitor window.",
-            dependency["window"]["trongrid_per_1000_reads"],
+            "TronGrid (node) requests caused by API reads (legacy path, fallback, shadow comparisons) per 1,000"
+            " reads, over the monitor window; the listener's are ledger_ingest_node_requests_per_block.",
+            window["read_requests_per_1000_reads"],
+        )
+        yield from _gauge(
+            "ledger_external_calls_avoided_ratio",
+            "Share of API reads served without any external call (no legacy, fallback or shadow request).",
+            window["external_calls_avoided"],
+        )
+        yield from _gauge(
+            "ledger_ingest_node_requests_per_block",
+            "The listener's node requests per block it processed, over the monitor window.",
+            window["ingest_requests_per_block"],
         )
 
 

@@ -45,7 +45,6 @@ from ledger.store.cache import read_cache_window
 from ledger.store.deadletters import dead_letter_counts
 from ledger.store.jobruns import last_runs
 from ledger.store.webhooks import DELIVERIES_METRIC, delivery_figures
-from web.drift import comparisons
 
 log = logging.getLogger(__name__)
 
@@ -267,40 +266,50 @@ def persisted_watermark(conn: psycopg.Connection) -> dict[str, Any]:
     return {"checkpoint": row[0], "persisted_block": row[1], "persisted_at": _iso(row[2])}
 
 
-def shortfall(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Per pool account: what the ledger's arithmetic was short of against the chain's figures (sun).
+# Accounts the shortfall part lists at most: the monitor answers every few seconds per open status
+# page, and a pool of 200,000 accounts made it 14.6 MB. Accounts with a shortfall come first;
+# `shortfall_accounts` (snapshot) says how many there are in all.
+SHORTFALL_ROWS = 100
+
+
+def shortfall(conn: psycopg.Connection, limit: int = SHORTFALL_ROWS) -> list[dict[str, Any]]:
+    """Per pool account: what the ledger's arithmetic was short of against the chain's figures (sun);
+    at most `limit` accounts, those with a shortfall first, then by id.
 
     Read from the positions the summary work keeps (`positions.state`, key "d": what -> sun the
     arithmetic was short of); an account without a shortfall has an empty map. `opening`: where its
     positions start (`{"source", "block"}`, as the summary's `meta.opening`), None without one: its
-    figures then count only the records seen since it was added. `compared`: its last comparison
-    with the chain's account state (web/drift.py's `comparisons`: when, at which block, the result,
-    and why the last attempt did not compare), None where the comparisons' table does not exist yet.
+    figures then count only the records seen since it was added.
     """
     if not _has_column(conn, "positions", "state"):
         raise Unavailable("no positions (shortfall) in this database")
     rows = conn.execute(
         "SELECT a.address, p.block_num, p.state::jsonb -> 'd', o.source, o.block_num FROM pool_accounts a"
         " LEFT JOIN positions p ON p.address = a.address LEFT JOIN position_openings o ON o.address = a.address"
-        " ORDER BY a.id"
+        " ORDER BY coalesce(p.state::jsonb -> 'd', '{}'::jsonb) = '{}'::jsonb, a.id LIMIT %s",
+        (limit,),
     ).fetchall()
-    compared = {c["account"]: c for c in comparisons(conn)} if _has_column(conn, "chain_comparisons", "block") else {}
     return [
         {
             "account": r[0],
             "block": r[1],
             "shortfall": r[2] or {},
             "opening": None if r[3] is None else {"source": r[3], "block": r[4]},
-            "compared": _compared(compared.get(r[0])),
         }
         for r in rows
     ]
 
 
-def _compared(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"at": _iso(row["compared_at"]), "block": row["block"], "result": row["result"], "reason": row["reason"]}
+def shortfall_accounts(conn: psycopg.Connection) -> dict[str, int]:
+    """How many pool accounts there are, and how many have a shortfall (the list shows SHORTFALL_ROWS)."""
+    if not _has_column(conn, "positions", "state"):
+        raise Unavailable("no positions (shortfall) in this database")
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE coalesce(p.state::jsonb -> 'd', '{}'::jsonb) <> '{}'::jsonb)"
+        " FROM pool_accounts a LEFT JOIN positions p ON p.address = a.address"
+    ).fetchone()
+    assert row is not None
+    return {"accounts": int(row[0]), "with_shortfall": int(row[1]), "listed": min(int(row[0]), SHORTFALL_ROWS)}
 
 
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -311,15 +320,12 @@ def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     for run in last_runs(conn, per_job=1):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run["result"].items()))
         state = "finished" if run["finished_at"] else f"{run['done']}/{run['messages']} done"
-        missing = [f"{i['account'] or '-'} ({i['reason'] or 'sent ' + str(i['sends']) + 'x'})" for i in run["not_done"]]
         out.append(
             {
                 "job": run["job"],
                 "last_run": _iso(run["window_start"]),
                 "finished_at": _iso(run["finished_at"]),
                 "result": f"{state}{'; ' + counts if counts else ''}",
-                # Named, as the run's accounting keeps them (at most 20, the first ones).
-                "not_done": missing,
             }
         )
     return out
@@ -343,6 +349,7 @@ def snapshot(
     out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     out["persisted_watermark"] = _part(lambda: persisted_watermark(conn))
     out["shortfall"] = _part(lambda: shortfall(conn))
+    out["shortfall_accounts"] = _part(lambda: shortfall_accounts(conn))
     out["scheduler"] = _part(lambda: scheduler_runs(conn))
     out["webhooks"] = _part(lambda: webhook_figures(conn, broker))
     return out
@@ -356,7 +363,8 @@ def snapshot_without_database(
     out: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat()}
     out["listener"] = out["data_latency"] = failed
     out["cache"] = _part(lambda: cache_figures(cache, settings))
-    out["sync"] = out["persisted_watermark"] = out["shortfall"] = out["scheduler"] = out["webhooks"] = failed
+    out["sync"] = out["persisted_watermark"] = out["shortfall"] = out["shortfall_accounts"] = failed
+    out["scheduler"] = out["webhooks"] = failed
     out["queues"] = _part(lambda: queue_figures(broker, settings, other_broker))
     return out
 

@@ -1,10 +1,15 @@
 """The monitor's figures for a request: one snapshot (web/monitor.py) from this process's pools.
 
-Used by /health/tron-data-health, /api/monitor (the status page's data) and /metrics.
+Used by /health/tron-data-health, /api/monitor (the status page's data) and /metrics. A snapshot
+costs a dozen queries (the block -> stored lag percentiles read the last hour's records), so it is
+made at most once per MONITOR_CACHE_SECONDS per process and shared by every request in that time:
+a flood of those routes costs PostgreSQL one snapshot per interval, not one per request, and
+requests that arrive while one is being made wait for it rather than make their own.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from psycopg_pool import PoolTimeout
@@ -18,6 +23,18 @@ _DB_TIMEOUT = 0.3  # seconds to get a pooled connection: a monitor must answer w
 
 
 def current_snapshot() -> dict[str, Any]:
+    """The process's snapshot, made now if the last one is older than MONITOR_CACHE_SECONDS (a copy:
+    callers add their own parts)."""
+    res = resources()
+    shared = res.snapshots
+    with shared.lock:
+        if time.monotonic() - shared.made_at >= res.settings.monitor_cache_seconds:
+            shared.value = _snapshot()
+            shared.made_at = time.monotonic()
+        return dict(shared.value)
+
+
+def _snapshot() -> dict[str, Any]:
     res = resources()
     other_broker = None if is_redis_broker(res.broker) else res.broker
     try:

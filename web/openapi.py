@@ -67,6 +67,14 @@ TIME: Schema = {"type": "string", "format": "date-time", "pattern": "Z$"}
 TEXT: Schema = {"type": "string"}
 BOOL: Schema = {"type": "boolean"}
 RATIO: Schema = nullable({"type": "number", "minimum": 0, "maximum": 1})
+UNITS: Schema = nullable(
+    {
+        "type": "integer",
+        "minimum": 0,
+        "description": "energy (ENERGY) or bandwidth (BANDWIDTH) units as java-tron computes them from the "
+        "network's totals at data.resource_units.block; null for TRON_POWER or before any totals were read",
+    }
+)
 
 
 def _components() -> Schema:
@@ -193,6 +201,7 @@ def _components() -> Schema:
                                                         "locked": AMOUNT,
                                                         "unlocked": AMOUNT,
                                                         "lock_end": nullable(TIME),
+                                                        "units": UNITS,
                                                     }
                                                 ),
                                             },
@@ -210,11 +219,26 @@ def _components() -> Schema:
                                     "withdrawable": AMOUNT,
                                     "staked_v1": {**AMOUNT, "description": "Stake 1.0 (FreezeBalance) still frozen"},
                                     "legacy_v1": {**AMOUNT, "deprecated": True, "description": "= staked_v1"},
+                                    "units": obj(
+                                        {"staked": UNITS, "available": UNITS, "delegated": UNITS, "unstaking": UNITS}
+                                    ),
                                 }
                             ),
                         )
                     ),
                     "withdrawable_now": AMOUNT,
+                    "resource_units": nullable(
+                        obj(
+                            {
+                                "block": {**COUNT, "description": "the solidified block the totals were read at"},
+                                "read_at": TIME,
+                                "total_energy_limit": COUNT,
+                                "total_energy_weight": COUNT,
+                                "total_net_limit": COUNT,
+                                "total_net_weight": COUNT,
+                            }
+                        )
+                    ),
                 }
             ),
             "Drift": obj(
@@ -238,7 +262,7 @@ def _components() -> Schema:
             ),
             "JobRun": obj(
                 {
-                    "job": {"enum": ["gap", "state", "lifecycle"]},
+                    "job": {"enum": ["gap", "state", "lifecycle", "totals"]},
                     "window_start": {"type": "string", "format": "date-time"},
                     "scheduled_at": {"type": "string", "format": "date-time"},
                     "holder": nullable(TEXT),
@@ -246,32 +270,6 @@ def _components() -> Schema:
                     "done": COUNT,
                     "finished_at": nullable({"type": "string", "format": "date-time"}),
                     "result": {"type": "object", "description": "summed counts, e.g. recovered, compared, drift"},
-                    "not_done": {
-                        "type": "array",
-                        "description": "accounts (at most 20) still open, or closed without their work, and why",
-                        "items": obj(
-                            {
-                                "account": {"type": "string", "description": "empty for a job of one message"},
-                                "open": BOOL,
-                                "sends": COUNT,
-                                "reason": nullable(TEXT),
-                            }
-                        ),
-                    },
-                }
-            ),
-            "ChainComparison": obj(
-                {
-                    "account": TEXT,
-                    "compared_at": nullable({"type": "string", "format": "date-time"}),
-                    "block": nullable(COUNT),
-                    "differing": nullable(COUNT),
-                    "result": {
-                        "type": "string",
-                        "description": "`agrees`, `differs in N figure(s)` (GET /api/drift), or `never compared`",
-                    },
-                    "attempted_at": nullable({"type": "string", "format": "date-time"}),
-                    "reason": nullable({**TEXT, "description": "why the last attempt did not compare"}),
                 }
             ),
             "Event": obj(
@@ -564,6 +562,49 @@ def _paths() -> dict[str, Schema]:
         "account_summary", [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")]
     )
     paths["/api/summary"] = _summary("account_summary_by_query", _account_params(compat=False))
+    reclaim = {
+        "receiver_address": ref("Address"),
+        "resource": {"enum": ["BANDWIDTH", "ENERGY"]},
+        "amount": AMOUNT,
+        "trx": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$", "description": "the amount in TRX, exact"},
+        "units": UNITS,
+        "lock_end": nullable({**TIME, "description": "null: an unlocked delegation"}),
+    }
+    paths["/api/accounts/{account}/reclaimable"] = {
+        "get": {
+            "operationId": "account_reclaimable",
+            "summary": "delegations the account can undelegate now (locks ended, unlocked ones) and locks ending"
+            " within the hour, at the chain time of the listener's checkpoint",
+            "tags": ["summary"],
+            "parameters": [_path("account", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS, "1")],
+            "responses": {
+                "200": _ok(
+                    obj(
+                        {
+                            "owner_address": ref("Address"),
+                            "as_of_block": {"type": "integer"},
+                            "as_of_time": {**TIME, "description": "the chain time the lists are of"},
+                            "units_block": nullable(COUNT),
+                            "reclaimable": {
+                                "type": "array",
+                                "items": obj(
+                                    {**reclaim, "ended_seconds_ago": nullable(COUNT)},
+                                ),
+                            },
+                            "ending_within_hour": {
+                                "type": "array",
+                                "items": obj({**reclaim, "ends_in_seconds": {"type": "integer", "minimum": 1}}),
+                            },
+                        }
+                    ),
+                    "the lists",
+                    obj({"source": {"enum": ["cache", "database"]}}),
+                ),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    }
     paths["/api/dead-letters"] = {
         "get": {
             "operationId": "dead_letter_counts",
@@ -761,23 +802,6 @@ def _paths() -> dict[str, Schema]:
                     obj({"recovered_operations": COUNT}),
                 ),
                 **_DB_ERRORS,
-            },
-        }
-    }
-    paths["/api/reconciliation/accounts"] = {
-        "get": {
-            "operationId": "reconciliation_accounts",
-            "summary": "per pool account: when state reconciliation last compared it with the chain, at which "
-            "solidified block, the result, and its last attempt (why it did not compare, when it did not)",
-            "tags": ["operations"],
-            "parameters": [
-                _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS + " (default: all)"),
-                _query("external_id", ref("ExternalId"), _EXTERNAL),
-            ],
-            "responses": {
-                "200": _ok({"type": "array", "items": ref("ChainComparison")}, "in the order accounts were added"),
-                **_DB_ERRORS,
-                "404": {"$ref": "#/components/responses/NotFound"},
             },
         }
     }

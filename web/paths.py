@@ -36,7 +36,15 @@ import psycopg
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ledger.chain.node import BudgetUnavailable, NodeUnavailable, TronNode, node_from_settings
+from ledger.chain.node import (
+    FALLBACK,
+    LEGACY,
+    SHADOW,
+    BudgetUnavailable,
+    NodeUnavailable,
+    TronNode,
+    node_from_settings,
+)
 from ledger.chain.values import NodeError
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
@@ -70,6 +78,7 @@ class Paths:
     counters: Counters
     shadow: ShadowComparer | None
     rollout: Rollout = field(default_factory=Rollout)
+    fallback_node: TronNode | None = None  # the fallback's client (the same node, counted apart)
     rollout_read: bool = False  # the last attempt to read the row succeeded
     _warned: bool = False  # the current outage of the rollout row is logged
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -79,29 +88,36 @@ class Paths:
 
 def create_paths(settings: Settings, pool: ConnectionPool) -> Paths:
     counters = Counters()
-    node = None
+    node = fallback_node = shadow_node = None
     if settings.tron_node_url:
         # One retry at most and a short timeout: a client is waiting (the listener retries more).
         # Background in the shared budget: legacy pages, the fallback and shadow comparisons must
-        # never make the listener, which keeps every page fresh, wait for the node.
-        node = node_from_settings(
-            settings,
-            counters=counters,
-            priority=Priority.BACKGROUND,
-            retries=1,
-            timeout=settings.legacy_timeout_seconds,
-            budget_wait=BUDGET_WAIT_SECONDS,
-        )
+        # never make the listener, which keeps every page fresh, wait for the node. A client per
+        # path, so each one's requests are counted under its name (the requests reads cause).
+        def client(caller: str) -> TronNode:
+            return node_from_settings(
+                settings,
+                counters=counters,
+                priority=Priority.BACKGROUND,
+                retries=1,
+                timeout=settings.legacy_timeout_seconds,
+                budget_wait=BUDGET_WAIT_SECONDS,
+                caller=caller,
+            )
+
+        node, fallback_node, shadow_node = client(LEGACY), client(FALLBACK), client(SHADOW)
     fallback_budget = None
     per_minute = settings.fallback_requests_per_minute
     if node is not None and per_minute > 0:
         # Burst: a tenth of a minute's worth, so an outage's first second cannot take the minute.
         limits = BudgetLimits(per_second=per_minute / 60, burst=max(1.0, float(int(per_minute / 10))), per_day=0)
         fallback_budget = create_budget(settings.fallback_limiter_url, limits, name="fallback", max_wait=0)
-    shadow = ShadowComparer(node, pool, counters, settings) if node is not None else None
+    shadow = ShadowComparer(shadow_node, pool, counters, settings) if shadow_node is not None else None
     # Until the row is read, the start share: a process that cannot read it at start serves the
     # share the install starts with, not a made-up one.
-    paths = Paths(settings, node, fallback_budget, counters, shadow, Rollout(settings.rollout_start_new_percent))
+    paths = Paths(
+        settings, node, fallback_budget, counters, shadow, Rollout(settings.rollout_start_new_percent), fallback_node
+    )
     refresher = threading.Thread(target=_refresh_loop, args=(paths, pool), name="rollout-refresh", daemon=True)
     paths._threads.append(refresher)
     refresher.start()
@@ -119,8 +135,9 @@ def close_paths(paths: Paths) -> None:
         paths.shadow.stop()
     if paths._flusher is not None:
         paths._flusher.stop()
-    if paths.node is not None:
-        paths.node.close()
+    for node in (paths.node, paths.fallback_node, paths.shadow.node if paths.shadow else None):
+        if node is not None:
+            node.close()
     if paths.fallback_budget is not None:
         paths.fallback_budget.close()
 
@@ -172,7 +189,7 @@ def legacy_response(kind: str, address: str, page: int, limit: int, render: Rend
     if paths.node is None or not goes_legacy(address, paths.rollout.new_percent):
         return None
     try:
-        result = _legacy_page(paths, kind, address, page, limit)
+        result = _legacy_page(paths, paths.node, kind, address, page, limit)
     except (NodeUnavailable, NodeError) as exc:  # NodeError: the node answered {"Error": ...}
         paths.counters.inc(LEGACY_ERRORS, {"path": "legacy"})
         log.warning("legacy path failed for %s (%s); answering natively", address, exc)
@@ -180,10 +197,10 @@ def legacy_response(kind: str, address: str, page: int, limit: int, render: Rend
     return _answer(result.rows, page, limit, "legacy", render)
 
 
-def _legacy_page(paths: Paths, kind: str, address: str, page: int, limit: int) -> LegacyPage:
-    assert paths.node is not None  # both callers checked
+def _legacy_page(paths: Paths, node: TronNode | None, kind: str, address: str, page: int, limit: int) -> LegacyPage:
+    assert node is not None  # both callers checked
     return legacy_page(
-        paths.node,
+        node,
         kind,
         address,
         page=page,
@@ -207,7 +224,7 @@ def fallback_response(
         except AccountKeyError:
             parsed = None
         address = parsed if isinstance(parsed, str) else None
-    if paths.node is None or paths.fallback_budget is None or address is None:
+    if paths.fallback_node is None or paths.fallback_budget is None or address is None:
         return _database_unavailable()
     try:
         # Its own bucket ("fallback") with one class of caller: no reserve to leave.
@@ -219,7 +236,7 @@ def fallback_response(
             exc.retry_after,
         )
     try:
-        result = _legacy_page(paths, kind, address, page, limit)
+        result = _legacy_page(paths, paths.fallback_node, kind, address, page, limit)
     except BudgetUnavailable as exc:
         return _unavailable(
             "fallback_budget_spent",

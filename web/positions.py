@@ -10,9 +10,11 @@ from typing import Any
 
 import psycopg
 
+from ledger.chain.resources import NetworkTotals
 from ledger.domain import RESOURCES
 from ledger.positions import Position, chain_time_ms, withdrawable
 from ledger.store.accounting import MAIN_CHECKPOINT
+from ledger.store.network_totals import latest_totals
 from ledger.store.positions import read_at_checkpoint
 
 
@@ -75,6 +77,25 @@ class Summary:
     as_of_time_ms: int
 
 
+def add_units(figures: dict[str, Any], totals: NetworkTotals | None) -> None:
+    """Each figure in energy / bandwidth units as java-tron computes them (ledger/chain/resources.py),
+    from the network's totals last read (`resource_units` says at which block); null for TRON_POWER
+    and before any totals were read."""
+    for res, fig in figures.items():
+
+        def units(sun: int, res: str = res) -> int | None:
+            return None if totals is None else totals.units(res, sun)
+
+        fig["units"] = {
+            "staked": units(fig["staked"]),
+            "available": units(fig["available"]),
+            "delegated": units(fig["delegated"]["total"]),
+            "unstaking": units(fig["unstaking"]["total"]),
+        }
+        for receiver in fig["delegated"]["receivers"]:
+            receiver["units"] = units(receiver["locked"] + receiver["unlocked"])
+
+
 def read_summary(
     conn: psycopg.Connection, address: str, unfreeze_delay_ms: int, checkpoint: str = MAIN_CHECKPOINT
 ) -> Summary:
@@ -86,11 +107,23 @@ def read_summary(
     # Chain time of the checkpoint's block: the next block's "now". A lock ending before it shows
     # unlocked and a lot expiring at or before it shows withdrawable, as the next block would see.
     figures, next_change = view(pos, as_of_ms)
+    stored = latest_totals(conn)
+    add_units(figures, None if stored is None else stored.totals)
     data = {
         "owner_address": address,
         "as_of_block": as_of_block,
         "as_of_time": _ms_time(as_of_ms),
         "resources": figures,
         "withdrawable_now": sum(figures[res]["withdrawable"] for res in RESOURCES),
+        "resource_units": None
+        if stored is None
+        else {
+            "block": stored.block_num,
+            "read_at": stored.read_at,
+            "total_energy_limit": stored.totals.total_energy_limit,
+            "total_energy_weight": stored.totals.total_energy_weight,
+            "total_net_limit": stored.totals.total_net_limit,
+            "total_net_weight": stored.totals.total_net_weight,
+        },
     }
     return Summary(data, dict(pos.shortfall), next_change, as_of_ms)

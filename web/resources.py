@@ -6,7 +6,9 @@ Kept apart from `web.app` so that blueprints import this module, not the factory
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import Any
 
 import dramatiq
 import redis
@@ -31,6 +33,16 @@ class Resources:
     # broker, its queues, acks and dead-letter sets (read with short timeouts).
     broker_redis: redis.Redis
     admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
+    snapshots: SharedSnapshot = field(default_factory=lambda: SharedSnapshot())  # web/monitoring.py
+
+
+class SharedSnapshot:
+    """A process's last monitor snapshot and when it was made (web/monitoring.py)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.made_at = float("-inf")
+        self.value: dict[str, Any] = {}
 
 
 def resources() -> Resources:

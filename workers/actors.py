@@ -20,12 +20,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from ledger.chain.node import BudgetUnavailable, TronNode
+from ledger.chain.resources import network_totals
 from ledger.config import Settings
 from ledger.coordination.queue import (
     BACKGROUND_PRIORITY,
     CONFIRM_BLOCKS,
     DELIVER_WEBHOOK,
     LIFECYCLE,
+    NETWORK_TOTALS,
     PERSIST_OPERATION,
     PERSIST_OPERATIONS,
     RECONCILE_GAPS,
@@ -39,8 +41,9 @@ from ledger.coordination.queue import (
 )
 from ledger.domain import Operation, PayloadError
 from ledger.ops.metrics import Counters
-from ledger.store import jobruns
-from ledger.store.jobruns import JOB_TIME_LIMIT_SECONDS
+from ledger.store.accounts import tracked_addresses
+from ledger.store.jobruns import finish_message
+from ledger.store.network_totals import record_totals
 from workers import persist, reconcile, webhooks
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
@@ -58,9 +61,8 @@ TIME_LIMIT_MS = 60_000  # a hung statement is abandoned and retried after this
 # How long a message that met a PostgreSQL outage waits for it before it gives up one retry (under
 # the time limit, which would otherwise interrupt the wait with an error of its own).
 DB_WAIT_BUDGET_S = 45.0
-# A scheduled job reads pages of TronGrid at the budget's pace: minutes, not seconds. The run's
-# accounting (ledger/store/jobruns.py) sends again an item taken longer ago than this.
-JOB_TIME_LIMIT_MS = JOB_TIME_LIMIT_SECONDS * 1000
+# A scheduled job reads pages of TronGrid at the budget's pace: minutes, not seconds.
+JOB_TIME_LIMIT_MS = 600_000
 
 
 @dataclass(frozen=True)
@@ -162,59 +164,28 @@ def revert_blocks(deps: Deps, blocks: Any) -> None:
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 
 
-# -- scheduled jobs (scheduler/ sends them; each takes and closes its item of the run) ------------------
+# -- scheduled jobs (scheduler/ enqueues them; each counts itself done or failed on its job_runs row) --
 
 
-@dataclass(frozen=True)
-class JobOutcome:
-    """What one job message did: its numbers (summed into the run's result), or why it has to wait
-    (`deferred`: the item is sent again later, ledger/store/jobruns.py)."""
-
-    result: dict[str, int]
-    deferred: str | None = None
-
-
-def _job(deps: Deps, run_id: Any, account: str, body: Callable[[psycopg.Connection], JobOutcome]) -> None:
+def _job(deps: Deps, run_id: Any, body: Callable[[psycopg.Connection], dict[str, int]]) -> None:
     run = run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
-    grace = deps.settings.repair_grace_seconds
-    who = account or "-"
     with deps.pool.connection() as conn:
-        taken = jobruns.UNLISTED if run is None else jobruns.take_item(conn, run, account, grace)
-        if taken in (jobruns.DONE, jobruns.BUSY):
-            # A copy the repair pass sent while the first was queued or running: one does the work.
-            log.info(
-                "job of run %s for %s skipped: %s", run, who, "done already" if taken == jobruns.DONE else "running"
-            )
-            return
-        if taken == jobruns.UNLISTED:
-            log.warning("job of run %s for %s: the run does not list it, so it is done without being counted", run, who)
         try:
-            outcome = body(conn)
+            result = body(conn)
         except BudgetUnavailable as exc:
             # The shared request budget refuses for longer than a job waits (the day's background
             # share spent, or a long suspension). A retry seconds later meets the same refusal, so
             # retrying only ended in dead letters (1,000 accounts' jobs a window, once the share
-            # was spent). The item closes with that reason; the next window runs the job again.
-            log.info("job of run %s for %s not done: %s", run, who, exc)
-            if taken == jobruns.TAKEN:
-                assert run is not None
-                jobruns.finish_item(conn, run, account, {"deferred_budget": 1}, reason=f"request budget spent: {exc}")
+            # was spent). The job is idempotent and the next window runs it again: counted done,
+            # as deferred, which the run's result and the status page show.
+            log.info("job of run %s deferred to the next window: %s", run, exc)
+            finish_message(conn, run, True, {"deferred_budget": 1})
             return
-        except Exception as exc:
-            if taken == jobruns.TAKEN:
-                assert run is not None
-                with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
-                    jobruns.fail_item(conn, run, account, f"{type(exc).__name__}: {exc}", grace)
+        except Exception:
+            with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
+                finish_message(conn, run, False, {})
             raise
-        if taken != jobruns.TAKEN:
-            return
-        assert run is not None
-        if outcome.deferred is None:
-            jobruns.finish_item(conn, run, account, outcome.result)
-        elif jobruns.defer_item(conn, run, account, outcome.deferred, outcome.result):
-            log.warning("job of run %s for %s not done: %s", run, who, outcome.deferred)
-        else:
-            log.info("job of run %s for %s waits: %s", run, who, outcome.deferred)
+        finish_message(conn, run, True, result)
 
 
 def _node(deps: Deps) -> TronNode:
@@ -224,55 +195,50 @@ def _node(deps: Deps) -> TronNode:
 
 
 def reconcile_gaps(deps: Deps, account: Any, run_id: Any) -> None:
-    def body(conn: psycopg.Connection) -> JobOutcome:
-        return JobOutcome(
-            reconcile.reconcile_gaps(
-                conn,
-                _node(deps),
-                str(account),
-                lambda op: persist_operation(deps, op.to_message()),
-                run_id=run_id if isinstance(run_id, int) else None,
-                lookback_seconds=deps.settings.gap_lookback_seconds,
-                settle_seconds=deps.settings.gap_settle_seconds,
-            )
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        return reconcile.reconcile_gaps(
+            conn,
+            _node(deps),
+            str(account),
+            lambda op: persist_operation(deps, op.to_message()),
+            run_id=run_id if isinstance(run_id, int) else None,
+            lookback_seconds=deps.settings.gap_lookback_seconds,
+            settle_seconds=deps.settings.gap_settle_seconds,
         )
 
-    _job(deps, run_id, str(account), body)
+    _job(deps, run_id, body)
 
 
 def reconcile_state(deps: Deps, account: Any, run_id: Any) -> None:
     delay_ms = deps.settings.unfreeze_delay_seconds * 1000
-    address = str(account)
-    run = run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
 
-    def body(conn: psycopg.Connection) -> JobOutcome:
-        try:
-            compared = reconcile.compare_state(conn, _node(deps), address, delay_ms)
-        except BudgetUnavailable:
-            reconcile.note_comparison(conn, address, run, reason="request budget spent")
-            raise
-        if isinstance(compared, str):
-            reconcile.note_comparison(conn, address, run, reason=compared)
-            return JobOutcome({"deferred": 1}, deferred=compared)
-        block, differing = compared
-        reconcile.note_comparison(conn, address, run, block=block, differing=differing)
-        deps.invalidator.invalidate({address})  # the summary shows meta.chain_drift
-        return JobOutcome({"compared": 1, "drift": differing})
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        found = reconcile.solid_state(_node(deps), str(account))
+        if found is None or not reconcile.ledger_passed(conn, found[0]):
+            return {"deferred": 1}  # compared by the next run, when the ledger is at that block
+        block, state = found
+        position = reconcile.position_at(conn, str(account), block, delay_ms)
+        if position is None:
+            return {"deferred": 1}
+        chain = reconcile.chain_figures(state)
+        differing = reconcile.record_drift(conn, str(account), block, chain, reconcile.position_figures(position))
+        deps.invalidator.invalidate({str(account)})  # the summary shows meta.chain_drift
+        return {"compared": 1, "drift": differing}
 
-    _job(deps, run_id, address, body)
+    _job(deps, run_id, body)
 
 
 def lifecycle(deps: Deps, run_id: Any) -> None:
-    def body(conn: psycopg.Connection) -> JobOutcome:
+    def body(conn: psycopg.Connection) -> dict[str, int]:
         if deps.broker is None:
             raise PayloadError("the lifecycle job sends messages: it needs the broker")
         sink = BrokerSink(deps.broker, deps.settings.queue_name, threads=1)
         try:
-            return JobOutcome(run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds))
+            return run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds)
         finally:
             sink.close()
 
-    _job(deps, run_id, jobruns.SINGLE, body)
+    _job(deps, run_id, body)
 
 
 def deliver_webhook(deps: Deps, subscription_id: Any, event_id: Any) -> None:
@@ -295,6 +261,25 @@ def webhook_retries(settings: Settings) -> int:
     return webhooks.retries_for(
         settings.webhook_retry_hours * 3_600_000, settings.webhook_min_backoff_ms, settings.webhook_max_backoff_ms
     )
+
+
+def read_network_totals(deps: Deps, run_id: Any) -> None:
+    """The network's totals (getaccountresource, at the solidified head, through the request
+    budget), stored with the block they were read at; every account's cached summary then shows
+    the new units."""
+
+    def body(conn: psycopg.Connection) -> dict[str, int]:
+        accounts = sorted(tracked_addresses(conn))
+        if not accounts:
+            return {"skipped": 1}  # getaccountresource needs an account; the totals are the network's
+        node = _node(deps)
+        totals = network_totals(node.account_resource(accounts[0], solid=True))
+        block = node.solid_block_number()
+        record_totals(conn, block, totals)
+        deps.invalidator.invalidate(set(accounts))
+        return {"read": 1}
+
+    _job(deps, run_id, body)
 
 
 def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], None]:
@@ -327,10 +312,14 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     def lifecycle_actor(run_id: Any = None) -> None:
         lifecycle(deps, run_id)
 
+    def network_totals_actor(run_id: Any = None) -> None:
+        read_network_totals(deps, run_id)
+
     jobs: dict[str, Callable[..., None]] = {
         RECONCILE_GAPS: reconcile_gaps_actor,
         RECONCILE_STATE: reconcile_state_actor,
         LIFECYCLE: lifecycle_actor,
+        NETWORK_TOTALS: network_totals_actor,
     }
     functions = {
         PERSIST_OPERATION: persist_operation_actor,

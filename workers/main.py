@@ -26,7 +26,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Middleware, Retries, TimeLimit
 from dramatiq.worker import ConsumerThread
 
-from ledger.chain.node import node_from_settings
+from ledger.chain.node import JOBS, node_from_settings
 from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
 from ledger.coordination.queue import background_queue, check_broker_durability, create_broker, is_background
@@ -87,7 +87,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
     # the listener's (TronGrid requests per 1,000 API reads, /metrics).
     counters = Counters()
     node = (
-        node_from_settings(settings, counters=counters, priority=Priority.BACKGROUND)
+        node_from_settings(settings, counters=counters, priority=Priority.BACKGROUND, caller=JOBS)
         if settings.tron_node_url
         else None
     )

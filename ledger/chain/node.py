@@ -73,8 +73,12 @@ class TronNode:
         counters: Counters | None = None,
         budget: RequestBudget | None = None,
         priority: Priority = Priority.BACKGROUND,
+        caller: str = "",
     ) -> None:
-        """`budget` is the request budget shared by every process (ledger/coordination/budget.py), spent as a
+        """`caller` labels this client's requests in the counters (ingest, jobs, legacy, fallback,
+        shadow, ...): the monitor tells the requests reads cause from the listener's.
+
+        `budget` is the request budget shared by every process (ledger/coordination/budget.py), spent as a
         caller of class `priority` (background unless told: a client that forgot to say must not
         take the live path's reserve; without one, a budget of this process alone, which still
         makes every thread wait out a rate limit); `requests_per_second` is an extra cap for this
@@ -98,6 +102,7 @@ class TronNode:
         self._failures = 0
         self._lock = threading.Lock()
         self._counters = counters  # requests per endpoint and outcome, for /metrics
+        self._caller = caller
         self._budget = budget or create_budget("", BudgetLimits(per_second=0, per_day=0))
         self._cap = (
             create_budget("", BudgetLimits(per_second=requests_per_second, burst=1, per_day=0, reserve_fraction=0))
@@ -178,6 +183,13 @@ class TronNode:
         """getdelegatedresourcev2 of one pair: up to two records, the unlocked and the locked one."""
         body = {"fromAddress": from_address, "toAddress": to_address, "visible": True}  # camelCase, as java-tron
         return self._object(self._state_call("getdelegatedresourcev2", body, solid), "getdelegatedresourcev2")
+
+    def account_resource(self, address: str, *, solid: bool = True) -> dict[str, Any]:
+        """getaccountresource: the account's resource limits and the network's totals
+        (TotalEnergyLimit / TotalEnergyWeight / TotalNetLimit / TotalNetWeight)."""
+        return self._object(
+            self._state_call("getaccountresource", {"address": address, "visible": True}, solid), "getaccountresource"
+        )
 
     def account_transactions(self, address: str, params: dict[str, str]) -> dict[str, Any]:
         """One page of TronGrid's `GET /v1/accounts/{address}/transactions` (the key header goes
@@ -279,7 +291,8 @@ class TronNode:
             return reply
         finally:
             labels = {"endpoint": _endpoint(path), "outcome": outcome}
-            self._counters.inc("ledger_node_requests_total", labels)
+            counted = {**labels, "caller": self._caller} if self._caller else labels
+            self._counters.inc("ledger_node_requests_total", counted)
             self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
 
     def _request(
@@ -341,6 +354,14 @@ def block_number(block: dict[str, Any]) -> int:
     return number
 
 
+# Who makes node requests, the `caller` label of ledger_node_requests_total: the listener following
+# the chain (ingest) and its backfills, the workers' reconciliation jobs, the CLI, and the web's
+# three paths that reads cause (legacy, fallback, shadow).
+INGEST, BACKFILL, JOBS, CLI = "ingest", "backfill", "jobs", "cli"
+LEGACY, FALLBACK, SHADOW = "legacy", "fallback", "shadow"
+READ_CALLERS = (LEGACY, FALLBACK, SHADOW)
+
+
 def budget_limits(settings: Settings) -> BudgetLimits:
     return BudgetLimits(
         per_second=settings.tron_requests_per_second,
@@ -360,11 +381,13 @@ def node_from_settings(
     retries: int = 3,
     timeout: float | None = None,
     budget_wait: float = 30.0,
+    caller: str = "",
 ) -> TronNode:
     """The node client as the settings describe it (`rate`: an extra per-process cap, e.g. a backfill's --rate;
     `counters` collects request metrics), drawing on the shared request budget as a caller of class
     `priority` (no default: each caller says whether it is the live path). A client waiting on the
-    answer (the web's legacy path) passes fewer `retries`, a shorter `timeout` and `budget_wait`."""
+    answer (the web's legacy path) passes fewer `retries`, a shorter `timeout` and `budget_wait`;
+    `caller` labels its requests in the counters (NODE_CALLERS)."""
     limits = budget_limits(settings)
     return TronNode(
         settings.tron_node_url,
@@ -376,4 +399,5 @@ def node_from_settings(
         counters=counters,
         budget=create_budget(settings.budget_redis_url, limits, max_wait=budget_wait),
         priority=priority,
+        caller=caller,
     )

@@ -33,6 +33,7 @@ REVERT_BLOCKS = "revert_blocks"  # args: ([[block_num, block_id], ...] of blocks
 RECONCILE_GAPS = "reconcile_gaps"  # args: (pool account, job_runs id)
 RECONCILE_STATE = "reconcile_state"  # args: (pool account, job_runs id)
 LIFECYCLE = "lifecycle"  # args: (job_runs id,)
+NETWORK_TOTALS = "network_totals"  # args: (job_runs id,): getaccountresource's totals (resource units)
 DELIVER_WEBHOOK = "deliver_webhook"  # args: (webhook subscription id, event id); on webhook_queue()
 
 AMQP_SCHEMES = ("amqp", "amqps")

@@ -53,6 +53,7 @@ from ledger.ops.metrics import Counters, Flusher, metrics_client, read_totals, s
 from ledger.store.db import SQL_DIR, migrate, recreate_database
 from ledger.store.rollout import Rollout, bucket, goes_legacy, read_rollout
 from web.app import close_app, create_app
+from web.directory import PUBLISHED
 from web.legacy import record_rows
 from web.openapi import build_spec
 from web.paths import LEGACY_ERRORS, current_paths, refresh_rollout
@@ -222,6 +223,7 @@ def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_
     with app_for(settings) as app:
         client = app.test_client()
         assert records(client, "stake", account).json["meta"]["source"] == "database"
+        wait_published(settings)
         # When PostgreSQL and the cache Redis both go away
         pg_proxy.close()
         cache_proxy.close()
@@ -242,9 +244,9 @@ def test_database_and_cache_down_answers_from_trongrid_then_503_when_the_budget_
         # An id the process resolved before the outage still maps to its address
         second = records(client, "delegate", str(account_id))
         assert second.status_code == 200 and second.json["meta"]["source"] == "fallback"
-        # One it never saw cannot be mapped without the database: the plain 503
+        # One that is no pool account's (the published directory says so): 404, as with the database
         unknown = records(client, "stake", str(account_id + 1000))
-        assert unknown.status_code == 503 and unknown.json["error"]["code"] == "unavailable"
+        assert unknown.status_code == 404 and unknown.json["error"]["code"] == "not_found"
         # And once the fallback's budget is spent (a burst of 2): 503 with Retry-After
         spent = records(client, "unfreeze", account)
         assert spent.status_code == 503
@@ -264,8 +266,11 @@ def test_fallback_limiter_without_its_redis_limits_each_process(
     settings, pg_proxy, cache_proxy = outage
     # The limiter's Redis is unreachable as well: the process limits itself at the same rate.
     settings = replace(settings, fallback_redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address) VALUES (%s)", (SIM_ACCOUNTS[1],))
     with app_for(settings) as app:
         client = app.test_client()
+        wait_published(settings)
         pg_proxy.close()
         cache_proxy.close()
         codes = [records(client, "stake", SIM_ACCOUNTS[1]).status_code for _ in range(4)]
@@ -714,3 +719,43 @@ def test_a_node_error_reply_is_never_a_500(outage: tuple[Settings, TcpProxy, Tcp
         assert answer.status_code == 503, answer.data[:300]
         assert "TronGrid answered with an error" in body(answer)["error"]["message"]
         assert answer.headers["Retry-After"] == "1"
+
+
+def wait_published(settings: Settings) -> None:
+    """Until the app's refresher has published the pool directory (web/directory.py), which it does
+    at start, before any request."""
+    broker = redis.Redis.from_url(settings.redis_url)
+    try:
+        wait_until(lambda: bool(broker.exists(PUBLISHED)), 10, "the directory to be published")
+    finally:
+        broker.close()
+
+
+def test_the_fallback_answers_for_pool_accounts_only_even_in_a_fresh_process(
+    outage: tuple[Settings, TcpProxy, TcpProxy], sim: Simulator
+) -> None:
+    settings, pg_proxy, cache_proxy = outage
+    tracked, untracked = SIM_ACCOUNTS[0], SIM_ACCOUNTS[1]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO pool_accounts (address, external_id) VALUES (%s, '42')", (tracked,))
+    with app_for(settings) as app:
+        wait_published(settings)
+        pg_proxy.close()
+        cache_proxy.close()
+        client = app.test_client()
+        # An address the ledger does not track: 404 as with the database, no TronGrid request.
+        answer = records(client, "stake", untracked)
+        assert answer.status_code == 404, answer.data[:300]
+        assert body(answer)["error"]["code"] == "not_found"
+        assert records(client, "stake", "99").status_code == 404
+        # A pool account this process never resolved, by address or by id: the fallback answers.
+        for key in (tracked, "1"):
+            answer = records(client, "stake", key)
+            assert answer.status_code == 200, answer.data[:300]
+            assert body(answer)["meta"]["source"] == "fallback"
+    # A process started during the outage knows the pool accounts too.
+    with app_for(replace(settings, fallback_requests_per_minute=600)) as fresh:
+        client = fresh.test_client()
+        assert records(client, "delegate", untracked).status_code == 404
+        answer = records(client, "delegate", tracked)
+        assert answer.status_code == 200 and body(answer)["meta"]["source"] == "fallback"

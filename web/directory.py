@@ -16,10 +16,13 @@ external ids through `resolve_external` only.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from typing import Any
 
 import psycopg
+import redis
 from cachetools import LRUCache, TTLCache
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -93,3 +96,73 @@ class AccountDirectory:
         with self._lock:
             self._external[external_id] = (now + ttl, account)
         return account
+
+
+# -- the directory published for a PostgreSQL outage --------------------------------------------------
+#
+# The fallback (web/paths.py) answers from TronGrid while PostgreSQL is away, for pool accounts only:
+# for any other address it would spend the operator's TronGrid budget for whoever asks. A process
+# that never resolved an account before the outage (a fresh one, or an account not asked for yet)
+# learns from this copy whether a key names a pool account: every pool account by id, address and
+# external id, in a hash on the broker Redis (REDIS_URL, up in that case, unlike the cache Redis),
+# written by every web process every PUBLISH_SECONDS when it differs.
+
+PUBLISHED = "ledger:pool-directory"
+PUBLISH_SECONDS = 60.0
+_CHUNK = 5_000
+
+
+def publish_directory(pool: ConnectionPool, client: redis.Redis, last: int | None = None) -> int | None:
+    """Write every pool account to the published hash unless unchanged since `last` (the value this
+    returned the time before); returns the directory's fingerprint."""
+    with read_connection(pool, timeout=1.0) as conn:
+        rows = conn.execute("SELECT id, address, external_id FROM pool_accounts ORDER BY id").fetchall()
+    fingerprint = hash(tuple(rows))
+    if fingerprint == last and client.exists(PUBLISHED):
+        return fingerprint
+    staging = f"{PUBLISHED}:new:{os.getpid()}"
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(staging)
+    for start in range(0, len(rows), _CHUNK):
+        mapping: dict[Any, Any] = {}  # redis-py types its keys and values wider than str
+        for account_id, address, external_id in rows[start : start + _CHUNK]:
+            value = f"{account_id} {address}"
+            mapping[f"id:{account_id}"] = mapping[f"address:{address}"] = value
+            if external_id is not None:
+                mapping[f"external:{external_id}"] = value
+        pipe.hset(staging, mapping=mapping)
+    if rows:
+        pipe.rename(staging, PUBLISHED)
+        pipe.delete(f"{PUBLISHED}:empty")
+    else:
+        pipe.delete(PUBLISHED)
+        pipe.set(f"{PUBLISHED}:empty", 1)
+    pipe.execute()
+    return fingerprint
+
+
+class NotPublished(Exception):
+    """The published directory cannot be read (never written, or its Redis is away)."""
+
+
+def published_address(client: redis.Redis, key: str, *, external: bool = False) -> str | None:
+    """The address of the pool account a key names (an id or address; with `external`, an external
+    id) according to the published directory; None if it names none. NotPublished when that cannot
+    be told. AccountKeyError when `key` is neither an id nor an address."""
+    try:
+        if external:
+            field = f"external:{key.strip()}"
+        else:
+            normal = parse_account_key(key)
+            field = f"id:{normal}" if isinstance(normal, int) else f"address:{normal}"
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(PUBLISHED, field)
+        pipe.exists(PUBLISHED, f"{PUBLISHED}:empty")
+        value, published = pipe.execute()
+    except redis.RedisError as exc:
+        raise NotPublished(type(exc).__name__) from None
+    if value is None:
+        if not published:
+            raise NotPublished("no directory has been published")
+        return None
+    return str(value.decode().split(" ", 1)[1])

@@ -28,11 +28,13 @@ import functools
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import redis
 from flask import Flask, Response, current_app, g, request
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -49,11 +51,13 @@ from ledger.chain.values import NodeError
 from ledger.config import Settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from ledger.ops.metrics import Counters, Flusher, metrics_client, sample
-from ledger.store.accounts import AccountKeyError, parse_account_key
+from ledger.store.accounts import AccountKeyError
 from ledger.store.rollout import Rollout, goes_legacy, read_rollout
+from web.directory import PUBLISH_SECONDS, NotPublished, publish_directory, published_address
 from web.legacy import LegacyPage, legacy_page
 from web.pg import read_connection
-from web.responses import dumps, error_response
+from web.resources import resources
+from web.responses import dumps, error_response, shown
 from web.shadow import ShadowComparer
 
 log = logging.getLogger(__name__)
@@ -170,10 +174,24 @@ def refresh_rollout(paths: Paths, pool: ConnectionPool) -> None:
 
 
 def _refresh_loop(paths: Paths, pool: ConnectionPool) -> None:
-    while True:
-        refresh_rollout(paths, pool)
-        if paths._stop.wait(paths.settings.rollout_refresh_seconds):
-            return
+    """The rollout every ROLLOUT_REFRESH_SECONDS and, when there is a fallback, the published
+    account directory every PUBLISH_SECONDS (web/directory.py)."""
+    published: int | None = None
+    publish_due = 0.0
+    client = redis.Redis.from_url(paths.settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        while True:
+            refresh_rollout(paths, pool)
+            if paths.fallback_budget is not None and time.monotonic() >= publish_due:
+                try:
+                    published = publish_directory(pool, client, published)
+                    publish_due = time.monotonic() + PUBLISH_SECONDS
+                except Exception as exc:  # noqa: BLE001 - tried again at the next refresh
+                    log.debug("account directory not published: %s", type(exc).__name__)
+            if paths._stop.wait(paths.settings.rollout_refresh_seconds):
+                return
+    finally:
+        client.close()
 
 
 # -- the three answers ------------------------------------------------------------------------------
@@ -213,19 +231,24 @@ def _legacy_page(paths: Paths, node: TronNode | None, kind: str, address: str, p
 def fallback_response(
     kind: str, key: str | None, address: str | None, page: int, limit: int, render: Render | None = None
 ) -> Response:
-    """The answer when PostgreSQL failed and the cache had no page: TronGrid, within its budget.
+    """The answer when PostgreSQL failed and the cache had no page: TronGrid, within its budget,
+    for pool accounts only.
 
-    `address` is the account when it was resolved before PostgreSQL failed; otherwise `key` is
-    tried as an address (an account id cannot be mapped without the database)."""
+    `address` is the account when it was resolved before PostgreSQL failed; otherwise `key` (an
+    id or an address) is looked up in the published directory (web/directory.py): a key that names
+    no pool account is a 404, as with the database; one that cannot be told is a 503."""
     paths = current_paths()
-    if address is None and key is not None:
-        try:
-            parsed = parse_account_key(key)
-        except AccountKeyError:
-            parsed = None
-        address = parsed if isinstance(parsed, str) else None
-    if paths.fallback_node is None or paths.fallback_budget is None or address is None:
+    if paths.fallback_node is None or paths.fallback_budget is None:
         return _database_unavailable()
+    if address is None:
+        if key is None:
+            return _database_unavailable()
+        try:
+            address = published_address(resources().broker_redis, key)
+        except (AccountKeyError, NotPublished):
+            return _database_unavailable()
+        if address is None:
+            return error_response(404, "not_found", f"no pool account {shown(key.strip())} is tracked by this ledger")
     try:
         # Its own bucket ("fallback") with one class of caller: no reserve to leave.
         paths.fallback_budget.acquire(Priority.LIVE)

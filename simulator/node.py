@@ -71,7 +71,8 @@ class SimNode:
             lambda: (generator.first_parent_ms, generator.opening_book.clone()),
             self.contract_stakes.effects,
         )
-        # Forks draw from their own RNG, so a chain without forks is the same as before forks existed.
+        # Forks draw from their own RNG, so the fork settings change no other draw: a seed without forks
+        # gives the same chain whatever they are.
         self._forker = Forker(self.store, self._generator, config.solid_lag, random.Random(f"sim:{config.seed}:forks"))
         self._fork_rng = random.Random(f"sim:{config.seed}:fork-rate")
         self.fork_rate = config.fork_rate  # changeable at runtime (/sim/fork)

@@ -64,7 +64,7 @@ def test_a_full_batch_reads_the_next_one_ahead_and_the_next_call_uses_it() -> No
     assert adapter.follow(251, 100, tracked, 0) == []
     adapter.close()
     # One read per range, each read ahead of the call that used it; a short batch reads nothing
-    # ahead (at the head each probe is one request, as before).
+    # ahead (at the head each probe stays one request).
     assert node.ranges == [(1, 101), (101, 201), (201, 301), (251, 351)]
 
 

@@ -99,8 +99,8 @@ def test_forks_over_failed_transactions_fix_every_row(
     assert not off_chain, off_chain
 
 
-# head_backwards (getnowblock answering an older block) is not here: the listener no longer asks
-# for the head block, it probes getblockbylimitnext from its checkpoint, where a lagging node can
+# head_backwards (getnowblock answering an older block) is not here: the listener does not ask
+# for the head block; it probes getblockbylimitnext from its checkpoint, where a lagging node can
 # only answer fewer blocks (the "empty_block" and gap cases).
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rate_limit", "server_error", "error_key", "timeout", "truncated", "empty_block"])

@@ -414,7 +414,7 @@ def render_status_page(port: int, head: int) -> None:
 
 
 def test_watermark_and_shortfall_appear_once_their_data_exists(db: psycopg.Connection, settings: Settings) -> None:
-    # Before the accounting and positions work's migrations: reported unavailable, never invented.
+    # Without the accounting and positions migrations' columns: reported unavailable, never invented.
 
     has_watermark = monitor._has_column(db, "listener_checkpoint", "persisted_block")
     has_positions = monitor._has_column(db, "positions", "state")

@@ -25,7 +25,7 @@ def test_an_absent_parameter_builds_no_exception(monkeypatch: pytest.MonkeyPatch
     with app.test_request_context("/api/stake/records?pool_account_id=1&limit=20&limit=30"):
         args = request.args
         assert args.get("cursor") is None and args.get("page", "1") == "1"
-        assert args.get("limit") == "20" and args.getlist("limit") == ["20", "30"]  # MultiDict as before
+        assert args.get("limit") == "20" and args.getlist("limit") == ["20", "30"]  # a MultiDict's answers
         assert args.get("limit", type=int) == 20 and args.get("pool_account_id", type=int) == 1
         assert "cursor" not in args
     assert not [key for key in built if key and key[0] in ("cursor", "page")]

@@ -237,16 +237,19 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         # A fresh store and streamer per term: the checkpoint is re-read from PostgreSQL, since
         # another listener may have advanced it while this one was standby.
         store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term.number)
+        fenced = FencedStore(store, term)
+        # Every message of the term carries it, and none goes once the term may no longer act.
+        term_sink = sink.for_term(term.fence, term.ensure)
         streamer = Streamer(
             adapter,
-            FencedStore(store, term),
-            sink,
+            fenced,
+            term_sink,
             start_block=_take_openings(settings, node, added, start_block),
             batch_blocks=settings.listener_batch_blocks,
             poll_interval=settings.poll_interval,
             stop=term.stop,
             wake=wake,
-            repair=lambda: store.repair(sink, settings.repair_grace_seconds),
+            repair=lambda: fenced.repair(term_sink, settings.repair_grace_seconds),
             # Often enough that the watermark in /health/ready is fresh and a loss is re-sent
             # soon after its grace period; one pass costs a few small queries.
             repair_interval=min(5.0, settings.repair_grace_seconds / 2),
@@ -381,8 +384,9 @@ def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dra
 
 
 def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
-    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker, _term):
-        sink = BrokerSink(broker, background_queue(settings.queue_name))  # live first, as block-range backfills
+    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker, term):
+        # Live first, as block-range backfills; fenced by the run's term.
+        sink = BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure)
         try:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 # Positions from the whole history since DATE, not from a snapshot of the chain.
@@ -404,7 +408,7 @@ def _run_range(
     args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
 ) -> int:
     name = checkpoint_name(start, args.to_block, accounts)
-    with _claimed(settings, name) as (store, broker, _term):
+    with _claimed(settings, name) as (store, broker, term):
         stop = threading.Event()
 
         def request_stop(signum: int, _frame: object) -> None:
@@ -427,7 +431,8 @@ def _run_range(
         backfill = Backfill(
             adapter,
             store,
-            BrokerSink(broker, background_queue(settings.queue_name)),  # live first: see ledger.coordination.queue
+            # Live first (see ledger.coordination.queue); fenced by the run's term.
+            BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure),
             accounts=accounts,
             start=start,
             end=args.to_block,

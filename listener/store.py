@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import psycopg
 
 from ledger.chain.parser import ParseIssue
-from ledger.coordination.lease import CheckpointFenced
+from ledger.coordination.lease import CheckpointFenced, Fence, StaleTerm, check_fence
 from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 from ledger.store import accounting
@@ -62,7 +62,7 @@ class PgStore:
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, block_num, block_id, block_time_ms)
-            accounting.record_expected(conn, operations)
+            accounting.record_expected(conn, operations, self.term)
             conn.execute(
                 "UPDATE chain_state SET head_block = %s, solid_block = greatest(solid_block, %s), updated_at = now()",
                 (head, solid),
@@ -70,10 +70,10 @@ class PgStore:
             if blocks:
                 with conn.cursor() as cur:
                     cur.executemany(
-                        "INSERT INTO recent_blocks (block_num, block_id, parent_hash) VALUES (%s, %s, %s)"
+                        "INSERT INTO recent_blocks (block_num, block_id, parent_hash, term) VALUES (%s, %s, %s, %s)"
                         " ON CONFLICT (block_num) DO UPDATE SET block_id = EXCLUDED.block_id,"
-                        " parent_hash = EXCLUDED.parent_hash",
-                        blocks,
+                        " parent_hash = EXCLUDED.parent_hash, term = EXCLUDED.term",
+                        [(*block, self.term) for block in blocks],
                     )
             # Forks never reach below the solidified head; keep a margin for a lagging solidity node.
             conn.execute("DELETE FROM recent_blocks WHERE block_num < %s", (solid - 100,))
@@ -87,35 +87,34 @@ class PgStore:
         )
         return row[0] if row else None
 
-    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]:
-        """Move the checkpoint back to `ancestor` after a fork; return the blocks that left the chain.
+    def rollback(
+        self, ancestor: int, ancestor_id: str | None, off_chain: Sequence[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """Move the checkpoint back to `ancestor` after a fork and record as orphaned the blocks that
+        left the chain; return them.
 
-        They are recorded as orphaned here, before anything of the new branch is enqueued, so a
-        worker stores any late record from them as orphaned whatever the message order.
+        `off_chain` are the blocks above the ancestor that the caller saw replaced (the node
+        answered another block at their height). Only those of them this term's recent blocks still
+        hold are orphaned, in the transaction whose fenced checkpoint move proves the term current:
+        a block recorded by another term, or not shown to be replaced, is never orphaned. They are
+        recorded here, before anything of the new branch is enqueued, so a worker stores any late
+        record from them as orphaned whatever the message order.
         """
         conn = self._connection()
         with conn.transaction():
             self._move_checkpoint(conn, ancestor, ancestor_id)
             accounting.forget_after(conn, self.name, ancestor)
-            gone = conn.execute(
+            deleted = conn.execute(
                 "DELETE FROM recent_blocks WHERE block_num > %s RETURNING block_num, block_id", (ancestor,)
             ).fetchall()
+            gone = sorted({(int(num), str(block_id)) for num, block_id in deleted} & set(off_chain))
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    gone,
+                    "INSERT INTO orphaned_blocks (block_num, block_id, term, checked_at) VALUES (%s, %s, %s, now())"
+                    " ON CONFLICT (block_id) DO UPDATE SET term = EXCLUDED.term, checked_at = EXCLUDED.checked_at",
+                    [(num, block_id, self.term) for num, block_id in gone],
                 )
-        return sorted((num, block_id) for num, block_id in gone)
-
-    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]:
-        rows = (
-            self._connection()
-            .execute(
-                "SELECT block_num, block_id FROM recent_blocks WHERE block_num > %s ORDER BY block_num", (ancestor,)
-            )
-            .fetchall()
-        )
-        return [(num, block_id) for num, block_id in rows]
+        return gone
 
     def repair(self, sink: Sink, grace_seconds: float) -> accounting.Repair:
         """One accounting pass (ledger.store.accounting.repair) for this checkpoint."""
@@ -132,6 +131,10 @@ class PgStore:
     def record_issues(self, issues: Iterable[ParseIssue]) -> None:
         conn = self._connection()
         with conn.transaction():
+            try:
+                check_fence(conn, Fence(self.name, self.term))
+            except StaleTerm as exc:
+                raise CheckpointFenced(str(exc)) from None
             for issue in issues:
                 conn.execute(
                     "INSERT INTO ingest_errors (block_num, tx_id, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",

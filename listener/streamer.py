@@ -5,6 +5,11 @@ checkpoint (recording, in the same transaction, what the blocks must produce). A
 re-enqueues at most one batch (harmless: workers upsert by chain identity) and never skips a
 block. Every `repair_interval` seconds the loop also runs the accounting's repair pass
 (ledger/store/accounting.py), which re-sends what the broker lost after the checkpoint moved on.
+
+The store and the sink a term hands in check before every call and every enqueue that the term
+may still act (ledger/coordination/lease.py): a listener that wakes from a pause in the middle of a
+cycle stops there (CheckpointFenced ends the loop), and whatever it had already sent carries its
+term, which workers refuse once it is over.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, BudgetUnavailable, NodeUna
 from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.chain.values import NodeError
 from ledger.coordination.backoff import announced_wait, backoff
+from ledger.coordination.lease import CheckpointFenced
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, PENDING, Operation
 from ledger.domain import LISTENER_CATCHING_UP as CATCHING_UP
@@ -147,9 +153,9 @@ class Store(Protocol):
 
     def recent_block_id(self, block_num: int) -> str | None: ...
 
-    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]: ...
-
-    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]: ...
+    def rollback(
+        self, ancestor: int, ancestor_id: str | None, off_chain: Sequence[tuple[int, str]]
+    ) -> list[tuple[int, str]]: ...
 
     def tracked(self) -> frozenset[str]: ...
 
@@ -235,8 +241,15 @@ class Streamer:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                caught_up = self.sync_cycle()
+                # The repair pass first: on a new term, it re-sends at once what earlier terms
+                # recorded, whose messages workers now drop as stale (ledger/store/accounting.py).
                 self._maybe_repair()
+                caught_up = self.sync_cycle()
+            except CheckpointFenced as exc:
+                # The term is over (lease lost, renew deadline passed, a newer term fenced a
+                # write): stop at once, in the middle of the cycle if need be.
+                log.info("stopping as the active one: %s", exc)
+                return
             except Exception as exc:  # noqa: BLE001 - every failure is retried from the checkpoint
                 self._on_failure(exc)
                 continue
@@ -476,20 +489,24 @@ class Streamer:
         # read while they were not solid yet can have been replaced before the head moved on (a
         # listener that polls after a burst of blocks sees the solid head jump past the fork). It
         # stops where the recent block ids end (kept down to 100 below the solid head).
+        walked: list[tuple[int, str]] = []  # (height, our block) where the node has another block
         while ancestor > max(solid - RECENT_MARGIN, 0):
             ours = self.store.recent_block_id(ancestor)
             theirs = self.adapter.block_id(ancestor)
             if ours is None or ours == theirs:
                 ancestor_id = theirs
                 break
+            walked.append((ancestor, ours))
             ancestor -= 1
         else:
             ancestor_id = self.adapter.block_id(ancestor)
-        gone = self.store.orphan_candidates(ancestor)
-        # Workers orphan the records; the store also notes the blocks before the new branch is sent.
+        # Only blocks this walk saw replaced leave the chain; the store orphans them (and moves the
+        # checkpoint back) in one fenced transaction, and only then are workers told to orphan
+        # their records: a term that is over sends no revert.
+        replaced = [(num, block_id) for num, block_id in walked if num > ancestor]
+        gone = self.store.rollback(ancestor, ancestor_id, replaced)
         if gone:
             self.sink.revert(gone)
-        self.store.rollback(ancestor, ancestor_id)
         self.progress.checkpoint, self._last_id = ancestor, ancestor_id
         self.progress.checkpoint_time_ms = None
         self.progress.forks += 1

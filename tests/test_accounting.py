@@ -17,7 +17,7 @@ import pytest
 
 from harness.servers import PrivateRedis
 from harness.stack import delete_rabbitmq_queues
-from ledger.coordination.queue import BrokerSink, create_broker
+from ledger.coordination.queue import BrokerLoss, BrokerSink, create_broker
 from ledger.domain import Operation
 from ledger.store.accounting import BACKLOG_PATIENCE, MAIN_CHECKPOINT, read_heads, record_expected, repair
 from listener.store import PgStore, move_checkpoint
@@ -63,6 +63,43 @@ def age(conn: psycopg.Connection, seconds: float) -> None:
     conn.execute(
         "UPDATE expected_operations SET recorded_at = now() - make_interval(secs => %s), due_at = NULL", (seconds,)
     )
+
+
+def _term(conn: psycopg.Connection, term: int) -> None:
+    conn.execute(
+        "INSERT INTO listener_terms (name, term, holder, expires_at) VALUES (%s, %s, 't', now() + interval '1 hour')"
+        " ON CONFLICT (name) DO UPDATE SET term = EXCLUDED.term",
+        (MAIN_CHECKPOINT, term),
+    )
+
+
+@pytest.mark.parametrize("broker_lost_messages", [False, True])
+def test_a_new_term_re_sends_at_once_what_earlier_terms_recorded(
+    db: psycopg.Connection, broker_lost_messages: bool
+) -> None:
+    # Given an operation recorded by term 1 a moment ago, then term 2 current with one of its own,
+    # and a broker still holding a backlog (both messages among it)
+    checkpoint_at(db, 110)
+    old, new = make_op("freeze", 101), make_op("freeze", 102)
+    _term(db, 1)
+    record_expected(db, [old], term=1)
+    _term(db, 2)
+    record_expected(db, [new], term=2)
+    sink = FakeSink(backlog=50)
+    if broker_lost_messages:  # the broker restarted, and kept both messages
+        held = frozenset((op.tx_id, op.op_index, op.block_id) for op in (old, new))
+        sink.lost = lambda: BrokerLoss(held=held, mark="m", reason="the server restarted")  # type: ignore[method-assign]
+        sink.mark_kept = lambda loss: None  # type: ignore[method-assign]
+    # When term 2's repair pass runs
+    repair(db, sink, grace_seconds=30)
+    # Then term 1's operation goes again at once, under term 2 (workers drop term 1's message);
+    # term 2's own waits for its grace period
+    assert [op.tx_id for op in sink.ops] == [old.tx_id]
+    assert db.execute("SELECT term FROM expected_operations WHERE tx_id = %s", (old.tx_id,)).fetchone() == (2,)
+    sink.ops.clear()
+    sink.lost = lambda: None  # type: ignore[method-assign]
+    repair(db, sink, grace_seconds=30)
+    assert sink.ops == []
 
 
 def test_watermark_stops_below_the_first_block_with_a_missing_operation(db: psycopg.Connection) -> None:
@@ -184,7 +221,7 @@ def test_the_store_records_at_the_checkpoint_and_a_fork_forgets(clean_db: str) -
             persist(conn, ops[0])
             assert store.repair(FakeSink(), grace_seconds=3600).persisted == 103
             # When a fork takes block 104 (and its operation) off the chain
-            store.rollback(102, "id102")
+            store.rollback(102, "id102", [(104, "id104")])
             assert conn.execute("SELECT block_num FROM expected_operations").fetchall() == []
             assert read_heads(conn).persisted == 102
             assert store.repair(FakeSink(), grace_seconds=0).persisted == 102

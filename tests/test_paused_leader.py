@@ -14,6 +14,7 @@ import time
 
 import psycopg
 import pytest
+import redis
 
 from harness.procs import Proc, python, tcp_ports
 from harness.stack import (
@@ -28,6 +29,7 @@ from harness.stack import (
 from harness.truth import assert_ledger_matches_truth
 from ledger.config import Settings
 from ledger.coordination.queue import background_queue
+from ledger.ops.metrics import METRICS_KEY
 from ledger.store.accounts import add_accounts
 
 # The defaults (LEASE_SECONDS 6, renewed every second): a standby takes over at most about 7 s
@@ -46,6 +48,15 @@ def _drop_lease_session(database_url: str, proc: Proc, lease: str) -> int:
             (ports, f"lease {lease}%"),
         ).fetchall()
     return len(rows)
+
+
+def _stale_dropped(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        fields = client.hgetall(METRICS_KEY)
+    finally:
+        client.close()
+    return int(sum(float(v) for k, v in fields.items() if str(k).startswith("ledger_worker_stale_messages_total")))
 
 
 def _active_and_standby(env: dict[str, str]) -> tuple[Proc, Proc]:
@@ -89,6 +100,59 @@ def test_a_paused_active_listener_is_replaced_within_the_lease_time(
     assert "Traceback" not in second.output()
 
 
+@pytest.mark.slow
+def test_a_deposed_listener_waking_after_a_fork_corrupts_nothing(
+    settings: Settings, env: dict[str, str], procs: list[Proc]
+) -> None:
+    # Given a paused chain, a worker, two listeners (one active) and the ledger equal to the chain
+    sim = start_chain(
+        procs, settings, "--block-interval", "0.5", "--history-blocks", "60", "--ops-per-block", "3", "--paused"
+    )
+    env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
+    worker = start_worker(env)
+    procs.append(worker)
+    old, new = _active_and_standby(env)
+    procs += [old, new]
+    head = sim.status()["head"]
+    wait_until(lambda: main_checkpoint(settings.database_url) == head, 60, "catch-up")
+    assert_ledger_matches_truth(settings, sim, env)
+    # ... and messages of the active one's term still queued (the worker is stalled) when it stops
+    worker.kill(signal.SIGSTOP)
+    try:
+        sim.produce(5)
+        wait_until(lambda: main_checkpoint(settings.database_url) == head + 5, 30, "the new blocks")
+        # When it stops without dying and its lease session is dropped
+        old.kill(signal.SIGSTOP)
+        try:
+            assert _drop_lease_session(settings.database_url, old, "main") == 1
+            stopped = time.monotonic()
+            new.wait_for(r"active: term \d+", 2 * FAILOVER_LIMIT)
+            failover = time.monotonic() - stopped
+            # ... the chain forks at its checkpoint (3 blocks replaced) and moves on 40 blocks
+            sim.http.post("/sim/fork", json={"depth": 3}).raise_for_status()
+            sim.produce(40)
+            top = sim.status()["head"]
+            wait_until(lambda: main_checkpoint(settings.database_url) == top, 60, "the new active one at the head")
+            new.wait_for(r"fork: block", 10)
+        finally:
+            # ... and then it wakes up
+            old.kill(signal.SIGCONT)
+        old.wait_for(r"standby again after losing term", 15)
+        time.sleep(2)  # whatever it would still do after waking
+    finally:
+        worker.kill(signal.SIGCONT)
+    assert failover <= FAILOVER_LIMIT, failover
+    # Then the ledger equals the chain: nothing orphaned that the chain holds, nothing lost or doubled
+    assert_ledger_matches_truth(settings, sim, env, timeout=90)
+    with psycopg.connect(settings.database_url) as conn:
+        canonical_orphaned = conn.execute(
+            "SELECT count(*) FROM orphaned_blocks o JOIN recent_blocks r ON r.block_id = o.block_id"
+        ).fetchone()
+    assert canonical_orphaned == (0,)
+    # And the old term's messages that were still queued were dropped, and counted
+    wait_until(lambda: _stale_dropped(settings) > 0, 10, "stale messages counted")
+
+
 # -- the scheduler ----------------------------------------------------------------------------------
 
 
@@ -114,6 +178,7 @@ def _two_schedulers(env: dict[str, str], procs: list[Proc]) -> tuple[Proc, Proc,
         "SCHEDULE_LIFECYCLE_SECONDS": "2",
         "SCHEDULE_GAP_SECONDS": "0",
         "SCHEDULE_STATE_SECONDS": "0",
+        "SCHEDULE_TOTALS_SECONDS": "0",
         "TRON_NODE_URL": "http://127.0.0.1:9",  # never called: the scheduler only enqueues
     }
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:

@@ -11,6 +11,7 @@ import pytest
 
 from ledger.chain.node import BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.coordination.lease import CheckpointFenced
 from ledger.coordination.queue import BrokerLoss
 from ledger.domain import Operation
 from listener.streamer import QUIET_SECONDS, Streamer
@@ -116,13 +117,13 @@ class MemoryStore:
     def recent_block_id(self, block_num: int) -> str | None:
         return self.recent.get(block_num)
 
-    def orphan_candidates(self, ancestor: int) -> list[tuple[int, str]]:
-        return sorted((n, b) for n, b in self.recent.items() if n > ancestor)
-
-    def rollback(self, ancestor: int, ancestor_id: str | None) -> list[tuple[int, str]]:
-        gone = self.orphan_candidates(ancestor)
-        for n, _ in gone:
+    def rollback(
+        self, ancestor: int, ancestor_id: str | None, off_chain: Sequence[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        deleted = {(n, b) for n, b in self.recent.items() if n > ancestor}
+        for n, _ in deleted:
             del self.recent[n]
+        gone = sorted(deleted & set(off_chain))
         self.orphaned.extend(gone)
         self.checkpoint, self.checkpoint_id = ancestor, ancestor_id
         return gone
@@ -273,6 +274,40 @@ def test_fork_survives_a_restart_from_the_stored_checkpoint() -> None:
     assert store.checkpoint_id == _block_id(52, "b")
 
 
+def test_a_fork_orphans_only_blocks_its_walk_saw_replaced() -> None:
+    # Given a listener at block 100 of branch "a", and recent blocks above its checkpoint that it
+    # did not record (another term's, on the branch that is canonical now)
+    adapter, store, sink = StubAdapter(head=100), MemoryStore(checkpoint=80), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    _run_until_caught_up(streamer)
+    adapter.fork_at, adapter.head = 98, 110
+    store.recent.update({n: _block_id(n, "b") for n in range(101, 111)})
+    # When it finds the fork
+    _run_until_caught_up(streamer)
+    # Then only the blocks the node answered other blocks for are orphaned and reverted
+    gone = [(n, _block_id(n, "a")) for n in (98, 99, 100)]
+    assert store.orphaned == gone
+    assert sink.reverted == [gone]
+
+
+def test_a_fork_sends_its_revert_only_after_the_fenced_rollback() -> None:
+    # Given a listener whose term is over: another term moved the checkpoint on
+    adapter, store, sink = StubAdapter(head=100), MemoryStore(checkpoint=80), ListSink()
+    streamer = _streamer(adapter, store, sink)
+    _run_until_caught_up(streamer)
+
+    def fenced(ancestor: int, ancestor_id: str | None, off_chain: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+        raise CheckpointFenced("checkpoint 'main' is held by another term")
+
+    store.rollback = fenced  # type: ignore[method-assign]
+    # When it finds a fork
+    adapter.fork_at, adapter.head = 99, 101
+    streamer.run()
+    # Then it stops at the refused rollback, with no revert sent and nothing orphaned
+    assert sink.reverted == []
+    assert store.orphaned == []
+
+
 def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
     adapter, store, sink = StubAdapter(head=40), MemoryStore(), ListSink()
     calls: list[int | None] = []
@@ -298,8 +333,9 @@ def test_run_repairs_between_cycles_at_most_once_per_interval() -> None:
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
-    # the first repair pass right after the first batch; the next one an interval later, never mid-batch
-    assert calls[0] == 10 and calls[1] is not None and calls[1] >= 10
+    # the first repair pass before the first batch (a new term re-sends at once what earlier terms
+    # recorded); the next one an interval later, between batches, never mid-batch
+    assert calls[0] is None and calls[1] is not None and calls[1] >= 10
 
 
 def test_fork_found_after_the_solid_head_jumped_past_it_is_still_rolled_back() -> None:

@@ -33,6 +33,10 @@ PUSHED = {
     "ledger_worker_messages": ("counter", "Worker message attempts by actor and outcome (ok, retried, dead)."),
     "ledger_worker_first_attempts": ("counter", "First attempts of worker messages by actor and result."),
     "ledger_worker_message_duration_seconds": ("histogram", "Time an actor took per attempt."),
+    "ledger_worker_stale_messages": (
+        "counter",
+        "Messages of a lease term no longer current, dropped unapplied, by actor (a takeover's leftovers).",
+    ),
     "ledger_node_requests": (
         "counter",
         "Requests every process (listener, workers, web) made to the TRON node, by endpoint and outcome.",

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from ledger.chain.node import BudgetUnavailable, TronNode
 from ledger.chain.resources import network_totals
 from ledger.config import Settings
+from ledger.coordination.lease import Fence, StaleTerm, current_fence
 from ledger.coordination.queue import (
     BACKGROUND_PRIORITY,
     CONFIRM_BLOCKS,
@@ -35,12 +36,14 @@ from ledger.coordination.queue import (
     REVERT_BLOCKS,
     BrokerSink,
     background_queue,
+    fence_of,
     lane_actor_name,
     lane_priority,
     webhook_queue,
 )
 from ledger.domain import Operation, PayloadError
 from ledger.ops.metrics import Counters
+from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.accounts import tracked_addresses
 from ledger.store.jobruns import finish_message
 from ledger.store.network_totals import record_totals
@@ -48,6 +51,7 @@ from workers import persist, reconcile, webhooks
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
 from workers.lifecycle import run_lifecycle
+from workers.metrics import STALE_MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +79,26 @@ class Deps:
     invalidator: Invalidator
     node: TronNode | None = None  # for the reconciliation jobs; None without TRON_NODE_URL
     broker: dramatiq.Broker | None = None  # to split a group that holds a poison operation
-    counters: Counters | None = None  # this process's pushed counters (webhook deliveries)
+    counters: Counters | None = None  # this process's pushed counters (webhook deliveries, stale messages)
     sender: webhooks.Sender | None = None  # webhook deliveries' HTTP client
 
 
-def persist_operation(deps: Deps, payload: Any) -> None:
+def _apply(deps: Deps, actor: str, fence: Fence | None, write: Callable[[], set[str]]) -> set[str] | None:
+    """Run a message's transaction; None if its term was no longer current (nothing applied).
+
+    A stale message is acknowledged, not retried or dead-lettered: it failed nothing, its term is
+    over and the current term sends what it has to (the accounting re-sends a stale term's
+    operations at once). It is counted (ledger_worker_stale_messages_total) and logged."""
+    try:
+        return deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    except StaleTerm as exc:
+        if deps.counters is not None:
+            deps.counters.inc(STALE_MESSAGES, {"actor": actor})
+        log.info("dropped a %s message: %s", actor, exc)
+        return None
+
+
+def persist_operation(deps: Deps, payload: Any, fence: Fence | None = None) -> None:
     try:
         op = Operation.from_message(payload)
     except PayloadError:
@@ -89,13 +108,18 @@ def persist_operation(deps: Deps, payload: Any) -> None:
 
     def write() -> set[str]:
         with deps.pool.connection() as conn:  # autocommit: see workers.persist
-            return persist.persist_operations(conn, [op], unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+            return persist.persist_operations(
+                conn, [op], unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds, fence=fence
+            )
 
-    deps.invalidator.invalidate(deps.gate.call(write, budget=DB_WAIT_BUDGET_S))
+    touched = _apply(deps, PERSIST_OPERATION, fence, write)
+    if touched is None:
+        return
+    deps.invalidator.invalidate(touched)
     log.debug("persisted %s/%s (%s)", op.tx_id, op.op_index, op.kind)
 
 
-def persist_operations(deps: Deps, payloads: Any, queue_name: str) -> None:
+def persist_operations(deps: Deps, payloads: Any, queue_name: str, fence: Fence | None = None) -> None:
     """A group of operations (ledger.coordination.queue.operations_messages) in one transaction.
 
     A group holding an operation that can never be stored (a bad payload, a value the schema
@@ -108,23 +132,27 @@ def persist_operations(deps: Deps, payloads: Any, queue_name: str) -> None:
     try:
         ops = [Operation.from_message(payload) for payload in payloads]
     except (TypeError, ValueError):  # PayloadError included
-        _split(deps, payloads, queue_name)
+        _split(deps, payloads, queue_name, fence)
         return
 
     def write() -> set[str]:
         with deps.pool.connection() as conn:  # autocommit: persist_operations opens its transaction
-            return persist.persist_operations(conn, ops, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds)
+            return persist.persist_operations(
+                conn, ops, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds, fence=fence
+            )
 
     try:
-        touched = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+        touched = _apply(deps, PERSIST_OPERATIONS, fence, write)
     except PERMANENT_ERRORS:
-        _split(deps, payloads, queue_name)
+        _split(deps, payloads, queue_name, fence)
+        return
+    if touched is None:
         return
     deps.invalidator.invalidate(touched)
     log.debug("persisted %d operations of %s", len(ops), ops[0].owner_address)
 
 
-def _split(deps: Deps, payloads: list[Any], queue_name: str) -> None:
+def _split(deps: Deps, payloads: list[Any], queue_name: str, fence: Fence | None) -> None:
     if len(payloads) == 1 or deps.broker is None:
         # Nothing to split (or nowhere to send the parts): the group is the poison message.
         raise PayloadError(f"a group of {len(payloads)} operation(s) holds one that can never be stored")
@@ -135,31 +163,35 @@ def _split(deps: Deps, payloads: list[Any], queue_name: str) -> None:
                 queue_name=queue_name,
                 actor_name=lane_actor_name(PERSIST_OPERATION, queue_name),
                 args=(payload,),
-                kwargs={},
+                kwargs={} if fence is None else fence.kwargs(),
                 options={},
             )
         )
 
 
-def confirm_blocks(deps: Deps, solid_block: Any) -> None:
+def confirm_blocks(deps: Deps, solid_block: Any, fence: Fence | None = None) -> None:
     def write() -> set[str]:
         with deps.pool.connection() as conn:
             return persist.confirm_blocks(
-                conn, solid_block, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds
+                conn, solid_block, unfreeze_delay_seconds=deps.settings.unfreeze_delay_seconds, fence=fence
             )
 
-    addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    addresses = _apply(deps, CONFIRM_BLOCKS, fence, write)
+    if addresses is None:
+        return
     deps.invalidator.invalidate(addresses)
     if addresses:
         log.info("confirmed up to block %s (%d accounts)", solid_block, len(addresses), extra={"block": solid_block})
 
 
-def revert_blocks(deps: Deps, blocks: Any) -> None:
+def revert_blocks(deps: Deps, blocks: Any, fence: Fence | None = None) -> None:
     def write() -> set[str]:
         with deps.pool.connection() as conn:
-            return persist.revert_blocks(conn, blocks)
+            return persist.revert_blocks(conn, blocks, fence=fence)
 
-    addresses = deps.gate.call(write, budget=DB_WAIT_BUDGET_S)
+    addresses = _apply(deps, REVERT_BLOCKS, fence, write)
+    if addresses is None:
+        return
     deps.invalidator.invalidate(addresses)
     log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
 
@@ -232,7 +264,9 @@ def lifecycle(deps: Deps, run_id: Any) -> None:
     def body(conn: psycopg.Connection) -> dict[str, int]:
         if deps.broker is None:
             raise PayloadError("the lifecycle job sends messages: it needs the broker")
-        sink = BrokerSink(deps.broker, deps.settings.queue_name, threads=1)
+        # Under the listener's current term: a takeover before they are applied drops them, and
+        # the next run looks again.
+        sink = BrokerSink(deps.broker, deps.settings.queue_name, threads=1, fence=current_fence(conn, MAIN_CHECKPOINT))
         try:
             return run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds)
         finally:
@@ -282,9 +316,9 @@ def read_network_totals(deps: Deps, run_id: Any) -> None:
     _job(deps, run_id, body)
 
 
-def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[[Any], None]:
-    def persist_operations_actor(payloads: Any) -> None:
-        persist_operations(deps, payloads, queue_name)
+def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[..., None]:
+    def persist_operations_actor(payloads: Any, lease: Any = None, term: Any = None) -> None:
+        persist_operations(deps, payloads, queue_name, fence_of(lease, term))
 
     return persist_operations_actor
 
@@ -294,14 +328,15 @@ def register_actors(broker: dramatiq.Broker, deps: Deps) -> dict[str, dramatiq.A
     lower priority: see ledger.coordination.queue), with retries sized by settings. Keyed by actor name."""
     settings = deps.settings
 
-    def persist_operation_actor(payload: Any) -> None:
-        persist_operation(deps, payload)
+    # lease, term: the fence of the term the message was sent under (ledger.coordination.queue).
+    def persist_operation_actor(payload: Any, lease: Any = None, term: Any = None) -> None:
+        persist_operation(deps, payload, fence_of(lease, term))
 
-    def confirm_blocks_actor(solid_block: Any) -> None:
-        confirm_blocks(deps, solid_block)
+    def confirm_blocks_actor(solid_block: Any, lease: Any = None, term: Any = None) -> None:
+        confirm_blocks(deps, solid_block, fence_of(lease, term))
 
-    def revert_blocks_actor(blocks: Any) -> None:
-        revert_blocks(deps, blocks)
+    def revert_blocks_actor(blocks: Any, lease: Any = None, term: Any = None) -> None:
+        revert_blocks(deps, blocks, fence_of(lease, term))
 
     def reconcile_gaps_actor(account: Any, run_id: Any = None) -> None:
         reconcile_gaps(deps, account, run_id)

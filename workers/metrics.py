@@ -18,6 +18,8 @@ from ledger.ops.metrics import Counters, Flusher, metrics_client
 MESSAGES = "ledger_worker_messages_total"  # {actor, outcome=ok|retried|dead}
 FIRST_ATTEMPTS = "ledger_worker_first_attempts_total"  # {actor, result=ok|failed}: sync success rate
 DURATION = "ledger_worker_message_duration_seconds"  # {actor}
+# {actor}: messages of a lease term no longer current, dropped unapplied (ledger/coordination/lease.py)
+STALE_MESSAGES = "ledger_worker_stale_messages_total"
 
 
 class Metrics(Middleware):

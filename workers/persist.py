@@ -9,6 +9,10 @@ idempotent upsert keyed by the chain identity (tx_id, op_index), status only mov
 (pending -> confirmed, failed and confirmed are final) and the settlement of unfreeze lots is
 recomputed from the stored rows rather than applied as a delta. Two transaction-scoped advisory
 locks make the concurrent cases come out the same as the sequential ones (see `_lock_*`).
+
+A message sent under a lease term (its `fence`) is applied only if that term is still current,
+checked first in the very transaction that applies it (ledger/coordination/lease.py,
+`check_fence`); a stale one raises StaleTerm and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from ledger.coordination.lease import Fence, check_fence
 from ledger.domain import (
     BLOCK_INTERVAL_MS,
     CANCEL,
@@ -41,7 +46,9 @@ _INT32_MAX = 2**31 - 1
 _INT16_MAX = 2**15 - 1
 
 
-def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfreeze_delay_seconds: int) -> set[str]:
+def persist_operations(
+    conn: psycopg.Connection, ops: list[Operation], *, unfreeze_delay_seconds: int, fence: Fence | None = None
+) -> set[str]:
     """Upsert a group of operations in ONE transaction (with their unfreeze lots and lot
     settlements); return the accounts to invalidate. A group is one owner's operations as the
     listener sends them, or a single operation (a group split to isolate a poison one, a
@@ -78,6 +85,7 @@ def persist_operations(conn: psycopg.Connection, ops: list[Operation], *, unfree
     if not touched:
         return touched
     with conn.transaction():
+        _check_fence(conn, fence)
         _lock_confirm_shared(conn)
         with conn.cursor() as cur:
             if plain_stake:
@@ -134,13 +142,18 @@ def _write_lots_and_settlements(
 
 
 def confirm_blocks(
-    conn: psycopg.Connection, solid_block: int, *, unfreeze_delay_seconds: int = DEFAULT_UNFREEZE_DELAY
+    conn: psycopg.Connection,
+    solid_block: int,
+    *,
+    unfreeze_delay_seconds: int = DEFAULT_UNFREEZE_DELAY,
+    fence: Fence | None = None,
 ) -> set[str]:
     """Record the solidified head, confirm pending rows at or below it and fold the pool accounts'
     positions up to it (ledger.store.positions); return accounts touched."""
     if not isinstance(solid_block, int) or isinstance(solid_block, bool) or not 0 <= solid_block <= INT64_MAX:
         raise PayloadError(f"solid block {solid_block!r} is not a block number")
     with conn.transaction():
+        _check_fence(conn, fence)
         # Exclusive: waits for in-flight persists, so none can insert a pending row this update misses.
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
         row = conn.execute(
@@ -158,7 +171,7 @@ def confirm_blocks(
     return {address for (address,) in rows if address}
 
 
-def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]:
+def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]], *, fence: Fence | None = None) -> set[str]:
     """Orphan the records of blocks that left the chain (`[[block_num, block_id], ...]`).
 
     Only pending and failed records can be orphaned: forks never reach below the solidified head,
@@ -171,6 +184,7 @@ def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]]) -> set[str]
         return set()
     ids = [block_id for _, block_id in pairs]
     with conn.transaction():
+        _check_fence(conn, fence)
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
         with conn.cursor() as cur:
             cur.executemany(
@@ -201,6 +215,13 @@ def _block_pairs(blocks: Any) -> list[tuple[int, str]]:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _check_fence(conn: psycopg.Connection, fence: Fence | None) -> None:
+    # First in the transaction, before the confirm lock: a takeover waits for this transaction
+    # (it takes the fence lock exclusively), and a stale message is refused before it writes.
+    if fence is not None:
+        check_fence(conn, fence)
 
 
 def _lock_confirm_shared(conn: psycopg.Connection) -> None:

@@ -23,8 +23,9 @@ check alone. Every side effect of a term carries the term and is fenced where it
 - the checkpoint row, and whatever is written in its transaction, only moves for the current term
   (`listener.store.move_checkpoint` raises CheckpointFenced otherwise);
 - a worker applies a message only if its term is still the current one, checked in the transaction
-  that applies it (`term_is_current`) under a shared lock that a takeover takes exclusively, so no
-  takeover commits between a worker's check and its commit.
+  that applies it under a shared lock that a takeover takes exclusively, so no
+  takeover commits between a worker's check and its commit (`check_fence`). A stale message is
+  counted and dropped, not dead-lettered: it failed nothing, its term is simply over.
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ class TermEnded(CheckpointFenced):
     """This process's term is over (lease lost, not renewed in time, or the process is stopping)."""
 
 
+class StaleTerm(RuntimeError):
+    """A message of a term that is no longer its lease's current one: dropped, never applied."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease term a message is sent under. Carried in the message's kwargs as
+    {"lease": name, "term": number}; a worker applies the message only while that term is current."""
+
+    lease: str
+    term: int
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"lease": self.lease, "term": self.term}
+
+    def __str__(self) -> str:
+        return f"term {self.term} of {self.lease!r}"
+
+
 def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -106,6 +126,10 @@ class Term:
         self._wake = wake  # set when the term ends, so a loop idling on it notices at once
         # Re-entrant: a signal handler (request_stop) may end the term while this thread holds it.
         self._lock = threading.RLock()
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.name, self.number)
 
     def renewed(self, sent_at: float, renew_deadline: float) -> None:
         """A renewal sent at `sent_at` (this clock) succeeded."""
@@ -183,7 +207,7 @@ class Lease:
             return None  # the common case of a standby's look, without the fence lock below
         with conn.transaction():
             # Exclusive: waits for workers still applying messages of the old term and keeps new
-            # ones out until the new term is committed (see term_is_current).
+            # ones out until the new term is committed (see check_fence).
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FENCE_NAMESPACE, self.name))
             # Start above both tables' terms: a checkpoint row may carry a term of its own. A row
             # with no expiry was taken by a release without expiring leases: free.
@@ -261,16 +285,27 @@ class Lease:
             self._conn = None
 
 
-def term_is_current(conn: psycopg.Connection, name: str, term: int) -> bool:
-    """Whether `term` is still lease `name`'s current term. Call it inside the transaction whose
-    changes it fences, before them: it holds the lease's fence lock (shared) until that transaction
-    ends, so a takeover, which takes the lock exclusively, commits either before the check (which
-    then sees the new term) or after the changes."""
-    conn.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (FENCE_NAMESPACE, name))
-    # A statement of its own, after the lock: its snapshot then includes a takeover that committed
-    # while this one waited.
+def check_fence(conn: psycopg.Connection, fence: Fence) -> None:
+    """Raise StaleTerm unless `fence`'s term is still its lease's current term. Call it inside the
+    transaction whose changes it fences, before them: it holds the lease's fence lock (shared) until
+    that transaction ends, so a takeover, which takes the lock exclusively, commits either before
+    the check (which then sees the new term) or after the changes.
+
+    One round trip: the SQL function `lease_term_is_current` takes the lock, then reads the term in a
+    statement of its own, whose snapshot includes a takeover that committed while it waited."""
+    row = conn.execute(
+        "SELECT lease_term_is_current(%s, %s, %s)", (FENCE_NAMESPACE, fence.lease, fence.term)
+    ).fetchone()
+    if not (row and row[0]):
+        raise StaleTerm(f"{fence} is no longer current")
+
+
+def current_fence(conn: psycopg.Connection, name: str) -> Fence | None:
+    """The fence of lease `name`'s current term (None before its first), for a process that sends
+    on the active holder's behalf (a repair run from outside, the lifecycle job): its messages
+    count while that term lasts."""
     row = conn.execute("SELECT term FROM listener_terms WHERE name = %s", (name,)).fetchone()
-    return row is not None and int(row[0]) == term
+    return None if row is None else Fence(name, int(row[0]))
 
 
 def keep(lease: Lease, term: Term, clock: Callable[[], float] = _boot_clock) -> None:

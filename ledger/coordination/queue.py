@@ -8,7 +8,7 @@ is plain JSON, so a producer only needs this module.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +21,8 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name, q_name
 
-from ledger.domain import Operation
+from ledger.coordination.lease import Fence
+from ledger.domain import Operation, PayloadError
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,23 @@ def operation_message(op: Operation, queue_name: str) -> dramatiq.Message[Any]:
 OPERATIONS_PER_MESSAGE = 200
 
 
-def operations_messages(operations: Iterable[Operation], queue_name: str) -> list[dramatiq.Message[Any]]:
+def _fenced(fence: Fence | None) -> dict[str, Any]:
+    return {} if fence is None else fence.kwargs()
+
+
+def fence_of(lease: Any, term: Any) -> Fence | None:
+    """The fence a message's kwargs carry; None for a message without one (queued by a listener of an
+    earlier release, before an upgrade): such a message is applied unfenced, as it was then."""
+    if lease is None and term is None:
+        return None
+    if not isinstance(lease, str) or not isinstance(term, int) or isinstance(term, bool):
+        raise PayloadError(f"fence lease={lease!r} term={term!r} is not a lease name and a term")
+    return Fence(lease, term)
+
+
+def operations_messages(
+    operations: Iterable[Operation], queue_name: str, fence: Fence | None = None
+) -> list[dramatiq.Message[Any]]:
     """The persist_operations messages for `operations`: per owner, in chain order, chunked."""
     by_owner: dict[str, list[dict[str, Any]]] = {}
     for op in operations:
@@ -198,7 +215,7 @@ def operations_messages(operations: Iterable[Operation], queue_name: str) -> lis
             queue_name=queue_name,
             actor_name=actor,
             args=(group[i : i + OPERATIONS_PER_MESSAGE],),
-            kwargs={},
+            kwargs=_fenced(fence),
             options={},
         )
         for group in by_owner.values()
@@ -206,22 +223,22 @@ def operations_messages(operations: Iterable[Operation], queue_name: str) -> lis
     ]
 
 
-def confirm_message(solid_block: int, queue_name: str) -> dramatiq.Message[Any]:
+def confirm_message(solid_block: int, queue_name: str, fence: Fence | None = None) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=lane_actor_name(CONFIRM_BLOCKS, queue_name),
         args=(solid_block,),
-        kwargs={},
+        kwargs=_fenced(fence),
         options={},
     )
 
 
-def revert_message(blocks: list[tuple[int, str]], queue_name: str) -> dramatiq.Message[Any]:
+def revert_message(blocks: list[tuple[int, str]], queue_name: str, fence: Fence | None = None) -> dramatiq.Message[Any]:
     return dramatiq.Message(
         queue_name=queue_name,
         actor_name=lane_actor_name(REVERT_BLOCKS, queue_name),
         args=([[num, block_id] for num, block_id in blocks],),
-        kwargs={},
+        kwargs=_fenced(fence),
         options={},
     )
 
@@ -262,30 +279,55 @@ class Sink(Protocol):
 
 class BrokerSink:
     """Enqueues a batch's groups through a few threads: each enqueue is one broker round trip (one
-    publisher confirm on RabbitMQ), and waiting on them one after another would add up."""
+    publisher confirm on RabbitMQ), and waiting on them one after another would add up.
 
-    def __init__(self, broker: dramatiq.Broker, queue_name: str, threads: int = 8) -> None:
+    A sink for a lease term (`for_term`) stamps each message with the term's fence and checks,
+    right before each enqueue, that the term may still act (`guard`, which raises when not)."""
+
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        queue_name: str,
+        threads: int = 8,
+        *,
+        fence: Fence | None = None,
+        guard: Callable[[], None] | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self._broker = broker
         self._queue = queue_name
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="enqueue")
+        self._owns_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=threads, thread_name_prefix="enqueue")
+        self.fence = fence
+        self._guard = guard
+
+    def for_term(self, fence: Fence, guard: Callable[[], None]) -> BrokerSink:
+        """This sink's broker and threads, for messages of one term."""
+        return BrokerSink(self._broker, self._queue, fence=fence, guard=guard, pool=self._pool)
+
+    def _send(self, message: dramatiq.Message[Any]) -> None:
+        if self._guard is not None:
+            self._guard()
+        self._broker.enqueue(message)
 
     def publish(self, operations: Iterable[Operation]) -> int:
         """Enqueue `operations`; return how many (not how many messages)."""
         ops = list(operations)
-        messages = operations_messages(ops, self._queue)
+        messages = operations_messages(ops, self._queue, self.fence)
         # list() waits for all of them and re-raises the first failure, so the caller never
         # advances its checkpoint past a message that was not enqueued.
-        list(self._pool.map(self._broker.enqueue, messages))
+        list(self._pool.map(self._send, messages))
         return len(ops)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=True)
 
     def confirm(self, solid_block: int) -> None:
-        self._broker.enqueue(confirm_message(solid_block, self._queue))
+        self._send(confirm_message(solid_block, self._queue, self.fence))
 
     def revert(self, blocks: list[tuple[int, str]]) -> None:
-        self._broker.enqueue(revert_message(blocks, self._queue))
+        self._send(revert_message(blocks, self._queue, self.fence))
 
     def backlog(self) -> int:
         """Messages the broker holds for the queue (the accounting's re-sends hold back behind a backlog)."""

@@ -17,6 +17,9 @@ as a checked fact, not a hope about the broker.
   Redis server restarted): then every operation in flight that the broker no longer holds is
   re-sent at once, with the confirmation and reverts, without waiting for grace or backlog
   (ledger/coordination/queue.py says how a loss is told).
+- Each row carries the lease term that recorded it. After a takeover, the rows of earlier terms
+  are re-sent on the next pass whatever their age or the backlog, under the current term: their
+  messages carry a term that is over, and workers drop those (ledger/coordination/lease.py).
 - Forks: the blocks that left the chain leave the accounting with the checkpoint (`forget_after`,
   in `PgStore.rollback`). Two single messages can be lost as well: a `revert_blocks` (rows of an
   orphaned block still pending or failed) and a `confirm_blocks` (rows pending at or below the
@@ -38,6 +41,7 @@ import orjson
 import psycopg
 
 from ledger.coordination.backoff import backoff
+from ledger.coordination.lease import current_fence
 from ledger.coordination.queue import Sink
 from ledger.domain import Operation
 
@@ -87,8 +91,9 @@ class Heads:
         return out
 
 
-def record_expected(conn: psycopg.Connection, operations: Iterable[Operation]) -> None:
-    """Record what the blocks just enqueued must produce; call in the checkpoint's transaction."""
+def record_expected(conn: psycopg.Connection, operations: Iterable[Operation], term: int | None = None) -> None:
+    """Record what the blocks just enqueued (under lease `term`) must produce; call in the
+    checkpoint's transaction."""
     # Keyed, so a node that lists a transaction twice cannot make the statement touch a row twice
     # (an error that would stop the checkpoint for good).
     unique = {(op.tx_id, op.op_index, op.block_id): op for op in operations}
@@ -99,12 +104,12 @@ def record_expected(conn: psycopg.Connection, operations: Iterable[Operation]) -
     # runs in the checkpoint's transaction (row by row, or as typed arrays, cost 3x as much).
     # A batch enqueued again (a listener restarted before its checkpoint) restarts the clock.
     conn.execute(
-        "INSERT INTO expected_operations (tx_id, op_index, block_id, block_num, payload)"
-        " SELECT p->>'tx_id', (p->>'op_index')::smallint, p->>'block_id', (p->>'block_num')::bigint, p"
+        "INSERT INTO expected_operations (tx_id, op_index, block_id, block_num, payload, term)"
+        " SELECT p->>'tx_id', (p->>'op_index')::smallint, p->>'block_id', (p->>'block_num')::bigint, p, %s"
         " FROM jsonb_array_elements(%s::jsonb) AS p"
         " ON CONFLICT (tx_id, op_index, block_id) DO UPDATE SET payload = EXCLUDED.payload,"
-        " recorded_at = now(), due_at = NULL",
-        (orjson.dumps(payloads).decode(),),
+        " recorded_at = now(), due_at = NULL, term = EXCLUDED.term",
+        (term, orjson.dumps(payloads).decode()),
     )
 
 
@@ -142,13 +147,16 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
             "UPDATE listener_checkpoint SET persisted_block = %s, persisted_at = now() WHERE name = %s",
             (persisted, name),
         )
-        overdue = conn.execute(_OVERDUE, {**grace, "limit": RESEND_LIMIT}).fetchall()
-        in_flight = conn.execute(_IN_FLIGHT).fetchall() if loss is not None else []
+        fence = current_fence(conn, name)
+        term = None if fence is None else fence.term
+        overdue = conn.execute(_OVERDUE, {**grace, "limit": RESEND_LIMIT, "term": term}).fetchall()
+        in_flight = conn.execute(_IN_FLIGHT, {"term": term}).fetchall() if loss is not None else []
     # Enqueue outside the transaction (a slow broker must not hold the checkpoint row), then
     # push the next attempt back: a crash in between only re-sends again, which is harmless.
     if loss is not None:
-        gone = [r for r in in_flight if loss.held is None or (r[0], r[1], r[2]) not in loss.held]
-        _resend(conn, sink, gone, grace_seconds)
+        # A message of an earlier term is no copy: workers drop it.
+        gone = [r for r in in_flight if r[4] or loss.held is None or (r[0], r[1], r[2]) not in loss.held]
+        _resend(conn, sink, gone, grace_seconds, term)
         # The confirmation and reverts it held are re-sent too: nothing in it can be waited for.
         reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=0, backlog=0)
         sink.mark_kept(loss)  # after the re-sends: a failure before here finds the loss again
@@ -168,14 +176,15 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
         )
     backlog = sink.backlog() if overdue else None
     due = [r for r in overdue if backlog == 0 or r[4]]
-    _resend(conn, sink, due, grace_seconds)
+    _resend(conn, sink, due, grace_seconds, term)
     reconfirmed, reverted = resend_lost_blocks(conn, sink, grace_seconds=grace_seconds, backlog=backlog)
     result = Repair(
         checkpoint, persisted, landed, int(missing), len(due), len(overdue) - len(due), reconfirmed, reverted
     )
     if due or reconfirmed is not None or reverted:
         log.warning(
-            "repair: %d operation(s) not persisted %.0fs after their checkpoint were enqueued again"
+            "repair: %d operation(s) not persisted %.0fs after their checkpoint, or recorded by an earlier term,"
+            " were enqueued again"
             " (first block %s), confirmation re-sent: %s, reverts re-sent: %d block(s); watermark %s / checkpoint %s",
             len(due),
             grace_seconds,
@@ -188,15 +197,16 @@ def repair(conn: psycopg.Connection, sink: Sink, *, grace_seconds: float, name: 
     return result
 
 
-def _resend(conn: psycopg.Connection, sink: Sink, rows: list[Any], grace_seconds: float) -> None:
+def _resend(conn: psycopg.Connection, sink: Sink, rows: list[Any], grace_seconds: float, term: int | None) -> None:
     """Enqueue recorded operations again (rows as `_OVERDUE`'s: tx_id, op_index, block_id, payload,
-    ..., repairs at 6) and push their next attempt back by the grace period, doubled with each repeat."""
+    ..., repairs at 6), now under lease `term`, and push their next attempt back by the grace period,
+    doubled with each repeat."""
     if rows:
         sink.publish(Operation.from_message(r[3]) for r in rows)
         with conn.cursor() as cur:
             cap = grace_seconds * 2**MAX_BACKOFF_DOUBLINGS
             waits = [backoff(r[6] + 1, base=grace_seconds, cap=cap) for r in rows]
-            cur.executemany(_BACK_OFF, [(wait, r[0], r[1], r[2]) for wait, r in zip(waits, rows, strict=True)])
+            cur.executemany(_BACK_OFF, [(wait, term, r[0], r[1], r[2]) for wait, r in zip(waits, rows, strict=True)])
 
 
 def resend_lost_blocks(
@@ -267,24 +277,28 @@ WHERE d.tx_id = e.tx_id AND d.op_index = e.op_index AND d.block_id = e.block_id
 """,
 )
 
-# (tx_id, op_index, block_id, payload, past patience, block_num, repairs), oldest blocks first.
+# (tx_id, op_index, block_id, payload, past patience, block_num, repairs), oldest blocks first. An
+# operation recorded by an earlier term is due at once, backlog or not: its message, wherever it is,
+# carries a term that is over, and workers drop it (ledger/coordination/lease.py).
 _OVERDUE = """
 SELECT tx_id, op_index, block_id, payload,
-       recorded_at + make_interval(secs => %(patience)s) <= now(), block_num, repairs
+       recorded_at + make_interval(secs => %(patience)s) <= now() OR term < %(term)s, block_num, repairs
 FROM expected_operations
-WHERE coalesce(due_at, recorded_at + make_interval(secs => %(grace)s)) <= now()
+WHERE coalesce(due_at, recorded_at + make_interval(secs => %(grace)s)) <= now() OR term < %(term)s
 ORDER BY block_num
 LIMIT %(limit)s
 """
 
-# Every recorded operation not landed: after a broker loss, those it no longer holds are re-sent.
+# Every recorded operation not landed: after a broker loss, those it no longer holds are re-sent,
+# and those an earlier term recorded (column 4, where `_OVERDUE` has "past patience").
 _IN_FLIGHT = """
-SELECT tx_id, op_index, block_id, payload, true, block_num, repairs FROM expected_operations ORDER BY block_num
+SELECT tx_id, op_index, block_id, payload, coalesce(term < %(term)s, false), block_num, repairs
+FROM expected_operations ORDER BY block_num
 """
 
 _BACK_OFF = """
 UPDATE expected_operations
-SET repairs = repairs + 1, due_at = now() + make_interval(secs => %s)
+SET repairs = repairs + 1, due_at = now() + make_interval(secs => %s), term = coalesce(%s, term)
 WHERE tx_id = %s AND op_index = %s AND block_id = %s
 """
 

@@ -18,6 +18,7 @@ from ledger.store.events import (
     OPERATION_CONFIRMED,
     OPERATION_ORPHANED,
     OPERATION_PENDING,
+    event_json,
     read_events,
     record_event,
     sequence,
@@ -49,7 +50,9 @@ def test_a_record_emits_an_event_per_status_in_the_api_native_shape(db: psycopg.
     op = make_op("freeze", 100)
     # When its freeze is stored pending, then confirmed
     persist(db, op)
-    first = db.execute("SELECT payload FROM events ORDER BY id").fetchall()
+    first = db.execute(
+        "SELECT 1 AS seq, type, account, block_num, block_time, created_at, payload FROM events"
+    ).fetchall()
     confirm_blocks(db, 100, unfreeze_delay_seconds=30)
     # Then there is one event per status, each on the record's block
     assert events(db) == [
@@ -59,7 +62,10 @@ def test_a_record_emits_an_event_per_status_in_the_api_native_shape(db: psycopg.
     # And the record in the event is the API's row as it was then, byte for byte
     page = fetch_records(db, "stake", ALICE, 10)
     row = dict(page.rows[0], status="pending")
-    assert orjson.loads(dumps(row)) == first[0][0]["record"]
+    shown = event_json(
+        dict(zip(("seq", "type", "account", "block_num", "block_time", "created_at", "payload"), first[0], strict=True))
+    )
+    assert orjson.loads(dumps(row)) == orjson.loads(dumps(shown["data"]["record"]))
     # And a replay of the same message changes nothing, so it emits nothing
     persist(db, op)
     persist_operations(db, [op], unfreeze_delay_seconds=30)

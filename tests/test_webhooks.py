@@ -264,6 +264,7 @@ def test_events_are_delivered_signed_and_retried_past_errors(
             assert f'ledger_webhook_deliveries_total{{result="failed"}} {float(refused)}' in text
             assert 'ledger_webhook_deliveries_open{state="pending"} 0.0' in text
             assert "ledger_webhook_oldest_undelivered_seconds 0.0" in text
+            assert 'id="wh-sent"' in client.get("/status").get_data(as_text=True)  # the status page's panel
         finally:
             close_app(app)
     finally:

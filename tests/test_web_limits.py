@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.cdp import Browser, chromium
 from harness.procs import Proc
 from harness.servers import free_port
 from harness.stack import settings_env, start_web
 from tests.conftest import settings_for
 
 TOKEN = "limits-admin-token-0123456789"
+READ = "limits-read-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +103,25 @@ def test_granian_refuses_an_overlong_request_line_as_documented(web: tuple[Proc,
     )
     assert answer.startswith(b"HTTP/1.1 414"), answer[:200]
     assert answer.endswith(b"\r\n\r\n")  # no body
+
+
+def test_the_status_page_reads_with_the_token_it_is_given(database_url: str) -> None:
+    """With READ_TOKEN set, the page says a token is needed, then shows the figures with the one typed in."""
+    binary = chromium()
+    if binary is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium): status page not rendered")
+    port = free_port()
+    proc = start_web({**settings_env(settings_for(database_url)), "READ_TOKEN": READ}, port)
+    browser = Browser(binary)
+    try:
+        browser.goto(f"http://127.0.0.1:{port}/status?refresh=500")
+        browser.wait_for("document.getElementById('updated').textContent.includes('token is needed')")
+        assert not browser.eval("document.getElementById('admin').hidden")
+        browser.eval(
+            f"document.getElementById('token').value = {READ!r}; document.getElementById('token-save').click()"
+        )
+        browser.wait_for("!document.getElementById('updated').textContent.includes('token')")
+        browser.wait_for("document.getElementById('health').textContent !== 'error'")
+    finally:
+        browser.close()
+        proc.stop()

@@ -21,7 +21,7 @@ from ledger.coordination.queue import create_broker
 from ledger.ops.logs import setup_logging
 from ledger.store.cache import PageCache, create_cache_client
 from ledger.store.db import create_pool
-from web import guards
+from web import guards, hot
 from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.request import LedgerRequest
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.paths import create_paths, install
 
     install(app, create_paths(settings, pool))
+    hot.install(app)  # after web.guards' checks (installed first)
     register_error_handlers(app)
     return app
 

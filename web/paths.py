@@ -200,11 +200,16 @@ def _refresh_loop(paths: Paths, pool: ConnectionPool) -> None:
 Render = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def answers_legacy(paths: Paths, address: str) -> bool:
+    """True when the rollout sends this account's reads the old way (TronGrid) now."""
+    return paths.node is not None and goes_legacy(address, paths.rollout.new_percent)
+
+
 def legacy_response(kind: str, address: str, page: int, limit: int, render: Render | None = None) -> Response | None:
     """The legacy answer when the rollout sends this account the old way, else None. `render`
     turns the native-shaped page into another response shape (it sees `meta.source`)."""
     paths = current_paths()
-    if paths.node is None or not goes_legacy(address, paths.rollout.new_percent):
+    if not answers_legacy(paths, address):
         return None
     try:
         result = _legacy_page(paths, paths.node, kind, address, page, limit)

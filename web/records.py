@@ -22,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from ledger.store.cache import Fill
+from web import hot
 from web.compat import compat_page
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.params import parse_limit, parse_page, require_account
@@ -92,10 +93,12 @@ def records(kind: str, shape: str) -> Response:
         return _fill(kind, account.id, page, limit, result, ttl, settings.cursor_keys[0], render)
 
     try:
-        body, _ = res.pages.fetch(account.address, prefix + suffix, load)
+        body, cached = res.pages.fetch(account.address, prefix + suffix, load)
     except DATABASE_DOWN:
         return fallback_response(kind, key, account.address, page, limit, render)
     shadow_sample(kind, account.address, page, limit, cursor is not None)
+    if cached:
+        hot.remember(account.address, prefix + suffix, body, hot.Shadow(kind, page, limit, cursor is not None))
     return Response(body, mimetype="application/json")
 
 

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, request
 
 from ledger.store.cache import Fill
 from ledger.store.positions import opening_of
+from web import hot
 from web.drift import open_drift
 from web.params import require_account, resolve_account
 from web.pg import read_connection
@@ -57,7 +58,9 @@ def summary(account_key: str | None) -> Response:
             ttl = min(ttl, ceil((result.next_change_ms - result.as_of_time_ms) / 1000))
         return Fill(response, dumps(payload), max(1, ttl))
 
-    body, _ = res.pages.fetch(account.address, "summary", load)
+    body, cached = res.pages.fetch(account.address, "summary", load)
+    if cached:
+        hot.remember(account.address, "summary", body)
     return Response(body, mimetype="application/json")
 
 

@@ -284,9 +284,7 @@ class PageCache:
         if self.local_ttl:
             entry = self._local_pages.get((address, suffix))
             if entry is not None and entry[0] > now:
-                with self._counter_lock:
-                    self.counters.local_hits += 1
-                    self._local_unreported += 1
+                self.note_local_hit()
                 return entry[1], True
         if self._breaker.is_open(now):
             self._count("bypassed")
@@ -315,6 +313,17 @@ class PageCache:
         if locked:
             return self._fill(page_key, token, load), False
         return self._wait_or_load(page_key, load)
+
+    def note_local_hit(self) -> None:
+        """Count a page answered from this process's memory (also by web.hot, in front of the views)."""
+        with self._counter_lock:
+            self.counters.local_hits += 1
+            self._local_unreported += 1
+
+    def local_expiry(self, address: str, suffix: str) -> float | None:
+        """Until when (time.monotonic) this process keeps the page in memory; None if it does not."""
+        entry = self._local_pages.get((address, suffix))
+        return entry[0] if entry is not None and entry[0] > time.monotonic() else None
 
     def _remember(self, address: str, suffix: str, body: bytes, now: float) -> None:
         pages = self._local_pages

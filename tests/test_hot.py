@@ -1,0 +1,77 @@
+"""web/hot.py: a read answered from this process's memory skips its view, for as long as its page is kept."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+
+from ledger.config import Settings
+from tests.test_api import ALICE, add_account, get_json, insert_stake, records_url
+from web import params
+from web.app import close_app, create_app
+
+LOCAL_TTL = 0.5
+
+
+@pytest.fixture
+def app(settings: Settings, clean_db: str, redis_clean: object) -> Iterator[Flask]:
+    made = create_app(replace(settings, cache_local_ttl=LOCAL_TTL))
+    try:
+        yield made
+    finally:
+        close_app(made)
+
+
+def test_a_repeated_read_skips_the_view_until_its_page_leaves_memory(
+    app: Flask, clean_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        account = add_account(conn, ALICE)
+        insert_stake(conn, ALICE, 1)
+    calls: list[Any] = []
+    resolve = params.require_account
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return resolve(*args, **kwargs)
+
+    monkeypatch.setattr("web.records.require_account", counting)
+    client = app.test_client()
+    url = records_url("stake", account, limit=20)
+    assert get_json(client, url)["meta"]["source"] == "database"  # a miss: filled
+    second = client.get(url)  # a Redis hit, kept in memory: the view ran
+    assert len(calls) == 2
+    local_hits = app.extensions["ledger"].pages.counters.local_hits
+    for _ in range(5):
+        again = client.get(url)
+        assert again.data == second.data and again.mimetype == "application/json"
+        assert again.headers["X-Content-Type-Options"] == "nosniff"  # the after-request hooks ran
+    assert len(calls) == 2  # answered in front of the view
+    assert app.extensions["ledger"].pages.counters.local_hits == local_hits + 5  # and counted as local hits
+    assert client.get(records_url("stake", account, limit=10)).status_code == 200
+    assert len(calls) == 3  # another query string is another answer
+
+    time.sleep(LOCAL_TTL + 0.05)
+    client.get(url)
+    assert len(calls) == 4  # the page left memory: so did the answer
+
+
+def test_nothing_is_kept_without_the_local_cache(settings: Settings, clean_db: str, redis_clean: object) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        account = add_account(conn, ALICE)
+        insert_stake(conn, ALICE, 1)
+    app = create_app(replace(settings, cache_local_ttl=0.0))
+    try:
+        client = app.test_client()
+        url = records_url("stake", account)
+        sources = [get_json(client, url)["meta"]["source"] for _ in range(3)]
+        assert sources == ["database", "cache", "cache"]
+        assert app.extensions["ledger"].pages.counters.local_hits == 0
+    finally:
+        close_app(app)

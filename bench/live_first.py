@@ -11,7 +11,7 @@ same for each:
 - `reference`: no backfill;
 - `background`: `--backlog` operations of the pool accounts' history sent to the background queue,
   where `listener backfill` sends them (ledger.coordination.queue), while we measure;
-- `shared` (with `--shared`): the same backlog on the live queue, as before live first: the live
+- `shared` (with `--shared`): the same backlog on the live queue, as with a single queue: the live
   records wait behind it, so this shows what the background queue saves.
 
 Freshness is block timestamp -> first seen on the API's first pages (as bench/freshness.py), over

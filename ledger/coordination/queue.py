@@ -193,8 +193,8 @@ def _fenced(fence: Fence | None) -> dict[str, Any]:
 
 
 def fence_of(lease: Any, term: Any) -> Fence | None:
-    """The fence a message's kwargs carry; None for a message without one (queued by a listener of an
-    earlier release, before an upgrade): such a message is applied unfenced, as it was then."""
+    """The fence a message's kwargs carry; None for a message without one (queued across an upgrade by a
+    listener that sends none): such a message is applied unfenced."""
     if lease is None and term is None:
         return None
     if not isinstance(lease, str) or not isinstance(term, int) or isinstance(term, bool):

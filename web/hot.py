@@ -11,7 +11,8 @@ answered from here, a first records page is offered to the shadow comparison, th
 a local one, and the after-request hooks (headers, the read counter) run as for any answer.
 
 Staleness is the page cache's own: an invalidation reaches this process at most `local_ttl` late,
-whether the answer comes from here or from the view. Only answers that came from that memory are kept, so with `CACHE_LOCAL_TTL=0` nothing is.
+whether the answer comes from here or from the view. Only answers that came from that memory are
+kept, so with `CACHE_LOCAL_TTL=0` nothing is.
 """
 
 from __future__ import annotations

@@ -75,6 +75,8 @@ class Summary:
     shortfall: dict[str, int]
     next_change_ms: int | None  # chain time when a lock ends or a lot matures (no write needed)
     as_of_time_ms: int
+    position: Position | None = None  # what the figures were made of (web/reclaimable.py reads its pairs)
+    totals: NetworkTotals | None = None  # the network's totals the units were made with
 
 
 def add_units(figures: dict[str, Any], totals: NetworkTotals | None) -> None:
@@ -126,4 +128,4 @@ def read_summary(
             "total_net_weight": stored.totals.total_net_weight,
         },
     }
-    return Summary(data, dict(pos.shortfall), next_change, as_of_ms)
+    return Summary(data, dict(pos.shortfall), next_change, as_of_ms, pos, None if stored is None else stored.totals)

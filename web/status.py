@@ -26,6 +26,7 @@ from web.monitoring import current_snapshot
 from web.paths import current_paths
 from web.pg import read_connection
 from web.positions import read_summary
+from web.reclaimable import reclaim_lists
 from web.resources import resources
 from web.responses import json_response
 
@@ -54,22 +55,24 @@ def pool_positions(conn: psycopg.Connection, unfreeze_delay_ms: int) -> dict[str
         found = read_summary(conn, address, unfreeze_delay_ms)
         as_of_ms = found.as_of_time_ms
         figures = found.data["resources"]
-        receivers, reclaimable, maturing = [], [], []
+        receivers, maturing = [], []
+        assert found.position is not None  # read_summary gives what it read
+        # One reading of "reclaimable" for the page and GET /api/accounts/{a}/reclaimable.
+        reclaimable, ending_soon, _ = reclaim_lists(found.position.pairs, as_of_ms, found.totals)
         for res in RESOURCES:
             for r in figures[res]["delegated"]["receivers"]:
-                entry = {
-                    "resource": res,
-                    "receiver": r["receiver_address"],
-                    "locked": r["locked"],
-                    "unlocked": r["unlocked"],
-                }
                 if r["locked"]:
                     end_ms = int(r["lock_end"].timestamp() * 1000)
                     receivers.append(
-                        {**entry, "lock_end": _iso(r["lock_end"]), "seconds_left": (end_ms - as_of_ms) // 1000}
+                        {
+                            "resource": res,
+                            "receiver": r["receiver_address"],
+                            "locked": r["locked"],
+                            "unlocked": r["unlocked"],
+                            "lock_end": _iso(r["lock_end"]),
+                            "seconds_left": (end_ms - as_of_ms) // 1000,
+                        }
                     )
-                if r["unlocked"]:
-                    reclaimable.append(entry)
             for lot in figures[res]["unstaking"]["lots"]:
                 left_ms = int(lot["expire_time"].timestamp() * 1000) - as_of_ms
                 if left_ms <= SOON_MS:
@@ -101,7 +104,8 @@ def pool_positions(conn: psycopg.Connection, unfreeze_delay_ms: int) -> dict[str
                     if res != "TRON_POWER"
                 },
                 "receivers": sorted(receivers, key=lambda r: r["seconds_left"]),
-                "reclaimable": reclaimable,
+                "reclaimable": [{**r, "lock_end": _iso(r["lock_end"]) if r["lock_end"] else None} for r in reclaimable],
+                "ending_within_hour": [{**r, "lock_end": _iso(r["lock_end"])} for r in ending_soon],
                 "maturing": sorted(maturing, key=lambda r: r["seconds_left"]),
                 "shortfall": found.shortfall,
                 "chain_drift": [

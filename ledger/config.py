@@ -115,7 +115,7 @@ class Settings:
     # Share of accounts the new path answers until an operator sets one (`ledger rollout set`): 100
     # on a fresh install (no legacy path to keep); a platform cutting over starts where its plan does.
     rollout_start_new_percent: int = 100
-    # Events and webhooks (ledger/store/events.py, ledger/coordination/relay.py, workers/webhooks.py).
+    # Events and webhooks (ledger/store/events.py, workers/relay.py, workers/webhooks.py).
     events_relay_seconds: float = 0.25  # how often a worker process runs the event relay's pass
     events_stream_seconds: float = 30.0  # how long one GET /api/events/stream response lasts (EventSource reconnects)
     webhook_allow_private: bool = False  # deliver to private / loopback addresses (tests, a closed network)

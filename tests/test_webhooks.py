@@ -21,7 +21,6 @@ from harness.receiver import ACCEPTED, Behaviour, Receiver
 from harness.stack import settings_env, wait_until
 from ledger.config import Settings
 from ledger.coordination.queue import create_broker, webhook_queue
-from ledger.coordination.relay import relay_once
 from ledger.ops.cli import main as cli
 from ledger.store.deadletters import list_dead_letters, requeue_dead_letter
 from ledger.store.events import LOCK_ENDED, record_event
@@ -38,6 +37,7 @@ from ledger.store.webhooks import (
 )
 from tests.test_persist import ALICE, BOB
 from web.app import close_app, create_app
+from workers.relay import relay_once
 from workers.webhooks import longest_backoff_ms, retries_for
 
 PUBLIC = "93.184.216.34"

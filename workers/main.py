@@ -31,7 +31,6 @@ from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
 from ledger.coordination.queue import background_queue, check_broker_durability, create_broker, is_background
 from ledger.coordination.recovery import Heartbeat
-from ledger.coordination.relay import Relay
 from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import Counters
 from ledger.store.cache import create_cache_client
@@ -41,6 +40,7 @@ from workers.dbgate import DbGate
 from workers.deadletters import DeadLetters
 from workers.invalidator import Invalidator
 from workers.metrics import Metrics
+from workers.relay import Relay
 from workers.webhooks import DUE_GRACE_SECONDS, Sender
 
 log = logging.getLogger(__name__)

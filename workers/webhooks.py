@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 WithConn = Callable[[Callable[[psycopg.Connection], Any]], Any]
 
 USER_AGENT = "tron-stake-ledger-webhooks/1"
-# Slack beyond the latest retry time before a pending delivery counts as lost (ledger/coordination/relay.py).
+# Slack beyond the latest retry time before a pending delivery counts as lost (workers/relay.py).
 DUE_GRACE_SECONDS = 60.0
 _ERROR_LIMIT = 300  # characters of an error kept on the delivery row
 

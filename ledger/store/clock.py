@@ -1,7 +1,7 @@
 """The events of chain time passing: `delegation.lock_ended` and `unstake.withdrawable`.
 
 Nothing is written on chain when a lock ends or an unstaked lot matures; the chain's time passes
-it. Each relay pass (ledger/coordination/relay.py) moves this clock from the last block it looked
+it. Each relay pass (workers/relay.py) moves this clock from the last block it looked
 at to the persisted watermark (ledger/store/accounting.py: every operation of every block up to it
 is stored, so no record that could extend a lock or cancel a lot is still on its way) and writes
 an event, once (`once_key`), for each lock that ended and each lot that matured in between, with

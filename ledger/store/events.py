@@ -9,7 +9,7 @@ exists exactly when its change committed:
 - `delegation.lock_ended`, `unstake.withdrawable`: chain time passed a lock's end or a lot's
   maturity (ledger/store/clock.py), once each (`once_key`).
 - `drift.detected`: state reconciliation found a new difference (web/drift.py's table).
-- `listener.stalled`: the active listener stopped advancing (ledger/coordination/relay.py).
+- `listener.stalled`: the active listener stopped advancing (workers/relay.py).
 
 Order. Rows get `id` from a sequence when written, which is not the order they commit in; a
 reader paging by `id` could pass over an event whose transaction is still open and never see it.

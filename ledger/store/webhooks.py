@@ -1,7 +1,7 @@
 """Webhook subscriptions and deliveries, and the signature a receiver checks.
 
 A subscription is a URL, the event types and accounts it wants (empty: all) and a secret. Each
-matching event gets a delivery row (ledger/coordination/relay.py makes them, in event order) and a
+matching event gets a delivery row (workers/relay.py makes them, in event order) and a
 message the worker's `deliver_webhook` actor sends (workers/webhooks.py), at least once.
 
 Signature (what docs/API.md shows a receiver checking): the body is POSTed with

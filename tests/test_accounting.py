@@ -190,7 +190,11 @@ def test_a_lost_confirmation_is_sent_again(db: psycopg.Connection) -> None:
 def test_a_lost_revert_is_sent_again_for_pending_and_failed_rows(db: psycopg.Connection) -> None:
     persist(db, make_op("freeze", 100, block_id=OLD, status="failed", contract_ret="REVERT"))
     checkpoint_at(db, 99)
-    db.execute("INSERT INTO orphaned_blocks (block_num, block_id, orphaned_at) VALUES (100, %s, now())", (OLD,))
+    # (recorded as the listener's rollback does: shown replaced)
+    db.execute(
+        "INSERT INTO orphaned_blocks (block_num, block_id, orphaned_at, checked_at) VALUES (100, %s, now(), now())",
+        (OLD,),
+    )
     sink = FakeSink()
     assert repair(db, sink, grace_seconds=10).reverted == 0
     db.execute("UPDATE orphaned_blocks SET orphaned_at = now() - interval '11 seconds'")

@@ -43,6 +43,7 @@ from ledger.coordination.queue import (
     lane_actor_name,
     operation_message,
     operations_messages,
+    revert_message,
 )
 from ledger.domain import Operation
 from ledger.positions import Position
@@ -571,15 +572,39 @@ def test_a_lost_revert_orphans_the_failed_records_of_the_block(
     failed = make_op("freeze", 100, status="failed", contract_ret="OUT_OF_ENERGY")
     send(producer, wsettings, failed)
     wait_until(lambda: rows(pg, "SELECT status FROM stake_records") == [("failed",)])
-    # The listener noted the block as orphaned long ago; its revert_blocks message was lost
+    # The listener noted the block as orphaned (as its rollback does: shown replaced) long ago; its
+    # revert_blocks message was lost
     pg.execute(
-        "INSERT INTO orphaned_blocks (block_num, block_id, orphaned_at) VALUES (%s, %s, now() - interval '1 hour')",
+        "INSERT INTO orphaned_blocks (block_num, block_id, orphaned_at, checked_at)"
+        " VALUES (%s, %s, now() - interval '1 hour', now() - interval '1 hour')",
         (100, failed.block_id),
     )
     # When the lifecycle job runs
     _run_lifecycle_job(pg, producer, budget_jobs)
     # Then the failed record is orphaned like the chain's other records of that block would be
     wait_until(lambda: rows(pg, "SELECT status FROM stake_records") == [("orphaned",)], what="the revert")
+
+
+def test_a_revert_of_a_block_the_listener_records_is_refused(
+    wsettings: Settings, producer: RedisBroker, start_worker: Callable[..., Proc], pg: psycopg.Connection
+) -> None:
+    """A revert without a term (as a listener of an earlier release sent one, from a deposed term)
+    naming a block the canonical chain still has orphans nothing; one for a replaced block does."""
+    proc = start_worker()
+    kept, gone = make_op("freeze", 100), make_op("freeze", 101)
+    send(producer, wsettings, kept, gone)
+    wait_until(lambda: rows(pg, "SELECT count(*) FROM stake_records") == [(2,)])
+    # The listener records block 100 as it is on the chain, and another block than `gone`'s at 101
+    pg.execute(
+        "INSERT INTO recent_blocks (block_num, block_id, parent_hash, term)"
+        " VALUES (100, %s, 'p', 1), (101, %s, 'p', 1)",
+        (kept.block_id, "ff" * 32),
+    )
+    producer.enqueue(revert_message([(100, kept.block_id), (101, gone.block_id)], wsettings.queue_name))
+    wait_until(lambda: rows(pg, "SELECT status FROM stake_records WHERE tx_id = %s", gone.tx_id) == [("orphaned",)])
+    assert rows(pg, "SELECT status FROM stake_records WHERE tx_id = %s", kept.tx_id) == [("pending",)]
+    assert rows(pg, "SELECT block_id FROM orphaned_blocks") == [(gone.block_id,)]
+    proc.wait_for(r"refused to orphan 1 block\(s\) the canonical chain still has", 10)
 
 
 # --- groups of operations (persist_operations: the listener's messages) ----------------------------

@@ -47,7 +47,7 @@ from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.accounts import tracked_addresses
 from ledger.store.jobruns import finish_message
 from ledger.store.network_totals import record_totals
-from workers import persist, reconcile, webhooks
+from workers import canonical, persist, reconcile, webhooks
 from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
 from workers.lifecycle import run_lifecycle
@@ -185,15 +185,38 @@ def confirm_blocks(deps: Deps, solid_block: Any, fence: Fence | None = None) -> 
 
 
 def revert_blocks(deps: Deps, blocks: Any, fence: Fence | None = None) -> None:
+    """Orphan the records of the blocks shown to be off the canonical chain (workers/canonical.py);
+    never those of a block the chain still has. A block nothing shows either way yet (the node
+    unreachable) is left: the accounting's re-send of lost reverts brings it back once checked."""
+    pairs = persist.block_pairs(blocks)
+    verdicts = canonical.Verdicts()
+
     def write() -> set[str]:
+        nonlocal verdicts
         with deps.pool.connection() as conn:
-            return persist.revert_blocks(conn, blocks, fence=fence)
+            verdicts = canonical.classify(conn, pairs, canonical.node_block_ids(deps.node))
+            off_chain = [[num, block_id] for num, block_id in verdicts.off_chain]
+            return persist.revert_blocks(conn, off_chain, fence=fence)
 
     addresses = _apply(deps, REVERT_BLOCKS, fence, write)
     if addresses is None:
         return
     deps.invalidator.invalidate(addresses)
-    log.warning("orphaned the records of %d block(s) that left the chain (%d accounts)", len(blocks), len(addresses))
+    if verdicts.on_chain:
+        log.warning(
+            "refused to orphan %d block(s) the canonical chain still has (first %s)",
+            len(verdicts.on_chain),
+            verdicts.on_chain[0],
+        )
+    if verdicts.unknown:
+        log.warning(
+            "left %d block(s) not shown off the canonical chain yet (first %s)",
+            len(verdicts.unknown),
+            verdicts.unknown[0],
+        )
+    log.warning(
+        "orphaned the records of %d block(s) that left the chain (%d accounts)", len(verdicts.off_chain), len(addresses)
+    )
 
 
 # -- scheduled jobs (scheduler/ enqueues them; each counts itself done or failed on its job_runs row) --
@@ -268,9 +291,11 @@ def lifecycle(deps: Deps, run_id: Any) -> None:
         # the next run looks again.
         sink = BrokerSink(deps.broker, deps.settings.queue_name, threads=1, fence=current_fence(conn, MAIN_CHECKPOINT))
         try:
-            return run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds)
+            counts, touched = run_lifecycle(conn, deps.node, sink, grace_seconds=deps.settings.repair_grace_seconds)
         finally:
             sink.close()
+        deps.invalidator.invalidate(touched)
+        return counts
 
     _job(deps, run_id, body)
 

@@ -172,37 +172,74 @@ def confirm_blocks(
 
 
 def revert_blocks(conn: psycopg.Connection, blocks: list[list[Any]], *, fence: Fence | None = None) -> set[str]:
-    """Orphan the records of blocks that left the chain (`[[block_num, block_id], ...]`).
+    """Orphan the records of blocks that left the chain (`[[block_num, block_id], ...]`), which the
+    caller has shown to be off the canonical chain (workers/canonical.py): they are recorded as
+    orphaned and checked. A block the listener's recent blocks hold is skipped, checked in this
+    transaction: the chain as the listener last read it has it.
 
     Only pending and failed records can be orphaned: forks never reach below the solidified head,
     and a failed transaction leaves the chain with its block like any other. Lots of
     orphaned unfreezes are orphaned too, and the owners' other lots are settled again, since a
     withdraw or cancel that settled them may be among the orphaned records.
     """
-    pairs = _block_pairs(blocks)
+    pairs = block_pairs(blocks)
     if not pairs:
         return set()
-    ids = [block_id for _, block_id in pairs]
     with conn.transaction():
         _check_fence(conn, fence)
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+        recorded = {
+            block_id
+            for (block_id,) in conn.execute(
+                "SELECT block_id FROM recent_blocks WHERE block_id = ANY(%s)", ([bid for _, bid in pairs],)
+            ).fetchall()
+        }
+        pairs = [(num, block_id) for num, block_id in pairs if block_id not in recorded]
+        if not pairs:
+            return set()
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO orphaned_blocks (block_num, block_id) VALUES (%s, %s) ON CONFLICT DO NOTHING", pairs
+                "INSERT INTO orphaned_blocks (block_num, block_id, term, checked_at) VALUES (%s, %s, %s, now())"
+                " ON CONFLICT (block_id) DO UPDATE SET checked_at = coalesce(orphaned_blocks.checked_at, now())",
+                [(num, block_id, None if fence is None else fence.term) for num, block_id in pairs],
             )
-        rows = conn.execute(_REVERT, {"ids": ids}).fetchall()
+        rows = conn.execute(_REVERT, {"ids": [block_id for _, block_id in pairs]}).fetchall()
         touched = {address for (address,) in rows if address}
-        lowest = min(num for num, _ in pairs)
-        for owner in sorted(touched):
-            _lock_owner(conn, owner)
-            conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
-            # A fold may have taken these records in (a solidified head reported past the fork
-            # before this message ran): the folded state is rebuilt without them.
-            positions.drop_folded_at_or_after(conn, owner, lowest)
+        _settle_again(conn, touched, min(num for num, _ in pairs))
     return touched
 
 
-def _block_pairs(blocks: Any) -> list[tuple[int, str]]:
+def restore_blocks(conn: psycopg.Connection, blocks: list[tuple[int, str]]) -> tuple[int, set[str]]:
+    """Undo the orphaning of blocks shown to be on the canonical chain (workers/canonical.py): they
+    leave `orphaned_blocks`, and their orphaned records take the status their block gives them
+    (failed if the transaction failed, else confirmed at or below the solidified head, else
+    pending), their lots with them. Returns how many records were restored, and the accounts
+    touched."""
+    if not blocks:
+        return 0, set()
+    ids = [block_id for _, block_id in blocks]
+    with conn.transaction():
+        # Exclusive, as for a revert: no persist or confirmation runs in between.
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int, 0)", (_LOCK_CONFIRM,))
+        conn.execute("DELETE FROM orphaned_blocks WHERE block_id = ANY(%s)", (ids,))
+        rows = conn.execute(_RESTORE, {"ids": ids}).fetchall()
+        touched = {address for _, address in rows if address}
+        _settle_again(conn, touched, min(num for num, _ in blocks))
+    return len({key for key, _ in rows if key is not None}), touched
+
+
+def _settle_again(conn: psycopg.Connection, owners: set[str], lowest: int) -> None:
+    """After records of blocks from `lowest` on changed status (a revert or a restore): settle the
+    owners' lots again, since a withdraw or cancel that settles them may be among those records,
+    and drop the folded positions from that block on, which a fold may have taken them into (a
+    solidified head reported past the fork before the message ran); they are rebuilt."""
+    for owner in sorted(owners):
+        _lock_owner(conn, owner)
+        conn.execute(_SETTLE.format(scope="true"), {"owner": owner})
+        positions.drop_folded_at_or_after(conn, owner, lowest)
+
+
+def block_pairs(blocks: Any) -> list[tuple[int, str]]:
     if not isinstance(blocks, list):
         raise PayloadError(f"blocks {blocks!r} is not a list of [block_num, block_id]")
     pairs = []
@@ -424,6 +461,36 @@ SELECT owner_address FROM s
 UNION SELECT owner_address FROM lots
 UNION SELECT owner_address FROM d
 UNION SELECT receiver_address FROM d
+"""
+
+# The status a restored record takes: what its block gives it, as a fresh persist would.
+_RESTORED_STATUS = (
+    "CASE WHEN {t}.contract_ret IS NOT NULL AND {t}.contract_ret <> 'SUCCESS' THEN 'failed'"
+    " WHEN {t}.block_num <= (SELECT solid_block FROM chain_state WHERE id = 1) THEN 'confirmed'"
+    " ELSE 'pending' END"
+)
+
+# (record key or NULL, account touched) rows; the lots follow their stake rows.
+_RESTORE = f"""
+WITH s AS (
+    UPDATE stake_records r SET status = {_RESTORED_STATUS.format(t="r")}, updated_at = now()
+    WHERE r.status = 'orphaned' AND r.block_id = ANY(%(ids)s)
+    RETURNING r.tx_id, r.op_index, r.owner_address, r.status
+), lots AS (
+    UPDATE unfreeze_records u SET status = 'pending', confirmed = u.confirmed OR s.status = 'confirmed',
+        updated_at = now()
+    FROM s
+    WHERE u.tx_id = s.tx_id AND u.op_index = s.op_index AND u.status = 'orphaned'
+    RETURNING u.owner_address
+), d AS (
+    UPDATE delegate_records r SET status = {_RESTORED_STATUS.format(t="r")}, updated_at = now()
+    WHERE r.status = 'orphaned' AND r.block_id = ANY(%(ids)s)
+    RETURNING r.tx_id, r.op_index, r.owner_address, r.receiver_address
+)
+SELECT 's:' || tx_id || ':' || op_index, owner_address FROM s
+UNION ALL SELECT 'd:' || tx_id || ':' || op_index, owner_address FROM d
+UNION ALL SELECT NULL, receiver_address FROM d
+UNION ALL SELECT NULL, owner_address FROM lots
 """
 
 _REVERT = """

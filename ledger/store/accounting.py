@@ -317,10 +317,11 @@ WHERE EXISTS (SELECT 1 FROM stake_records s
                 AND NOT EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = d.block_id))
 """
 
-# A row still pending or failed on a block that left the chain: its revert_blocks was lost.
+# A row still pending or failed on a block shown to have left the chain: its revert_blocks was
+# lost. (An orphaned block nobody has checked yet is reconciliation's: workers/canonical.py.)
 _STALE_REVERTS = """
 SELECT o.block_num, o.block_id FROM orphaned_blocks o
-WHERE o.orphaned_at <= now() - make_interval(secs => %(grace)s)
+WHERE o.orphaned_at <= now() - make_interval(secs => %(grace)s) AND o.checked_at IS NOT NULL
   AND (EXISTS (SELECT 1 FROM stake_records s WHERE s.block_id = o.block_id AND s.status IN ('pending', 'failed'))
        OR EXISTS (SELECT 1 FROM delegate_records d
                   WHERE d.block_id = o.block_id AND d.status IN ('pending', 'failed')))

@@ -57,7 +57,7 @@ def test_messages_of_a_term_no_longer_current_change_nothing(db: psycopg.Connect
 
 def test_a_takeover_waits_for_a_worker_applying_the_old_term(clean_db: str) -> None:
     # Given a holder of term t whose lease has just expired, and a worker applying a message of t
-    timing = LeaseTiming(seconds=1.0, renew_deadline=0.6, retry=0.1)
+    timing = LeaseTiming(seconds=2.0, renew_deadline=1.2, retry=0.1)
     old = Lease(clean_db, "main", "old", timing)
     term = old.acquire()
     assert term is not None

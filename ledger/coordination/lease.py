@@ -206,6 +206,10 @@ class Lease:
         if row is not None and not row[0]:
             return None  # the common case of a standby's look, without the fence lock below
         with conn.transaction():
+            # A standby has no deadline of its own: it may wait for the workers' transactions up to
+            # a lease time (a renewal must not, hence the connection's shorter timeouts).
+            wait_ms = int(self.timing.seconds * 1000)
+            conn.execute(f"SET LOCAL statement_timeout = {wait_ms}; SET LOCAL lock_timeout = {wait_ms}")
             # Exclusive: waits for workers still applying messages of the old term and keeps new
             # ones out until the new term is committed (see check_fence).
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FENCE_NAMESPACE, self.name))

@@ -111,6 +111,7 @@ def _block(block: _Block) -> SkimmedBlock:
 def _keep(txs: list[_Tx]) -> tuple[list[dict[str, Any]], list[int]]:
     kept: list[dict[str, Any]] = []
     indices: list[int] = []
+    plain = _PLAIN_URLS
     for index, tx in enumerate(txs):
         contracts = tx.raw_data.contract
         if len(contracts) != 1:
@@ -121,11 +122,28 @@ def _keep(txs: list[_Tx]) -> tuple[list[dict[str, Any]], list[int]]:
             raise _Misfit
         parameter = contract.parameter
         url = parameter.type_url if isinstance(parameter, _Parameter) else msgspec.UNSET
-        if ctype not in STAKE_CONTRACTS and not _claims_stake(url):
+        # The usual case first: a non-stake type under its own type_url (one dict lookup and one
+        # comparison, where the parser's test splits the URL).
+        expected = plain.get(ctype)
+        if expected is None:
+            expected = _plain_url(ctype)
+        if expected == url or (ctype not in STAKE_CONTRACTS and not _claims_stake(url)):
             continue  # the parser's silent skip
         kept.append(_as_dict(tx, ctype, parameter, url))
         indices.append(index)
     return kept, indices
+
+
+# type -> `type.googleapis.com/protocol.<type>` for the non-stake types seen, False for stake types
+# (which no type_url equals). Contract types are a few dozen; a node inventing more fills no more.
+_PLAIN_URLS: dict[str, object] = {}
+
+
+def _plain_url(ctype: str) -> object:
+    url: object = False if ctype in STAKE_CONTRACTS else f"type.googleapis.com/protocol.{ctype}"
+    if len(_PLAIN_URLS) < 1024:
+        _PLAIN_URLS[ctype] = url
+    return url
 
 
 def _claims_stake(url: str | msgspec.UnsetType) -> bool:

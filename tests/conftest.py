@@ -52,6 +52,8 @@ TABLES = (
     "listener_heartbeats",
     "freshness_samples",
     "job_runs",
+    "job_run_items",
+    "chain_comparisons",
     "reconcile_cursors",
     "recovered_operations",
     "drift",

@@ -447,15 +447,33 @@ def test_watermark_and_shortfall_appear_once_their_data_exists(db: psycopg.Conne
         "INSERT INTO position_openings (address, block_num, state) VALUES (%s, 80, %s)",
         (SIM_ACCOUNTS[0], Position(block_num=80).to_json().decode()),
     )
+    db.execute(
+        "INSERT INTO chain_comparisons (account, compared_at, block, differing, attempted_at, reason)"
+        " VALUES (%s, '2026-01-02T03:04:05Z', 85, 2, now(), %s)",
+        (SIM_ACCOUNTS[0], "the ledger is at block 90, before the solidified block 95"),
+    )
     assert monitor.shortfall(db) == [
         {
             "account": SIM_ACCOUNTS[0],
             "block": 90,
             "shortfall": {"ENERGY.cancel": 5},
             "opening": {"source": "chain", "block": 80},
+            # Its last comparison with the chain, and why the attempt after it did not compare.
+            "compared": {
+                "at": "2026-01-02T03:04:05+00:00",
+                "block": 85,
+                "result": "differs in 2 figure(s)",
+                "reason": "the ledger is at block 90, before the solidified block 95",
+            },
         },
         # Added without an opening position: said, not shown as if its figures were the chain's.
-        {"account": SIM_ACCOUNTS[1], "block": None, "shortfall": {}, "opening": None},
+        {
+            "account": SIM_ACCOUNTS[1],
+            "block": None,
+            "shortfall": {},
+            "opening": None,
+            "compared": {"at": None, "block": None, "result": "never compared", "reason": None},
+        },
     ]
 
 

@@ -11,7 +11,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import dramatiq
@@ -51,6 +51,7 @@ from ledger.store.accounts import add_accounts
 from ledger.store.cache import create_cache_client
 from ledger.store.db import create_pool
 from ledger.store.deadletters import broker_dead_letter_count, list_dead_letters, requeue_dead_letter
+from ledger.store.jobruns import claim_run
 from tests.conftest import TEST_RABBITMQ_URL
 from tests.test_persist import ALICE, BOB, CAROL, DAVE, make_op
 from workers import actors
@@ -492,21 +493,22 @@ def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
             budget.acquire(Priority.BACKGROUND)
         # When a run of the state and gap jobs over three accounts reaches a worker
         accounts = [ALICE, BOB, CAROL]
-        (run_id,) = rows(
-            pg,
-            "INSERT INTO job_runs (job, window_start, holder, term, messages) VALUES ('state', now(), 't', 1, %s)"
-            " RETURNING id",
-            2 * len(accounts),
-        )[0]
-        for base in (RECONCILE_STATE, RECONCILE_GAPS):
+        runs = {base: job_run(pg, job, accounts) for base, job in ((RECONCILE_STATE, "state"), (RECONCILE_GAPS, "gap"))}
+        for base, run_id in runs.items():
             for account in accounts:
                 producer.enqueue(job_message(lane_actor_name(base, bg_queue), (account, run_id), bg_queue))
         worker = start_worker(threads=2, **budget_env)
-        # Then the run finishes, every message deferred, none retried or dead-lettered
-        run = wait_until(
-            lambda: rows(pg, "SELECT result FROM job_runs WHERE id = %s AND finished_at IS NOT NULL", run_id), 30
-        )
-        assert run[0][0] == {"deferred_budget": 2 * len(accounts)}
+
+        # Then the runs finish, every message closed with the reason, none retried or dead-lettered
+        def finished() -> list[tuple[Any, ...]]:
+            done = rows(
+                pg, "SELECT result FROM job_runs WHERE id = ANY(%s) AND finished_at IS NOT NULL", list(runs.values())
+            )
+            return done if len(done) == len(runs) else []
+
+        assert [r[0] for r in wait_until(finished, 30)] == [{"deferred_budget": len(accounts)}] * len(runs)
+        reasons = rows(pg, "SELECT DISTINCT split_part(reason, ':', 1) FROM job_run_items")
+        assert reasons == [("request budget spent",)]
         assert rows(pg, "SELECT count(*) FROM dead_letters") == [(0,)]
         assert "Retrying message" not in worker.output()
         # and the live class may still spend its reserve
@@ -518,13 +520,21 @@ def test_jobs_meeting_a_spent_background_share_are_deferred_not_dead_lettered(
 # --- the lifecycle job: what lost confirm_blocks / revert_blocks messages left undone -------------
 
 
+def job_run(pg: psycopg.Connection, job: str, accounts: list[str] | None) -> int:
+    """A run of `job` over `accounts` (None: one message) as the scheduler claims it, committed."""
+    (term,) = rows(
+        pg,
+        "INSERT INTO listener_terms (name, term, holder) VALUES ('scheduler', 1, 't')"
+        " ON CONFLICT (name) DO UPDATE SET holder = 't' RETURNING term",
+    )[0]
+    run_id = claim_run(pg, job, datetime.now(UTC), accounts, holder="t", lease="scheduler", term=int(term))
+    assert run_id is not None
+    return run_id
+
+
 def _run_lifecycle_job(pg: psycopg.Connection, producer: RedisBroker, bg_queue: str) -> None:
     """Enqueue a lifecycle run as the scheduler does and wait until the worker finished it."""
-    (run_id,) = rows(
-        pg,
-        "INSERT INTO job_runs (job, window_start, holder, term, messages) VALUES ('lifecycle', now(), 't', 1, 1)"
-        " RETURNING id",
-    )[0]
+    run_id = job_run(pg, "lifecycle", None)
     producer.enqueue(job_message(lane_actor_name(LIFECYCLE, bg_queue), (run_id,), bg_queue))
     wait_until(lambda: rows(pg, "SELECT 1 FROM job_runs WHERE id = %s AND finished_at IS NOT NULL", run_id))
 

@@ -1,8 +1,10 @@
-"""Reading what state reconciliation stored (`drift`, `recovered_operations`; writers in
-workers/reconcile.py): for the summary's `meta.drift`, the drift list and the status page."""
+"""Reading what state reconciliation stored (`drift`, `recovered_operations`, `chain_comparisons`;
+writers in workers/reconcile.py): for the summary's `meta.drift`, the drift list, the per-account
+comparisons and the status page."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -40,6 +42,28 @@ def list_drift(
             params,
         ).fetchall()
     return [_jsonable(row) for row in rows]
+
+
+def comparisons(conn: psycopg.Connection, accounts: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per pool account (or those of `accounts`): when state reconciliation last compared it with the
+    chain, at which solidified block, and the result; and its last attempt, with why it did not
+    compare when it did not. An account never compared says so, not "agrees"."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT a.address AS account, c.compared_at, c.block, c.differing, c.attempted_at, c.reason"
+            " FROM pool_accounts a LEFT JOIN chain_comparisons c ON c.account = a.address"
+            " WHERE %(all)s OR a.address = ANY(%(a)s) ORDER BY a.id",
+            {"all": accounts is None, "a": list(accounts or ())},
+        ).fetchall()
+    for row in rows:
+        row["result"] = comparison_result(row["differing"], row["compared_at"] is not None)
+    return list(rows)
+
+
+def comparison_result(differing: int | None, compared: bool) -> str:
+    if not compared or differing is None:
+        return "never compared"
+    return "agrees" if differing == 0 else f"differs in {differing} figure(s)"
 
 
 def recovered_count(conn: psycopg.Connection) -> int:

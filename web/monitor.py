@@ -45,6 +45,7 @@ from ledger.store.cache import read_cache_window
 from ledger.store.deadletters import dead_letter_counts
 from ledger.store.jobruns import last_runs
 from ledger.store.webhooks import DELIVERIES_METRIC, delivery_figures
+from web.drift import comparisons
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,9 @@ def shortfall(conn: psycopg.Connection, limit: int = SHORTFALL_ROWS) -> list[dic
     Read from the positions the summary work keeps (`positions.state`, key "d": what -> sun the
     arithmetic was short of); an account without a shortfall has an empty map. `opening`: where its
     positions start (`{"source", "block"}`, as the summary's `meta.opening`), None without one: its
-    figures then count only the records seen since it was added.
+    figures then count only the records seen since it was added. `compared`: its last comparison
+    with the chain's account state (web/drift.py's `comparisons`: when, at which block, the result,
+    and why the last attempt did not compare), None where the comparisons' table does not exist yet.
     """
     if not _has_column(conn, "positions", "state"):
         raise Unavailable("no positions (shortfall) in this database")
@@ -289,12 +292,16 @@ def shortfall(conn: psycopg.Connection, limit: int = SHORTFALL_ROWS) -> list[dic
         " ORDER BY coalesce(p.state::jsonb -> 'd', '{}'::jsonb) = '{}'::jsonb, a.id LIMIT %s",
         (limit,),
     ).fetchall()
+    listed = [r[0] for r in rows]
+    has_table = _has_column(conn, "chain_comparisons", "block")
+    compared = {c["account"]: c for c in comparisons(conn, listed)} if has_table else {}
     return [
         {
             "account": r[0],
             "block": r[1],
             "shortfall": r[2] or {},
             "opening": None if r[3] is None else {"source": r[3], "block": r[4]},
+            "compared": compared_view(compared.get(r[0])),
         }
         for r in rows
     ]
@@ -312,6 +319,13 @@ def shortfall_accounts(conn: psycopg.Connection) -> dict[str, int]:
     return {"accounts": int(row[0]), "with_shortfall": int(row[1]), "listed": min(int(row[0]), SHORTFALL_ROWS)}
 
 
+def compared_view(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One account's last comparison with the chain, as the status page shows it."""
+    if row is None:
+        return None
+    return {"at": _iso(row["compared_at"]), "block": row["block"], "result": row["result"], "reason": row["reason"]}
+
+
 def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """The scheduler's last run per job (job_runs: ledger/store/jobruns.py)."""
     if not _has_column(conn, "job_runs", "job"):
@@ -320,12 +334,15 @@ def scheduler_runs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     for run in last_runs(conn, per_job=1):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run["result"].items()))
         state = "finished" if run["finished_at"] else f"{run['done']}/{run['messages']} done"
+        missing = [f"{i['account'] or '-'} ({i['reason'] or 'sent ' + str(i['sends']) + 'x'})" for i in run["not_done"]]
         out.append(
             {
                 "job": run["job"],
                 "last_run": _iso(run["window_start"]),
                 "finished_at": _iso(run["finished_at"]),
                 "result": f"{state}{'; ' + counts if counts else ''}",
+                # Named, as the run's accounting keeps them (at most 20, the first ones).
+                "not_done": missing,
             }
         )
     return out

@@ -270,6 +270,32 @@ def _components() -> Schema:
                     "done": COUNT,
                     "finished_at": nullable({"type": "string", "format": "date-time"}),
                     "result": {"type": "object", "description": "summed counts, e.g. recovered, compared, drift"},
+                    "not_done": {
+                        "type": "array",
+                        "description": "accounts (at most 20) still open, or closed without their work, and why",
+                        "items": obj(
+                            {
+                                "account": {"type": "string", "description": "empty for a job of one message"},
+                                "open": BOOL,
+                                "sends": COUNT,
+                                "reason": nullable(TEXT),
+                            }
+                        ),
+                    },
+                }
+            ),
+            "ChainComparison": obj(
+                {
+                    "account": TEXT,
+                    "compared_at": nullable({"type": "string", "format": "date-time"}),
+                    "block": nullable(COUNT),
+                    "differing": nullable(COUNT),
+                    "result": {
+                        "type": "string",
+                        "description": "`agrees`, `differs in N figure(s)` (GET /api/drift), or `never compared`",
+                    },
+                    "attempted_at": nullable({"type": "string", "format": "date-time"}),
+                    "reason": nullable({**TEXT, "description": "why the last attempt did not compare"}),
                 }
             ),
             "Event": obj(
@@ -802,6 +828,23 @@ def _paths() -> dict[str, Schema]:
                     obj({"recovered_operations": COUNT}),
                 ),
                 **_DB_ERRORS,
+            },
+        }
+    }
+    paths["/api/reconciliation/accounts"] = {
+        "get": {
+            "operationId": "reconciliation_accounts",
+            "summary": "per pool account: when state reconciliation last compared it with the chain, at which "
+            "solidified block, the result, and its last attempt (why it did not compare, when it did not)",
+            "tags": ["operations"],
+            "parameters": [
+                _query("pool_account_id", {"type": "string", "minLength": 1}, _ACCOUNT_FORMS + " (default: all)"),
+                _query("external_id", ref("ExternalId"), _EXTERNAL),
+            ],
+            "responses": {
+                "200": _ok({"type": "array", "items": ref("ChainComparison")}, "in the order accounts were added"),
+                **_DB_ERRORS,
+                "404": {"$ref": "#/components/responses/NotFound"},
             },
         }
     }

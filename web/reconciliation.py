@@ -1,12 +1,14 @@
-"""GET /api/drift (differences between the chain's account state and the ledger) and
-GET /api/reconciliation/runs (the scheduler's last runs and what reconciliation recovered)."""
+"""GET /api/drift (differences between the chain's account state and the ledger),
+GET /api/reconciliation/runs (the scheduler's last runs, the accounts each left not done and why,
+and what reconciliation recovered) and GET /api/reconciliation/accounts (per pool account: its
+last comparison with the chain, at which block, the result, and its last attempt)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
 from ledger.store.jobruns import last_runs
-from web.drift import list_drift, recovered_count
+from web.drift import comparisons, list_drift, recovered_count
 from web.params import account_from_args, int_param
 from web.pg import read_connection
 from web.resources import resources
@@ -36,3 +38,12 @@ def runs() -> Response:
         rows = last_runs(conn, per_job)
         recovered = recovered_count(conn)
     return json_response({"success": True, "data": rows, "meta": {"recovered_operations": recovered}})
+
+
+@bp.get("/api/reconciliation/accounts")
+def accounts() -> Response:
+    res = resources()
+    ref = account_from_args(res.accounts, request.args)
+    with read_connection(res.pool) as conn:
+        rows = comparisons(conn, [ref.account.address] if ref is not None else None)
+    return json_response({"success": True, "data": rows})

@@ -20,8 +20,8 @@ from ledger.store.deadletters import dead_letter_counts
 from ledger.store.jobruns import last_runs
 from ledger.store.positions import opening_of
 from web.dependency import gray_release
-from web.drift import open_drift
-from web.monitor import freshness_series, health_rules, verdict
+from web.drift import comparisons, open_drift
+from web.monitor import compared_view, freshness_series, health_rules, verdict
 from web.monitoring import current_snapshot
 from web.paths import current_paths
 from web.pg import read_connection
@@ -51,6 +51,7 @@ def pool_positions(conn: psycopg.Connection, unfreeze_delay_ms: int) -> dict[str
         "SELECT id, address, label FROM pool_accounts ORDER BY id LIMIT %s", (SHOWN_ACCOUNTS,)
     ).fetchall()
     accounts = []
+    compared = {c["account"]: c for c in comparisons(conn, [r[1] for r in rows])}
     for account_id, address, label in rows:
         found = read_summary(conn, address, unfreeze_delay_ms)
         as_of_ms = found.as_of_time_ms
@@ -112,6 +113,7 @@ def pool_positions(conn: psycopg.Connection, unfreeze_delay_ms: int) -> dict[str
                     {"what": d["what"], "difference": d["difference"], "checked_block": d["checked_block"]}
                     for d in open_drift(conn, address)
                 ],
+                "compared": compared_view(compared.get(address)),
             }
         )
     state_runs = [run for run in last_runs(conn, per_job=1) if run["job"] == "state"]

@@ -43,9 +43,10 @@ from ledger.coordination.queue import (
 )
 from ledger.domain import Operation, PayloadError
 from ledger.ops.metrics import Counters
+from ledger.store import jobruns
 from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.accounts import tracked_addresses
-from ledger.store.jobruns import finish_message
+from ledger.store.jobruns import JOB_TIME_LIMIT_SECONDS
 from ledger.store.network_totals import record_totals
 from workers import canonical, persist, reconcile, webhooks
 from workers.dbgate import DbGate
@@ -65,8 +66,9 @@ TIME_LIMIT_MS = 60_000  # a hung statement is abandoned and retried after this
 # How long a message that met a PostgreSQL outage waits for it before it gives up one retry (under
 # the time limit, which would otherwise interrupt the wait with an error of its own).
 DB_WAIT_BUDGET_S = 45.0
-# A scheduled job reads pages of TronGrid at the budget's pace: minutes, not seconds.
-JOB_TIME_LIMIT_MS = 600_000
+# A scheduled job reads pages of TronGrid at the budget's pace: minutes, not seconds. The run's
+# accounting (ledger/store/jobruns.py) sends again an item taken longer ago than this.
+JOB_TIME_LIMIT_MS = JOB_TIME_LIMIT_SECONDS * 1000
 
 
 @dataclass(frozen=True)
@@ -219,28 +221,59 @@ def revert_blocks(deps: Deps, blocks: Any, fence: Fence | None = None) -> None:
     )
 
 
-# -- scheduled jobs (scheduler/ enqueues them; each counts itself done or failed on its job_runs row) --
+# -- scheduled jobs (scheduler/ sends them; each takes and closes its item of the run) ------------------
 
 
-def _job(deps: Deps, run_id: Any, body: Callable[[psycopg.Connection], dict[str, int]]) -> None:
+@dataclass(frozen=True)
+class JobOutcome:
+    """What one job message did: its numbers (summed into the run's result), or why it has to wait
+    (`deferred`: the item is sent again later, ledger/store/jobruns.py)."""
+
+    result: dict[str, int]
+    deferred: str | None = None
+
+
+def _job(deps: Deps, run_id: Any, account: str, body: Callable[[psycopg.Connection], JobOutcome]) -> None:
     run = run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
+    grace = deps.settings.repair_grace_seconds
+    who = account or "-"
     with deps.pool.connection() as conn:
+        taken = jobruns.UNLISTED if run is None else jobruns.take_item(conn, run, account, grace)
+        if taken in (jobruns.DONE, jobruns.BUSY):
+            # A copy the repair pass sent while the first was queued or running: one does the work.
+            log.info(
+                "job of run %s for %s skipped: %s", run, who, "done already" if taken == jobruns.DONE else "running"
+            )
+            return
+        if taken == jobruns.UNLISTED:
+            log.warning("job of run %s for %s: the run does not list it, so it is done without being counted", run, who)
         try:
-            result = body(conn)
+            outcome = body(conn)
         except BudgetUnavailable as exc:
             # The shared request budget refuses for longer than a job waits (the day's background
             # share spent, or a long suspension). A retry seconds later meets the same refusal, so
             # retrying only ended in dead letters (1,000 accounts' jobs a window, once the share
-            # was spent). The job is idempotent and the next window runs it again: counted done,
-            # as deferred, which the run's result and the status page show.
-            log.info("job of run %s deferred to the next window: %s", run, exc)
-            finish_message(conn, run, True, {"deferred_budget": 1})
+            # was spent). The item closes with that reason; the next window runs the job again.
+            log.info("job of run %s for %s not done: %s", run, who, exc)
+            if taken == jobruns.TAKEN:
+                assert run is not None
+                jobruns.finish_item(conn, run, account, {"deferred_budget": 1}, reason=f"request budget spent: {exc}")
             return
-        except Exception:
-            with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
-                finish_message(conn, run, False, {})
+        except Exception as exc:
+            if taken == jobruns.TAKEN:
+                assert run is not None
+                with contextlib.suppress(psycopg.Error):  # the original error is the one to retry on
+                    jobruns.fail_item(conn, run, account, f"{type(exc).__name__}: {exc}", grace)
             raise
-        finish_message(conn, run, True, result)
+        if taken != jobruns.TAKEN:
+            return
+        assert run is not None
+        if outcome.deferred is None:
+            jobruns.finish_item(conn, run, account, outcome.result)
+        elif jobruns.defer_item(conn, run, account, outcome.deferred, outcome.result):
+            log.warning("job of run %s for %s not done: %s", run, who, outcome.deferred)
+        else:
+            log.info("job of run %s for %s waits: %s", run, who, outcome.deferred)
 
 
 def _node(deps: Deps) -> TronNode:
@@ -250,41 +283,46 @@ def _node(deps: Deps) -> TronNode:
 
 
 def reconcile_gaps(deps: Deps, account: Any, run_id: Any) -> None:
-    def body(conn: psycopg.Connection) -> dict[str, int]:
-        return reconcile.reconcile_gaps(
-            conn,
-            _node(deps),
-            str(account),
-            lambda op: persist_operation(deps, op.to_message()),
-            run_id=run_id if isinstance(run_id, int) else None,
-            lookback_seconds=deps.settings.gap_lookback_seconds,
-            settle_seconds=deps.settings.gap_settle_seconds,
+    def body(conn: psycopg.Connection) -> JobOutcome:
+        return JobOutcome(
+            reconcile.reconcile_gaps(
+                conn,
+                _node(deps),
+                str(account),
+                lambda op: persist_operation(deps, op.to_message()),
+                run_id=run_id if isinstance(run_id, int) else None,
+                lookback_seconds=deps.settings.gap_lookback_seconds,
+                settle_seconds=deps.settings.gap_settle_seconds,
+            )
         )
 
-    _job(deps, run_id, body)
+    _job(deps, run_id, str(account), body)
 
 
 def reconcile_state(deps: Deps, account: Any, run_id: Any) -> None:
     delay_ms = deps.settings.unfreeze_delay_seconds * 1000
+    address = str(account)
+    run = run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
 
-    def body(conn: psycopg.Connection) -> dict[str, int]:
-        found = reconcile.solid_state(_node(deps), str(account))
-        if found is None or not reconcile.ledger_passed(conn, found[0]):
-            return {"deferred": 1}  # compared by the next run, when the ledger is at that block
-        block, state = found
-        position = reconcile.position_at(conn, str(account), block, delay_ms)
-        if position is None:
-            return {"deferred": 1}
-        chain = reconcile.chain_figures(state)
-        differing = reconcile.record_drift(conn, str(account), block, chain, reconcile.position_figures(position))
-        deps.invalidator.invalidate({str(account)})  # the summary shows meta.chain_drift
-        return {"compared": 1, "drift": differing}
+    def body(conn: psycopg.Connection) -> JobOutcome:
+        try:
+            compared = reconcile.compare_state(conn, _node(deps), address, delay_ms)
+        except BudgetUnavailable:
+            reconcile.note_comparison(conn, address, run, reason="request budget spent")
+            raise
+        if isinstance(compared, str):
+            reconcile.note_comparison(conn, address, run, reason=compared)
+            return JobOutcome({"deferred": 1}, deferred=compared)
+        block, differing = compared
+        reconcile.note_comparison(conn, address, run, block=block, differing=differing)
+        deps.invalidator.invalidate({address})  # the summary shows meta.chain_drift
+        return JobOutcome({"compared": 1, "drift": differing})
 
-    _job(deps, run_id, body)
+    _job(deps, run_id, address, body)
 
 
 def lifecycle(deps: Deps, run_id: Any) -> None:
-    def body(conn: psycopg.Connection) -> dict[str, int]:
+    def body(conn: psycopg.Connection) -> JobOutcome:
         if deps.broker is None:
             raise PayloadError("the lifecycle job sends messages: it needs the broker")
         # Under the listener's current term: a takeover before they are applied drops them, and
@@ -295,9 +333,9 @@ def lifecycle(deps: Deps, run_id: Any) -> None:
         finally:
             sink.close()
         deps.invalidator.invalidate(touched)
-        return counts
+        return JobOutcome(counts)
 
-    _job(deps, run_id, body)
+    _job(deps, run_id, jobruns.SINGLE, body)
 
 
 def deliver_webhook(deps: Deps, subscription_id: Any, event_id: Any) -> None:
@@ -327,18 +365,19 @@ def read_network_totals(deps: Deps, run_id: Any) -> None:
     budget), stored with the block they were read at; every account's cached summary then shows
     the new units."""
 
-    def body(conn: psycopg.Connection) -> dict[str, int]:
+    def body(conn: psycopg.Connection) -> JobOutcome:
         accounts = sorted(tracked_addresses(conn))
         if not accounts:
-            return {"skipped": 1}  # getaccountresource needs an account; the totals are the network's
+            # getaccountresource needs an account; the totals are the network's
+            return JobOutcome({"skipped": 1})
         node = _node(deps)
         totals = network_totals(node.account_resource(accounts[0], solid=True))
         block = node.solid_block_number()
         record_totals(conn, block, totals)
         deps.invalidator.invalidate(set(accounts))
-        return {"read": 1}
+        return JobOutcome({"read": 1})
 
-    _job(deps, run_id, body)
+    _job(deps, run_id, jobruns.SINGLE, body)
 
 
 def _persist_operations_actor(deps: Deps, queue_name: str) -> Callable[..., None]:

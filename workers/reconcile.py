@@ -13,7 +13,9 @@ State reconciliation compares the chain's account state at the solidified block 
 position of the same account at that block (ledger/positions.py) and stores each difference in
 `drift` (what, chain, ledger, since which block); the first run that finds them equal again
 closes the row. Stake made by smart contracts (TIP-467) reaches account state without a
-top-level transaction, so it shows up here.
+top-level transaction, so it shows up here. Each attempt is noted per account in
+`chain_comparisons` (when it last compared, at which block, how many figures differed; or why it
+could not compare yet: then its run sends it again, ledger/store/jobruns.py).
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def position_at(conn: psycopg.Connection, account: str, block: int, unfreeze_del
 
 def solid_state(node: TronNode, account: str) -> tuple[int, AccountState] | None:
     """The account's state and the solidified block it is as of; None if the solid head moved
-    between the reads twice in a row (then the comparison waits for the next run). An account
+    between the reads twice in a row (then the comparison waits and is tried again within its run). An account
     not on chain yet (`{}`) holds nothing: compared as zeros, not retried."""
     for _ in range(2):
         before = node.solid_block_number()
@@ -264,7 +266,44 @@ def record_drift(
     return differing
 
 
-def ledger_passed(conn: psycopg.Connection, block: int) -> bool:
-    """True when the listener has sent every block up to `block` (the ledger can describe it)."""
+def compare_state(
+    conn: psycopg.Connection, node: TronNode, account: str, unfreeze_delay_ms: int
+) -> tuple[int, int] | str:
+    """Compare the account's state on chain at the solidified block with the ledger's position at
+    that block, storing the differences (`drift`): (block, figures that differ), or why it cannot
+    be compared yet (the run sends it again, ledger/store/jobruns.py)."""
+    found = solid_state(node, account)
+    if found is None:
+        return "the chain's solidified head moved between the reads of the account"
+    block, state = found
     mark = checkpoint_block(conn)
-    return mark is not None and mark >= block
+    if mark is None or mark < block:
+        # The listener has not sent every block up to there: the ledger cannot describe it yet.
+        return f"the ledger is at block {'-' if mark is None else mark}, before the solidified block {block}"
+    position = position_at(conn, account, block, unfreeze_delay_ms)
+    if position is None:
+        return f"the account's positions start after the solidified block {block}"
+    return block, record_drift(conn, account, block, chain_figures(state), position_figures(position))
+
+
+def note_comparison(
+    conn: psycopg.Connection,
+    account: str,
+    run_id: int | None,
+    *,
+    block: int | None = None,
+    differing: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """Per account: the last comparison with the chain (when `block` is given) or the last attempt
+    and why it did not compare (`reason`), for the status page (`chain_comparisons`)."""
+    compared = block is not None
+    conn.execute(
+        "INSERT INTO chain_comparisons (account, compared_at, block, differing, attempted_at, reason, run_id)"
+        " VALUES (%(a)s, CASE WHEN %(c)s THEN now() END, %(b)s, %(d)s, now(), %(r)s, %(run)s)"
+        " ON CONFLICT (account) DO UPDATE SET attempted_at = now(), reason = %(r)s, run_id = %(run)s,"
+        " compared_at = CASE WHEN %(c)s THEN now() ELSE chain_comparisons.compared_at END,"
+        " block = CASE WHEN %(c)s THEN %(b)s ELSE chain_comparisons.block END,"
+        " differing = CASE WHEN %(c)s THEN %(d)s ELSE chain_comparisons.differing END",
+        {"a": account, "c": compared, "b": block, "d": differing, "r": reason, "run": run_id},
+    )

@@ -13,7 +13,10 @@ each), a broker redis-server and a cache redis-server, so stopping, hanging or r
 never touches the shared ones; with `--broker rabbitmq` (and in `rabbitmq-restart`) a RabbitMQ
 node of the scenario's own carries the messages. The worker (2 processes x 4 threads) and the listener run under the
 run command's supervisor (supervisord generated from a Procfile, as `scripts/run` does), except in
-`listener-kill-alone`, where the suite restarts the listener itself.
+`listener-kill-alone`, where the suite restarts the listener itself. `listener-pause` and
+`listener-pause-fork` run a second, standby listener: the active one is stopped without dying
+(SIGSTOP) with its sessions open, or with its lease session dropped (a partition) while the chain
+forks at its checkpoint and moves on, then woken.
 
 Per scenario the table gives: operations expected (the simulator's truth at the end), persisted
 (rows), lost (in the truth, not in the ledger), duplicated (a key stored twice), wrong (stored with
@@ -26,6 +29,9 @@ complete: seconds from the end of the fault until the ledger holds every operati
 the chain had at that moment, with the truth's fields (pending and confirmed count as one there:
 confirmation follows the chain's solidification, not the recovery; the final check compares
 statuses too). Rows being written again is not recovery; this is. Target: COMPLETE_TARGET s.
+failover: seconds from the active listener's SIGSTOP until the standby held the lease (a new
+term), in the scenarios with a standby; their notes count the messages of the old term that
+workers dropped as stale.
 """
 
 from __future__ import annotations
@@ -50,13 +56,16 @@ import redis
 
 from harness.procs import Proc, python
 from harness.servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
-from harness.stack import SIM_ACCOUNTS, Simulator, start_simulator, wait_until
+from harness.stack import SIM_ACCOUNTS, Simulator, drop_lease_session, start_simulator, wait_until
 from harness.supervise import Supervisor
 from ledger.coordination.recovery import DEFAULT_NAMESPACE
+from ledger.ops.metrics import METRICS_KEY
 from ledger.store.db import migrate, recreate_database
+from workers.metrics import STALE_MESSAGES
 
 WORKER = "worker: dramatiq workers.main:setup --processes 2 --threads 4\n"
 LISTENER = "listener: python -m listener\n"
+STANDBY = "standby: python -m listener\n"  # a second listener: one is active, the other waits on the lease
 HEARTBEAT_TIMEOUT = 5.0  # the product default (WORKER_HEARTBEAT_TIMEOUT)
 FIRST_BLOCK = 60_000_000
 SETTLE_QUIET = 60.0
@@ -73,6 +82,7 @@ class Setting:
     pg_long: float
     cache_outage: float
     live_seconds: float  # node faults and forks: how long the live chain misbehaves
+    pause_seconds: float  # listener-pause: how long the active listener stays stopped
     settle_timeout: float  # seconds allowed for the ledger to equal the truth at the end
 
 
@@ -84,6 +94,7 @@ SETTINGS = {
         pg_long=15,
         cache_outage=5,
         live_seconds=20,
+        pause_seconds=20,
         settle_timeout=120,
     ),
     "long": Setting(
@@ -93,6 +104,7 @@ SETTINGS = {
         pg_long=120,
         cache_outage=30,
         live_seconds=120,
+        pause_seconds=60,
         settle_timeout=600,
     ),
 }
@@ -112,6 +124,7 @@ class Row:
     complete: float | None = None  # seconds from the fault's end to a complete ledger (module doc)
     unseen: int = 0  # orphaned in the truth, from blocks forked away before the listener saw them
     notes: str = ""
+    failover: float | None = None  # seconds from a leader's pause until a standby held the lease
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -130,8 +143,11 @@ class Stack:
         aof: bool = False,
         supervised_listener: bool = True,
         broker: str = "redis",
+        standby: bool = False,
     ) -> None:
         self.setting = setting
+        self.standby = standby
+        self.failover: float | None = None
         self.pg = pg
         self.rundir = Path(tempfile.mkdtemp(prefix="faults-run-"))
         self.db_url = pg.url(f"faults_{uuid.uuid4().hex[:8]}")
@@ -188,7 +204,7 @@ class Stack:
         }
         if self.rabbit is not None:
             self.env["BROKER_URL"] = self.rabbit.url()
-        procfile = WORKER + (LISTENER if self.supervised_listener else "")
+        procfile = WORKER + (LISTENER if self.supervised_listener else "") + (STANDBY if self.standby else "")
         self.sup = Supervisor(procfile, self.rundir, self.env)
         if not self.supervised_listener:
             self.start_listener()
@@ -197,7 +213,7 @@ class Stack:
         self.listener = Proc("listener", python("-m", "listener"), self.env)
 
     def programs(self) -> list[str]:
-        return ["worker", "listener"] if self.supervised_listener else ["worker"]
+        return ["worker"] + (["listener"] if self.supervised_listener else []) + (["standby"] if self.standby else [])
 
     # -- observations ---------------------------------------------------------------------------
 
@@ -277,6 +293,23 @@ class Stack:
                     pass  # PostgreSQL not back yet
             time.sleep(0.1)
         return recover, resumed, complete
+
+    def lease(self) -> tuple[int, int]:
+        """(term, pid) of the listener lease's holder."""
+        with psycopg.connect(self.db_url, connect_timeout=2) as conn:
+            row = conn.execute("SELECT term, holder FROM listener_terms WHERE name = 'main'").fetchone()
+        if row is None:
+            raise TimeoutError("no listener holds the lease")
+        return int(row[0]), int(str(row[1]).rsplit(":", 1)[1])
+
+    def stale_dropped(self) -> int:
+        """Messages workers dropped because their lease term was over (ledger_worker_stale_messages_total)."""
+        client = redis.Redis.from_url(self.broker.url(0), socket_timeout=2, decode_responses=True)
+        try:
+            fields = client.hgetall(METRICS_KEY)
+        finally:
+            client.close()
+        return int(sum(float(v) for k, v in fields.items() if str(k).startswith(STALE_MESSAGES)))
 
     def sim_done(self, rows: int) -> bool:
         return rows >= len(self.sim.truth()["operations"])
@@ -497,6 +530,69 @@ def listener_kill_alone(st: Stack) -> tuple[float, str]:
     return end, "restarted by the suite"
 
 
+def _take_over(st: Stack, pause: Callable[[int], None]) -> tuple[int, float]:
+    """SIGSTOP the active listener, `pause(pid)` (the rest of the fault, while it is stopped), then
+    SIGCONT; returns its pid and how long the standby took to hold the lease (Stack.failover)."""
+    term, pid = st.lease()
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        wait_until(lambda: st.lease()[0] > term, 30, "a standby to take the lease")
+        st.failover = time.monotonic() - stopped
+        pause(pid)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return pid, st.failover
+
+
+def listener_pause(seconds: float) -> Callable[[Stack], tuple[float, str]]:
+    def fault(st: Stack) -> tuple[float, str]:
+        started = time.monotonic()
+        _take_over(st, lambda pid: time.sleep(max(0.0, seconds - (time.monotonic() - started))))
+        return time.monotonic(), f"active listener SIGSTOP {seconds:.0f} s, its sessions open; SIGCONT"
+
+    return fault
+
+
+def _signal_workers(st: Stack, sig: int) -> None:
+    assert st.sup is not None
+    parent = st.sup.running("worker")
+    for pid in [parent, *_children(parent)]:
+        os.kill(pid, sig)
+
+
+def listener_pause_fork(st: Stack) -> tuple[float, str]:
+    # At the head with the chain paused, so the fork replaces the paused listener's last blocks.
+    wait_until(lambda: st.checkpoint() >= int(st.sim.status()["head"]) - 1, 120, "the listener at the head")
+    st.sim.pause()
+    head = int(st.sim.status()["head"])
+    wait_until(lambda: st.checkpoint() == head, 30, "the listener at the paused head")
+
+    def partition_and_fork(pid: int) -> None:
+        dropped = drop_lease_session(st.db_url, pid, "main")
+        if dropped != 1:
+            raise TimeoutError(f"expected one lease session of pid {pid} to drop, found {dropped}")
+        st.sim.http.post("/sim/fork", json={"depth": 3}).raise_for_status()
+        st.sim.produce(40)
+        top = int(st.sim.status()["head"])
+        wait_until(lambda: st.checkpoint() == top, 60, "the new active listener at the head")
+
+    # Messages of its term still queued when it is deposed: the workers stall over its last blocks.
+    _signal_workers(st, signal.SIGSTOP)
+    try:
+        st.sim.produce(5)
+        wait_until(lambda: st.checkpoint() == head + 5, 30, "the listener at the new blocks")
+        _take_over(st, partition_and_fork)
+        time.sleep(3)  # what the woken one would still do
+    finally:
+        _signal_workers(st, signal.SIGCONT)
+    st.sim.resume()
+    return time.monotonic(), (
+        "workers stalled over its last 5 blocks; active listener SIGSTOP, lease session dropped,"
+        " fork at its checkpoint (3 blocks) + 40, SIGCONT; workers resumed"
+    )
+
+
 def _down_for(seconds: float, stop: Callable[[], None], start: Callable[[], None]) -> float:
     """Stop a server, leave it down `seconds`, start it again; return when it is back (the fault's end)."""
     stop()
@@ -616,6 +712,7 @@ class Scenario:
     pending: str = ""
     broker: str = "redis"
     history_factor: int = 1  # a longer backlog, for scenarios that measure ingest during the fault
+    standby: bool = False  # a second listener under the supervisor, on standby
 
 
 def scenarios(s: Setting) -> list[Scenario]:
@@ -630,6 +727,8 @@ def scenarios(s: Setting) -> list[Scenario]:
         Scenario("pg-stop-long", pg_stop(s.pg_long)),
         Scenario("cache-stop", cache_stop(s.cache_outage)),
         Scenario("cache-hang", cache_hang(s.cache_outage), history_factor=-(-HANG_BACKLOG_BLOCKS // s.history_blocks)),
+        Scenario("listener-pause", listener_pause(s.pause_seconds), standby=True),
+        Scenario("listener-pause-fork", listener_pause_fork, standby=True),
         Scenario("rabbitmq-restart", rabbitmq_restart, broker="rabbitmq"),
         Scenario("rabbitmq-restart-wiped", rabbitmq_wiped, broker="rabbitmq"),
         Scenario(
@@ -656,7 +755,9 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
         return Row(scn.name, notes=f"pending: {scn.pending}")
     if scn.history_factor > 1:
         setting = replace(setting, history_blocks=setting.history_blocks * scn.history_factor)
-    stack = Stack(setting, pg, aof=scn.aof, supervised_listener=scn.supervised_listener, broker=scn.broker)
+    stack = Stack(
+        setting, pg, aof=scn.aof, supervised_listener=scn.supervised_listener, broker=scn.broker, standby=scn.standby
+    )
     try:
         stack.start(*scn.sim_args)
         stack.wait_progress(0.25 / scn.history_factor)
@@ -665,6 +766,9 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
         recover, resumed, complete = stack.wait_recovered(fault_end, head, setting.settle_timeout)
         row = stack.finish()
         row.scenario, row.recover, row.resumed, row.complete, row.notes = scn.name, recover, resumed, complete, notes
+        row.failover = stack.failover
+        if scn.standby:
+            row.notes += f"; {stack.stale_dropped()} stale message(s) of the old term dropped"
         if row.unseen:
             row.notes += f"; {row.unseen} orphaned row(s) of blocks forked away before indexing (not lost)"
         return row
@@ -676,7 +780,7 @@ def run_scenario(scn: Scenario, setting: Setting, pg: PrivatePostgres) -> Row:
 
 HEADER = (
     "| scenario | expected | persisted | lost | duplicated | wrong | extra | recover (s)"
-    " | persisting again (s) | complete (s) | notes |"
+    " | persisting again (s) | complete (s) | failover (s) | notes |"
 )
 
 
@@ -684,6 +788,7 @@ def format_row(row: Row) -> str:
     recover = "-" if row.recover is None else f"{row.recover:.1f}"
     resumed = "-" if row.resumed is None else f"{row.resumed:.1f}"
     complete = "-" if row.complete is None else f"{row.complete:.1f}"
+    failover = "-" if row.failover is None else f"{row.failover:.1f}"
     cells = [
         row.scenario,
         row.expected,
@@ -695,6 +800,7 @@ def format_row(row: Row) -> str:
         recover,
         resumed,
         complete,
+        failover,
     ]
     return "| " + " | ".join(str(c) for c in cells) + f" | {row.notes} |"
 
@@ -715,7 +821,7 @@ def run_suite(
     rows = []
     try:
         print(HEADER, file=out)
-        print("|" + "---|" * 11, file=out)
+        print("|" + "---|" * 12, file=out)
         for scn in chosen:
             row = run_scenario(scn, setting, pg)
             rows.append(row)

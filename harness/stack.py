@@ -16,7 +16,7 @@ import psycopg
 import redis
 from dramatiq.common import dq_name, xq_name
 
-from harness.procs import Proc, python
+from harness.procs import Proc, python, tcp_ports
 from ledger.config import Settings, load_settings
 from ledger.coordination.queue import (
     KEPT_QUEUE_SUFFIX,
@@ -274,3 +274,16 @@ def delete_rabbitmq_queues(url: str, queue: str) -> None:
                 channel.queue_delete(queue=name)
     finally:
         connection.close()
+
+
+def drop_lease_session(database_url: str, pid: int, lease: str) -> int:
+    """Terminate process `pid`'s lease connection for `lease` on the server side, as a network
+    partition or a PostgreSQL failover does; its other sessions stay. Returns how many were dropped."""
+    ports = sorted(tcp_ports(pid))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE client_port = ANY(%s) AND application_name = %s",
+            (ports, f"lease {lease}"[:63]),
+        ).fetchall()
+    return len(rows)

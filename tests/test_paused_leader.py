@@ -16,9 +16,10 @@ import psycopg
 import pytest
 import redis
 
-from harness.procs import Proc, python, tcp_ports
+from harness.procs import Proc, python
 from harness.stack import (
     SIM_ACCOUNTS,
+    drop_lease_session,
     main_checkpoint,
     queued,
     start_chain,
@@ -35,19 +36,6 @@ from ledger.store.accounts import add_accounts
 # The defaults (LEASE_SECONDS 6, renewed every second): a standby takes over at most about 7 s
 # after the holder's last renewal.
 FAILOVER_LIMIT = 10.0
-
-
-def _drop_lease_session(database_url: str, proc: Proc, lease: str) -> int:
-    """Terminate `proc`'s lease connection on the server side, as a partition or a PostgreSQL
-    failover does; its other sessions stay. Returns how many were dropped."""
-    ports = sorted(tcp_ports(proc.popen.pid))
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE client_port = ANY(%s) AND application_name LIKE %s",
-            (ports, f"lease {lease}%"),
-        ).fetchall()
-    return len(rows)
 
 
 def _stale_dropped(settings: Settings) -> int:
@@ -124,7 +112,7 @@ def test_a_deposed_listener_waking_after_a_fork_corrupts_nothing(
         # When it stops without dying and its lease session is dropped
         old.kill(signal.SIGSTOP)
         try:
-            assert _drop_lease_session(settings.database_url, old, "main") == 1
+            assert drop_lease_session(settings.database_url, old.popen.pid, "main") == 1
             stopped = time.monotonic()
             new.wait_for(r"active: term \d+", 2 * FAILOVER_LIMIT)
             failover = time.monotonic() - stopped
@@ -203,7 +191,7 @@ def test_a_paused_scheduler_is_replaced_and_the_woken_one_runs_no_window_twice(
     stopped, stopped_at = time.monotonic(), time.time()
     try:
         if drop_session:
-            assert _drop_lease_session(env["DATABASE_URL"], active, "scheduler") == 1
+            assert drop_lease_session(env["DATABASE_URL"], active.popen.pid, "scheduler") == 1
         # Then the standby takes over within the lease time and runs the windows that follow
         standby.wait_for(r"active: term", 2 * FAILOVER_LIMIT)
         failover = time.monotonic() - stopped

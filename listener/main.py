@@ -36,6 +36,7 @@ from ledger.coordination.lease import (
     Term,
     default_holder,
     held,
+    holder_session_options,
 )
 from ledger.coordination.queue import (
     BrokerNotDurable,
@@ -236,7 +237,12 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
     def active(term: Term) -> None:
         # A fresh store and streamer per term: the checkpoint is re-read from PostgreSQL, since
         # another listener may have advanced it while this one was standby.
-        store = PgStore(settings.database_url, name=MAIN_CHECKPOINT, term=term.number)
+        store = PgStore(
+            settings.database_url,
+            name=MAIN_CHECKPOINT,
+            term=term.number,
+            session_options=holder_session_options(LeaseTiming.of(settings)),
+        )
         fenced = FencedStore(store, term)
         # Every message of the term carries it, and none goes once the term may no longer act.
         term_sink = sink.for_term(term.fence, term.ensure)
@@ -374,7 +380,9 @@ def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dra
             info = lease.holder_info()
             lease.disconnect()
             raise BackfillError(f"{name} is already running ({info})")
-        store = BackfillStore(settings.database_url, name=name, term=term.number)
+        store = BackfillStore(
+            settings.database_url, name=name, term=term.number, session_options=holder_session_options(lease.timing)
+        )
         broker = create_broker(settings.effective_broker_url)
         try:
             yield cast(BackfillStore, FencedStore(store, term)), broker, term  # FencedStore delegates every call

@@ -21,15 +21,20 @@ log = logging.getLogger(__name__)
 class PgStore:
     """Reconnects on demand, so a PostgreSQL restart costs the listener one failed cycle."""
 
-    def __init__(self, url: str, name: str = accounting.MAIN_CHECKPOINT, term: int = 0) -> None:
+    def __init__(
+        self, url: str, name: str = accounting.MAIN_CHECKPOINT, term: int = 0, session_options: str = ""
+    ) -> None:
         self._url = url
         self.name = name
         self.term = term
+        # ledger.coordination.lease.holder_session_options: a pause inside a transaction must not
+        # hold the checkpoint row's lock for as long as it lasts.
+        self._options = session_options
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5, options=self._options)
         return self._conn
 
     def close(self) -> None:

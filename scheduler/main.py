@@ -41,7 +41,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ledger.config import Settings, load_settings
-from ledger.coordination.lease import Leader, Lease, LeaseTiming, Term, TermEnded, default_holder
+from ledger.coordination.lease import (
+    Leader,
+    Lease,
+    LeaseTiming,
+    Term,
+    TermEnded,
+    default_holder,
+    holder_session_options,
+)
 from ledger.coordination.queue import (
     LIFECYCLE,
     NETWORK_TOTALS,
@@ -102,13 +110,19 @@ class Ticker:
         # Background lane: reconciliation must never hold up the live records (ledger/coordination/queue.py).
         self.queue = background_queue(settings.queue_name)
 
+    def _connect(self) -> psycopg.Connection:
+        # A claim's transaction holds its window's job_runs key until it ends: paused inside it,
+        # this process must not keep the next holder from claiming that window.
+        options = holder_session_options(LeaseTiming.of(self.settings))
+        return psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5, options=options)
+
     def tick(self, spec: JobSpec, now: float | None = None) -> int | None:
         window = window_start(time.time() if now is None else now, spec.seconds)
         try:
             # A tick that fires as the process wakes from a pause longer than the renew deadline
             # does nothing: another scheduler may hold the lease by now.
             self.term.ensure()
-            with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            with self._connect() as conn:
                 accounts = sorted(tracked_addresses(conn)) if spec.per_account else None
                 run_id = claim_run(
                     conn, spec.name, window, accounts, holder=self.holder, lease=LEASE_NAME, term=self.term.number
@@ -131,7 +145,7 @@ class Ticker:
         messages sent."""
         try:
             self.term.ensure()
-            with psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=5) as conn:
+            with self._connect() as conn:
                 per_account = {s.name: s.seconds for s in self.specs.values() if s.per_account}
                 added = extend_current_runs(conn, per_account, sorted(tracked_addresses(conn)))
                 for run_id, count in added.items():

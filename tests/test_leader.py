@@ -15,7 +15,16 @@ from harness.procs import Proc
 from harness.stack import main_checkpoint, start_listener, wait_until
 from harness.truth import assert_ledger_matches_truth, start_long_catch_up
 from ledger.config import Settings
-from ledger.coordination.lease import CheckpointFenced, FencedStore, Leader, Lease, LeaseTiming, Term, TermEnded
+from ledger.coordination.lease import (
+    CheckpointFenced,
+    FencedStore,
+    Leader,
+    Lease,
+    LeaseTiming,
+    Term,
+    TermEnded,
+    holder_session_options,
+)
 from listener.store import PgStore
 
 BLOCK_ID = "ab" * 32
@@ -108,6 +117,31 @@ def test_a_released_lease_is_taken_at_once(clean_db: str, leases: list[Lease], l
     a.release(term)
     taken = b.acquire()
     assert taken is not None and taken.number == term.number + 1
+
+
+def test_a_holder_paused_inside_its_checkpoint_transaction_does_not_block_a_takeover(
+    clean_db: str, leases: list[Lease], lease_name: str
+) -> None:
+    # Given a holder that stopped in the middle of a transaction holding its checkpoint row, its
+    # session open (a takeover updates that row)
+    holder = _lease(leases, clean_db, lease_name, "a")
+    term = holder.acquire()
+    assert term is not None
+    store = PgStore(clean_db, name=lease_name, term=term.number, session_options=holder_session_options(FAST))
+    store.save_checkpoint(10, BLOCK_ID, 12, 0)
+    paused = store._connection()
+    paused.execute("BEGIN")
+    paused.execute("SELECT 1 FROM listener_checkpoint WHERE name = %s FOR UPDATE", (lease_name,))
+    # When its lease expires, a standby takes it over all the same
+    standby = _lease(leases, clean_db, lease_name, "b")
+    taken = None
+    deadline = time.monotonic() + 10
+    while taken is None and time.monotonic() < deadline:
+        with contextlib.suppress(psycopg.Error):
+            taken = standby.acquire()
+        time.sleep(0.1)
+    assert taken is not None and taken.number == term.number + 1
+    store.close()
 
 
 def test_an_old_term_cannot_advance_the_checkpoint(clean_db: str, leases: list[Lease]) -> None:

@@ -186,7 +186,8 @@ class Lease:
                 autocommit=True,
                 connect_timeout=max(2, int(self.timing.renew_deadline)),
                 application_name=f"lease {self.name}"[:63],
-                options=f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+                options=f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} "
+                + holder_session_options(self.timing),
                 keepalives=1,
                 keepalives_idle=5,
                 keepalives_interval=2,
@@ -287,6 +288,15 @@ class Lease:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+def holder_session_options(timing: LeaseTiming) -> str:
+    """Server-side options for the connections a lease holder writes through. A holder stopped in
+    the middle of a transaction (SIGSTOP, a long pause) with its session open would keep that
+    transaction's row locks, the checkpoint row's among them, and a takeover, which updates that
+    row, would wait for it as long as the pause lasts. PostgreSQL ends a session idle in its
+    transaction for the renew deadline; by then its holder may no longer act anyway."""
+    return f"-c idle_in_transaction_session_timeout={int(timing.renew_deadline * 1000)}"
 
 
 def check_fence(conn: psycopg.Connection, fence: Fence) -> None:

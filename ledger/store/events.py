@@ -128,7 +128,7 @@ def read_event(conn: psycopg.Connection, seq: int) -> dict[str, Any] | None:
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """An event as the API and webhooks show it (datetimes left for the JSON encoder). A record's
-    times are kept as epoch milliseconds (cheaper to write: sql/023_event_triggers.sql) and shown as
+    times are kept as epoch milliseconds (cheaper to write: sql/025_event_triggers.sql) and shown as
     the record lists show them."""
     payload = row["payload"]
     record = payload.get("record") if isinstance(payload, dict) else None

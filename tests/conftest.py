@@ -63,6 +63,7 @@ TABLES = (
     "webhook_deliveries",
     "block_times",
     "event_clock",
+    "network_totals",
 )
 
 

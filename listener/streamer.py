@@ -24,6 +24,7 @@ from typing import Protocol
 from ledger.chain.node import MAX_BLOCKS_PER_REQUEST, BudgetUnavailable, NodeUnavailable, RateLimited
 from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.chain.values import NodeError
+from ledger.clocks import Clock
 from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.lease import CheckpointFenced
 from ledger.coordination.queue import Sink
@@ -100,7 +101,7 @@ class SlotTiming:
     MIN_MARGIN = 0.1
     MAX_MARGIN = 2.0
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self.margin = 0.3
         self._due: float | None = None

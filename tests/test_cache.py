@@ -24,6 +24,7 @@ from ledger.store.cache import (
     invalidate_accounts,
     read_cache_window,
 )
+from tests.clocks import ManualClock
 from tests.test_api import ALICE, BOB, add_account, get_json, insert_stake, records_url
 from web.app import close_app, create_app
 
@@ -211,7 +212,8 @@ def test_api_answers_from_postgres_while_redis_is_down(
     with psycopg.connect(clean_db, autocommit=True) as conn:
         account = add_account(conn, ALICE)
         row_id = insert_stake(conn, ALICE, 1, amount=2**60)
-    app = create_app(replace(settings, cache_redis_url=private_redis.url()))
+    clock = ManualClock()
+    app = create_app(replace(settings, cache_redis_url=private_redis.url()), clock=clock)
     client: FlaskClient = app.test_client()
     url = records_url("stake", account)
     try:
@@ -233,9 +235,12 @@ def test_api_answers_from_postgres_while_redis_is_down(
         ready = get_json(client, "/health/ready", 200)
         assert ready["status"] == "degraded" and ready["checks"]["redis"]["ok"] is False
 
-        # Redis comes back (empty): after the breaker's pause the cache is used again.
+        # Redis comes back (empty): within the breaker's pause it is not asked, after it it is again.
         private_redis.start()
-        time.sleep(app.extensions["ledger"].pages.breaker_seconds + 0.1)
+        clock.advance(app.extensions["ledger"].pages.breaker_seconds - 0.01)
+        assert get_json(client, url)["meta"]["source"] == "database"
+        assert get_json(client, "/api/cache/stats")["data"]["process"]["bypassed"] > stats["process"]["bypassed"]
+        clock.advance(0.01)
         assert get_json(client, url)["meta"]["source"] == "database"
         assert get_json(client, url)["meta"]["source"] == "cache"
     finally:
@@ -285,25 +290,33 @@ def test_slow_answers_on_a_busy_host_do_not_open_the_breaker(private_redis: Priv
 
 
 def test_a_hung_cache_opens_the_breaker_and_keeps_it_open(private_redis: PrivateRedis) -> None:
-    pages = PageCache(create_cache_client(private_redis.url(), 0.05))
+    clock = ManualClock()
+    pages = PageCache(create_cache_client(private_redis.url(), 0.05), clock=clock)
     pages.fetch(ALICE, "p1", lambda: fill())
     private_redis.signal(signal.SIGSTOP)
     try:
-        # Every read times out until the breaker opens, within about `hung_seconds`
-        began = time.monotonic()
-        while pages.counters.bypassed == 0:
+        # Reads time out, but timeouts for less than `hung_seconds` leave the breaker closed
+        for _ in range(5):
             assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
-            assert time.monotonic() - began < pages.hung_seconds + 0.5
+        clock.advance(pages.hung_seconds - 0.01)
+        assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+        assert pages.counters.errors == 6 and pages.counters.bypassed == 0
+        # Nothing but timeouts for `hung_seconds`: the next one opens it
+        clock.advance(0.01)
+        assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+        assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+        assert pages.counters.errors == 7 and pages.counters.bypassed == 1
         # Past its pause, one read tries Redis, times out, and the breaker opens again at once
-        time.sleep(pages.breaker_seconds + 0.05)
-        errors = pages.counters.errors
+        clock.advance(pages.breaker_seconds)
         pages.fetch(ALICE, "p1", lambda: fill())
         pages.fetch(ALICE, "p1", lambda: fill())
-        assert pages.counters.errors == errors + 1
+        assert pages.counters.errors == 8 and pages.counters.bypassed == 2
     finally:
         private_redis.signal(signal.SIGCONT)
-    # Redis answering again: after the pause the cache is used again
-    time.sleep(pages.breaker_seconds + 0.05)
+    # Redis answering again: skipped until the pause is over, then used again
+    clock.advance(pages.breaker_seconds - 0.01)
+    assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"db:page", False)
+    clock.advance(0.01)
     assert pages.fetch(ALICE, "p1", lambda: fill()) == (b"cache:page", True)
     pages.close()
 
@@ -336,15 +349,18 @@ def test_api_answers_when_redis_never_was_there(settings: Settings, clean_db: st
 
 def test_micro_cache_serves_a_hot_page_without_redis_for_its_ttl_only(cache_client: redis.Redis) -> None:
     # Given a page read once from Redis by a process with a 0.3 s micro-cache
-    pages = PageCache(cache_client, local_ttl=0.3)
+    clock = ManualClock()
+    pages = PageCache(cache_client, local_ttl=0.3, clock=clock)
     pages.fetch(ALICE, "p1", lambda: fill(b"v1"))
     assert pages.fetch(ALICE, "p1", lambda: fill(b"never")) == (b"cache:v1", True)
     # When the account is invalidated
     invalidate_accounts(cache_client, [ALICE])
     # Then this process may serve the old page for the micro-cache's TTL, and no longer
     assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"cache:v1", True)
-    assert pages.counters.local_hits == 1
-    time.sleep(0.35)
+    clock.advance(0.29)
+    assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"cache:v1", True)
+    assert pages.counters.local_hits == 2
+    clock.advance(0.01)
     assert pages.fetch(ALICE, "p1", lambda: fill(b"v2")) == (b"db:v2", False)
     pages.close()
 
@@ -369,12 +385,13 @@ def test_local_hits_reach_the_shared_counts_and_the_window(cache_client: redis.R
 
 def test_micro_cache_drops_expired_pages_instead_of_growing_to_its_cap(cache_client: redis.Redis) -> None:
     # Given a process with a short micro-cache that has read many distinct pages, long enough ago
-    pages = PageCache(cache_client, local_ttl=0.05)
+    clock = ManualClock()
+    pages = PageCache(cache_client, local_ttl=0.05, clock=clock)
     for n in range(LOCAL_PAGES_SWEEP):
         pages.fetch(ALICE, f"p{n}", lambda: fill(b"v"))
         pages.fetch(ALICE, f"p{n}", lambda: fill(b"never"))  # a Redis hit: now held in-process
     assert len(pages._local_pages) == LOCAL_PAGES_SWEEP
-    time.sleep(0.1)
+    clock.advance(0.05)
     # When one more page is read from Redis
     pages.fetch(ALICE, "fresh", lambda: fill(b"v"))
     pages.fetch(ALICE, "fresh", lambda: fill(b"never"))

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 from harness.tcpproxy import TcpProxy
 from ledger.config import Settings
 from ledger.store.cache import invalidate_accounts
+from tests.clocks import ManualClock
 from tests.test_api import ALICE, BOB, CAROL, T0, add_account, get_json, insert_delegate, insert_lot, insert_stake
 from web.app import close_app, create_app
 from web.directory import AccountDirectory
@@ -349,17 +349,18 @@ def test_cached_compat_pages_are_served_while_postgresql_is_away(
     used, so the page in the cache is still served (and a page not cached is a 503)."""
     with TcpProxy("127.0.0.1", 5432) as proxy:
         url = make_conninfo(settings.database_url, host="127.0.0.1", port=str(proxy.port))
+        clock = ManualClock()
         app = create_app(dataclasses.replace(settings, database_url=url))
         try:
             res = app.extensions["ledger"]
             app.extensions["ledger"] = dataclasses.replace(
-                res, accounts=AccountDirectory(res.pool, external_ttl=0.2, negative_ttl=0.2)
+                res, accounts=AccountDirectory(res.pool, external_ttl=0.2, negative_ttl=0.2, clock=clock)
             )
             client = app.test_client()
             page = "/compat/api/stake/records?pool_account_id=7&limit=5"
             assert get_json(client, page)["meta"]["source"] == "database"
             proxy.close()
-            time.sleep(0.3)
+            clock.advance(0.2)
             body = get_json(client, page)
             assert body["meta"]["source"] == "cache" and body["data"][0]["pool_account_id"] == "7"
             assert get_json(client, page.replace("limit=5", "limit=6"), 503)["error"]["code"] == "unavailable"

@@ -19,6 +19,7 @@ from harness.tcpproxy import TcpProxy
 from ledger.ops.cli import main
 from ledger.store.accounts import find_account
 from ledger.store.db import create_pool
+from tests.clocks import ManualClock
 from tests.test_api import ALICE, BOB, CAROL, address
 from web.directory import AccountDirectory
 
@@ -278,7 +279,8 @@ def test_the_directory_sees_a_moved_external_id_within_its_ttl(conn: psycopg.Con
     conn.execute("INSERT INTO pool_accounts (address, external_id) VALUES (%s, 'a'), (%s, 'b')", (ALICE, BOB))
     pool = create_pool(clean_db, max_size=1, name="directory-test")
     try:
-        directory = AccountDirectory(pool, external_ttl=0.5, negative_ttl=0.2)
+        clock = ManualClock()
+        directory = AccountDirectory(pool, external_ttl=0.5, negative_ttl=0.2, clock=clock)
         found = directory.resolve_external("a")
         assert found is not None and found.address == ALICE
         assert directory.resolve_external("c") is None
@@ -287,11 +289,14 @@ def test_the_directory_sees_a_moved_external_id_within_its_ttl(conn: psycopg.Con
         conn.execute("UPDATE pool_accounts SET external_id = 'c' WHERE address = %s", (ALICE,))
         found = directory.resolve_external("a")
         assert found is not None and found.address == ALICE  # remembered
-        time.sleep(0.6)
+        clock.advance(0.2)
+        assert directory.resolve_external("c") is not None  # "unknown" is remembered for less
+        clock.advance(0.29)
+        found = directory.resolve_external("a")
+        assert found is not None and found.address == ALICE  # still remembered
+        clock.advance(0.01)
         found = directory.resolve_external("a")
         assert found is not None and found.address == BOB
-        found = directory.resolve_external("c")
-        assert found is not None and found.address == ALICE
     finally:
         pool.close()
 
@@ -304,11 +309,12 @@ def test_the_directory_uses_an_expired_mapping_while_postgresql_is_away(
         url = make_conninfo(clean_db, host="127.0.0.1", port=str(proxy.port))
         pool = create_pool(url, max_size=1, name="directory-test", timeout=0.5)
         try:
-            directory = AccountDirectory(pool, external_ttl=0.1, negative_ttl=0.1)
+            clock = ManualClock()
+            directory = AccountDirectory(pool, external_ttl=0.1, negative_ttl=0.1, clock=clock)
             found = directory.resolve_external("a")
             assert found is not None and found.address == ALICE
             proxy.close()
-            time.sleep(0.2)
+            clock.advance(0.1)
             found = directory.resolve_external("a")  # expired, and PostgreSQL cannot be asked: still known
             assert found is not None and found.address == ALICE
             with pytest.raises((psycopg.OperationalError, PoolTimeout)):

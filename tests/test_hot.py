@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from flask import Flask
 
 from ledger.config import Settings
+from tests.clocks import ManualClock
 from tests.test_api import ALICE, add_account, get_json, insert_stake, records_url
 from web import params
 from web.app import close_app, create_app
@@ -20,8 +20,13 @@ LOCAL_TTL = 0.5
 
 
 @pytest.fixture
-def app(settings: Settings, clean_db: str, redis_clean: object) -> Iterator[Flask]:
-    made = create_app(replace(settings, cache_local_ttl=LOCAL_TTL))
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def app(settings: Settings, clean_db: str, redis_clean: object, clock: ManualClock) -> Iterator[Flask]:
+    made = create_app(replace(settings, cache_local_ttl=LOCAL_TTL), clock=clock)
     try:
         yield made
     finally:
@@ -29,7 +34,7 @@ def app(settings: Settings, clean_db: str, redis_clean: object) -> Iterator[Flas
 
 
 def test_a_repeated_read_skips_the_view_until_its_page_leaves_memory(
-    app: Flask, clean_db: str, monkeypatch: pytest.MonkeyPatch
+    app: Flask, clean_db: str, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with psycopg.connect(clean_db, autocommit=True) as conn:
         account = add_account(conn, ALICE)
@@ -57,7 +62,10 @@ def test_a_repeated_read_skips_the_view_until_its_page_leaves_memory(
     assert client.get(records_url("stake", account, limit=10)).status_code == 200
     assert len(calls) == 3  # another query string is another answer
 
-    time.sleep(LOCAL_TTL + 0.05)
+    clock.advance(LOCAL_TTL - 0.01)
+    assert client.get(url).data == second.data
+    assert len(calls) == 3  # still in memory
+    clock.advance(0.01)
     client.get(url)
     assert len(calls) == 4  # the page left memory: so did the answer
 

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 
 from ledger.config import Settings
+from tests.clocks import ManualClock
 from tests.test_api import address
 from web.app import close_app, create_app
 from web.monitor import SHORTFALL_ROWS
@@ -36,8 +37,13 @@ def pool_of_accounts(clean_db: str) -> str:
 
 
 @pytest.fixture
-def app(settings: Settings, pool_of_accounts: str, redis_clean: object) -> Iterator[Flask]:
-    application = create_app(replace(settings, monitor_cache_seconds=30.0))
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def app(settings: Settings, pool_of_accounts: str, redis_clean: object, clock: ManualClock) -> Iterator[Flask]:
+    application = create_app(replace(settings, monitor_cache_seconds=30.0), clock=clock)
     yield application
     close_app(application)
 
@@ -54,11 +60,21 @@ def test_the_shortfall_list_is_bounded_with_short_accounts_first(app: Flask) -> 
     assert sum(line.startswith("ledger_shortfall_sun{") for line in metrics.splitlines()) == 3
 
 
-def test_the_figures_are_made_once_per_interval_and_shared(app: Flask) -> None:
+def test_the_figures_are_made_once_per_interval_and_shared(app: Flask, clock: ManualClock) -> None:
     client = app.test_client()
-    made = {client.get("/api/monitor").get_json()["data"]["generated_at"] for _ in range(5)}
-    made |= {client.get("/health/tron-data-health").get_json()["generated_at"] for _ in range(5)}
-    assert len(made) == 1, made
+
+    def generated() -> set[str]:
+        made = {client.get("/api/monitor").get_json()["data"]["generated_at"] for _ in range(3)}
+        return made | {client.get("/health/tron-data-health").get_json()["generated_at"] for _ in range(3)}
+
+    first = generated()
+    assert len(first) == 1, first
+    clock.advance(29.99)
+    assert generated() == first
+    # Once the interval is over, the next request makes the figures again, and they are shared again
+    clock.advance(0.01)
+    second = generated()
+    assert len(second) == 1 and second != first, (first, second)
     # A copy each: what one answer adds (rules, freshness) is not in the shared snapshot.
     with app.app_context():
         from web.monitoring import current_snapshot

@@ -11,11 +11,13 @@ the PostgreSQL pool and the Redis client are made after the fork, once per proce
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from flask import Flask
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ledger.clocks import Clock
 from ledger.config import Settings, load_settings
 from ledger.coordination.queue import create_broker
 from ledger.ops.logs import setup_logging
@@ -45,7 +47,9 @@ ADMIN_POOL_SIZE = 2
 BROKER_SOCKET_TIMEOUT = 2.0
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, clock: Clock = time.monotonic) -> Flask:
+    """The web app; `clock` times everything the process keeps for a while (pages and answers in
+    memory, the cache's breaker, the account directory, the monitor's snapshot)."""
     if settings is None:
         settings = load_settings()
     setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
@@ -83,11 +87,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["ledger"] = Resources(
         settings=settings,
         pool=pool,
-        pages=PageCache(client, local_ttl=settings.cache_local_ttl),
-        accounts=AccountDirectory(pool),
+        pages=PageCache(client, local_ttl=settings.cache_local_ttl, clock=clock),
+        accounts=AccountDirectory(pool, clock=clock),
         broker=create_broker(settings.effective_broker_url),
         broker_redis=broker_client,
         admin_pool=admin_pool,
+        clock=clock,
     )
 
     # Imported here so that importing web.app stays cheap and free of side effects.

@@ -26,6 +26,7 @@ import redis
 from cachetools import LRUCache, TTLCache
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ledger.clocks import Clock
 from ledger.store.accounts import PoolAccount, find_account, find_by_external_id, parse_account_key
 from web.pg import read_connection
 
@@ -40,13 +41,15 @@ class AccountDirectory:
         negative_ttl: float = 1.0,
         external_ttl: float = EXTERNAL_TTL,
         max_entries: int = 10_000,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._pool = pool
+        self._clock = clock
         # Keyed by id and by address. Known accounts never change, so LRU only bounds memory;
         # unknown keys (typos, scans) expire after `negative_ttl`.
         self._known: LRUCache[int | str, PoolAccount] = LRUCache(maxsize=max_entries)
-        self._unknown: TTLCache[int | str, bool] = TTLCache(maxsize=max_entries, ttl=negative_ttl)
-        # external id -> (monotonic expiry, account or None). Not a TTLCache: an expired entry is
+        self._unknown: TTLCache[int | str, bool] = TTLCache(maxsize=max_entries, ttl=negative_ttl, timer=clock)
+        # external id -> (expiry on `clock`, account or None). Not a TTLCache: an expired entry is
         # still wanted when PostgreSQL cannot be asked again.
         self._external: LRUCache[str, tuple[float, PoolAccount | None]] = LRUCache(maxsize=max_entries)
         self._negative_ttl = negative_ttl
@@ -80,7 +83,7 @@ class AccountDirectory:
         At most `external_ttl` seconds old; older while PostgreSQL is unreachable (then the last
         known account is returned, and an id never seen raises the database error).
         """
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             entry = self._external.get(external_id)
         if entry is not None and entry[0] > now:

@@ -18,7 +18,6 @@ kept, so with `CACHE_LOCAL_TTL=0` nothing is.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,7 @@ class Shadow:
 
 @dataclass(frozen=True, slots=True)
 class HotAnswer:
-    expires: float  # time.monotonic(): the page's local expiry
+    expires: float  # on the page cache's clock: the page's local expiry
     body: bytes
     address: str
     shadow: Shadow | None
@@ -91,7 +90,7 @@ def _answer() -> Response | None:
     if environ.get("REQUEST_METHOD") != "GET":
         return None
     hot: HotAnswers = current_app.extensions["hot"]
-    answer = hot.get(_key(environ), time.monotonic())
+    answer = hot.get(_key(environ), hot.pages.clock())
     if answer is None:
         return None
     if answers_legacy(hot.paths, answer.address):
@@ -108,4 +107,4 @@ def remember(address: str, suffix: str, body: bytes, shadow: Shadow | None = Non
     hot: HotAnswers = current_app.extensions["hot"]
     expires = hot.pages.local_expiry(address, suffix)
     if expires is not None:
-        hot.put(_key(request.environ), HotAnswer(expires, body, address, shadow), time.monotonic())
+        hot.put(_key(request.environ), HotAnswer(expires, body, address, shadow), hot.pages.clock())

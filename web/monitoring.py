@@ -9,7 +9,6 @@ requests that arrive while one is being made wait for it rather than make their 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from psycopg_pool import PoolTimeout
@@ -28,9 +27,9 @@ def current_snapshot() -> dict[str, Any]:
     res = resources()
     shared = res.snapshots
     with shared.lock:
-        if time.monotonic() - shared.made_at >= res.settings.monitor_cache_seconds:
+        if res.clock() - shared.made_at >= res.settings.monitor_cache_seconds:
             shared.value = _snapshot()
-            shared.made_at = time.monotonic()
+            shared.made_at = res.clock()
         return dict(shared.value)
 
 

@@ -7,6 +7,7 @@ Kept apart from `web.app` so that blueprints import this module, not the factory
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import redis
 from flask import current_app
 from psycopg_pool import ConnectionPool
 
+from ledger.clocks import Clock
 from ledger.config import Settings
 from ledger.store.cache import PageCache
 from web.directory import AccountDirectory
@@ -34,6 +36,7 @@ class Resources:
     broker_redis: redis.Redis
     admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
     snapshots: SharedSnapshot = field(default_factory=lambda: SharedSnapshot())  # web/monitoring.py
+    clock: Clock = time.monotonic  # the one the pages and the directory were given
 
 
 class SharedSnapshot:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dramatiq
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ledger.clocks import Clock
 from ledger.config import Settings
 from ledger.coordination.queue import webhook_message
 from ledger.store.clock import advance
@@ -172,7 +172,7 @@ class Relay:
         *,
         interval: float,
         due_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.pool = pool
         self.broker = broker

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from ledger.clocks import Clock
+
 if TYPE_CHECKING:
     from ledger.config import Settings
 
@@ -114,7 +116,7 @@ class Term:
         name: str,
         number: int,
         deadline: float,
-        clock: Callable[[], float] = _boot_clock,
+        clock: Clock = _boot_clock,
         wake: threading.Event | None = None,
     ) -> None:
         self.name = name
@@ -196,7 +198,7 @@ class Lease:
             )
         return self._conn
 
-    def acquire(self, clock: Callable[[], float] = _boot_clock, wake: threading.Event | None = None) -> Term | None:
+    def acquire(self, clock: Clock = _boot_clock, wake: threading.Event | None = None) -> Term | None:
         """Take the lease if it is free or has expired, starting a new term (stamped on the
         checkpoint row); None if another holder's lease runs. psycopg.Error if PostgreSQL is away."""
         sent = clock()
@@ -235,7 +237,7 @@ class Lease:
             conn.execute("UPDATE listener_checkpoint SET term = %s WHERE name = %s", (number, self.name))
         return Term(self.name, number, sent + self.timing.renew_deadline, clock, wake)
 
-    def renew(self, term: Term, clock: Callable[[], float] = _boot_clock) -> bool:
+    def renew(self, term: Term, clock: Clock = _boot_clock) -> bool:
         """Push the expiry of `term`'s lease out by LEASE_SECONDS; False if it is no longer this
         term's (superseded, or already expired). psycopg.Error if PostgreSQL cannot be reached."""
         sent = clock()
@@ -322,7 +324,7 @@ def current_fence(conn: psycopg.Connection, name: str) -> Fence | None:
     return None if row is None else Fence(name, int(row[0]))
 
 
-def keep(lease: Lease, term: Term, clock: Callable[[], float] = _boot_clock) -> None:
+def keep(lease: Lease, term: Term, clock: Clock = _boot_clock) -> None:
     """Renew `term`'s lease every LEASE_RETRY_SECONDS until the term ends; end it when a renewal
     finds it superseded or none succeeded before the renew deadline. Run in a thread of its own."""
     failing = False

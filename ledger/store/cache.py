@@ -38,6 +38,8 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from ledger.clocks import Clock
+
 log = logging.getLogger(__name__)
 
 VERSION_KEY = "ledger:ver:{address}"
@@ -189,10 +191,13 @@ class Breaker:
     timeout a pause, not `hung_seconds` of them.
     """
 
-    def __init__(self, open_seconds: float, hung_seconds: float, hung_after: int) -> None:
+    def __init__(
+        self, open_seconds: float, hung_seconds: float, hung_after: int, clock: Clock = time.monotonic
+    ) -> None:
         self.open_seconds = open_seconds
         self.hung_seconds = hung_seconds
         self.hung_after = hung_after
+        self._clock = clock
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._suspect = False  # opened, and no call has succeeded since
@@ -210,7 +215,7 @@ class Breaker:
 
     def failed(self, exc: BaseException) -> bool:
         """Count a failed call; True when it opened the breaker (it was closed)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if isinstance(exc, _LATE) and not self._suspect:
                 if self._timeouts == 0:
@@ -245,8 +250,10 @@ class PageCache:
         hung_seconds: float = 0.5,
         hung_after: int = 3,
         local_ttl: float = 0.0,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.client = client
+        self.clock = clock  # the breaker's pause and the in-process pages' expiry
         # Fills and releases are rare next to hits: redis-py's Script (EVALSHA, reloading the
         # script after a Redis restart) on the pooled client is plenty.
         self._store = client.register_script(_STORE)
@@ -261,7 +268,7 @@ class PageCache:
         self.poll_seconds = poll_seconds
         self.breaker_seconds = breaker_seconds
         self.hung_seconds = hung_seconds
-        self._breaker = Breaker(breaker_seconds, hung_seconds, hung_after)
+        self._breaker = Breaker(breaker_seconds, hung_seconds, hung_after, clock)
         self.counters = CacheCounters()
         self._local_unreported = 0  # local hits not yet added to Redis' counts
         self._counter_lock = threading.Lock()
@@ -280,7 +287,7 @@ class PageCache:
         down or hung (`Breaker`) Redis is skipped for `breaker_seconds` so requests do not each
         wait a timeout.
         """
-        now = time.monotonic()
+        now = self.clock()
         if self.local_ttl:
             entry = self._local_pages.get((address, suffix))
             if entry is not None and entry[0] > now:
@@ -321,9 +328,9 @@ class PageCache:
             self._local_unreported += 1
 
     def local_expiry(self, address: str, suffix: str) -> float | None:
-        """Until when (time.monotonic) this process keeps the page in memory; None if it does not."""
+        """Until when (`self.clock`) this process keeps the page in memory; None if it does not."""
         entry = self._local_pages.get((address, suffix))
-        return entry[0] if entry is not None and entry[0] > time.monotonic() else None
+        return entry[0] if entry is not None and entry[0] > self.clock() else None
 
     def _remember(self, address: str, suffix: str, body: bytes, now: float) -> None:
         pages = self._local_pages

@@ -1,7 +1,13 @@
-"""`python -m listener backfill`: index a past block range for some pool accounts.
+"""`python -m listener backfill`: index the past for some pool accounts.
+
+`run_backfill` checks the accounts (adding them with --add-account), then indexes their past: by
+default each account's history from TronGrid's account index (listener/history.py) and the blocks
+since the solidified head that history was read up to; with --scan-blocks or --from-block, a block
+range (`Backfill`). Each part holds the lease of its own checkpoint row while it runs and sends on
+the background queue, fenced by its term.
 
 The blocks go through the same NodeAdapter (getblockbylimitnext batches, TransactionInfo where
-amounts live only there) and the same BrokerSink (one message per operation, the listener's
+amounts live only there) and the same BrokerSink (the listener's messages, on the background
 queue) as live blocks, so workers cannot tell a backfilled record from a live one, and the two may
 overlap freely (workers upsert by chain identity).
 
@@ -14,25 +20,52 @@ backfill exclude each other through the same lease (advisory lock + fencing term
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, cast
 
-from ledger.chain.node import NodeUnavailable, TronNode
+import dramatiq
+import psycopg
+
+from ledger.chain.address import AddressError, to_base58
+from ledger.chain.node import BACKFILL, NodeUnavailable, TronNode, node_from_settings
 from ledger.chain.parser import BlockParse, ParseIssue
+from ledger.chain.snapshot import mark_history
+from ledger.config import Settings
 from ledger.coordination.backoff import announced_wait, backoff
-from ledger.coordination.lease import CheckpointFenced
-from ledger.coordination.queue import Sink
-from listener.adapter import ChainAdapter
-from listener.store import PgStore, move_checkpoint
+from ledger.coordination.budget import Priority
+from ledger.coordination.lease import (
+    CheckpointFenced,
+    FencedStore,
+    Lease,
+    LeaseTiming,
+    Term,
+    held,
+    holder_session_options,
+)
+from ledger.coordination.queue import BrokerSink, Sink, background_queue, create_broker
+from ledger.ops.logs import ProgressLine
+from ledger.store.accounts import add_accounts, tracked_addresses
+from listener.adapter import ChainAdapter, NodeAdapter
+from listener.history import AccountHistory, history_checkpoint_name
+from listener.store import BackfillStore
 from listener.streamer import RETRY_BASE, RETRY_CAP
 
 log = logging.getLogger(__name__)
+
+# The running listener re-reads pool_accounts every 10 s (Streamer.tracked_refresh_seconds); an
+# open-ended backfill after --add-account follows the head for twice that, so no block falls
+# between the backfill's end and the moment the listener tracks the new account.
+ADD_ACCOUNT_SETTLE_SECONDS = 20.0
 
 
 class BackfillError(RuntimeError):
@@ -100,56 +133,6 @@ class RangeStore(Protocol):
     def advance(self, block_num: int, block_id: str) -> None: ...
 
     def record_issues(self, issues: list[ParseIssue]) -> None: ...
-
-
-class BackfillStore(PgStore):
-    """The backfill's own checkpoint row (fenced by its term like the main one), plus record_issues."""
-
-    def position(self) -> int | None:
-        """The last block done, or None before the first batch."""
-        row = (
-            self._connection()
-            .execute("SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,))
-            .fetchone()
-        )
-        return row[0] if row else None
-
-    def advance(self, block_num: int, block_id: str) -> None:
-        move_checkpoint(self._connection(), self.name, self.term, block_num, block_id)
-
-    def advance_to(self, block_num: int, block_time_ms: int) -> None:
-        """For a walk by time (listener.history): the block and its timestamp, no block id."""
-        move_checkpoint(self._connection(), self.name, self.term, block_num, None, block_time_ms)
-
-
-class ProgressLine:
-    """One line on stderr: rewritten in place on a terminal, a new line every few seconds otherwise."""
-
-    def __init__(self, out: TextIO | None = None, every: float = 5.0) -> None:
-        self.out = out or sys.stderr
-        self.tty = self.out.isatty()
-        self.every = 0.25 if self.tty else every
-        self._last = float("-inf")
-        self._width = 0
-
-    def update(self, text: str, force: bool = False) -> bool:
-        """Write the line unless one was written less than `every` seconds ago; True if written."""
-        now = time.monotonic()
-        if not force and now - self._last < self.every:
-            return False
-        self._last = now
-        if self.tty:
-            self.out.write("\r" + text.ljust(self._width))
-            self._width = len(text)
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
-        return True
-
-    def finish(self) -> None:
-        if self.tty and self._width:
-            self.out.write("\n")
-            self.out.flush()
 
 
 # -- the walk ----------------------------------------------------------------------------------
@@ -272,3 +255,158 @@ class Backfill:
             f"backfill block {result.last}/{end} ({100 * (result.last - self.start + 1) / total:.1f}%), "
             f"{rate:.0f} blocks/s, {result.operations} ops, ETA {eta}"
         )
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    # One INFO line per HTTP request would bury the progress line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return _backfill(args, settings)
+    except BackfillError as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    if args.rate is not None and args.rate < 0:
+        raise BackfillError("--rate must be >= 0")
+    if args.add_account and not args.account:
+        raise BackfillError("--add-account needs at least one --account")
+    try:
+        accounts = sorted({to_base58(a) for a in args.account})
+    except AddressError as exc:
+        raise BackfillError(str(exc)) from None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if args.add_account:
+            add_accounts(conn, accounts, label=args.label or "backfill")
+        pool = tracked_addresses(conn)
+    accounts = accounts or sorted(pool)
+    if not accounts:
+        raise BackfillError("no pool accounts: pass --account T... --add-account")
+    unknown = [a for a in accounts if a not in pool]
+    if unknown:
+        # The API only serves pool accounts: records of others would be stored and never shown.
+        raise BackfillError(f"not pool accounts: {', '.join(unknown)} (add them with --add-account)")
+
+    # A backfill can wait: it must not slow the running listener's requests (ledger/coordination/budget.py).
+    node = node_from_settings(settings, args.rate, priority=Priority.BACKGROUND, caller=BACKFILL)
+    adapter = NodeAdapter(node)
+    try:
+        head = adapter.head_number()
+        if args.from_block is not None:
+            start = args.from_block
+        elif not args.scan_blocks:
+            # The accounts' history from the account index, then the blocks since the solidified
+            # head it was read up to, as a block range (so nothing above it is missed).
+            solid = node.solid_block_number()
+            for account in accounts:
+                _account_history(settings, node, account, parse_since(args.since), frozenset(accounts))
+            start = max(solid + 1, 0)
+        else:
+            start = first_block_since(node, parse_since(args.since), head)
+        if start < 0 or (args.to_block is not None and args.to_block < start):
+            raise BackfillError(f"empty range {start}..{args.to_block}")
+        if args.to_block is not None and args.to_block > head:
+            raise BackfillError(f"--to-block {args.to_block} is past the head {head}")
+        return _run_range(args, settings, node, adapter, accounts, start)
+    finally:
+        adapter.close()
+        node.close()
+
+
+@contextmanager
+def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dramatiq.Broker, Term]]:
+    """The lease on the checkpoint row `name` (kept renewed while the run lasts), its store (fenced
+    by the lease's term), a broker and the term, all released when the run ends; BackfillError if
+    another run holds the lease."""
+    lease = Lease(settings.database_url, name, timing=LeaseTiming.of(settings))
+    with held(lease) as term:
+        if term is None:
+            info = lease.holder_info()
+            lease.disconnect()
+            raise BackfillError(f"{name} is already running ({info})")
+        store = BackfillStore(
+            settings.database_url, name=name, term=term.number, session_options=holder_session_options(lease.timing)
+        )
+        broker = create_broker(settings.effective_broker_url)
+        try:
+            yield cast(BackfillStore, FencedStore(store, term)), broker, term  # FencedStore delegates every call
+        finally:
+            store.close()
+            broker.close()
+
+
+def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
+    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker, term):
+        # Live first, as block-range backfills; fenced by the run's term.
+        sink = BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure)
+        try:
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                # Positions from the whole history since DATE, not from a snapshot of the chain.
+                mark_history(conn, account)
+            result = AccountHistory(node, sink, store, account=account, since_ms=since_ms, tracked=tracked).run()
+        except NodeUnavailable as exc:
+            raise BackfillError(f"history of {account}: {exc}") from None
+        except CheckpointFenced as exc:
+            raise BackfillError(f"another run took this history over: {exc}") from None
+        finally:
+            sink.close()
+    print(
+        f"history of {account}: {result.pages} page(s), {result.records} record(s), {result.operations} operation(s)",
+        file=sys.stderr,
+    )
+
+
+def _run_range(
+    args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
+) -> int:
+    name = checkpoint_name(start, args.to_block, accounts)
+    with _claimed(settings, name) as (store, broker, term):
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping after the current batch", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        settle = args.add_account and args.to_block is None
+        rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
+        rate = min(rates) if rates else 0.0
+        log.info(
+            "backfill %s: blocks %d..%s for %d account(s), %s",
+            name,
+            start,
+            "head" if args.to_block is None else args.to_block,
+            len(accounts),
+            f"{rate:g} requests/s" if rate else "no request limit",
+        )
+        backfill = Backfill(
+            adapter,
+            store,
+            # Live first (see ledger.coordination.queue); fenced by the run's term.
+            BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure),
+            accounts=accounts,
+            start=start,
+            end=args.to_block,
+            batch_blocks=settings.listener_batch_blocks,
+            settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
+            poll_interval=settings.poll_interval,
+            stop=stop,
+        )
+        try:
+            result = backfill.run()
+        except CheckpointFenced as exc:
+            raise BackfillError(f"another run took this backfill over: {exc}") from None
+    if not result.completed:
+        print(f"backfill interrupted after block {result.last}; run the same command to resume", file=sys.stderr)
+        return 130
+    print(
+        f"backfill complete: blocks {start}..{result.last}, {result.blocks} block(s) and "
+        f"{result.operations} operation(s) this run",
+        file=sys.stderr,
+    )
+    return 0

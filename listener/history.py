@@ -36,7 +36,8 @@ from ledger.chain.values import ChainDataError
 from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.queue import Sink
 from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
-from listener.backfill import BackfillStore, ProgressLine
+from ledger.ops.logs import ProgressLine
+from listener.store import BackfillStore
 from listener.streamer import RETRY_BASE, RETRY_CAP
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""`python -m listener`: the listener process, and `python -m listener backfill` for past ranges.
+"""`python -m listener`: the listener process; `backfill` (listener/backfill.py) and `repair`
+(listener/repair.py) are dispatched from here.
 
 The listener runs as active or standby (ledger/coordination/lease.py): start as many as you like, exactly one
 indexes at a time. With TRON_WS_URL set, a WebSocket block feed wakes it as soon as a block is
@@ -13,64 +14,42 @@ import logging
 import signal
 import sys
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from typing import cast
 
-import dramatiq
 import psycopg
 
-from ledger.chain.address import AddressError, to_base58
-from ledger.chain.node import BACKFILL, INGEST, NodeUnavailable, TronNode, node_from_settings
-from ledger.chain.snapshot import mark_history, opening_gap_start, snapshot_new_accounts
+from ledger.chain.node import INGEST, TronNode, node_from_settings
+from ledger.chain.snapshot import opening_gap_start, snapshot_new_accounts
 from ledger.config import Settings, load_settings
 from ledger.coordination.budget import Priority
 from ledger.coordination.lease import (
-    CheckpointFenced,
     FencedStore,
     Leader,
     Lease,
     LeaseTiming,
     Term,
     default_holder,
-    held,
     holder_session_options,
 )
 from ledger.coordination.queue import (
     BrokerNotDurable,
     BrokerSink,
-    background_queue,
     check_broker_durability,
     create_broker,
 )
 from ledger.ops.logs import setup_logging
 from ledger.ops.metrics import Counters, Flusher, metrics_client
 from ledger.store.accounting import MAIN_CHECKPOINT
-from ledger.store.accounts import add_accounts, tracked_addresses
+from ledger.store.accounts import add_accounts
 from listener.adapter import NodeAdapter
-from listener.backfill import (
-    Backfill,
-    BackfillError,
-    BackfillStore,
-    checkpoint_name,
-    first_block_since,
-    parse_since,
-)
+from listener.backfill import run_backfill
 from listener.heartbeat import Beat, Heartbeat
-from listener.history import AccountHistory, history_checkpoint_name
 from listener.repair import repair_once
 from listener.store import PgStore
 from listener.streamer import Streamer
 from listener.wakeup import WakeupFeed
 
 log = logging.getLogger("listener")
-
-# The running listener re-reads pool_accounts every 10 s (Streamer.tracked_refresh_seconds); an
-# open-ended backfill after --add-account follows the head for twice that, so no block falls
-# between the backfill's end and the moment the listener tracks the new account.
-ADD_ACCOUNT_SETTLE_SECONDS = 20.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,16 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_listener(args, settings)
 
 
-def _node(
-    settings: Settings,
-    priority: Priority,
-    rate: float | None = None,
-    counters: Counters | None = None,
-    caller: str = BACKFILL,
-) -> TronNode:
-    return node_from_settings(settings, rate, counters=counters, priority=priority, caller=caller)
-
-
 # -- the listener ------------------------------------------------------------------------------
 
 
@@ -192,7 +161,7 @@ def run_listener(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     counters = Counters()
     # Following the head is the live path: its requests may use the budget's reserve.
-    node = _node(settings, Priority.LIVE, counters=counters, caller=INGEST)
+    node = node_from_settings(settings, counters=counters, priority=Priority.LIVE, caller=INGEST)
     flusher = Flusher(counters, metrics_client(settings.redis_url)).start()
     sink = BrokerSink(broker, settings.queue_name)
     adapter = NodeAdapter(node)  # one per process: it keeps a fetch thread pool
@@ -307,161 +276,6 @@ def _take_openings(settings: Settings, node: TronNode, accounts: list[str], star
     if first is not None and (start_block is None or first < start_block):
         return first
     return start_block
-
-
-# -- backfill ----------------------------------------------------------------------------------
-
-
-def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    # One INFO line per HTTP request would bury the progress line.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        return _backfill(args, settings)
-    except BackfillError as exc:
-        print(f"backfill: {exc}", file=sys.stderr)
-        return 2
-
-
-def _backfill(args: argparse.Namespace, settings: Settings) -> int:
-    if args.rate is not None and args.rate < 0:
-        raise BackfillError("--rate must be >= 0")
-    if args.add_account and not args.account:
-        raise BackfillError("--add-account needs at least one --account")
-    try:
-        accounts = sorted({to_base58(a) for a in args.account})
-    except AddressError as exc:
-        raise BackfillError(str(exc)) from None
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        if args.add_account:
-            add_accounts(conn, accounts, label=args.label or "backfill")
-        pool = tracked_addresses(conn)
-    accounts = accounts or sorted(pool)
-    if not accounts:
-        raise BackfillError("no pool accounts: pass --account T... --add-account")
-    unknown = [a for a in accounts if a not in pool]
-    if unknown:
-        # The API only serves pool accounts: records of others would be stored and never shown.
-        raise BackfillError(f"not pool accounts: {', '.join(unknown)} (add them with --add-account)")
-
-    # A backfill can wait: it must not slow the running listener's requests (ledger/coordination/budget.py).
-    node = _node(settings, Priority.BACKGROUND, args.rate)
-    adapter = NodeAdapter(node)
-    try:
-        head = adapter.head_number()
-        if args.from_block is not None:
-            start = args.from_block
-        elif not args.scan_blocks:
-            # The accounts' history from the account index, then the blocks since the solidified
-            # head it was read up to, as a block range (so nothing above it is missed).
-            solid = node.solid_block_number()
-            for account in accounts:
-                _account_history(settings, node, account, parse_since(args.since), frozenset(accounts))
-            start = max(solid + 1, 0)
-        else:
-            start = first_block_since(node, parse_since(args.since), head)
-        if start < 0 or (args.to_block is not None and args.to_block < start):
-            raise BackfillError(f"empty range {start}..{args.to_block}")
-        if args.to_block is not None and args.to_block > head:
-            raise BackfillError(f"--to-block {args.to_block} is past the head {head}")
-        return _run_range(args, settings, node, adapter, accounts, start)
-    finally:
-        adapter.close()
-        node.close()
-
-
-@contextmanager
-def _claimed(settings: Settings, name: str) -> Iterator[tuple[BackfillStore, dramatiq.Broker, Term]]:
-    """The lease on the checkpoint row `name` (kept renewed while the run lasts), its store (fenced
-    by the lease's term), a broker and the term, all released when the run ends; BackfillError if
-    another run holds the lease."""
-    lease = Lease(settings.database_url, name, timing=LeaseTiming.of(settings))
-    with held(lease) as term:
-        if term is None:
-            info = lease.holder_info()
-            lease.disconnect()
-            raise BackfillError(f"{name} is already running ({info})")
-        store = BackfillStore(
-            settings.database_url, name=name, term=term.number, session_options=holder_session_options(lease.timing)
-        )
-        broker = create_broker(settings.effective_broker_url)
-        try:
-            yield cast(BackfillStore, FencedStore(store, term)), broker, term  # FencedStore delegates every call
-        finally:
-            store.close()
-            broker.close()
-
-
-def _account_history(settings: Settings, node: TronNode, account: str, since_ms: int, tracked: frozenset[str]) -> None:
-    with _claimed(settings, history_checkpoint_name(account, since_ms)) as (store, broker, term):
-        # Live first, as block-range backfills; fenced by the run's term.
-        sink = BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure)
-        try:
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                # Positions from the whole history since DATE, not from a snapshot of the chain.
-                mark_history(conn, account)
-            result = AccountHistory(node, sink, store, account=account, since_ms=since_ms, tracked=tracked).run()
-        except NodeUnavailable as exc:
-            raise BackfillError(f"history of {account}: {exc}") from None
-        except CheckpointFenced as exc:
-            raise BackfillError(f"another run took this history over: {exc}") from None
-        finally:
-            sink.close()
-    print(
-        f"history of {account}: {result.pages} page(s), {result.records} record(s), {result.operations} operation(s)",
-        file=sys.stderr,
-    )
-
-
-def _run_range(
-    args: argparse.Namespace, settings: Settings, node: TronNode, adapter: NodeAdapter, accounts: list[str], start: int
-) -> int:
-    name = checkpoint_name(start, args.to_block, accounts)
-    with _claimed(settings, name) as (store, broker, term):
-        stop = threading.Event()
-
-        def request_stop(signum: int, _frame: object) -> None:
-            log.info("signal %s: stopping after the current batch", signum)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
-        settle = args.add_account and args.to_block is None
-        rates = [r for r in (args.rate, settings.tron_requests_per_second) if r]
-        rate = min(rates) if rates else 0.0
-        log.info(
-            "backfill %s: blocks %d..%s for %d account(s), %s",
-            name,
-            start,
-            "head" if args.to_block is None else args.to_block,
-            len(accounts),
-            f"{rate:g} requests/s" if rate else "no request limit",
-        )
-        backfill = Backfill(
-            adapter,
-            store,
-            # Live first (see ledger.coordination.queue); fenced by the run's term.
-            BrokerSink(broker, background_queue(settings.queue_name), fence=term.fence, guard=term.ensure),
-            accounts=accounts,
-            start=start,
-            end=args.to_block,
-            batch_blocks=settings.listener_batch_blocks,
-            settle_until=time.monotonic() + ADD_ACCOUNT_SETTLE_SECONDS if settle else 0.0,
-            poll_interval=settings.poll_interval,
-            stop=stop,
-        )
-        try:
-            result = backfill.run()
-        except CheckpointFenced as exc:
-            raise BackfillError(f"another run took this backfill over: {exc}") from None
-    if not result.completed:
-        print(f"backfill interrupted after block {result.last}; run the same command to resume", file=sys.stderr)
-        return 130
-    print(
-        f"backfill complete: blocks {start}..{result.last}, {result.blocks} block(s) and "
-        f"{result.operations} operation(s) this run",
-        file=sys.stderr,
-    )
-    return 0
 
 
 if __name__ == "__main__":

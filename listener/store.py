@@ -1,4 +1,5 @@
-"""The listener's PostgreSQL side: checkpoint, tracked accounts, skipped-data log, chain state."""
+"""The listener's PostgreSQL side: checkpoint, tracked accounts, skipped-data log, chain state; a
+backfill's own checkpoint row (`BackfillStore`)."""
 
 from __future__ import annotations
 
@@ -166,3 +167,23 @@ def move_checkpoint(
     )
     if cur.rowcount != 1:
         raise CheckpointFenced(f"checkpoint {name!r} is held by another term than {term}")
+
+
+class BackfillStore(PgStore):
+    """The backfill's own checkpoint row (fenced by its term like the main one), plus record_issues."""
+
+    def position(self) -> int | None:
+        """The last block done, or None before the first batch."""
+        row = (
+            self._connection()
+            .execute("SELECT block_num FROM listener_checkpoint WHERE name = %s", (self.name,))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def advance(self, block_num: int, block_id: str) -> None:
+        move_checkpoint(self._connection(), self.name, self.term, block_num, block_id)
+
+    def advance_to(self, block_num: int, block_time_ms: int) -> None:
+        """For a walk by time (listener.history): the block and its timestamp, no block id."""
+        move_checkpoint(self._connection(), self.name, self.term, block_num, None, block_time_ms)

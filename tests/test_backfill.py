@@ -18,8 +18,9 @@ from harness.stack import SIM_ACCOUNTS, Simulator, settings_env, start_chain, st
 from harness.truth import assert_ledger_matches_truth, truth_rows
 from ledger.chain.parser import ParseIssue
 from ledger.config import Settings
+from ledger.ops.logs import ProgressLine
 from ledger.store.accounts import add_accounts
-from listener.backfill import Backfill, BackfillError, ProgressLine, checkpoint_name, first_block_since, parse_since
+from listener.backfill import Backfill, BackfillError, checkpoint_name, first_block_since, parse_since
 from tests.test_streamer import OWNER, ListSink, StubAdapter
 
 # -- the date search, without a node -----------------------------------------------------------

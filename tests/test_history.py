@@ -17,8 +17,9 @@ from ledger.chain.node import NodeUnavailable, TronNode
 from ledger.chain.parser import parse_trongrid_record
 from ledger.coordination.queue import BrokerLoss
 from ledger.domain import Operation
-from listener.backfill import BackfillStore, ProgressLine
+from ledger.ops.logs import ProgressLine
 from listener.history import AccountHistory, history_checkpoint_name
+from listener.store import BackfillStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tron"
 KEY = "00000000-1111-2222-3333-444444444444"

@@ -11,15 +11,19 @@ MAX_VALUE_CHARS is cut (saying how long it was), control characters in the text 
 are escaped (`\r\n` in a value cannot start a line of its own; the JSON format escapes them
 anyway), and the secrets given to `setup_logging` (the TronGrid key) are redacted in every
 form a node may echo them (`Redactor`), tracebacks included.
+
+A backfill's progress is not a log line but one line an operator watches (`ProgressLine`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -152,3 +156,33 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     root.setLevel(level.upper())
     # httpx logs every request at INFO: at one request per block that drowns what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class ProgressLine:
+    """One line on stderr: rewritten in place on a terminal, a new line every few seconds otherwise."""
+
+    def __init__(self, out: TextIO | None = None, every: float = 5.0) -> None:
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.every = 0.25 if self.tty else every
+        self._last = float("-inf")
+        self._width = 0
+
+    def update(self, text: str, force: bool = False) -> bool:
+        """Write the line unless one was written less than `every` seconds ago; True if written."""
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return False
+        self._last = now
+        if self.tty:
+            self.out.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+        return True
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            self.out.write("\n")
+            self.out.flush()

@@ -55,7 +55,7 @@ def seed_api_data(database_url: str, rows: int = 60) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE pool_accounts, stake_records, delegate_records, unfreeze_records, dead_letters, positions,"
-            " position_openings, events RESTART IDENTITY"
+            " position_receivers, position_openings, events RESTART IDENTITY"
         )
         if rows == 0:
             return

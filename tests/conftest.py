@@ -48,6 +48,7 @@ TABLES = (
     "orphaned_blocks",
     "expected_operations",
     "positions",
+    "position_receivers",
     "position_openings",
     "listener_heartbeats",
     "freshness_samples",

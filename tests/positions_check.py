@@ -40,7 +40,7 @@ from harness.stack import (
     wait_until,
 )
 from ledger.config import Settings
-from web.positions import read_summary
+from web.positions import Summary, read_summary
 from web.responses import dumps
 
 RESOURCES = ("BANDWIDTH", "ENERGY", "TRON_POWER")
@@ -135,13 +135,24 @@ def numbers(value: Any) -> Iterator[int]:
             yield from numbers(v)
 
 
+def read_paged(conn: psycopg.Connection, account: str, unfreeze_delay_ms: int) -> Summary:
+    """The summary as the route serves it (from the figures stored with the folded state, a few
+    receivers a page), its pages' receivers put together."""
+    first = page = read_summary(conn, account, unfreeze_delay_ms, limit=3)
+    while page.next_key is not None:
+        page = read_summary(conn, account, unfreeze_delay_ms, after=page.next_key, limit=3)
+        for res, figures in page.data["resources"].items():
+            first.data["resources"][res]["delegated"]["receivers"] += figures["delegated"]["receivers"]
+    return first
+
+
 def compare(settings: Settings, sim: Simulator, head: int) -> dict[str, str]:
     """Differences per account between the ledger's summary and the simulator's state ({} = none)."""
     problems = {}
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         for account in SIM_ACCOUNTS:
             state = sim.http.get("/sim/account-state", params={"account": account, "block": head}).json()
-            summary = read_summary(conn, account, settings.unfreeze_delay_seconds * 1000)
+            summary = read_paged(conn, account, settings.unfreeze_delay_seconds * 1000)
             got, want = ledger_figures(_jsonable(summary.data)), expected_figures(state)
             if summary.data["as_of_block"] != head:
                 problems[account] = f"as of block {summary.data['as_of_block']}, not {head}"

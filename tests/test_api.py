@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from ledger.chain.address import to_base58, to_hex
 from ledger.config import Settings
 from ledger.positions import Position
+from ledger.store import positions
 from ledger.store.accounting import MAIN_CHECKPOINT
 from ledger.store.cache import invalidate_accounts
 from web.app import close_app, create_app
@@ -539,10 +540,11 @@ def test_summary_figures(client: FlaskClient, conn: psycopg.Connection) -> None:
         "total": 450,
         "locked": 300,
         "unlocked": 150,
+        "receivers_count": 1,
         "receivers": [{"receiver_address": BOB, "locked": 300, "unlocked": 150, "lock_end": ANY_TIME, "units": None}],
     }
     assert datetime.fromisoformat(energy["delegated"]["receivers"][0]["lock_end"]) == lock_end
-    assert bandwidth["delegated"] == {"total": 0, "locked": 0, "unlocked": 0, "receivers": []}
+    assert bandwidth["delegated"] == {"total": 0, "locked": 0, "unlocked": 0, "receivers_count": 0, "receivers": []}
     # At block 14's time the ENERGY lot (block 12's time) is withdrawable, the BANDWIDTH one not.
     assert (energy["withdrawable"], data["withdrawable_now"]) == (300, 300)
     assert energy["unstaking"] == {"total": 0, "lots": []}
@@ -576,9 +578,51 @@ def test_summary_undelegate_after_expiry_takes_the_merged_lock_from_unlocked(
         "total": 50,
         "locked": 0,
         "unlocked": 50,
+        "receivers_count": 1,
         "receivers": [{"receiver_address": BOB, "locked": 0, "unlocked": 50, "lock_end": None, "units": None}],
     }
     assert energy["staked"] == 1000 - 140 + 90
+
+
+def test_summary_receivers_come_in_pages_with_the_totals_in_each(client: FlaskClient, conn: psycopg.Connection) -> None:
+    account = add_account(conn, ALICE)
+    other = add_account(conn, BOB)
+    insert_stake(conn, ALICE, 1, amount=10_000)
+    receivers = [address(10 + i) for i in range(5)]
+    for i, receiver in enumerate(receivers):
+        insert_delegate(conn, ALICE, receiver, 2, amount=100 + i)
+        insert_delegate(conn, ALICE, receiver, 3, amount=10, resource="BANDWIDTH")
+    set_checkpoint(conn, 3)
+    with conn.transaction():
+        positions.fold(conn, 2, 30_000)  # the ENERGY records folded and stored, BANDWIDTH's the tail
+    whole = get_json(client, f"/api/accounts/{ALICE}/summary?limit=1000")
+    assert whole["meta"]["next_cursor"] is None and whole["meta"]["limit"] == 1000
+    seen: dict[str, list[Any]] = {"ENERGY": [], "BANDWIDTH": []}
+    url, pages = f"/api/accounts/{ALICE}/summary?limit=3", 0
+    while True:
+        body = get_json(client, url)
+        pages += 1
+        for res, got in seen.items():
+            figures = body["data"]["resources"][res]
+            got += figures["delegated"]["receivers"]
+            assert figures["delegated"]["receivers_count"] == 5
+            assert {k: v for k, v in figures["delegated"].items() if k != "receivers"} == {
+                k: v for k, v in whole["data"]["resources"][res]["delegated"].items() if k != "receivers"
+            }
+        cursor = body["meta"]["next_cursor"]
+        if cursor is None:
+            break
+        url = f"/api/accounts/{ALICE}/summary?limit=3&cursor={cursor}"
+    assert pages == 4  # 10 receiver records, 3 a page
+    for res, got in seen.items():
+        assert got == whole["data"]["resources"][res]["delegated"]["receivers"]
+    assert [r["receiver_address"] for r in seen["ENERGY"]] == sorted(receivers)
+    first = get_json(client, f"/api/accounts/{ALICE}/summary?limit=3")
+    # A cursor is the account's own, signed, and the limit bounded.
+    get_json(client, f"/api/accounts/{other}/summary?cursor={first['meta']['next_cursor']}", 400)
+    get_json(client, f"/api/accounts/{account}/summary?cursor={first['meta']['next_cursor']}x", 400)
+    get_json(client, f"/api/accounts/{account}/summary?limit=0", 400)
+    get_json(client, f"/api/accounts/{account}/summary?limit=1001", 400)
 
 
 def test_summary_of_an_unfreeze_with_nothing_staked_shows_drift_not_a_negative(

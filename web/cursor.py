@@ -1,11 +1,12 @@
-"""Opaque, signed keyset cursors for the record lists.
+"""Opaque, signed keyset cursors for the record lists and the summary's receivers.
 
 A cursor holds the last row's sort key (block_num, tx_index, op_index, id), plus the list it was
 issued for (kind and account id) and the number of the page it leads to, and an HMAC-SHA256 of all
 that under the server's `CURSOR_SECRET`. So a client cannot make one up: a page number or key it
 altered fails the signature (400), and every cache key a cursor leads to is one this server issued.
 The server still validates every field, and a cursor from another list is rejected rather than
-silently paging through the wrong rows.
+silently paging through the wrong rows. A receivers cursor (`ReceiverCursor`) holds, in the same
+signed form, the account id and the last (receiver address, resource) of the page before.
 
 Rotation: `CURSOR_SECRET=new,old` signs with the first secret and accepts any of them; drop the old
 one once no client can still hold a cursor signed with it (cached pages keep theirs for up to
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from ledger.domain import INT64_MAX
 
 _VERSION = "c2"
+_RECEIVERS = "r1"  # the layout of a receivers cursor
 # Column types of the sort key: bigint, integer, smallint, bigint.
 _KEY_MAX = (INT64_MAX, 2**31 - 1, 2**15 - 1, INT64_MAX)
 _MAX_TOKEN = 200  # a real one is about 80 characters
@@ -56,8 +58,18 @@ def _sign(secret: bytes, body: str) -> bytes:
     return hmac.new(secret, body.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
 
 
-def decode_cursor(token: str, secrets: Sequence[bytes]) -> Cursor:
-    """The cursor in `token` if one of `secrets` signed it; CursorError otherwise."""
+@dataclass(frozen=True, slots=True)
+class ReceiverCursor:
+    account_id: int
+    key: tuple[str, str]  # receiver address, resource of the previous page's last receiver record
+
+    def encode(self, secret: bytes) -> str:
+        body = _b64(".".join((_RECEIVERS, str(self.account_id), *self.key)).encode())
+        return f"{body}.{_b64(_sign(secret, body))}"
+
+
+def _signed_text(token: str, secrets: Sequence[bytes]) -> str:
+    """The payload of `token` if one of `secrets` signed it; CursorError otherwise."""
     if not token or len(token) > _MAX_TOKEN:
         raise CursorError("empty or too long")
     body, dot, signature = token.partition(".")
@@ -70,6 +82,25 @@ def decode_cursor(token: str, secrets: Sequence[bytes]) -> Cursor:
         raise CursorError("not base64url text") from None
     if not any(hmac.compare_digest(given, _sign(secret, body)) for secret in secrets):
         raise CursorError("signature does not match: not a cursor this server issued, or altered")
+    return text
+
+
+def decode_receiver_cursor(token: str, secrets: Sequence[bytes]) -> ReceiverCursor:
+    """The receivers cursor in `token` if one of `secrets` signed it; CursorError otherwise."""
+    parts = _signed_text(token, secrets).split(".")
+    if len(parts) != 4 or parts[0] != _RECEIVERS:
+        raise CursorError("not a receivers cursor")
+    number, receiver, resource = parts[1:]
+    if not (number.isdigit() and number.isascii() and len(number) <= 19 and 1 <= int(number) <= INT64_MAX):
+        raise CursorError("account out of range")
+    if not (receiver.isalnum() and resource.isalnum()):
+        raise CursorError("receiver or resource is not alphanumeric")
+    return ReceiverCursor(int(number), (receiver, resource))
+
+
+def decode_cursor(token: str, secrets: Sequence[bytes]) -> Cursor:
+    """The cursor in `token` if one of `secrets` signed it; CursorError otherwise."""
+    text = _signed_text(token, secrets)
     parts = text.split(".")
     if len(parts) != 8 or parts[0] != _VERSION:
         raise CursorError("unknown layout")

@@ -26,6 +26,7 @@ from web.events import DEFAULT_PAGE as EVENTS_DEFAULT_PAGE
 from web.events import MAX_PAGE as EVENTS_MAX_PAGE
 from web.guards import MAX_BODY_BYTES, READ_PREFIXES
 from web.params import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET_ROWS
+from web.positions import DEFAULT_RECEIVERS, MAX_RECEIVERS
 from web.queries import KINDS
 from web.resources import resources
 from web.responses import ECHO_LIMIT, dumps
@@ -193,8 +194,15 @@ def _components() -> Schema:
                                             "total": AMOUNT,
                                             "locked": AMOUNT,
                                             "unlocked": AMOUNT,
+                                            "receivers_count": {
+                                                **COUNT,
+                                                "description": "receiver records over all pages",
+                                            },
                                             "receivers": {
                                                 "type": "array",
+                                                "description": "this page's receiver records (meta.limit"
+                                                " over both resources, by receiver address then resource);"
+                                                " the totals above are over all of them",
                                                 "items": obj(
                                                     {
                                                         "receiver_address": ref("Address"),
@@ -527,6 +535,20 @@ def _records(kind: str, compat: bool = False) -> Schema:
 
 
 def _summary(operation_id: str, params: list[Schema]) -> Schema:
+    params = [
+        *params,
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_RECEIVERS, "default": DEFAULT_RECEIVERS},
+            "receiver records a page (both resources together)",
+        ),
+        _query(
+            "cursor",
+            {"type": "string", "maxLength": 200},
+            "meta.next_cursor of the previous page of the same account's summary, unchanged (signed: an altered"
+            " one is a 400)",
+        ),
+    ]
     return {
         "get": {
             "operationId": operation_id,
@@ -560,6 +582,13 @@ def _summary(operation_id: str, params: list[Schema]) -> Schema:
                                 "description": "`shortfall` and `chain_drift` in one map (the chain's keys "
                                 "prefixed `chain.`), for clients that read it",
                             },
+                            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_RECEIVERS},
+                            "next_cursor": nullable(
+                                {
+                                    "type": "string",
+                                    "description": "pass as `cursor` for the next page of receivers (null: the last)",
+                                }
+                            ),
                             "opening": obj(
                                 {
                                     "source": {

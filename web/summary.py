@@ -3,6 +3,9 @@
 GET /api/summary?pool_account_id=… or ?external_id=… is the same view with the account in the query
 string, so that the platform's external id can name it as it does on every other route. (The path
 form takes an id or an address only: a path segment such as `42` must mean one thing.)
+
+The receivers come in pages of `limit` (receiver, resource) records in that order, the totals over
+all of them in every page; `meta.next_cursor` leads to the next page (web/cursor.py).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from flask import Blueprint, Response, request
 from ledger.store.cache import Fill
 from ledger.store.positions import opening_of
 from web import hot
+from web.cursor import CursorError, ReceiverCursor, decode_receiver_cursor
 from web.drift import open_drift
-from web.params import require_account, resolve_account
+from web.params import int_param, require_account, resolve_account
 from web.pg import read_connection
-from web.positions import read_summary
+from web.positions import DEFAULT_RECEIVERS, MAX_RECEIVERS, read_summary
 from web.resources import resources
-from web.responses import dumps
+from web.responses import bad_request, dumps
 
 bp = Blueprint("summary", __name__)
 
@@ -32,10 +36,18 @@ def summary(account_key: str | None) -> Response:
         account = require_account(res.accounts, request.args).account
     else:
         account = resolve_account(res.accounts, account_key, "account")
+    limit = int_param(request.args, "limit", DEFAULT_RECEIVERS, 1, MAX_RECEIVERS)
+    after = _after(request.args.get("cursor"), res.settings.cursor_keys, account.id)
+    # The first page of the default size keeps the page key of a summary without paging.
+    suffix = "summary" if limit == DEFAULT_RECEIVERS else f"summary.{limit}"
+    if after is not None:
+        suffix += f".{after[0]}.{after[1]}"
 
     def load() -> Fill:
         with read_connection(res.pool) as conn:
-            result = read_summary(conn, account.address, res.settings.unfreeze_delay_seconds * 1000)
+            result = read_summary(
+                conn, account.address, res.settings.unfreeze_delay_seconds * 1000, after=after, limit=limit
+            )
             # Two different things: what the positions' own arithmetic was short of (shortfall), and
             # where state reconciliation found the chain's account state different (chain_drift,
             # workers/reconcile.py). `drift` is both under one name, as earlier clients read it.
@@ -48,6 +60,10 @@ def summary(account_key: str | None) -> Response:
             "chain_drift": chain,
             "drift": {**result.shortfall, **{f"chain.{what}": sun for what, sun in chain.items()}},
             "opening": opening,
+            "limit": limit,
+            "next_cursor": None
+            if result.next_key is None
+            else ReceiverCursor(account.id, result.next_key).encode(res.settings.cursor_keys[0]),
         }
         payload = {"success": True, "data": data, "meta": meta}
         response = dumps(payload)
@@ -58,10 +74,24 @@ def summary(account_key: str | None) -> Response:
             ttl = min(ttl, ceil((result.next_change_ms - result.as_of_time_ms) / 1000))
         return Fill(response, dumps(payload), max(1, ttl))
 
-    body, cached = res.pages.fetch(account.address, "summary", load)
+    body, cached = res.pages.fetch(account.address, suffix, load)
     if cached:
-        hot.remember(account.address, "summary", body)
+        hot.remember(account.address, suffix, body)
     return Response(body, mimetype="application/json")
+
+
+def _after(token: str | None, secrets: tuple[bytes, ...], account_id: int) -> tuple[str, str] | None:
+    """The receiver record a page starts after, from `cursor` (meta.next_cursor of the page before)."""
+    if token is None:
+        return None
+    help_text = "pass meta.next_cursor from the previous page of the same account's summary, unchanged"
+    try:
+        cursor = decode_receiver_cursor(token.strip(), secrets)
+    except CursorError as exc:
+        raise bad_request(f"cursor is not valid ({exc}); {help_text}") from None
+    if cursor.account_id != account_id:
+        raise bad_request(f"cursor belongs to another account's summary ({cursor.account_id}); {help_text}")
+    return cursor.key
 
 
 def opening_meta(address: str, opening: tuple[str, int] | None) -> dict[str, object]:

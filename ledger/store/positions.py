@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 
-from ledger.domain import INT64_MAX
-from ledger.positions import Position, Row, replay
+from ledger.domain import INT64_MAX, RESOURCES
+from ledger.positions import Lot, Pair, Position, Row, chain_time_ms, replay
 from ledger.store.accounting import MAIN_CHECKPOINT
 
 _ROW_COLUMNS = (
@@ -102,22 +103,86 @@ def fold(conn: psycopg.Connection, solid_block: int, unfreeze_delay_ms: int) -> 
     """Move every pool account's folded state up to the solidified block; return the accounts whose
     state was replayed. Call it holding the lock that excludes persists: a record arriving meanwhile
     must see the new folded block to drop it. Accounts with no record in the range cost nothing but
-    one shared UPDATE, so a confirmation every block stays cheap with many pool accounts."""
+    one shared UPDATE, so a confirmation every block stays cheap with many pool accounts. With the
+    state it writes what the summary renders from it (`_store_figures`)."""
     conn.execute(_ADVANCE_IDLE, {"solid": solid_block})
     accounts = [a for (a,) in conn.execute(_TO_FOLD, {"solid": solid_block}).fetchall()]
     for address in accounts:
-        pos = start_state(conn, address)
+        row = conn.execute(
+            "SELECT 0 AS k, state::text, block_num, figures IS NOT NULL FROM positions WHERE address = %(a)s"
+            " UNION ALL SELECT 1, state::text, block_num, false FROM position_openings WHERE address = %(a)s"
+            " ORDER BY k LIMIT 1",
+            {"a": address},
+        ).fetchone()
+        pos = _start(row[1], row[2]) if row else Position()
         if pos.block_num >= solid_block:
             continue
+        # The receiver rows hold the folded state's pairs when its figures were written with it.
+        stored = {key: (p.unlocked, p.locked, p.expire_ms) for key, p in pos.pairs.items()} if row and row[3] else None
         replay(pos, load_rows(conn, address, pos.block_num, solid_block), unfreeze_delay_ms)
         pos.block_num = solid_block
         conn.execute(
-            "INSERT INTO positions (address, block_num, state) VALUES (%s, %s, %s)"
+            "INSERT INTO positions (address, block_num, state, figures) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (address) DO UPDATE SET block_num = EXCLUDED.block_num, state = EXCLUDED.state,"
-            " updated_at = now()",
-            (address, solid_block, pos.to_json().decode()),
+            " figures = EXCLUDED.figures, updated_at = now()",
+            (address, solid_block, pos.to_json().decode(), figures_json(pos).decode()),
         )
+        _store_receivers(conn, address, stored, pos)
     return accounts
+
+
+# -- what the summary renders, stored with the folded state -----------------------------------------
+
+
+def figures_json(pos: Position) -> bytes:
+    """`positions.figures`: the state without its pairs (they are rows of `position_receivers`) and,
+    per resource, the delegated total and the number of receiver records over all of them. Both are
+    independent of chain time; what depends on it (locked or not, withdrawable or not) is decided
+    by the read from the rows' lock ends and the lots."""
+    totals = {res: [0, 0] for res in RESOURCES}
+    for (_, res), pair in pos.pairs.items():
+        totals[res][0] += pair.unlocked + pair.locked
+        totals[res][1] += 1
+    return orjson.dumps(
+        {
+            "t": pos.time_ms,
+            "s": pos.staked,
+            "v1": pos.staked_v1,
+            "l": [[lot.resource, lot.amount, lot.expire_ms] for lot in pos.lots],
+            "d": pos.shortfall,
+            "r": totals,
+        }
+    )
+
+
+def _store_receivers(
+    conn: psycopg.Connection, address: str, stored: dict[tuple[str, str], tuple[int, int, int]] | None, pos: Position
+) -> None:
+    """Make the account's `position_receivers` rows the pairs of `pos`: the changed ones when the
+    rows hold the earlier folded state (`stored`), else all of them."""
+    now = {key: (p.unlocked, p.locked, p.expire_ms) for key, p in pos.pairs.items()}
+    if stored is None:
+        conn.execute("DELETE FROM position_receivers WHERE address = %s", (address,))
+        with conn.cursor().copy(
+            "COPY position_receivers (address, receiver, resource, unlocked, locked, expire_ms) FROM STDIN"
+        ) as copy:
+            for (receiver, res), values in now.items():
+                copy.write_row((address, receiver, res, *values))
+        return
+    gone = [(address, r, res) for (r, res) in stored if (r, res) not in now]
+    changed = [(address, r, res, *v) for (r, res), v in now.items() if stored.get((r, res)) != v]
+    with conn.cursor() as cur:
+        if gone:
+            cur.executemany(
+                "DELETE FROM position_receivers WHERE address = %s AND receiver = %s AND resource = %s", gone
+            )
+        if changed:
+            cur.executemany(
+                "INSERT INTO position_receivers (address, receiver, resource, unlocked, locked, expire_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (address, receiver, resource) DO UPDATE SET"
+                " unlocked = EXCLUDED.unlocked, locked = EXCLUDED.locked, expire_ms = EXCLUDED.expire_ms",
+                changed,
+            )
 
 
 def drop_folded_at_or_after(conn: psycopg.Connection, address: str, block_num: int) -> None:
@@ -169,3 +234,103 @@ def read_at_checkpoint(
         rows = load_rows(conn, address, pos.block_num)
     replay(pos, rows, unfreeze_delay_ms)
     return AtCheckpoint(pos, mark_block, None if mark_time is None else int(mark_time))
+
+
+# -- the summary from the stored figures ----------------------------------------------------------------
+
+ReceiverKey = tuple[str, str]  # (receiver, resource): the receivers' order, and a page's cursor
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    """What a summary renders, read from the stored figures and the pending tail in one snapshot.
+
+    `position` is the folded state without its receivers, the tail replayed on it together with the
+    pairs of the receivers the tail names (`touched`: their stored values before the tail). `totals`
+    per resource are [delegated total, receiver records] over all stored pairs; `locks` per resource
+    are [locked, earliest lock end] over the stored pairs not touched whose lock has not ended at
+    `now_ms`; `page` is the stored pairs not touched after the cursor, in order, up to limit + 1."""
+
+    position: Position
+    touched: dict[ReceiverKey, Pair]
+    totals: dict[str, list[int]]
+    locks: dict[str, tuple[int, int]]
+    page: list[tuple[ReceiverKey, Pair]]
+    after: ReceiverKey | None
+    limit: int
+    now_ms: int
+    checkpoint_block: int | None
+
+
+_STORED_START = """
+SELECT p.block_num, p.figures::text,
+       (SELECT block_num FROM listener_checkpoint WHERE name = %(c)s),
+       (SELECT block_time_ms FROM listener_checkpoint WHERE name = %(c)s)
+FROM positions p WHERE p.address = %(a)s AND p.figures IS NOT NULL
+"""
+_STORED_PAIRS = """
+SELECT receiver, resource, unlocked, locked, expire_ms FROM position_receivers
+WHERE address = %(a)s AND receiver = ANY(%(r)s)
+"""
+# The locks not ended at the chain time: a sum over the lock-end index, the tail's receivers apart.
+_STORED_LOCKS = """
+SELECT resource, sum(locked)::bigint, min(expire_ms) FROM position_receivers
+WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(now)s AND receiver <> ALL(%(r)s)
+GROUP BY resource
+"""
+_STORED_PAGE = """
+SELECT receiver, resource, unlocked, locked, expire_ms FROM position_receivers
+WHERE address = %(a)s AND (receiver, resource) > (%(ar)s, %(ares)s) AND receiver <> ALL(%(r)s)
+ORDER BY receiver, resource LIMIT %(n)s
+"""
+
+
+def read_stored(
+    conn: psycopg.Connection,
+    address: str,
+    unfreeze_delay_ms: int,
+    after: ReceiverKey | None,
+    limit: int,
+    checkpoint: str = MAIN_CHECKPOINT,
+) -> StoredRead | None:
+    """The summary's parts from the figures stored with the folded state: O(page + tail + locks not
+    ended), not O(receivers). None when the account has no folded state with figures (the caller
+    renders the whole state, `read_at_checkpoint`)."""
+    fresh = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        if fresh:  # else a caller's transaction (a savepoint here) decides
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        found = conn.execute(_STORED_START, {"a": address, "c": checkpoint}).fetchone()
+        if found is None:
+            return None
+        base_block, text, mark_block, mark_time = found
+        obj = orjson.loads(text)
+        pos = Position(
+            block_num=base_block,
+            time_ms=obj["t"],
+            staked=obj["s"],
+            staked_v1=obj["v1"],
+            lots=[Lot(res, a, e) for res, a, e in obj["l"]],
+            shortfall=obj["d"],
+        )
+        rows = load_rows(conn, address, base_block)
+        names = sorted({r.receiver for r in rows if r.receiver is not None})
+        touched: dict[ReceiverKey, Pair] = {}
+        if names:
+            for receiver, res, unlocked, locked, expire in conn.execute(_STORED_PAIRS, {"a": address, "r": names}):
+                touched[(receiver, res)] = Pair(unlocked, locked, expire)
+                pos.pairs[(receiver, res)] = Pair(unlocked, locked, expire)
+        replay(pos, rows, unfreeze_delay_ms)
+        now_ms = chain_time_ms(None if mark_time is None else int(mark_time), pos.time_ms)
+        locks = {
+            str(res): (int(total), int(first))
+            for res, total, first in conn.execute(_STORED_LOCKS, {"a": address, "now": now_ms, "r": names})
+        }
+        start = after or ("", "")
+        page = [
+            ((str(receiver), str(res)), Pair(unlocked, locked, expire))
+            for receiver, res, unlocked, locked, expire in conn.execute(
+                _STORED_PAGE, {"a": address, "ar": start[0], "ares": start[1], "r": names, "n": limit + 1}
+            )
+        ]
+    return StoredRead(pos, touched, obj["r"], locks, page, after, limit, now_ms, mark_block)

@@ -40,6 +40,7 @@ from ledger.chain.address import AddressError, to_base58
 from ledger.chain.node import BACKFILL, NodeUnavailable, TronNode, node_from_settings
 from ledger.chain.parser import BlockParse, ParseIssue
 from ledger.chain.snapshot import mark_history
+from ledger.clocks import Clock
 from ledger.config import Settings
 from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.budget import Priority
@@ -165,6 +166,7 @@ class Backfill:
         max_failures: int = 10,
         progress: ProgressLine | None = None,
         stop: threading.Event | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.adapter = adapter
         self.store = store
@@ -173,9 +175,10 @@ class Backfill:
         self.start = start
         self.end = end
         self.batch_blocks = max(1, batch_blocks)
-        # Open range after --add-account: keep following the head until this monotonic time, by
+        # Open range after --add-account: keep following the head until this time (on `clock`), by
         # when the running listener has re-read pool_accounts and tracks the new account itself.
         self.settle_until = settle_until
+        self.clock = clock
         self.poll_interval = poll_interval
         self.max_failures = max_failures
         self.progress = progress or ProgressLine()
@@ -187,7 +190,7 @@ class Backfill:
             log.info("resuming %s after block %d", self.store.name, done)
         position = self.start - 1 if done is None else max(done, self.start - 1)
         result = Result(first=self.start, last=position)
-        started = time.monotonic()
+        started = self.clock()
         failures = 0
         solid = -1
         shown = position  # the block of the last progress line written
@@ -199,7 +202,7 @@ class Backfill:
                 if self.end is not None and self.end > head:
                     raise BackfillError(f"--to-block {self.end} is past the head {head}")
                 if position >= end:
-                    if self.end is None and time.monotonic() < self.settle_until:
+                    if self.end is None and self.clock() < self.settle_until:
                         self.stop.wait(self.poll_interval)
                         continue
                     result.completed = True
@@ -246,7 +249,7 @@ class Backfill:
         return self.sink.publish([op for block in blocks for op in block.operations])
 
     def _line(self, result: Result, end: int, started: float) -> str:
-        elapsed = max(time.monotonic() - started, 1e-9)
+        elapsed = max(self.clock() - started, 1e-9)
         rate = result.blocks / elapsed
         left = max(end - result.last, 0)
         total = max(end - self.start + 1, 1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from ledger.config import Settings
 from ledger.ops.logs import ProgressLine
 from ledger.store.accounts import add_accounts
 from listener.backfill import Backfill, BackfillError, checkpoint_name, first_block_since, parse_since
+from tests.clocks import ManualClock
 from tests.test_streamer import OWNER, ListSink, StubAdapter
 
 # -- the date search, without a node -----------------------------------------------------------
@@ -122,12 +122,22 @@ def test_resumes_after_its_checkpoint_and_retries_a_failed_batch() -> None:
 
 def test_an_open_range_follows_the_head_until_the_listener_tracks_a_new_account() -> None:
     adapter, store, sink = StubAdapter(head=50), MemoryBackfillStore(), ListSink()
-    walk = _walk(adapter, store, sink, start=45, end=None, settle_until=time.monotonic() + 0.5)
+    clock = ManualClock()
+    walk = _walk(adapter, store, sink, start=45, end=None, settle_until=clock() + 20, clock=clock)
     thread = threading.Thread(target=walk.run)
     thread.start()
-    time.sleep(0.2)
-    adapter.head = 55  # blocks the running listener may have passed before re-reading pool_accounts
-    thread.join(5)
+    try:
+        wait_until(lambda: store.done == 50, 5, "the walk at the head")
+        adapter.head = 55  # blocks the running listener may have passed before re-reading pool_accounts
+        wait_until(lambda: store.done == 55, 5, "the walk following the head")
+        clock.advance(19.99)
+        thread.join(0.1)
+        assert thread.is_alive()  # still following: the listener may not track the account yet
+        clock.advance(0.01)
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        walk.stop.set()
     assert [op.block_num for op in sink.ops] == list(range(45, 56))
 
 

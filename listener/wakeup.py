@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 import websocket
@@ -39,6 +40,7 @@ class WakeupFeed:
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         stable_seconds: float = 10.0,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.url = url
         self.wake = wake
@@ -54,6 +56,7 @@ class WakeupFeed:
         self.connects = 0
         self.last_block: int | None = None
         self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait  # between tries; the default ends at close()
         self._ws: websocket.WebSocket | None = None
         self._thread = threading.Thread(target=self._run, name="ws-wakeup", daemon=True)
 
@@ -149,4 +152,4 @@ class WakeupFeed:
             )
         else:
             log.debug("wake-up feed %s: %s (failure %d); next try in %.1fs", self.url, reason, failures, delay)
-        self._stop.wait(delay)
+        self._sleep(delay)

@@ -165,14 +165,28 @@ def test_drops_reconnect_with_one_log_line_per_burst(
 
 
 def test_an_unreachable_feed_is_retried_without_flooding(caplog: pytest.LogCaptureFixture) -> None:
+    waits: list[float] = []
+    six = threading.Event()
+
+    def pause(seconds: float) -> None:  # the waits are recorded, not waited
+        waits.append(seconds)
+        if len(waits) >= 6:
+            six.set()
+            time.sleep(0.01)  # until close(): no need to spin
+
     wake = threading.Event()
-    feed = _feed(f"ws://127.0.0.1:{free_port()}/ws", wake)  # a port nothing listens on
+    url = f"ws://127.0.0.1:{free_port()}/ws"  # a port nothing listens on
+    feed = WakeupFeed(url, wake, min_backoff=0.05, max_backoff=0.2, ping_interval=1.0, stable_seconds=2.0, sleep=pause)
     caplog.set_level(logging.DEBUG, logger="listener.wakeup")
     feed.start()
-    time.sleep(1.0)
+    assert six.wait(10)
     feed.close()
+    # Each try waits the jittered (x0.5-1) backoff: 0.05 s doubling per failure, capped at 0.2 s
+    for n, seconds in enumerate(waits[:6]):
+        full = min(0.2, 0.05 * 2**n)
+        assert full / 2 <= seconds <= full, waits
     attempts = [r for r in caplog.records if "cannot connect" in r.getMessage()]
-    assert len(attempts) >= 4  # backoff capped at 0.2 s here
+    assert len(attempts) == len(waits)
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
     assert not wake.is_set()
 

@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.chain.node import NodeUnavailable, TronNode
-from ledger.chain.parser import parse_trongrid_record
-from ledger.chain.trongrid import account_pages
-from ledger.chain.values import ChainDataError
+from ledger.chain.trongrid import account_pages, page_operations
 from ledger.coordination.backoff import announced_wait, backoff
 from ledger.coordination.queue import Sink
-from ledger.domain import BLOCK_INTERVAL_MS, CONFIRMED, Operation
+from ledger.domain import BLOCK_INTERVAL_MS, Operation
 from ledger.ops.logs import ProgressLine
 from listener.store import BackfillStore
 from listener.streamer import RETRY_BASE, RETRY_CAP
@@ -119,20 +117,12 @@ class AccountHistory:
         self.progress.finish()
         return result
 
-    def _operations(self, records: list[Any]) -> list[Operation]:
-        ops: list[Operation] = []
-        for rec in records:
-            try:
-                parsed = parse_trongrid_record(rec, status=CONFIRMED)
-            except ChainDataError as exc:
-                # As the listener does with a malformed transaction: say which, skip it, go on.
-                log.error("history skipped a malformed record %s: %s", rec.get("txID"), exc)
-                continue
-            for op in parsed:
-                if op.owner_address in self.tracked or op.receiver_address in self.tracked:
-                    # See the module docstring: the parent block is taken to be one slot earlier.
-                    ops.append(dataclasses.replace(op, parent_time_ms=op.block_time_ms - BLOCK_INTERVAL_MS))
-        return ops
+    def _operations(self, records: list[dict[str, Any]]) -> list[Operation]:
+        # See the module docstring: the parent block is taken to be one slot earlier.
+        return [
+            dataclasses.replace(op, parent_time_ms=op.block_time_ms - BLOCK_INTERVAL_MS)
+            for op in page_operations(records, self.tracked, "history")
+        ]
 
     def _advance(self, result: HistoryResult, records: list[Any], done: bool) -> None:
         if not records:

@@ -24,16 +24,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import psycopg
 
 from ledger.chain.account import AccountState, account_state
 from ledger.chain.node import TronNode
-from ledger.chain.parser import parse_trongrid_record
-from ledger.chain.trongrid import account_pages
+from ledger.chain.trongrid import account_pages, page_operations
 from ledger.chain.values import ChainDataError
-from ledger.domain import CONFIRMED, RESOURCES, Operation
+from ledger.domain import RESOURCES, Operation
 from ledger.positions import Position, replay
 from ledger.store.accounting import MAIN_CHECKPOINT, checkpoint_block
 from ledger.store.positions import load_rows, start_state
@@ -74,7 +72,7 @@ def reconcile_gaps(
             if young:
                 break
             judged.append(rec)
-        ops = _operations(judged, account)
+        ops = page_operations(judged, {account}, "reconciliation")
         counts["records"] += len(judged)
         counts["operations"] += len(ops)
         for op in _missing(conn, ops):
@@ -105,19 +103,6 @@ def reconcile_gaps(
         if young or counts["pages"] >= MAX_PAGES:
             break
     return counts
-
-
-def _operations(records: list[dict[str, Any]], account: str) -> list[Operation]:
-    ops: list[Operation] = []
-    for rec in records:
-        try:
-            parsed = parse_trongrid_record(rec, status=CONFIRMED)
-        except ChainDataError as exc:
-            # As the listener does with a malformed transaction: say which, skip it, go on.
-            log.error("reconciliation skipped a malformed record %s: %s", rec.get("txID"), exc)
-            continue
-        ops += [op for op in parsed if account in (op.owner_address, op.receiver_address)]
-    return ops
 
 
 def _missing(conn: psycopg.Connection, ops: list[Operation]) -> list[Operation]:

@@ -8,17 +8,23 @@ has what it needs. Paging follows `meta.fingerprint` with every other parameter 
 key, the shared request budget and the "suspended for N s" handling are the same as everywhere.
 
 Only confirmed records are read (`only_confirmed`): TronGrid's unconfirmed index is not final, and
-a record must not vanish from one page to the next.
+a record must not vanish from one page to the next. The readers that store what they find take a
+page's operations from `page_operations`; the old platform's path renders each record itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.chain.node import NodeUnavailable, TronNode
+from ledger.chain.parser import parse_trongrid_record
 from ledger.chain.values import ChainDataError
+from ledger.domain import CONFIRMED, Operation
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 200  # TronGrid's maximum `limit`: the fewest requests for a history
 
@@ -77,3 +83,19 @@ def parse_page(reply: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | No
         if not isinstance(rec.get("block_timestamp"), int):
             raise ChainDataError(f"v1/accounts/transactions: record {i} has no block_timestamp")
     return data, fingerprint
+
+
+def page_operations(records: list[dict[str, Any]], accounts: Container[str], reader: str) -> list[Operation]:
+    """The operations of a page's records (confirmed) whose owner or receiver is one of `accounts`.
+
+    A malformed record is skipped and logged with its txID, as the listener does with a malformed
+    transaction; `reader` names who was reading ("history", "reconciliation")."""
+    ops: list[Operation] = []
+    for rec in records:
+        try:
+            parsed = parse_trongrid_record(rec, status=CONFIRMED)
+        except ChainDataError as exc:
+            log.error("%s skipped a malformed record %s: %s", reader, rec.get("txID"), exc)
+            continue
+        ops += [op for op in parsed if op.owner_address in accounts or op.receiver_address in accounts]
+    return ops

@@ -14,7 +14,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -281,57 +282,55 @@ class TronNode:
         decode: Callable[[bytes], Any],
     ) -> Any:
         self._acquire()
+        with self._measured(path):
+            # TronGrid's v1 REST routes are GETs (params); the wallet API takes a JSON body.
+            method = "GET" if params is not None else "POST"
+            content = orjson.dumps(body) if body is not None else None
+            try:
+                status, raw = self._sender.send(method, base, path, content, params)
+            except TransportTimeout as exc:
+                raise NodeUnavailable(f"{path}: timed out ({exc})") from None
+            except TransportFailure as exc:
+                raise NodeUnavailable(self.redact(f"{path}: {exc}")) from None
+            if status == 200:
+                try:
+                    reply = decode(raw)
+                except orjson.JSONDecodeError as exc:
+                    shown = self.redact(raw.decode("utf-8", "replace"))[
+                        :120
+                    ]  # redacted whole: a cut could split the key
+                    raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {shown!r}")) from None
+                if isinstance(reply, dict) and "Error" in reply:
+                    raise NodeError(self.redact(f"{path}: {reply['Error']}"))
+                return reply
+            # Only an error reply is read as text (a block range is up to megabytes: no copy of it).
+            text = self.redact(raw.decode("utf-8", "replace"))
+            if status in _RATE_LIMIT_STATUSES:
+                match = _SUSPENDED.search(text)
+                retry_after = float(match.group(1)) if match else None
+                # A 503 without TronGrid's "suspended" is an overloaded node, not a rate limit.
+                kind = RateLimited if status != 503 or match else NodeUnavailable
+                raise kind(f"{path}: rate limited (HTTP {status}): {text[:200]}", retry_after)
+            if status == 404:
+                raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
+            raise NodeUnavailable(f"{path}: HTTP {status}: {text[:200]}")
+
+    @contextmanager
+    def _measured(self, path: str) -> Iterator[None]:
+        """Count the request and time it, by endpoint and outcome (ok: a reply was returned)."""
         if self._counters is None:
-            return self._request(base, path, body, params, decode)
+            yield
+            return
         start = time.perf_counter()
         outcome = "error"
         try:
-            reply = self._request(base, path, body, params, decode)
+            yield
             outcome = "ok"
-            return reply
         finally:
             labels = {"endpoint": _endpoint(path), "outcome": outcome}
             counted = {**labels, "caller": self._caller} if self._caller else labels
             self._counters.inc("ledger_node_requests_total", counted)
             self._counters.observe("ledger_node_request_duration_seconds", time.perf_counter() - start, labels)
-
-    def _request(
-        self,
-        base: str,
-        path: str,
-        body: dict[str, Any] | None,
-        params: dict[str, str] | None,
-        decode: Callable[[bytes], Any],
-    ) -> Any:
-        # TronGrid's v1 REST routes are GETs (params); the wallet API takes a JSON body.
-        method = "GET" if params is not None else "POST"
-        content = orjson.dumps(body) if body is not None else None
-        try:
-            status, raw = self._sender.send(method, base, path, content, params)
-        except TransportTimeout as exc:
-            raise NodeUnavailable(f"{path}: timed out ({exc})") from None
-        except TransportFailure as exc:
-            raise NodeUnavailable(self.redact(f"{path}: {exc}")) from None
-        if status == 200:
-            try:
-                reply = decode(raw)
-            except orjson.JSONDecodeError as exc:
-                shown = self.redact(raw.decode("utf-8", "replace"))[:120]  # redacted whole: a cut could split the key
-                raise NodeUnavailable(self.redact(f"{path}: malformed JSON ({exc}): {shown!r}")) from None
-            if isinstance(reply, dict) and "Error" in reply:
-                raise NodeError(self.redact(f"{path}: {reply['Error']}"))
-            return reply
-        # Only an error reply is read as text (a block range is up to megabytes: no copy of it).
-        text = self.redact(raw.decode("utf-8", "replace"))
-        if status in _RATE_LIMIT_STATUSES:
-            match = _SUSPENDED.search(text)
-            retry_after = float(match.group(1)) if match else None
-            # A 503 without TronGrid's "suspended" is an overloaded node, not a rate limit.
-            kind = RateLimited if status != 503 or match else NodeUnavailable
-            raise kind(f"{path}: rate limited (HTTP {status}): {text[:200]}", retry_after)
-        if status == 404:
-            raise RouteMissing(f"{path}: HTTP 404: {text[:200]}")
-        raise NodeUnavailable(f"{path}: HTTP {status}: {text[:200]}")
 
 
 def _endpoint(path: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import psycopg
 
 from ledger.coordination.lease import Fence, check_fence
@@ -87,11 +88,10 @@ def persist_operations(
     with conn.transaction():
         _check_fence(conn, fence)
         _lock_confirm_shared(conn)
-        with conn.cursor() as cur:
-            if plain_stake:
-                cur.executemany(_UPSERT_STAKE, plain_stake)
-            if plain_delegate:
-                cur.executemany(_UPSERT_DELEGATE, plain_delegate)
+        if plain_stake:
+            _upsert(conn, _UPSERT_STAKE, plain_stake)
+        if plain_delegate:
+            _upsert(conn, _UPSERT_DELEGATE, plain_delegate)
         if lots_and_settlements:
             _write_lots_and_settlements(conn, lots_and_settlements, unfreeze_delay_seconds)
         for owner in sorted(lowest):
@@ -110,8 +110,8 @@ def _write_lots_and_settlements(
     then owner) and cannot deadlock with revert_blocks."""
     for owner in sorted({op.owner_address for op, _, _ in items}):
         _lock_owner(conn, owner)
+    _upsert(conn, _UPSERT_STAKE, [params for _, params, _ in items])
     with conn.cursor() as cur:
-        cur.executemany(_UPSERT_STAKE, [params for _, params, _ in items])
         stored = {
             (tx_id, op_index): rest
             for tx_id, op_index, *rest in conn.execute(
@@ -299,6 +299,24 @@ def _check_storable(op: Operation) -> None:
         raise PayloadError(f"operation {op.tx_id}/{op.op_index}: " + "; ".join(problems))
 
 
+def _upsert(conn: psycopg.Connection, statement: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert `rows` (see `_ROW`) in one statement. A statement cannot touch a row twice (ON
+    CONFLICT), so copies of one key (a record sent pending and again confirmed, a redelivery in the
+    same group) go in statements of their own, in order: each key's copies apply one after another
+    as they would row by row, where the upsert's rules keep the furthest status."""
+    rounds: list[dict[tuple[str, int], dict[str, Any]]] = []
+    for row in rows:
+        key = (row["tx_id"], row["op_index"])
+        for batch in rounds:
+            if key not in batch:
+                batch[key] = row
+                break
+        else:
+            rounds.append({key: row})
+    for batch in rounds:
+        conn.execute(statement, {"rows": orjson.dumps(list(batch.values())).decode()})
+
+
 def _params(op: Operation) -> dict[str, Any]:
     values = op.to_message()
     values["lock_expire_ms"] = op.lock_expire_time_ms
@@ -307,8 +325,7 @@ def _params(op: Operation) -> dict[str, Any]:
 
 # Times are built from integer milliseconds with interval arithmetic, which is exact (a float
 # division would be too, at today's magnitudes, but this needs no argument).
-_MS = "(timestamptz 'epoch' + %({name})s::bigint * interval '1 millisecond')"
-_BLOCK_TIME = _MS.format(name="block_time_ms")
+_MS = "(timestamptz 'epoch' + {name}::bigint * interval '1 millisecond')"
 
 # java-tron's "now" for a record's transaction: its parent block's time (Manager.processBlock), or
 # the block's own time where that is not known. A lot matures at now + delay; a withdraw takes the
@@ -319,11 +336,23 @@ _NOW = "coalesce(timestamptz 'epoch' + {t}.parent_time_ms * interval '1 millisec
 # raced ahead of the insert is not lost. A record from a block that left the chain (a fork) is
 # stored orphaned, whenever it arrives.
 _NEW_STATUS = (
-    "CASE WHEN EXISTS (SELECT 1 FROM orphaned_blocks WHERE block_id = %(block_id)s) THEN 'orphaned'"
-    " WHEN %(status)s::text = 'pending'"
-    " AND %(block_num)s::bigint <= (SELECT solid_block FROM chain_state WHERE id = 1)"
-    " THEN 'confirmed' ELSE %(status)s::text END"
+    "CASE WHEN EXISTS (SELECT 1 FROM orphaned_blocks o WHERE o.block_id = p.block_id) THEN 'orphaned'"
+    " WHEN p.status = 'pending'"
+    " AND p.block_num <= (SELECT solid_block FROM chain_state WHERE id = 1)"
+    " THEN 'confirmed' ELSE p.status END"
 )
+
+# A group's rows of one table are ONE statement over one JSON document (`%(rows)s`, a list of
+# `_params`), the way the checkpoint records its expected operations: one round trip, one plan and
+# one run of the statement's event trigger (sql/026) for the group, instead of one of each per row.
+# Rows are inserted (and so locked) in (tx_id, op_index) order, bytewise as Python sorts them.
+_ROW = (
+    "tx_id text, op_index smallint, block_num bigint, block_id text, tx_index integer, block_time_ms bigint,"
+    " owner_address text, kind text, contract_type text, resource text, amount bigint, status text,"
+    " contract_ret text, parent_time_ms bigint"
+)
+_DELEGATE_ROW = _ROW + ", receiver_address text, lock boolean, lock_period bigint, lock_expire_ms bigint"
+_ORDER = 'ORDER BY p.tx_id COLLATE "C", p.op_index'
 
 # ON CONFLICT ... WHERE: only a pending row takes the new data and status (which may itself be
 # pending, confirmed or failed); a confirmed or failed row is final and a replay changes nothing.
@@ -346,8 +375,11 @@ _UPSERT_STAKE = f"""
 INSERT INTO stake_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                 operation_type, contract_type, resource, amount, status, contract_ret,
                                 parent_time_ms)
-SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
-       %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
+SELECT p.tx_id, p.op_index, p.block_num, p.block_id, p.tx_index, {_MS.format(name="p.block_time_ms")},
+       p.owner_address, p.kind, p.contract_type, p.resource, p.amount, {_NEW_STATUS}, p.contract_ret,
+       p.parent_time_ms
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS p({_ROW})
+{_ORDER}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,
@@ -361,9 +393,11 @@ _UPSERT_DELEGATE = f"""
 INSERT INTO delegate_records AS r (tx_id, op_index, block_num, block_id, tx_index, block_time, owner_address,
                                    receiver_address, operation_type, contract_type, resource, amount, lock,
                                    lock_period, lock_expire_time, status, contract_ret, parent_time_ms)
-SELECT %(tx_id)s, %(op_index)s, %(block_num)s, %(block_id)s, %(tx_index)s, {_BLOCK_TIME}, %(owner_address)s,
-       %(receiver_address)s, %(kind)s, %(contract_type)s, %(resource)s, %(amount)s, %(lock)s,
-       %(lock_period)s, {_MS.format(name="lock_expire_ms")}, {_NEW_STATUS}, %(contract_ret)s, %(parent_time_ms)s
+SELECT p.tx_id, p.op_index, p.block_num, p.block_id, p.tx_index, {_MS.format(name="p.block_time_ms")},
+       p.owner_address, p.receiver_address, p.kind, p.contract_type, p.resource, p.amount, p.lock,
+       p.lock_period, {_MS.format(name="p.lock_expire_ms")}, {_NEW_STATUS}, p.contract_ret, p.parent_time_ms
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS p({_DELEGATE_ROW})
+{_ORDER}
 ON CONFLICT (tx_id, op_index) DO UPDATE SET
     block_num = EXCLUDED.block_num, block_id = EXCLUDED.block_id, tx_index = EXCLUDED.tx_index,
     block_time = EXCLUDED.block_time, owner_address = EXCLUDED.owner_address,

@@ -25,7 +25,7 @@ and the real samples.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -220,6 +220,9 @@ def index_infos(reply: Any) -> Mapping[str, Mapping[str, Any]]:
     """`parse_transaction_infos` for any reply, a SkimmedInfos included (same ids, same errors)."""
     if not isinstance(reply, SkimmedInfos):
         return parse_transaction_infos(reply)
+    fast = _index_well_formed(reply)
+    if fast is not None:
+        return LazyInfos(fast)
     by_id: dict[str, msgspec.Raw] = {}
     for i, (item_id, item) in enumerate(zip(reply.ids, reply.items, strict=True)):
         tx_id = hex_id(None if isinstance(item_id, msgspec.UnsetType) else item_id, f"transaction info [{i}].id")
@@ -227,6 +230,28 @@ def index_infos(reply: Any) -> Mapping[str, Mapping[str, Any]]:
             raise ChainDataError(f"transaction info {tx_id} appears twice")
         by_id[tx_id] = item
     return LazyInfos(by_id)
+
+
+def _index_well_formed(reply: SkimmedInfos) -> dict[str, msgspec.Raw] | None:
+    """The infos by id when every id is 64 hex characters and none repeats, checked over all the
+    ids at once: a block holds hundreds of infos, and checking them one at a time costs several
+    times the rest of `index_infos`. None otherwise: `index_infos` checks them one by one for its
+    error."""
+    if set(map(type, reply.ids)) != {str}:
+        return None
+    ids = cast(list[str], reply.ids)
+    if set(map(len, ids)) != {64}:
+        return None
+    joined = "".join(ids)
+    try:
+        if len(bytes.fromhex(joined)) * 2 != len(joined):  # fromhex skips whitespace between pairs
+            return None
+    except ValueError:
+        return None
+    if joined.lower() != joined:
+        ids = [item_id.lower() for item_id in ids]
+    by_id = dict(zip(ids, reply.items, strict=True))
+    return by_id if len(by_id) == len(ids) else None
 
 
 def _load(raw: bytes | msgspec.Raw) -> Any:

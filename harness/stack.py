@@ -268,10 +268,12 @@ def delete_rabbitmq_queues(url: str, queue: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        channel.queue_delete(queue=queue + KEPT_QUEUE_SUFFIX)
         for base in (queue, background_queue(queue), webhook_queue(queue)):
             for name in (base, dq_name(base), xq_name(base)):
                 channel.queue_delete(queue=name)
+        # The mark last, as one loss of everything: a repair pass seeing it gone before the
+        # messages would re-send into queues about to go and mark them kept again.
+        channel.queue_delete(queue=queue + KEPT_QUEUE_SUFFIX)
     finally:
         connection.close()
 

@@ -86,6 +86,13 @@ def checkpoint(database_url: str) -> int:
         return row[0] if row else -1
 
 
+def solid_block(database_url: str) -> int:
+    """The solidified head the ledger knows (chain_state)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT solid_block FROM chain_state WHERE id = 1").fetchone()
+        return int(row[0]) if row else -1
+
+
 def watermark(database_url: str) -> int | None:
     """The persisted watermark beside the checkpoint (ledger/store/accounting.py)."""
     with psycopg.connect(database_url) as conn:

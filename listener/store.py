@@ -85,6 +85,19 @@ class PgStore:
             conn.execute("DELETE FROM recent_blocks WHERE block_num < %s", (solid - 100,))
             record_block_times(conn, block_times)
 
+    def note_solid(self, solid: int) -> None:
+        """Record the solidified head the listener is about to confirm (only for the current term).
+        A confirmation sent while no batch is saved (a quiet chain) exists otherwise only in its
+        message: a broker that loses it would leave the accounting's re-send and the workers'
+        inserts on an older solidified head, and the records between pending."""
+        conn = self._connection()
+        with conn.transaction():
+            try:
+                check_fence(conn, Fence(self.name, self.term))
+            except StaleTerm as exc:
+                raise CheckpointFenced(str(exc)) from None
+            conn.execute("UPDATE chain_state SET solid_block = greatest(solid_block, %s)", (solid,))
+
     def recent_block_id(self, block_num: int) -> str | None:
         row = (
             self._connection()

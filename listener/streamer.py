@@ -154,6 +154,8 @@ class Store(Protocol):
 
     def recent_block_id(self, block_num: int) -> str | None: ...
 
+    def note_solid(self, solid: int) -> None: ...
+
     def rollback(
         self, ancestor: int, ancestor_id: str | None, off_chain: Sequence[tuple[int, str]]
     ) -> list[tuple[int, str]]: ...
@@ -469,6 +471,8 @@ class Streamer:
 
     def _send_confirmation(self, solid: int) -> None:
         if solid > self._confirmed_sent:
+            # Stored before it is sent, so a broker that loses the message loses no solidified head.
+            self.store.note_solid(solid)
             self.sink.confirm(solid)
             self._confirmed_sent = solid
 

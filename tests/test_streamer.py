@@ -92,6 +92,7 @@ class MemoryStore:
         self.recent: dict[int, str] = {}
         self.orphaned: list[tuple[int, str]] = []
         self.expected: list[Operation] = []
+        self.solid = 0  # chain_state's solidified head
 
     def load_checkpoint(self) -> tuple[int, str | None] | None:
         return None if self.checkpoint is None else (self.checkpoint, self.checkpoint_id)
@@ -113,6 +114,10 @@ class MemoryStore:
         self.checkpoint, self.checkpoint_id = block_num, block_id
         self.recent.update({num: bid for num, bid, _ in blocks})
         self.expected.extend(operations)
+        self.solid = max(self.solid, solid)
+
+    def note_solid(self, solid: int) -> None:
+        self.solid = max(self.solid, solid)
 
     def recent_block_id(self, block_num: int) -> str | None:
         return self.recent.get(block_num)
@@ -373,6 +378,30 @@ def test_records_an_earlier_term_sent_pending_are_confirmed_when_the_chain_stops
     # Then its last confirmation reaches the solidified head: the earlier term's records up to it
     # are confirmed, though this term never sent them (no other confirmation would come)
     assert sink.confirmed[-1] == adapter.head - adapter.solid_lag == 99
+
+
+def test_every_confirmation_is_stored_before_it_is_sent() -> None:
+    # A quiet chain's confirmation is sent with no batch saved: if only its message carried the
+    # solidified head, a broker losing it would leave the records up to that head pending (the
+    # accounting re-sends a lost confirmation, and workers store records, by the stored head)
+    store = MemoryStore(checkpoint=80)
+
+    class StoredFirst(ListSink):
+        def confirm(self, solid_block: int) -> None:
+            assert store.solid >= solid_block, f"confirmation of {solid_block} sent, stored head {store.solid}"
+            super().confirm(solid_block)
+
+    adapter, sink = StubAdapter(head=100), StoredFirst()
+    streamer = _streamer(adapter, store, sink)
+    _run_until_caught_up(streamer)
+    adapter.head += 3
+    _run_until_caught_up(streamer)
+    saved = store.solid
+    # When the chain goes quiet, the last confirmation is sent by a cycle that saves nothing
+    streamer._block_seen_at -= QUIET_SECONDS
+    streamer.sync_cycle()
+    assert sink.confirmed[-1] == adapter.head - adapter.solid_lag > saved
+    assert store.solid == sink.confirmed[-1]
 
 
 def test_a_node_behind_the_checkpoint_is_reported_and_logged_once_a_minute(

@@ -164,3 +164,18 @@ def test_a_page_of_a_state_with_receivers_in_the_tail_only(db: psycopg.Connectio
     first = read_summary(db, ALICE, DELAY_MS, limit=3)
     assert first.data["resources"]["ENERGY"]["delegated"]["receivers_count"] == 7
     assert first.data["resources"]["ENERGY"]["delegated"]["total"] == 700
+
+
+@pytest.mark.usefixtures("account")
+def test_a_lock_ending_at_the_folded_states_own_time(db: psycopg.Connection) -> None:
+    # The lock ends at block 105's time, the time of the last block the fold applies.
+    persist(
+        db,
+        op("freeze", 100, amount=10_000),
+        op("delegate", 101, amount=100, lock=True, lock_period=5, receiver_address=CAROL),
+        op("freeze", 105, amount=1),
+    )
+    confirm_blocks(db, 105, unfreeze_delay_seconds=DELAY)
+    for block in (105, 106):
+        at_block(db, block)
+        assert_same_as_recomputed(db)

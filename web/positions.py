@@ -128,19 +128,21 @@ def view(
 
 def stored_view(found: StoredRead, limit: int) -> tuple[dict[str, Any], int | None, ReceiverKey | None]:
     """`view` of the stored figures: the totals stored over all receivers, less the tail's receivers'
-    stored pairs and plus what the tail made of them; the locks not ended summed by the database;
-    the page of stored pairs merged with the tail's ones. O(page + tail)."""
+    stored pairs and plus what the tail made of them; the locked amount stored at the folded state's
+    time less the locks ended since; the page of stored pairs merged with the tail's ones.
+    O(page + tail + locks ended since the folded state's time)."""
     now_ms, pos = found.now_ms, found.position
-    delegated = {res: Delegated(total, 0, count) for res, (total, count) in found.totals.items()}
-    ends: list[int] = []
-    for res, (locked, first_end) in found.locks.items():
-        delegated.setdefault(res, Delegated()).locked += locked
-        ends.append(first_end + 1)
+    delegated = {
+        res: Delegated(total, locked - found.ended.get(res, 0), count)
+        for res, (total, count, locked) in found.totals.items()
+    }
+    ends = [] if found.next_end is None else [found.next_end + 1]
     for (_, res), pair in found.touched.items():
-        # The tail's receivers: out of the stored totals (their locks are not in found.locks), and
-        # back in below with what the tail made of them.
+        # The tail's receivers: out of the stored totals, and back in below with what the tail made
+        # of them.
         d = delegated.setdefault(res, Delegated())
         d.total -= pair.unlocked + pair.locked
+        d.locked -= _shown(pair, now_ms)[0]
         d.receivers -= 1
     for (_, res), pair in pos.pairs.items():
         end = _count(delegated, res, pair, now_ms)

@@ -11,6 +11,8 @@ never correctness.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -137,12 +139,18 @@ def fold(conn: psycopg.Connection, solid_block: int, unfreeze_delay_ms: int) -> 
 def figures_json(pos: Position) -> bytes:
     """`positions.figures`: the state without its pairs (they are rows of `position_receivers`) and,
     per resource, the delegated total and the number of receiver records over all of them. Both are
-    independent of chain time; what depends on it (locked or not, withdrawable or not) is decided
-    by the read from the rows' lock ends and the lots."""
-    totals = {res: [0, 0] for res in RESOURCES}
+    independent of chain time but for the locked amount at the state's own time; what depends on
+    chain time (locked or not, withdrawable or not) is decided by the read from the rows' lock ends
+    and the lots."""
+    # [delegated total, receiver records, locked in locks not ended at the state's own time]: that
+    # time is at or before any chain time a read is made at, so a read takes off only the locks
+    # that ended since (a range of the lock-end index), not a sum over every lock.
+    totals = {res: [0, 0, 0] for res in RESOURCES}
     for (_, res), pair in pos.pairs.items():
         totals[res][0] += pair.unlocked + pair.locked
         totals[res][1] += 1
+        if pair.locked and pair.expire_ms >= pos.time_ms:
+            totals[res][2] += pair.locked
     return orjson.dumps(
         {
             "t": pos.time_ms,
@@ -247,14 +255,17 @@ class StoredRead:
 
     `position` is the folded state without its receivers, the tail replayed on it together with the
     pairs of the receivers the tail names (`touched`: their stored values before the tail). `totals`
-    per resource are [delegated total, receiver records] over all stored pairs; `locks` per resource
-    are [locked, earliest lock end] over the stored pairs not touched whose lock has not ended at
-    `now_ms`; `page` is the stored pairs not touched after the cursor, in order, up to limit + 1."""
+    per resource are [delegated total, receiver records, locked at the folded state's time
+    `position_time_ms`] over all stored pairs; `ended` per resource is what of that locked amount
+    ended before `now_ms` (all stored pairs); `next_end` the first lock end at or after `now_ms` of
+    the stored pairs not touched; `page` the stored pairs not touched after the cursor, in order, up
+    to limit + 1."""
 
     position: Position
     touched: dict[ReceiverKey, Pair]
     totals: dict[str, list[int]]
-    locks: dict[str, tuple[int, int]]
+    ended: dict[str, int]
+    next_end: int | None
     page: list[tuple[ReceiverKey, Pair]]
     after: ReceiverKey | None
     limit: int
@@ -272,17 +283,41 @@ _STORED_PAIRS = """
 SELECT receiver, resource, unlocked, locked, expire_ms FROM position_receivers
 WHERE address = %(a)s AND receiver = ANY(%(r)s)
 """
-# The locks not ended at the chain time: a sum over the lock-end index, the tail's receivers apart.
-_STORED_LOCKS = """
-SELECT resource, sum(locked)::bigint, min(expire_ms) FROM position_receivers
-WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(now)s AND receiver <> ALL(%(r)s)
+# One statement, three parts, by the tag in the first column: per resource, the locked amount of the
+# locks that ended between the folded state's time and the chain time (a range of the lock-end
+# index); the first lock end at or after the chain time of a receiver the tail does not name; and a
+# page of the receivers the tail does not name, by key.
+_STORED_LOCKS_AND_PAGE = """
+SELECT 'e', resource, NULL, NULL::bigint, sum(locked)::bigint, NULL::bigint FROM position_receivers
+WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(cut)s AND expire_ms < %(now)s
 GROUP BY resource
-"""
-_STORED_PAGE = """
-SELECT receiver, resource, unlocked, locked, expire_ms FROM position_receivers
+UNION ALL
+(SELECT 'n', resource, NULL, NULL, NULL, expire_ms FROM position_receivers
+WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(now)s AND receiver <> ALL(%(r)s)
+ORDER BY expire_ms LIMIT 1)
+UNION ALL
+(SELECT 'p', resource, receiver, unlocked, locked, expire_ms FROM position_receivers
 WHERE address = %(a)s AND (receiver, resource) > (%(ar)s, %(ares)s) AND receiver <> ALL(%(r)s)
-ORDER BY receiver, resource LIMIT %(n)s
+ORDER BY receiver, resource LIMIT %(n)s)
 """
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection) -> Iterator[None]:
+    """One REPEATABLE READ, READ ONLY snapshot for the statements inside, begun in the BEGIN itself
+    (no SET TRANSACTION round trip); inside a caller's transaction, a savepoint of it."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with conn.transaction():
+            yield
+        return
+    # Client-side settings: they only shape the BEGIN psycopg sends; put back once it has ended.
+    isolation, read_only = conn.isolation_level, conn.read_only
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    try:
+        with conn.transaction():
+            yield
+    finally:
+        conn.isolation_level, conn.read_only = isolation, read_only
 
 
 def read_stored(
@@ -296,10 +331,7 @@ def read_stored(
     """The summary's parts from the figures stored with the folded state: O(page + tail + locks not
     ended), not O(receivers). None when the account has no folded state with figures (the caller
     renders the whole state, `read_at_checkpoint`)."""
-    fresh = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    with conn.transaction():
-        if fresh:  # else a caller's transaction (a savepoint here) decides
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with _snapshot(conn):
         found = conn.execute(_STORED_START, {"a": address, "c": checkpoint}).fetchone()
         if found is None:
             return None
@@ -322,15 +354,27 @@ def read_stored(
                 pos.pairs[(receiver, res)] = Pair(unlocked, locked, expire)
         replay(pos, rows, unfreeze_delay_ms)
         now_ms = chain_time_ms(None if mark_time is None else int(mark_time), pos.time_ms)
-        locks = {
-            str(res): (int(total), int(first))
-            for res, total, first in conn.execute(_STORED_LOCKS, {"a": address, "now": now_ms, "r": names})
-        }
         start = after or ("", "")
-        page = [
-            ((str(receiver), str(res)), Pair(unlocked, locked, expire))
-            for receiver, res, unlocked, locked, expire in conn.execute(
-                _STORED_PAGE, {"a": address, "ar": start[0], "ares": start[1], "r": names, "n": limit + 1}
-            )
-        ]
-    return StoredRead(pos, touched, obj["r"], locks, page, after, limit, now_ms, mark_block)
+        found_rows = conn.execute(
+            _STORED_LOCKS_AND_PAGE,
+            {
+                "a": address,
+                "cut": obj["t"],
+                "now": now_ms,
+                "r": names,
+                "ar": start[0],
+                "ares": start[1],
+                "n": limit + 1,
+            },
+        ).fetchall()
+    ended: dict[str, int] = {}
+    next_end: int | None = None
+    page: list[tuple[ReceiverKey, Pair]] = []
+    for tag, res, receiver, unlocked, locked, expire in found_rows:
+        if tag == "e":
+            ended[res] = int(locked)
+        elif tag == "n":
+            next_end = int(expire)
+        else:
+            page.append(((receiver, res), Pair(unlocked, locked, expire)))
+    return StoredRead(pos, touched, obj["r"], ended, next_end, page, after, limit, now_ms, mark_block)

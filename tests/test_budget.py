@@ -21,6 +21,7 @@ from ledger.chain.values import NodeError
 from ledger.config import ConfigError, Settings, load_settings
 from ledger.coordination.budget import BudgetExhausted, BudgetLimits, Priority, RequestBudget, create_budget
 from simulator.requests import client_label
+from tests.clocks import ManualClock
 
 KEY = "0b1d3a5e-7c2f-4e11-9a8b-secretkey000"
 
@@ -156,13 +157,19 @@ def test_a_lost_suspension_watch_falls_back_to_asking_redis_then_comes_back(
 
 
 def test_redis_down_degrades_to_a_local_limiter_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    budget = create_budget(f"redis://127.0.0.1:{free_port()}/0", BudgetLimits(per_second=50, burst=1, per_day=0))
+    clock = ManualClock()
+    budget = create_budget(
+        f"redis://127.0.0.1:{free_port()}/0",
+        BudgetLimits(per_second=50, burst=1, per_day=0),
+        clock=clock,
+        sleep=clock.advance,
+    )
     caplog.set_level(logging.WARNING, "ledger.coordination.budget")
-    started = time.monotonic()
+    started = clock()
     for _ in range(11):
         budget.acquire(Priority.LIVE)
     # Still limited (locally): 10 waits of 1/50 s.
-    assert time.monotonic() - started >= 10 / 50 - 0.02
+    assert clock() - started >= 10 / 50 - 1e-9
     lines = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
     assert len(lines) == 1
     budget.close()
@@ -415,13 +422,24 @@ def test_without_redis_the_local_limiter_keeps_the_same_reserves() -> None:
 
 def test_the_local_limiter_leaves_the_bucket_reserve_to_the_live_path() -> None:
     limits = BudgetLimits(per_second=1, burst=4, per_day=0, reserve_fraction=0.5)
-    budget = RequestBudget(limits, None, max_wait=0.05)
+    clock = ManualClock()
+    budget = RequestBudget(limits, None, max_wait=0.05, clock=clock, sleep=clock.advance)
     budget.acquire(Priority.BACKGROUND)
     budget.acquire(Priority.BACKGROUND)  # 2 tokens left: the reserve
     with pytest.raises(BudgetExhausted, match="busy"):
         budget.acquire(Priority.BACKGROUND)
     budget.acquire(Priority.LIVE)
     budget.acquire(Priority.LIVE)
+    # The bucket refills at its rate: background gets a token again only above the reserve
+    clock.advance(1.0)
+    with pytest.raises(BudgetExhausted, match="busy"):
+        budget.acquire(Priority.BACKGROUND)
+    budget.acquire(Priority.LIVE)
+    clock.advance(2.9)
+    with pytest.raises(BudgetExhausted, match="busy"):
+        budget.acquire(Priority.BACKGROUND)  # 0.1 s of refill short of the reserve
+    clock.advance(0.1)
+    budget.acquire(Priority.BACKGROUND)
 
 
 @pytest.mark.parametrize("var", ["TRON_BUDGET_RESERVE_FRACTION", "TRON_BUDGET_DAILY_RESERVE_FRACTION"])

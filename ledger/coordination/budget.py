@@ -46,12 +46,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import redis
 
+from ledger.clocks import Clock
 from ledger.coordination.backoff import jittered
 
 log = logging.getLogger(__name__)
@@ -165,11 +167,12 @@ class BudgetLimits:
 class _LocalBucket:
     """The same rules in one process: the fallback while Redis is away, and for tests without it."""
 
-    def __init__(self, limits: BudgetLimits) -> None:
+    def __init__(self, limits: BudgetLimits, clock: Clock = time.monotonic) -> None:
         self._limits = limits
+        self._clock = clock
         self._lock = threading.Lock()
         self._tokens = max(1.0, limits.burst)
-        self._at = time.monotonic()
+        self._at = clock()
         self._suspended_until = 0.0
         self._day = -1
         self._used = 0
@@ -179,7 +182,7 @@ class _LocalBucket:
         limits = self._limits
         keep, keep_day = limits.reserve(priority)
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._suspended_until > now:
                 return self._suspended_until - now
             wall_ms = time.time() * 1000
@@ -200,7 +203,7 @@ class _LocalBucket:
 
     def suspend(self, seconds: float) -> None:
         with self._lock:
-            self._suspended_until = max(self._suspended_until, time.monotonic() + seconds)
+            self._suspended_until = max(self._suspended_until, self._clock() + seconds)
 
 
 class _SuspensionWatch:
@@ -288,8 +291,14 @@ class RequestBudget:
         *,
         name: str = "tron",
         max_wait: float = 30.0,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.limits = limits
+        # The waits, the local limiter and the retry of a Redis that failed; what the processes
+        # share is decided on Redis's clock.
+        self._clock = clock
+        self._sleep = sleep
         self.max_wait = max_wait
         self._client = client
         self._keys = [f"budget:{name}:bucket", f"budget:{name}:suspended", f"budget:{name}:day"]
@@ -301,7 +310,7 @@ class RequestBudget:
             if client is not None and limits.unlimited
             else None
         )
-        self._local = _LocalBucket(limits)
+        self._local = _LocalBucket(limits, clock)
         self._degraded_since: float | None = None
         self._lock = threading.Lock()
         self.waited = 0.0  # seconds spent waiting for the budget, for progress lines and tests
@@ -309,12 +318,12 @@ class RequestBudget:
     def acquire(self, priority: Priority) -> None:
         """Wait for one request's worth of budget, as a caller of class `priority` (no default:
         every caller says which it is); BudgetExhausted past `max_wait`."""
-        deadline = time.monotonic() + self.max_wait
+        deadline = self._clock() + self.max_wait
         while True:
             verdict, wait = self._try(priority)
             if verdict == 0:
                 return
-            if time.monotonic() + wait > deadline:
+            if self._clock() + wait > deadline:
                 why = {
                     1: "suspended by the node",
                     2: f"the daily request budget ({priority.value} share) is used up",
@@ -323,7 +332,7 @@ class RequestBudget:
             # Jitter: waiters of several processes must not all come back in the same millisecond.
             pause = jittered(min(wait, MAX_SLEEP), (1.0, 1.2))
             self.waited += pause
-            time.sleep(pause)
+            self._sleep(pause)
 
     @property
     def mirrored(self) -> bool:
@@ -375,12 +384,12 @@ class RequestBudget:
     def _use_local(self) -> bool:
         with self._lock:
             since = self._degraded_since
-        return since is not None and time.monotonic() - since < REDIS_RETRY_SECONDS
+        return since is not None and self._clock() - since < REDIS_RETRY_SECONDS
 
     def _degrade(self, exc: Exception) -> None:
         with self._lock:
             first = self._degraded_since is None
-            self._degraded_since = time.monotonic()
+            self._degraded_since = self._clock()
         if first:
             log.warning(
                 "request budget: Redis unreachable (%s); limiting this process alone at %g/s until it answers",
@@ -397,11 +406,19 @@ class RequestBudget:
             log.warning("request budget: Redis answers again; the budget is shared again")
 
 
-def create_budget(url: str, limits: BudgetLimits, *, name: str = "tron", max_wait: float = 30.0) -> RequestBudget:
+def create_budget(
+    url: str,
+    limits: BudgetLimits,
+    *,
+    name: str = "tron",
+    max_wait: float = 30.0,
+    clock: Clock = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RequestBudget:
     """The process's budget on the Redis at `url` ("" = this process alone); `max_wait`: seconds
     `acquire()` may wait before BudgetExhausted (0: never wait, e.g. while a client waits)."""
     if not url:
-        return RequestBudget(limits, None, name=name, max_wait=max_wait)
+        return RequestBudget(limits, None, name=name, max_wait=max_wait, clock=clock, sleep=sleep)
     # Short timeouts: a hung Redis must cost the listener a fraction of a second, then the local limiter.
     client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return RequestBudget(limits, client, name=name, max_wait=max_wait)
+    return RequestBudget(limits, client, name=name, max_wait=max_wait, clock=clock, sleep=sleep)

@@ -127,9 +127,9 @@ def test_an_open_range_follows_the_head_until_the_listener_tracks_a_new_account(
     thread = threading.Thread(target=walk.run)
     thread.start()
     try:
-        wait_until(lambda: store.done == 50, 5, "the walk at the head")
+        wait_until(lambda: store.done == 50, 5, "the walk at the head", interval=0.01)
         adapter.head = 55  # blocks the running listener may have passed before re-reading pool_accounts
-        wait_until(lambda: store.done == 55, 5, "the walk following the head")
+        wait_until(lambda: store.done == 55, 5, "the walk following the head", interval=0.01)
         clock.advance(19.99)
         thread.join(0.1)
         assert thread.is_alive()  # still following: the listener may not track the account yet

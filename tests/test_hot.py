@@ -15,6 +15,7 @@ from tests.clocks import ManualClock
 from tests.test_api import ALICE, add_account, get_json, insert_stake, records_url
 from web import params
 from web.app import close_app, create_app
+from web.paths import NATIVE, READ_SAMPLES, RECORDS
 
 LOCAL_TTL = 0.5
 
@@ -47,6 +48,15 @@ def test_a_repeated_read_skips_the_view_until_its_page_leaves_memory(
         return resolve(*args, **kwargs)
 
     monkeypatch.setattr("web.records.require_account", counting)
+    counted: list[str] = []
+    counters = app.extensions["paths"].counters
+    inc = counters.inc
+
+    def counting_reads(name: str, *args: Any, **kwargs: Any) -> None:
+        counted.append(name)
+        inc(name, *args, **kwargs)
+
+    monkeypatch.setattr(counters, "inc", counting_reads)
     client = app.test_client()
     url = records_url("stake", account, limit=20)
     assert get_json(client, url)["meta"]["source"] == "database"  # a miss: filled
@@ -59,6 +69,7 @@ def test_a_repeated_read_skips_the_view_until_its_page_leaves_memory(
         assert again.headers["X-Content-Type-Options"] == "nosniff"  # the after-request hooks ran
     assert len(calls) == 2  # answered in front of the view
     assert app.extensions["ledger"].pages.counters.local_hits == local_hits + 5  # and counted as local hits
+    assert counted == [READ_SAMPLES[RECORDS, NATIVE]] * 7  # and as reads, as the view counts them
     assert client.get(records_url("stake", account, limit=10)).status_code == 200
     assert len(calls) == 3  # another query string is another answer
 

@@ -8,7 +8,7 @@ kept here by its path and query string, until the page's own local expiry: a bef
 answers it, after the guards (web.guards) and before the view. What the view would still have
 done on such a hit is done here too: an account the rollout now sends the legacy way is not
 answered from here, a first records page is offered to the shadow comparison, the hit counts as
-a local one, and the after-request hooks (headers, the read counter) run as for any answer.
+a local one and as a read of its route, and the after-request hooks (headers) run as for any answer.
 
 Staleness is the page cache's own: an invalidation reaches this process at most `local_ttl` late,
 whether the answer comes from here or from the view. Only answers that came from that memory are
@@ -24,7 +24,7 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 
 from ledger.store.cache import PageCache
-from web.paths import Paths, answers_legacy, shadow_sample
+from web.paths import NATIVE, READ_SAMPLES, Paths, answers_legacy, shadow_sample
 
 # A sweep when this many answers are kept; past the cap, all are dropped (hot ones come back at once).
 SWEEP_AT = 256
@@ -48,6 +48,7 @@ class HotAnswer:
     expires: float  # on the page cache's clock: the page's local expiry
     body: bytes
     address: str
+    read: str  # the sample name the answer counts under (web.paths.READ_SAMPLES)
     shadow: Shadow | None
 
 
@@ -61,6 +62,24 @@ class HotAnswers:
     def get(self, key: Key, now: float) -> HotAnswer | None:
         answer = self._answers.get(key)
         return answer if answer is not None and answer.expires > now else None
+
+    def answer(self) -> Response | None:
+        """The before-request hook: the kept answer to this request, or None to go on to the view."""
+        environ = request.environ
+        if environ.get("REQUEST_METHOD") != "GET":
+            return None
+        answer = self.get(_key(environ), self.pages.clock())
+        if answer is None:
+            return None
+        paths = self.paths
+        if answers_legacy(paths, answer.address):
+            return None  # the view answers it the legacy way
+        self.pages.note_local_hit()
+        paths.counters.inc(answer.read)
+        shadow = answer.shadow
+        if shadow is not None and paths.shadow is not None:
+            shadow_sample(shadow.kind, answer.address, shadow.page, shadow.limit, shadow.cursor)
+        return Response(answer.body, mimetype="application/json")
 
     def put(self, key: Key, answer: HotAnswer, now: float) -> None:
         with self._lock:
@@ -76,8 +95,9 @@ class HotAnswers:
 
 def install(app: Flask) -> None:
     """After web.guards.install (its checks run first) and web.paths.install."""
-    app.extensions["hot"] = HotAnswers(app.extensions["ledger"].pages, app.extensions["paths"])
-    app.before_request(_answer)
+    answers = HotAnswers(app.extensions["ledger"].pages, app.extensions["paths"])
+    app.extensions["hot"] = answers
+    app.before_request(answers.answer)
 
 
 def _key(environ: dict[str, Any]) -> Key:
@@ -85,26 +105,10 @@ def _key(environ: dict[str, Any]) -> Key:
     return environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
 
 
-def _answer() -> Response | None:
-    environ = request.environ
-    if environ.get("REQUEST_METHOD") != "GET":
-        return None
-    hot: HotAnswers = current_app.extensions["hot"]
-    answer = hot.get(_key(environ), hot.pages.clock())
-    if answer is None:
-        return None
-    if answers_legacy(hot.paths, answer.address):
-        return None  # the view answers it the legacy way
-    hot.pages.note_local_hit()
-    shadow = answer.shadow
-    if shadow is not None and hot.paths.shadow is not None:
-        shadow_sample(shadow.kind, answer.address, shadow.page, shadow.limit, shadow.cursor)
-    return Response(answer.body, mimetype="application/json")
-
-
-def remember(address: str, suffix: str, body: bytes, shadow: Shadow | None = None) -> None:
-    """Keep this request's answer while its page (`address`, `suffix`) stays in local memory."""
+def remember(address: str, suffix: str, body: bytes, route: str, shadow: Shadow | None = None) -> None:
+    """Keep this request's answer of `route` while its page (`address`, `suffix`) stays in local memory."""
     hot: HotAnswers = current_app.extensions["hot"]
     expires = hot.pages.local_expiry(address, suffix)
     if expires is not None:
-        hot.put(_key(request.environ), HotAnswer(expires, body, address, shadow), hot.pages.clock())
+        answer = HotAnswer(expires, body, address, READ_SAMPLES[route, NATIVE], shadow)
+        hot.put(_key(request.environ), answer, hot.pages.clock())

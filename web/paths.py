@@ -24,7 +24,6 @@ the two (TronGrid requests per 1,000 API reads, web/dependency.py).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -35,7 +34,7 @@ from typing import Any
 
 import psycopg
 import redis
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain.node import (
@@ -69,7 +68,14 @@ API_READS = "ledger_api_reads_total"  # {route=records|summary, source}
 LEGACY_ERRORS = "ledger_legacy_errors_total"  # {path=legacy|fallback}: TronGrid could not answer
 # Seconds the legacy path may wait for the shared TronGrid budget while a client waits.
 BUDGET_WAIT_SECONDS = 2.0
-_READ_BLUEPRINTS = {"records": "records", "summary": "summary"}
+RECORDS, SUMMARY = "records", "summary"
+NATIVE = "native"
+# The sample names of every (route, source) pair, made once rather than on every read.
+READ_SAMPLES = {
+    (route, source): sample(API_READS, {"route": route, "source": source})
+    for route in (RECORDS, SUMMARY)
+    for source in (NATIVE, "legacy", "fallback")
+}
 
 
 @dataclass
@@ -148,7 +154,6 @@ def close_paths(paths: Paths) -> None:
 
 def install(app: Flask, paths: Paths) -> None:
     app.extensions["paths"] = paths
-    app.after_request(_count_read)
 
 
 def current_paths() -> Paths:
@@ -287,7 +292,7 @@ def shadow_sample(kind: str, address: str, page: int, limit: int, cursor: bool) 
 
 
 def _answer(rows: list[dict[str, Any]], page: int, limit: int, source: str, render: Render | None) -> Response:
-    g.read_source = source
+    current_paths().counters.inc(READ_SAMPLES[RECORDS, source])
     meta = {"page": page, "limit": limit, "source": source, "next_cursor": None}
     payload: dict[str, Any] = {"success": True, "data": rows, "meta": meta}
     body = dumps(render(payload) if render is not None else payload)
@@ -305,15 +310,7 @@ def _database_unavailable() -> Response:
     return _unavailable("unavailable", "the database is unavailable; try again shortly", 1.0)
 
 
-@functools.cache
-def _read_sample(route: str, source: str) -> str:
-    # A handful of (route, source) pairs: their sample names are made once, not on every read.
-    return sample(API_READS, {"route": route, "source": source})
-
-
-def _count_read(response: Response) -> Response:
-    route = _READ_BLUEPRINTS.get(request.blueprint or "")
-    if route is not None and response.status_code == 200 and "paths" in current_app.extensions:
-        source = getattr(g, "read_source", "native")
-        current_paths().counters.inc(_read_sample(route, source))
-    return response
+def count_read(paths: Paths, route: str) -> None:
+    """Count one native answer of `route` (RECORDS or SUMMARY); legacy and fallback answers count
+    themselves. Counted where the answer is made: an after-request hook would cost every request."""
+    paths.counters.inc(READ_SAMPLES[route, NATIVE])

@@ -26,7 +26,15 @@ from web import hot
 from web.compat import compat_page
 from web.cursor import Cursor, CursorError, decode_cursor
 from web.params import parse_limit, parse_page, require_account
-from web.paths import DATABASE_DOWN, fallback_response, legacy_response, shadow_sample
+from web.paths import (
+    DATABASE_DOWN,
+    RECORDS,
+    count_read,
+    current_paths,
+    fallback_response,
+    legacy_response,
+    shadow_sample,
+)
 from web.pg import read_connection
 from web.queries import KINDS, RecordPage, fetch_records
 from web.resources import resources
@@ -97,8 +105,9 @@ def records(kind: str, shape: str) -> Response:
     except DATABASE_DOWN:
         return fallback_response(kind, key, account.address, page, limit, render)
     shadow_sample(kind, account.address, page, limit, cursor is not None)
+    count_read(current_paths(), RECORDS)
     if cached:
-        hot.remember(account.address, prefix + suffix, body, hot.Shadow(kind, page, limit, cursor is not None))
+        hot.remember(account.address, prefix + suffix, body, RECORDS, hot.Shadow(kind, page, limit, cursor is not None))
     return Response(body, mimetype="application/json")
 
 

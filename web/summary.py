@@ -20,6 +20,7 @@ from web import hot
 from web.cursor import CursorError, ReceiverCursor, decode_receiver_cursor
 from web.drift import open_drift
 from web.params import int_param, require_account, resolve_account
+from web.paths import SUMMARY, count_read, current_paths
 from web.pg import read_connection
 from web.positions import DEFAULT_RECEIVERS, MAX_RECEIVERS, read_summary
 from web.resources import resources
@@ -75,8 +76,9 @@ def summary(account_key: str | None) -> Response:
         return Fill(response, dumps(payload), max(1, ttl))
 
     body, cached = res.pages.fetch(account.address, suffix, load)
+    count_read(current_paths(), SUMMARY)
     if cached:
-        hot.remember(account.address, suffix, body)
+        hot.remember(account.address, suffix, body, SUMMARY)
     return Response(body, mimetype="application/json")
 
 

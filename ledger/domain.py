@@ -125,8 +125,7 @@ class Operation:
         """Rebuild and validate an operation from a message; PayloadError if it is not one."""
         if not isinstance(payload, dict):
             raise PayloadError(f"operation payload must be an object, got {type(payload).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(payload) - names
+        unknown = payload.keys() - _FIELD_SET
         if unknown:
             raise PayloadError(f"unknown operation fields: {sorted(unknown)}")
         try:
@@ -150,7 +149,7 @@ class Operation:
             or not 0 <= self.parent_time_ms <= self.block_time_ms
         ):
             problems.append(f"parent_time_ms {self.parent_time_ms!r} is not a time at or before the block's")
-        if self.kind not in STAKE_KINDS | DELEGATE_KINDS:
+        if self.kind not in _KINDS:
             problems.append(f"kind {self.kind!r} is unknown")
         if self.resource is not None and self.resource not in RESOURCES:
             problems.append(f"resource {self.resource!r} is unknown")
@@ -169,6 +168,8 @@ class Operation:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Operation))
+_FIELD_SET = frozenset(_FIELD_NAMES)
+_KINDS = STAKE_KINDS | DELEGATE_KINDS
 
 
 def _replace(op: Operation, **changes: Any) -> Operation:

@@ -3,11 +3,12 @@
     .venv/bin/python -m bench.events --blocks 4000 --runs 3
 
 Each run makes a fresh ledger and catches up the same simulated chain end to end (listener ->
-workers -> PostgreSQL, as bench/ingest.py), once with the event triggers off (sql/020_events.sql:
-disabled on the record tables) and once on, in alternating order, and prints operations/s of each,
-their ratio (the target: events cost at most 10 %), the events written per second while ingesting,
-and how long after the last record the relay had numbered every event (so the feed and the webhooks
-had them). The figure is the median ratio. Uses its own database and Redis DBs (as bench/ingest.py).
+workers -> PostgreSQL, as bench/ingest.py), once with the event triggers off
+(sql/026_statement_event_triggers.sql: disabled on the record tables) and once on, in alternating
+order, and prints operations/s of each, their ratio (the target: events cost at most 10 %), the
+events written per second while ingesting, and how long after the last record the relay had
+numbered every event (so the feed and the webhooks had them). The figure is the median ratio.
+Uses its own database and Redis DBs (as bench/ingest.py).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from harness.stack import (
 )
 
 _TRIGGERS = (
-    ("stake_records", "stake_records_event_insert"),
-    ("stake_records", "stake_records_event_update"),
-    ("delegate_records", "delegate_records_event_insert"),
-    ("delegate_records", "delegate_records_event_update"),
+    ("stake_records", "stake_records_events_insert"),
+    ("stake_records", "stake_records_events_update"),
+    ("delegate_records", "delegate_records_events_insert"),
+    ("delegate_records", "delegate_records_events_update"),
 )
 
 

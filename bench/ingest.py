@@ -125,7 +125,8 @@ def main() -> None:
         # (1 s of its CPU per 1,000 operations): render them before the clock starts.
         cache_mb = 128 + blocks * 560 // 1024
         sim_args += ["--mainnet-density", "--prerender", "--render-cache-mb", str(cache_mb)]
-    sim_proc, url = start_simulator(*sim_args)
+    # ~50 s of generation per 1,000 mainnet-density blocks on this machine, more when it is loaded.
+    sim_proc, url = start_simulator(*sim_args, ready_timeout=120 + (blocks * 0.3 if args.mainnet_density else 0))
     sim = Simulator(url)
     status = sim.status()
     expected = len(sim.truth()["operations"])

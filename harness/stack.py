@@ -37,13 +37,17 @@ SIM_ACCOUNTS = (
 )
 
 
-def start_simulator(*args: str, accounts: tuple[str, ...] = SIM_ACCOUNTS) -> tuple[Proc, str]:
+def start_simulator(
+    *args: str, accounts: tuple[str, ...] = SIM_ACCOUNTS, ready_timeout: float = 120.0
+) -> tuple[Proc, str]:
+    """The simulator with `args`, once it says it is ready (generating and prerendering a long
+    mainnet-density history takes minutes on a loaded host: pass a `ready_timeout` that fits)."""
     proc = Proc(
         "simulator",
         python("-m", "simulator", "--port", "0", "--accounts", ",".join(accounts), *args),
         {"PYTHONUNBUFFERED": "1"},
     )
-    match = proc.wait_for(r"SIMULATOR READY (http://\S+)", timeout=120)
+    match = proc.wait_for(r"SIMULATOR READY (http://\S+)", timeout=ready_timeout)
     return proc, match.group(1)
 
 

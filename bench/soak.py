@@ -2,7 +2,7 @@
 enough to see memory growth, hit rate and freshness hold (or not).
 
     .venv/bin/python -m bench.soak                               # the recorded run: 30 min, 1,000 accounts
-    .venv/bin/python -m bench.soak --duration 120 --warmup 20    # the CI setting (tests/test_soak.py)
+    .venv/bin/python -m bench.soak --duration 40 --warmup 10     # the CI setting (tests/test_soak.py)
     .venv/bin/python -m bench.soak --json /tmp/soak.json         # also write the figures as JSON
 
 Processes, each as the Procfile starts it: the simulator (the TRON node: `--accounts` pool

@@ -1,11 +1,11 @@
 """The soak (bench/soak.py) at the CI setting: the whole stack, 1,000 pool accounts at a block every
-3 s, under the Zipf read load, for about two minutes; then the ledger against the simulator's truth.
+3 s, under the Zipf read load, for under a minute; then the ledger against the simulator's truth.
 
 Asserted tightly: nothing lost, duplicated, wrong or extra; no process died; every figure of the
 table produced. Asserted loosely, because a two-minute run on a shared CI machine is not the
 recorded 30-minute one (docs/BENCHMARKS.md holds that): the hit rate (a cold cache's first misses
-weigh on two minutes, not on thirty), freshness p99 and read errors. Memory growth and the cached
-p99 are only required to be measured: two minutes say nothing about growth over thirty, and
+weigh on a minute, not on thirty), freshness p99 and read errors. Memory growth and the cached
+p99 are only required to be measured: a minute says nothing about growth over thirty, and
 latency on a machine running other test suites is noise.
 """
 
@@ -25,6 +25,11 @@ from harness.servers import free_port
 from tests.conftest import TEST_CACHE_REDIS_URL, TEST_DATABASE_URL, TEST_REDIS_URL
 
 ACCOUNTS = tuple(f"T{i:033d}" for i in range(1000))
+# The CI setting: what the run proves (nothing lost under ingest and read load, every figure
+# produced) needs the chain to move a dozen blocks under the load, not the minutes a trend needs.
+DURATION = 40.0
+WARMUP = 10.0
+BLOCK_INTERVAL = 3.0  # bench/soak.py's default: mainnet's
 
 
 def test_zipf_paths_put_most_reads_on_a_few_accounts() -> None:
@@ -52,8 +57,9 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
     # fmt: off
     cmd = [
         sys.executable, "-m", "bench.soak",
-        "--duration", "100",
-        "--warmup", "20",
+        "--duration", str(DURATION),
+        "--warmup", str(WARMUP),
+        "--block-interval", str(BLOCK_INTERVAL),
         "--database-url", TEST_DATABASE_URL + "_soak",  # its own: the soak drops and re-creates it
         "--broker-url", TEST_REDIS_URL,
         "--cache-redis-url", TEST_CACHE_REDIS_URL,
@@ -68,7 +74,7 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
     report = done.stdout
 
     sync = result["sync"]
-    assert sync["expected"] > 100, report  # 1,000 accounts x ~30 ops a block x ~40 blocks
+    assert sync["expected"] > 100, report  # 1,000 accounts x ~30 ops a block x ~20 blocks
     assert (sync["lost"], sync["duplicated"], sync["wrong"], sync["extra"]) == (0, 0, 0, 0), sync["examples"]
     assert sync["sync_success"] == 1.0
     assert result["dead_processes"] == []
@@ -90,6 +96,8 @@ def test_soak_short_run_loses_nothing_and_reports_every_figure(tmp_path: Path) -
     # granian and dramatiq fork their workers: the children's memory is counted with the parent's.
     assert result["memory"]["web"]["start_mb"] > result["memory"]["scheduler"]["start_mb"]
 
-    assert result["ingest"]["blocks"] > 20 and result["ingest"]["node_requests"] > 0
+    # The chain kept its pace under the load: at least 3/4 of the blocks it makes in the measured time.
+    assert result["ingest"]["blocks"] >= 0.75 * DURATION / BLOCK_INTERVAL, report
+    assert result["ingest"]["node_requests"] > 0
     assert all(line in report for line in ("reads req/s", "cache hit rate", "freshness", "sync success"))
     assert {p.name for p in tmp_path.iterdir()} >= {"listener.log", "worker.log", "web.log"}

@@ -15,12 +15,13 @@ import dramatiq
 import psycopg
 import pytest
 from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.procs import ROOT, Proc, python
 from harness.receiver import ACCEPTED, Behaviour, Receiver
 from harness.stack import settings_env, wait_until
 from ledger.config import Settings
-from ledger.coordination.queue import create_broker, webhook_queue
+from ledger.coordination.queue import create_broker, webhook_message, webhook_queue
 from ledger.ops.cli import main as cli
 from ledger.store.deadletters import list_dead_letters, requeue_dead_letter
 from ledger.store.events import LOCK_ENDED, record_event
@@ -369,3 +370,29 @@ def test_admin_api_manages_subscriptions(admin_app: Flask, pg: psycopg.Connectio
     assert client.delete(f"/admin/webhooks/{sub['id']}", headers=auth).status_code == 200
     assert client.delete(f"/admin/webhooks/{sub['id']}", headers=auth).status_code == 404
     assert client.post("/admin/webhooks/x/enable", headers=auth).status_code == 400
+
+
+def test_the_webhook_queue_depth_is_in_the_metrics_apart_from_the_ledgers_queues(
+    settings: Settings, clean_db: str, redis_clean: object
+) -> None:
+    # Given two delivery messages waiting in the webhook queue (no worker takes them)
+    queue = f"wq-{uuid.uuid4().hex[:8]}"
+    broker = create_broker(settings.redis_url)
+    try:
+        for event_id in (1, 2):
+            broker.enqueue(webhook_message(1, event_id, queue))
+    finally:
+        broker.close()
+    app = create_app(dataclasses.replace(settings, queue_name=queue))
+    try:
+        client = app.test_client()
+        # Then /metrics and the monitor's data count them in the webhook queue, and not among the
+        # ledger's own queues' messages
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+        depth = {s.labels["state"]: s.value for s in families["ledger_webhook_queue_messages"].samples}
+        assert depth == {"ready": 2.0, "delayed": 0.0, "in_flight": 0.0, "dead": 0.0}
+        assert {s.labels["state"]: s.value for s in families["ledger_queue_messages"].samples}["ready"] == 0.0
+        queues = js(client.get("/api/monitor"))["data"]["queues"]
+        assert (queues["webhooks"]["ready"], queues["ready"]) == (2, 0)
+    finally:
+        close_app(app)

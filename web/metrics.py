@@ -230,6 +230,13 @@ def _gauges(snap: dict[str, Any]) -> Iterator[Metric]:
             if queues[state] is not None:  # in flight is unknown on RabbitMQ
                 depth.add_sample("ledger_queue_messages", {"state": state}, queues[state])
         yield depth
+        hooks_depth = Metric(
+            "ledger_webhook_queue_messages", "Webhook delivery messages in the broker by state.", "gauge"
+        )
+        for state, count in queues.get("webhooks", {}).items():  # a snapshot shared by an older web lacks it
+            if count is not None:
+                hooks_depth.add_sample("ledger_webhook_queue_messages", {"state": state}, count)
+        yield hooks_depth
     if isinstance(snap["shortfall"], list):
         shortfall = Metric(
             "ledger_shortfall_sun", "What the ledger's arithmetic was short of against the chain, per account.", "gauge"

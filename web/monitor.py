@@ -31,7 +31,7 @@ import redis
 
 from ledger.config import Settings
 from ledger.coordination.inflight import other_depths, queue_depths
-from ledger.coordination.queue import background_queue
+from ledger.coordination.queue import background_queue, webhook_queue
 from ledger.domain import (
     LISTENER_FAILING,
     LISTENER_NODE_BEHIND,
@@ -228,16 +228,23 @@ def sync_figures(conn: psycopg.Connection, broker: redis.Redis, settings: Settin
 
 def queue_figures(broker: redis.Redis, settings: Settings, other_broker: Any = None) -> dict[str, Any]:
     """Queue depths of the live queue and its background queue (backfill), summed, from the Redis
-    broker's structures or from `other_broker` when it is not Redis; `live` has the live queue's own."""
+    broker's structures or from `other_broker` when it is not Redis; `live` has the live queue's own,
+    `webhooks` the webhook deliveries' queue's (not in the sum: deliveries to a receiver that is
+    down wait there for hours, and the ledger's own queues are idle all the same)."""
+
+    def depths_of(queue: str) -> dict[str, int | None]:
+        depths = queue_depths(broker, queue) if other_broker is None else other_depths(other_broker, queue)
+        return {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
+
     out: dict[str, Any] = {}
     for queue in (settings.queue_name, background_queue(settings.queue_name)):
-        depths = queue_depths(broker, queue) if other_broker is None else other_depths(other_broker, queue)
-        one = {"ready": depths.ready, "delayed": depths.delayed, "in_flight": depths.in_flight, "dead": depths.dead}
+        one = depths_of(queue)
         if not out:
             out = {**one, "live": dict(one)}
             continue
         for key, value in one.items():
             out[key] = None if value is None or out[key] is None else out[key] + value
+    out["webhooks"] = depths_of(webhook_queue(settings.queue_name))
     return out
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from ledger.config import Settings
 from ledger.store.events import EVENT_TYPES, LOCK_ENDED, WITHDRAWABLE, record_event, sequence
+from tests.clocks import ManualClock
 from tests.test_persist import ALICE, BOB
 from web.app import close_app, create_app
 
@@ -169,13 +170,20 @@ def test_readers_resuming_from_their_cursor_see_every_event_once_in_order(
     assert seen["stream"] == expected
 
 
-def test_a_stream_lasts_its_configured_time(feed_db: str, settings: Settings, database_url: str) -> None:
-    app = create_app(dataclasses.replace(settings, events_stream_seconds=0.6, database_url=database_url))
+def test_a_quiet_stream_lasts_its_configured_time_with_a_keepalive_now_and_then(
+    feed_db: str, settings: Settings, database_url: str
+) -> None:
+    clock = ManualClock()
+    app = create_app(
+        dataclasses.replace(settings, events_stream_seconds=40.0, database_url=database_url),
+        clock=clock,
+        sleep=clock.advance,
+    )
     try:
-        import time
-
-        started = time.monotonic()
+        started = clock()
         body = app.test_client().get("/api/events/stream").data
-        assert 0.6 <= time.monotonic() - started < 3 and body == b"retry: 1000\n\n"
+        # Polls every STREAM_POLL_SECONDS, a keepalive line every KEEPALIVE_SECONDS (15 s, 30 s), ends at 40 s
+        assert clock() - started == 40.0
+        assert body == b"retry: 1000\n\n" + b": keepalive\n\n" * 2
     finally:
         close_app(app)

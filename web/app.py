@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import redis
 from flask import Flask
@@ -47,9 +48,12 @@ ADMIN_POOL_SIZE = 2
 BROKER_SOCKET_TIMEOUT = 2.0
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock = time.monotonic) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, clock: Clock = time.monotonic, sleep: Callable[[float], object] = time.sleep
+) -> Flask:
     """The web app; `clock` times everything the process keeps for a while (pages and answers in
-    memory, the cache's breaker, the account directory, the monitor's snapshot)."""
+    memory, the cache's breaker, the account directory, the monitor's snapshot) and the event
+    stream, whose polls wait with `sleep`."""
     if settings is None:
         settings = load_settings()
     setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = time.monotoni
         broker_redis=broker_client,
         admin_pool=admin_pool,
         clock=clock,
+        sleep=sleep,
     )
 
     # Imported here so that importing web.app stays cheap and free of side effects.

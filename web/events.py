@@ -17,12 +17,12 @@ keeps threads for the other routes.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from flask import Blueprint, Response, current_app, request
 from psycopg_pool import ConnectionPool
 
+from ledger.clocks import Clock
 from ledger.store.events import EVENT_TYPES, read_events
 from web.params import int_param, resolve_account
 from web.pg import read_connection
@@ -85,7 +85,7 @@ def stream() -> Response:
         busy.headers["Retry-After"] = "1"
         return busy
     res = resources()
-    body = _Stream(res.pool, res.settings.events_stream_seconds, after, account, types, slots)
+    body = _Stream(res.pool, res.settings.events_stream_seconds, after, account, types, slots, res.clock, res.sleep)
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on as it comes
@@ -104,8 +104,12 @@ class _Stream:
         account: str | None,
         types: list[str],
         slots: threading.BoundedSemaphore,
+        clock: Clock,
+        sleep: Callable[[float], object],
     ) -> None:
         self.pool = pool
+        self._clock = clock
+        self._sleep = sleep
         self.seconds = seconds
         self.cursor = after
         self.account = account
@@ -120,15 +124,15 @@ class _Stream:
 
     def _events(self) -> Iterator[bytes]:
         yield f"retry: {RETRY_MS}\n\n".encode()
-        end = time.monotonic() + self.seconds
-        quiet_since = time.monotonic()
+        end = self._clock() + self.seconds
+        quiet_since = self._clock()
         while True:
             with read_connection(self.pool) as conn:
                 rows = read_events(conn, after=self.cursor, limit=STREAM_BATCH, account=self.account, types=self.types)
             for event in rows:
                 self.cursor = event["id"]
                 yield b"id: %d\nevent: %s\ndata: %s\n\n" % (self.cursor, event["type"].encode(), dumps(event))
-            now = time.monotonic()
+            now = self._clock()
             if rows:
                 quiet_since = now
                 if len(rows) == STREAM_BATCH and now < end:
@@ -138,7 +142,7 @@ class _Stream:
                 quiet_since = now
             if now >= end:
                 return
-            time.sleep(min(STREAM_POLL_SECONDS, max(0.0, end - now)))
+            self._sleep(min(STREAM_POLL_SECONDS, max(0.0, end - now)))
 
     def close(self) -> None:
         slots, self._slots = self._slots, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Resources:
     admin_pool: ConnectionPool | None = None  # read-write, only when ADMIN_TOKEN is set
     snapshots: SharedSnapshot = field(default_factory=lambda: SharedSnapshot())  # web/monitoring.py
     clock: Clock = time.monotonic  # the one the pages and the directory were given
+    sleep: Callable[[float], object] = time.sleep  # a request's waits on that clock (the event stream's polls)
 
 
 class SharedSnapshot:

@@ -4,7 +4,7 @@
 
 Each run makes a fresh ledger and catches up the same simulated chain end to end (listener ->
 workers -> PostgreSQL, as bench/ingest.py), once with the event triggers off
-(sql/026_statement_event_triggers.sql: disabled on the record tables) and once on, in alternating
+(sql/027_statement_event_triggers.sql: disabled on the record tables) and once on, in alternating
 order, and prints operations/s of each, their ratio (the target: events cost at most 10 %), the
 events written per second while ingesting, and how long after the last record the relay had
 numbered every event (so the feed and the webhooks had them). The figure is the median ratio.

@@ -344,7 +344,7 @@ _NEW_STATUS = (
 
 # A group's rows of one table are ONE statement over one JSON document (`%(rows)s`, a list of
 # `_params`), the way the checkpoint records its expected operations: one round trip, one plan and
-# one run of the statement's event trigger (sql/026) for the group, instead of one of each per row.
+# one run of the statement's event trigger (sql/027) for the group, instead of one of each per row.
 # Rows are inserted (and so locked) in (tx_id, op_index) order, bytewise as Python sorts them.
 _ROW = (
     "tx_id text, op_index smallint, block_num bigint, block_id text, tx_index integer, block_time_ms bigint,"

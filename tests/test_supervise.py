@@ -43,7 +43,7 @@ def supervisors() -> Iterator[list[Supervisor]]:
     started: list[Supervisor] = []
     yield started
     for sup in started:
-        sup.stop()
+        sup.kill()  # the test is over; graceful stops are scripts/run's test (tests/test_run.py)
 
 
 def test_procfile_to_configs() -> None:

@@ -27,7 +27,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def app(settings: Settings, clean_db: str, redis_clean: object, clock: ManualClock) -> Iterator[Flask]:
-    made = create_app(replace(settings, cache_local_ttl=LOCAL_TTL), clock=clock)
+    made = create_app(replace(settings, cache_local_ttl=LOCAL_TTL), clock=clock, sleep=clock.advance)
     try:
         yield made
     finally:

@@ -43,7 +43,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def app(settings: Settings, pool_of_accounts: str, redis_clean: object, clock: ManualClock) -> Iterator[Flask]:
-    application = create_app(replace(settings, monitor_cache_seconds=30.0), clock=clock)
+    application = create_app(replace(settings, monitor_cache_seconds=30.0), clock=clock, sleep=clock.advance)
     yield application
     close_app(application)
 

@@ -52,8 +52,9 @@ def create_app(
     settings: Settings | None = None, *, clock: Clock = time.monotonic, sleep: Callable[[float], object] = time.sleep
 ) -> Flask:
     """The web app; `clock` times everything the process keeps for a while (pages and answers in
-    memory, the cache's breaker, the account directory, the monitor's snapshot) and the event
-    stream, whose polls wait with `sleep`."""
+    memory, the cache's breaker, the account directory, the monitor's snapshot), a cache miss
+    waiting for another request's fill and the event stream, whose polls wait with `sleep` (a test
+    that moves `clock` moves it with its `sleep` too)."""
     if settings is None:
         settings = load_settings()
     setup_logging(settings.log_level, settings.log_format, secrets=(settings.tron_api_key,))
@@ -91,7 +92,7 @@ def create_app(
     app.extensions["ledger"] = Resources(
         settings=settings,
         pool=pool,
-        pages=PageCache(client, local_ttl=settings.cache_local_ttl, clock=clock),
+        pages=PageCache(client, local_ttl=settings.cache_local_ttl, clock=clock, sleep=sleep),
         accounts=AccountDirectory(pool, clock=clock),
         broker=create_broker(settings.effective_broker_url),
         broker_redis=broker_client,

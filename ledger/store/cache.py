@@ -251,9 +251,11 @@ class PageCache:
         hung_after: int = 3,
         local_ttl: float = 0.0,
         clock: Clock = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.client = client
-        self.clock = clock  # the breaker's pause and the in-process pages' expiry
+        self.clock = clock  # the breaker's pause, the in-process pages' expiry, a waiter's patience
+        self._sleep = sleep  # a waiter's polls for another caller's fill
         # Fills and releases are rare next to hits: redis-py's Script (EVALSHA, reloading the
         # script after a Redis restart) on the pooled client is plenty.
         self._store = client.register_script(_STORE)
@@ -380,9 +382,9 @@ class PageCache:
 
     def _wait_or_load(self, page_key: str, load: Callable[[], Fill]) -> tuple[bytes, bool]:
         """Another caller is filling this page: poll for it briefly, then give up and query."""
-        deadline = time.monotonic() + self.wait_seconds
-        while time.monotonic() < deadline:
-            time.sleep(self.poll_seconds)
+        deadline = self.clock() + self.wait_seconds
+        while self.clock() < deadline:
+            self._sleep(self.poll_seconds)
             try:
                 body = self._call("GET", page_key)
             except redis.RedisError as exc:

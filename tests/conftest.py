@@ -184,7 +184,13 @@ def broker_env(request: pytest.FixtureRequest, env: dict[str, str]) -> Iterator[
 
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
+    """The test's processes, killed (SIGKILL to each one's process group) when it ends: its facts
+    are taken by then, and a graceful stop costs seconds a process (a dramatiq worker's threads
+    and consumers wind down on their timeouts). Graceful stops have tests of their own
+    (tests/test_run.py, tests/test_supervise.py)."""
     started: list[Proc] = []
     yield started
-    for proc in reversed(started):
-        proc.stop(timeout=10)
+    for proc in started:
+        proc.kill()
+    for proc in started:
+        proc.popen.wait(10)

@@ -260,6 +260,7 @@ def _stalls(server: PrivateRedis, stall: float, every: float, done: threading.Ev
         done.wait(every - stall)
 
 
+@pytest.mark.slow
 def test_slow_answers_on_a_busy_host_do_not_open_the_breaker(private_redis: PrivateRedis) -> None:
     # Given the production socket timeout, and Redis stalled past it for 80 ms in every 300 ms
     client = create_cache_client(private_redis.url(), 0.05)

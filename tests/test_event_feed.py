@@ -109,6 +109,7 @@ steps = st.lists(
 filters = st.tuples(st.sampled_from([None, ALICE]), st.sampled_from([None, (LOCK_ENDED,), (LOCK_ENDED, WITHDRAWABLE)]))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps, filter_=filters)
 def test_readers_resuming_from_their_cursor_see_every_event_once_in_order(

@@ -405,6 +405,7 @@ def test_the_runbook_steps_10_50_100_and_rollback_do_what_the_plan_says(
         assert set(sources_of(client, accounts).values()) == {"legacy"}
 
 
+@pytest.mark.slow
 def test_admin_api_and_cli_change_the_rollout(app: Flask, settings: Settings, clean_db: str) -> None:
     # With a token the document describes the admin routes (tests/test_contract.py: each one served).
     assert app.test_client().get("/openapi.json").json == build_spec(admin=True)

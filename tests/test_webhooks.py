@@ -225,6 +225,7 @@ def accepted_ids(receiver: Receiver) -> list[int]:
     return [int(r.headers[EVENT_ID_HEADER]) for r in receiver.snapshot() if r.outcome == ACCEPTED]
 
 
+@pytest.mark.slow
 def test_events_are_delivered_signed_and_retried_past_errors(
     wsettings: Settings, broker: Any, pg: psycopg.Connection, worker: Callable[..., Proc]
 ) -> None:
@@ -272,6 +273,7 @@ def test_events_are_delivered_signed_and_retried_past_errors(
         receiver.stop()
 
 
+@pytest.mark.slow
 def test_a_delivery_that_keeps_failing_is_dead_lettered_and_the_requeue_delivers_it(
     wsettings: Settings, broker: Any, pg: psycopg.Connection, worker: Callable[..., Proc]
 ) -> None:

@@ -296,8 +296,10 @@ def test_slow_answers_on_a_busy_host_do_not_open_the_breaker(private_redis: Priv
 
 def test_a_hung_cache_opens_the_breaker_and_keeps_it_open(private_redis: PrivateRedis) -> None:
     clock = ManualClock()
+    filler = PageCache(create_cache_client(private_redis.url(), 5.0))  # patient: the page must be stored
+    filler.fetch(ALICE, "p1", lambda: fill())
+    filler.close()
     pages = PageCache(create_cache_client(private_redis.url(), 0.05), clock=clock)
-    pages.fetch(ALICE, "p1", lambda: fill())
     private_redis.signal(signal.SIGSTOP)
     try:
         # Reads time out, but timeouts for less than `hung_seconds` leave the breaker closed

@@ -18,6 +18,9 @@ minute; interleaving spreads that over all three). Prints requests/s, p50 and p9
 medians and the ratio cached/constant, by requests/s and by the server's CPU time per request
 (granian and its workers, from /proc): on a machine shared with other work the second holds far
 better, as other processes take CPU from both routes alike without changing what a request costs.
+Then the same two routes in process (`--in-process N`): the WSGI app called directly, N requests
+of each route in batches taking turns, timed by this thread's CPU time: the Python a request costs,
+without the server, the network or the body's bytes on the wire.
 Needs `wrk`, PostgreSQL and Redis; the database and the
 cache's Redis DB (11) are the benchmark's own, and its cached pages are deleted after the run.
 """
@@ -25,6 +28,7 @@ cache's Redis DB (11) are the benchmark's own, and its cached pages are deleted 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -36,7 +40,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(server)
         _drop_pages(cache)
     report(args, rounds)
+    if args.in_process:
+        in_process(args, cached_path)
     return 0
 
 
@@ -298,6 +305,67 @@ def _latency(out: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def in_process(args: argparse.Namespace, cached_path: str, batch: int = 1000) -> dict[str, float]:
+    """CPU us per request of the cached and the constant route, the WSGI app called in this thread."""
+    from web.app import close_app, create_app  # the app's imports only when asked for
+
+    settings = replace(
+        load_settings(),
+        database_url=args.database_url,
+        cache_redis_url=args.cache_redis_url,
+        log_level="WARNING",
+        bench_routes=True,
+    )
+    app = create_app(settings)
+    routes = {"cached": cached_path, "constant": "/bench/constant"}
+
+    def call(target: str) -> None:
+        path, _, query = target.partition("?")
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+        }
+        body: Iterable[bytes] = app(environ, _start_response)
+        b"".join(body)
+        getattr(body, "close", lambda: None)()
+
+    per_request: dict[str, list[float]] = {name: [] for name in routes}
+    try:
+        for target in routes.values():
+            call(target)  # the first read fills the page (and keeps it in memory)
+        for _ in range(max(1, args.in_process // batch)):
+            for name, target in routes.items():
+                start = time.thread_time()
+                for _ in range(batch):
+                    call(target)
+                per_request[name].append((time.thread_time() - start) * 1e6 / batch)
+    finally:
+        close_app(app)
+    figures = {name: statistics.median(times) for name, times in per_request.items()}
+    print(
+        f"\nin process ({args.in_process} requests of each route, CPU us per request, median of batches of {batch}):"
+        f" cached {figures['cached']:.1f}, constant {figures['constant']:.1f};"
+        f" cached/ceiling = {figures['constant'] / figures['cached']:.0%}; load average now {load_average()}"
+    )
+    return figures
+
+
+def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+    return _no_write
+
+
+def _no_write(data: bytes) -> None:
+    pass
+
+
 # -- output -------------------------------------------------------------------------------------------
 
 
@@ -370,6 +438,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Not ledger_bench nor Redis DBs 12/13: the ingest and freshness benchmarks use (and reset) those.
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/ledger_bench_api")
     p.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/11")
+    p.add_argument(
+        "--in-process",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="requests of each route with the app called in process, after the wrk rounds (0: none)",
+    )
     p.add_argument("--verbose", action="store_true", help="print wrk's own output")
     p.add_argument("--json", action="store_true", help="also print the results as JSON")
     return p.parse_args(argv)

@@ -33,9 +33,11 @@ from ledger.coordination.queue import background_queue
 from ledger.ops.metrics import METRICS_KEY
 from ledger.store.accounts import add_accounts
 
-# The defaults (LEASE_SECONDS 6, renewed every second): a standby takes over at most about 7 s
-# after the holder's last renewal.
-FAILOVER_LIMIT = 10.0
+# Leases shorter than the defaults (6 s, renewed every second), so that each takeover waits
+# seconds less: a standby takes over at most LEASE_SECONDS + LEASE_RETRY_SECONDS after the
+# holder's last renewal; the limit adds 3 s for a loaded machine.
+LEASE = {"LEASE_SECONDS": "3", "LEASE_RENEW_DEADLINE_SECONDS": "2", "LEASE_RETRY_SECONDS": "0.5"}
+FAILOVER_LIMIT = 3 + 0.5 + 3.0
 
 
 def _stale_dropped(settings: Settings) -> int:
@@ -61,7 +63,7 @@ def test_a_paused_active_listener_is_replaced_within_the_lease_time(
 ) -> None:
     # Given a live chain, a worker, and two listeners: one active, one standby
     sim = start_chain(procs, settings, "--block-interval", "0.5", "--history-blocks", "100", "--ops-per-block", "2")
-    env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
+    env = {**env, **LEASE, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
     procs.append(start_worker(env))
     first, second = _active_and_standby(env)
     procs += [first, second]
@@ -96,7 +98,7 @@ def test_a_deposed_listener_waking_after_a_fork_corrupts_nothing(
     sim = start_chain(
         procs, settings, "--block-interval", "0.5", "--history-blocks", "60", "--ops-per-block", "3", "--paused"
     )
-    env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
+    env = {**env, **LEASE, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
     worker = start_worker(env)
     procs.append(worker)
     old, new = _active_and_standby(env)
@@ -163,6 +165,7 @@ def _windows(url: str) -> list[tuple[float, str]]:
 def _two_schedulers(env: dict[str, str], procs: list[Proc]) -> tuple[Proc, Proc, dict[str, str]]:
     env = {
         **env,
+        **LEASE,
         "SCHEDULE_LIFECYCLE_SECONDS": "2",
         "SCHEDULE_GAP_SECONDS": "0",
         "SCHEDULE_STATE_SECONDS": "0",

@@ -26,21 +26,25 @@ from ledger.store.accounts import add_accounts
 from ledger.store.jobruns import (
     BUSY,
     DONE,
+    JOB_TIME_LIMIT_SECONDS,
     MAX_DEFERRALS,
     MAX_SENDS,
     TAKEN,
+    TAKEN_SECONDS,
     UNLISTED,
     claim_run,
     defer_item,
     due_items,
     fail_item,
     finish_item,
+    keep_taken,
     last_runs,
     mark_sent,
     take_item,
 )
 from scheduler.main import LEASE_NAME, JobSpec, Ticker, job_specs
 from web.app import close_app, create_app
+from workers.taken import TakenItems
 
 
 def address(n: int) -> str:
@@ -311,3 +315,57 @@ def test_a_deferred_item_waits_longer_each_time_then_closes_with_its_reason(db: 
     assert defer_item(db, run, "A", "the ledger is behind", {"deferred": 1})
     row = db.execute("SELECT done_at IS NOT NULL, reason FROM job_run_items").fetchone()
     assert row == (True, f"the ledger is behind (after {MAX_DEFERRALS} tries)")
+
+
+def test_an_item_its_worker_stopped_marking_is_taken_again_and_sent_again_long_before_the_time_limit(
+    db: psycopg.Connection,
+) -> None:
+    # Given two items taken by workers, then due for a re-send
+    db.execute("INSERT INTO listener_terms (name, term, holder) VALUES ('scheduler', 7, 't')")
+    run = claim_run(db, "gap", datetime(2026, 1, 1, tzinfo=UTC), ["A", "B"], holder="t", lease="scheduler", term=7)
+    assert run is not None
+    grace = 30.0
+    assert take_item(db, run, "A", grace) == TAKEN and take_item(db, run, "B", grace) == TAKEN
+    db.execute("UPDATE job_run_items SET due_at = now() - interval '1 hour'")
+
+    def age(seconds: float) -> None:
+        db.execute("UPDATE job_run_items SET started_at = now() - make_interval(secs => %s)", (seconds,))
+
+    # While they are marked within TAKEN_SECONDS, a copy is skipped and nothing is re-sent
+    age(TAKEN_SECONDS + grace - 1)
+    assert take_item(db, run, "A", grace) == BUSY
+    assert due_items(db, grace_seconds=grace, backlog=0) == ([], [])
+    # When A's worker stops marking it (killed) and B's goes on, past TAKEN_SECONDS
+    age(TAKEN_SECONDS + grace + 1)
+    assert keep_taken(db, [(run, "B")]) == 1
+    # Then A alone is sent again and a copy of it takes it; B's job is left to its worker
+    (due, spent) = due_items(db, grace_seconds=grace, backlog=0)
+    assert ([(i.run_id, i.account) for i in due], spent) == ([(run, "A")], [])
+    assert take_item(db, run, "A", grace) == TAKEN and take_item(db, run, "B", grace) == BUSY
+    assert TAKEN_SECONDS + grace < JOB_TIME_LIMIT_SECONDS / 5
+
+
+def test_a_worker_marks_the_items_it_works_on_as_taken_until_it_lets_go(clean_db: str) -> None:
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO listener_terms (name, term, holder) VALUES ('scheduler', 7, 't')")
+        run = claim_run(conn, "gap", datetime(2026, 1, 1, tzinfo=UTC), ["A"], holder="t", lease="scheduler", term=7)
+        assert run is not None and take_item(conn, run, "A", 30) == TAKEN
+
+        def age() -> float:
+            row = conn.execute("SELECT extract(epoch FROM now() - started_at) FROM job_run_items").fetchone()
+            assert row is not None
+            return float(row[0])
+
+        conn.execute("UPDATE job_run_items SET started_at = now() - interval '1 hour'")
+        taken = TakenItems(clean_db, interval=0.05)
+        try:
+            # While its job runs, the item is marked taken again and again
+            with taken.holding(run, "A"):
+                wait_until(lambda: age() < 1, 10, "the item marked taken")
+                conn.execute("UPDATE job_run_items SET started_at = now() - interval '1 hour'")
+                wait_until(lambda: age() < 1, 10, "the item marked taken again")
+            # Once the job ends, it is not marked any more
+            conn.execute("UPDATE job_run_items SET started_at = now() - interval '1 hour'")
+            assert taken.mark() == 0 and age() >= 3600
+        finally:
+            taken.close()

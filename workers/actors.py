@@ -53,6 +53,7 @@ from workers.dbgate import DbGate
 from workers.invalidator import Invalidator
 from workers.lifecycle import run_lifecycle
 from workers.metrics import STALE_MESSAGES
+from workers.taken import TakenItems
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Deps:
     broker: dramatiq.Broker | None = None  # to split a group that holds a poison operation
     counters: Counters | None = None  # this process's pushed counters (webhook deliveries, stale messages)
     sender: webhooks.Sender | None = None  # webhook deliveries' HTTP client
+    taken: TakenItems | None = None  # marks the job items being worked on (None: not marked)
 
 
 def _apply(deps: Deps, actor: str, fence: Fence | None, write: Callable[[], set[str]]) -> set[str] | None:
@@ -247,8 +249,14 @@ def _job(deps: Deps, run_id: Any, account: str, body: Callable[[psycopg.Connecti
             return
         if taken == jobruns.UNLISTED:
             log.warning("job of run %s for %s: the run does not list it, so it is done without being counted", run, who)
+        marked: contextlib.AbstractContextManager[None] = (
+            deps.taken.holding(run, account)
+            if taken == jobruns.TAKEN and run is not None and deps.taken is not None
+            else contextlib.nullcontext()
+        )
         try:
-            outcome = body(conn)
+            with marked:
+                outcome = body(conn)
         except BudgetUnavailable as exc:
             # The shared request budget refuses for longer than a job waits (the day's background
             # share spent, or a long suspension). A retry seconds later meets the same refusal, so

@@ -41,6 +41,7 @@ from workers.deadletters import DeadLetters
 from workers.invalidator import Invalidator
 from workers.metrics import Metrics
 from workers.relay import Relay
+from workers.taken import TakenItems
 from workers.webhooks import DUE_GRACE_SECONDS, Sender
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def create_worker_broker(settings: Settings) -> tuple[dramatiq.Broker, Deps]:
         invalidator=Invalidator(cache),
         node=node,
         broker=broker,
+        taken=TakenItems(settings.database_url),
         counters=counters,
         sender=Sender(settings),
     )
@@ -227,6 +229,8 @@ class _ProcessResources(Middleware):
             self.deps.sender.close()
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.deps.taken is not None:
+            self.deps.taken.close()
         self.deps.invalidator.close()
         self.deps.invalidator.client.close()
         self.deps.pool.close()

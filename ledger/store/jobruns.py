@@ -39,9 +39,14 @@ from ledger.store.accounting import BACKLOG_PATIENCE, MAX_BACKOFF_DOUBLINGS, RES
 
 SINGLE = ""  # the item of a job that is one message (lifecycle)
 MAX_SENDS = 5  # sends of one item before it closes as not done
-# A job may run this long (workers/actors.py's time limit): an item taken longer ago than this
-# (plus a grace period) lost its worker and is sent again.
+# A job may run this long (workers/actors.py's time limit).
 JOB_TIME_LIMIT_SECONDS = 600
+# While its job runs, a taken item is marked taken again every KEEP_TAKEN_SECONDS by its worker
+# process (workers/taken.py). One not marked for TAKEN_SECONDS (plus a grace period) lost its worker
+# (killed, or its process stopped): the next copy may take it and the repair pass sends it again.
+# Without the marks only the job time limit (10 minutes) could tell.
+KEEP_TAKEN_SECONDS = 10.0
+TAKEN_SECONDS = 3 * KEEP_TAKEN_SECONDS
 MAX_DEFERRALS = 6  # state: retries within the run while the ledger is behind the chain's solid block
 DEFER_SECONDS = 5.0  # the first deferral's wait; each next one waits twice as long, up to the cap
 DEFER_CAP_SECONDS = 60.0
@@ -147,7 +152,7 @@ def due_items(
     BACKLOG_PATIENCE grace periods late (it may be among them). Items sent MAX_SENDS times close."""
     params = {
         "run": run_id,
-        "lease": JOB_TIME_LIMIT_SECONDS + grace_seconds,
+        "lease": TAKEN_SECONDS + grace_seconds,
         "backlog": backlog,
         "patience": grace_seconds * BACKLOG_PATIENCE,
         "limit": RESEND_LIMIT,
@@ -211,13 +216,13 @@ TAKEN, DONE, BUSY, UNLISTED = "taken", "done", "busy", "unlisted"
 
 def take_item(conn: psycopg.Connection, run_id: int, account: str, grace_seconds: float) -> str:
     """Take the item before working on it: TAKEN, or DONE (closed already: this message is a
-    re-sent copy), BUSY (another worker took it within the job time limit), UNLISTED (no such
+    re-sent copy), BUSY (another worker has it: marked taken within TAKEN_SECONDS), UNLISTED (no such
     item: the work is done, uncounted)."""
     row = conn.execute(
         "UPDATE job_run_items SET started_at = now(), attempts = attempts + 1"
         " WHERE run_id = %s AND account = %s AND done_at IS NULL"
         " AND (started_at IS NULL OR started_at < now() - make_interval(secs => %s)) RETURNING 1",
-        (run_id, account, JOB_TIME_LIMIT_SECONDS + grace_seconds),
+        (run_id, account, TAKEN_SECONDS + grace_seconds),
     ).fetchone()
     if row is not None:
         return TAKEN
@@ -227,6 +232,17 @@ def take_item(conn: psycopg.Connection, run_id: int, account: str, grace_seconds
     if row is None:
         return UNLISTED
     return DONE if row[0] else BUSY
+
+
+def keep_taken(conn: psycopg.Connection, items: Sequence[tuple[int, str]]) -> int:
+    """Mark open items (run id, account) still being worked on (see TAKEN_SECONDS); how many."""
+    if not items:
+        return 0
+    return conn.execute(
+        "UPDATE job_run_items i SET started_at = now() FROM unnest(%s::bigint[], %s::text[]) AS t(run_id, account)"
+        " WHERE i.run_id = t.run_id AND i.account = t.account AND i.done_at IS NULL",
+        ([r for r, _ in items], [a for _, a in items]),
+    ).rowcount
 
 
 def finish_item(

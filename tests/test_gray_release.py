@@ -40,6 +40,7 @@ from harness.stack import (
     settings_env,
     start_chain,
     start_listener,
+    start_simulator,
     start_web,
     start_worker,
     wait_until,
@@ -81,9 +82,15 @@ def set_rollout(url: str, *, new: int | None = None, shadow: int | None = None) 
             conn.execute("UPDATE rollout SET shadow_percent = %s", (shadow,))
 
 
-@pytest.fixture
-def sim(procs: list[Proc], settings: Settings) -> Iterator[Simulator]:
-    yield start_chain(procs, settings, "--history-blocks", "150", "--paused", "true", "--solid-lag", "2")
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    """TronGrid for the legacy path and the fallback: a paused chain that none of the tests using it
+    changes, so one simulator serves the module (its unfreeze delay is the tests' settings')."""
+    proc, url = start_simulator(
+        "--history-blocks", "150", "--paused", "true", "--solid-lag", "2", "--unfreeze-delay-seconds", "30"
+    )
+    yield Simulator(url)
+    proc.kill()
 
 
 @contextlib.contextmanager

@@ -164,6 +164,10 @@ class Summary:
     position: Position | None = None  # the whole state the figures were made of (no limit given)
     totals: NetworkTotals | None = None  # the network's totals the units were made with
     next_key: ReceiverKey | None = None  # the last receiver of a page that has more after it
+    # Read in the statement of the stored figures; chain_drift None: neither was read (no limit given,
+    # or no stored figures).
+    chain_drift: dict[str, int] | None = None  # the open drift, what -> difference (web/drift.py)
+    opening: tuple[str, int] | None = None  # (source, block) of the opening (`opening_of`)
 
 
 def add_units(figures: dict[str, Any], totals: NetworkTotals | None) -> None:
@@ -212,7 +216,7 @@ def read_summary(
         as_of_ms = chain_time_ms(found.checkpoint_time_ms, pos.time_ms)
         figures, next_change, next_key = view(pos, as_of_ms, after, limit)
     as_of_block = max(pos.block_num, -1 if mark_block is None else mark_block)
-    totals = latest_totals(conn)
+    totals = stored.network if stored is not None else latest_totals(conn)
     add_units(figures, None if totals is None else totals.totals)
     data = {
         "owner_address": address,
@@ -239,4 +243,6 @@ def read_summary(
         whole,
         None if totals is None else totals.totals,
         next_key,
+        None if stored is None else stored.drift,
+        None if stored is None else stored.opening,
     )

@@ -52,8 +52,12 @@ def summary(account_key: str | None) -> Response:
             # Two different things: what the positions' own arithmetic was short of (shortfall), and
             # where state reconciliation found the chain's account state different (chain_drift,
             # workers/reconcile.py). `drift` is both under one name, as earlier clients read it.
-            chain = {row["what"]: row["difference"] for row in open_drift(conn, account.address)}
-            opening = opening_meta(account.address, opening_of(conn, account.address))
+            if result.chain_drift is not None:
+                chain, found = result.chain_drift, result.opening
+            else:
+                chain = {row["what"]: row["difference"] for row in open_drift(conn, account.address)}
+                found = opening_of(conn, account.address)
+            opening = opening_meta(account.address, found)
         data = {"account_id": account.id, "label": account.label, **result.data}
         meta: dict[str, object] = {
             "source": "database",

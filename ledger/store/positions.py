@@ -11,16 +11,16 @@ never correctness.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
 import psycopg
 
+from ledger.chain.resources import NetworkTotals
 from ledger.domain import INT64_MAX, RESOURCES
-from ledger.positions import Lot, Pair, Position, Row, chain_time_ms, replay
+from ledger.positions import Lot, Pair, Position, Row, replay
 from ledger.store.accounting import MAIN_CHECKPOINT
+from ledger.store.network_totals import StoredTotals
 
 _ROW_COLUMNS = (
     "tx_id, op_index, block_num, tx_index,"
@@ -259,7 +259,8 @@ class StoredRead:
     `position_time_ms`] over all stored pairs; `ended` per resource is what of that locked amount
     ended before `now_ms` (all stored pairs); `next_end` the first lock end at or after `now_ms` of
     the stored pairs not touched; `page` the stored pairs not touched after the cursor, in order, up
-    to limit + 1."""
+    to limit + 1. Read with them: the network's latest totals, the open drift (what, difference)
+    and the opening (source, block)."""
 
     position: Position
     touched: dict[ReceiverKey, Pair]
@@ -271,53 +272,16 @@ class StoredRead:
     limit: int
     now_ms: int
     checkpoint_block: int | None
+    network: StoredTotals | None
+    drift: dict[str, int]
+    opening: tuple[str, int] | None
 
 
-_STORED_START = """
-SELECT p.block_num, p.figures::text,
-       (SELECT block_num FROM listener_checkpoint WHERE name = %(c)s),
-       (SELECT block_time_ms FROM listener_checkpoint WHERE name = %(c)s)
-FROM positions p WHERE p.address = %(a)s AND p.figures IS NOT NULL
-"""
-_STORED_PAIRS = """
-SELECT receiver, resource, unlocked, locked, expire_ms FROM position_receivers
-WHERE address = %(a)s AND receiver = ANY(%(r)s)
-"""
-# One statement, three parts, by the tag in the first column: per resource, the locked amount of the
-# locks that ended between the folded state's time and the chain time (a range of the lock-end
-# index); the first lock end at or after the chain time of a receiver the tail does not name; and a
-# page of the receivers the tail does not name, by key.
-_STORED_LOCKS_AND_PAGE = """
-SELECT 'e', resource, NULL, NULL::bigint, sum(locked)::bigint, NULL::bigint FROM position_receivers
-WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(cut)s AND expire_ms < %(now)s
-GROUP BY resource
-UNION ALL
-(SELECT 'n', resource, NULL, NULL, NULL, expire_ms FROM position_receivers
-WHERE address = %(a)s AND locked > 0 AND expire_ms >= %(now)s AND receiver <> ALL(%(r)s)
-ORDER BY expire_ms LIMIT 1)
-UNION ALL
-(SELECT 'p', resource, receiver, unlocked, locked, expire_ms FROM position_receivers
-WHERE address = %(a)s AND (receiver, resource) > (%(ar)s, %(ares)s) AND receiver <> ALL(%(r)s)
-ORDER BY receiver, resource LIMIT %(n)s)
-"""
-
-
-@contextmanager
-def _snapshot(conn: psycopg.Connection) -> Iterator[None]:
-    """One REPEATABLE READ, READ ONLY snapshot for the statements inside, begun in the BEGIN itself
-    (no SET TRANSACTION round trip); inside a caller's transaction, a savepoint of it."""
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        with conn.transaction():
-            yield
-        return
-    # Client-side settings: they only shape the BEGIN psycopg sends; put back once it has ended.
-    isolation, read_only = conn.isolation_level, conn.read_only
-    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
-    try:
-        with conn.transaction():
-            yield
-    finally:
-        conn.isolation_level, conn.read_only = isolation, read_only
+def _pairs(text: str | None) -> list[tuple[ReceiverKey, Pair]]:
+    if text is None:
+        return []
+    rows = orjson.loads(text)
+    return [((receiver, res), Pair(unlocked, locked, expire)) for receiver, res, unlocked, locked, expire in rows]
 
 
 def read_stored(
@@ -329,52 +293,70 @@ def read_stored(
     checkpoint: str = MAIN_CHECKPOINT,
 ) -> StoredRead | None:
     """The summary's parts from the figures stored with the folded state: O(page + tail + locks not
-    ended), not O(receivers). None when the account has no folded state with figures (the caller
-    renders the whole state, `read_at_checkpoint`)."""
-    with _snapshot(conn):
-        found = conn.execute(_STORED_START, {"a": address, "c": checkpoint}).fetchone()
-        if found is None:
-            return None
-        base_block, text, mark_block, mark_time = found
-        obj = orjson.loads(text)
-        pos = Position(
-            block_num=base_block,
-            time_ms=obj["t"],
-            staked=obj["s"],
-            staked_v1=obj["v1"],
-            lots=[Lot(res, a, e) for res, a, e in obj["l"]],
-            shortfall=obj["d"],
-        )
-        rows = load_rows(conn, address, base_block)
-        names = sorted({r.receiver for r in rows if r.receiver is not None})
-        touched: dict[ReceiverKey, Pair] = {}
-        if names:
-            for receiver, res, unlocked, locked, expire in conn.execute(_STORED_PAIRS, {"a": address, "r": names}):
-                touched[(receiver, res)] = Pair(unlocked, locked, expire)
-                pos.pairs[(receiver, res)] = Pair(unlocked, locked, expire)
-        replay(pos, rows, unfreeze_delay_ms)
-        now_ms = chain_time_ms(None if mark_time is None else int(mark_time), pos.time_ms)
-        start = after or ("", "")
-        found_rows = conn.execute(
-            _STORED_LOCKS_AND_PAGE,
-            {
-                "a": address,
-                "cut": obj["t"],
-                "now": now_ms,
-                "r": names,
-                "ar": start[0],
-                "ares": start[1],
-                "n": limit + 1,
-            },
-        ).fetchall()
-    ended: dict[str, int] = {}
-    next_end: int | None = None
-    page: list[tuple[ReceiverKey, Pair]] = []
-    for tag, res, receiver, unlocked, locked, expire in found_rows:
-        if tag == "e":
-            ended[res] = int(locked)
-        elif tag == "n":
-            next_end = int(expire)
-        else:
-            page.append(((receiver, res), Pair(unlocked, locked, expire)))
-    return StoredRead(pos, touched, obj["r"], ended, next_end, page, after, limit, now_ms, mark_block)
+    ended), not O(receivers), in one statement (`summary_read`, sql/028_summary_read.sql). None when
+    the account has no folded state with figures (the caller renders the whole state,
+    `read_at_checkpoint`)."""
+    start = after or ("", "")
+    found = conn.execute(
+        "SELECT r_base_block, r_figures, r_mark_block, r_now_ms, r_tail::text, r_touched::text, r_ended::text,"
+        " r_next_end, r_page::text, r_totals_block, r_totals_read_at, r_total_energy_limit, r_total_energy_weight,"
+        " r_total_net_limit, r_total_net_weight, r_drift::text, r_opening_source, r_opening_block"
+        " FROM summary_read(%s, %s, %s, %s, %s)",
+        (address, checkpoint, start[0], start[1], limit + 1),
+    ).fetchone()
+    assert found is not None  # a function with OUT parameters: always one row
+    (
+        base_block,
+        text,
+        mark_block,
+        now_ms,
+        tail,
+        touched_text,
+        ended_text,
+        next_end,
+        page_text,
+        totals_block,
+        read_at,
+        energy_limit,
+        energy_weight,
+        net_limit,
+        net_weight,
+        drift,
+        source,
+        opening_block,
+    ) = found
+    if base_block is None:
+        return None
+    obj = orjson.loads(text)
+    pos = Position(
+        block_num=base_block,
+        time_ms=obj["t"],
+        staked=obj["s"],
+        staked_v1=obj["v1"],
+        lots=[Lot(res, a, e) for res, a, e in obj["l"]],
+        shortfall=obj["d"],
+    )
+    touched = dict(_pairs(touched_text))
+    # Copies: replay changes the state's pairs in place, `touched` keeps the stored values.
+    pos.pairs.update((key, Pair(p.unlocked, p.locked, p.expire_ms)) for key, p in touched.items())
+    replay(pos, [Row(*values) for values in orjson.loads(tail or "[]")], unfreeze_delay_ms)
+    network = (
+        None
+        if totals_block is None
+        else StoredTotals(int(totals_block), read_at, NetworkTotals(energy_limit, energy_weight, net_limit, net_weight))
+    )
+    return StoredRead(
+        pos,
+        touched,
+        obj["r"],
+        {} if ended_text is None else {res: int(sun) for res, sun in orjson.loads(ended_text).items()},
+        None if next_end is None else int(next_end),
+        _pairs(page_text),
+        after,
+        limit,
+        int(now_ms),
+        mark_block,
+        network,
+        {} if drift is None else {what: int(difference) for what, difference in orjson.loads(drift)},
+        None if source is None else (str(source), int(opening_block)),
+    )

@@ -5,14 +5,15 @@
 -- order of the records' ids, a moved record's operation.orphaned (of the block it left) before the
 -- event of its new block. Transition tables cannot go with a column list (UPDATE OF ...), so the
 -- update triggers fire on every UPDATE and keep the rows whose status or block changed.
-DROP TRIGGER stake_records_event_insert ON stake_records;
-DROP TRIGGER stake_records_event_update ON stake_records;
-DROP TRIGGER delegate_records_event_insert ON delegate_records;
-DROP TRIGGER delegate_records_event_update ON delegate_records;
-DROP FUNCTION ledger_stake_record_event();
-DROP FUNCTION ledger_delegate_record_event();
+-- Written to apply again cleanly (IF EXISTS, OR REPLACE): a database may hold it under another file name.
+DROP TRIGGER IF EXISTS stake_records_event_insert ON stake_records;
+DROP TRIGGER IF EXISTS stake_records_event_update ON stake_records;
+DROP TRIGGER IF EXISTS delegate_records_event_insert ON delegate_records;
+DROP TRIGGER IF EXISTS delegate_records_event_update ON delegate_records;
+DROP FUNCTION IF EXISTS ledger_stake_record_event();
+DROP FUNCTION IF EXISTS ledger_delegate_record_event();
 
-CREATE FUNCTION ledger_stake_records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION ledger_stake_records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (type, account, block_num, block_time, payload)
     SELECT 'operation.' || n.status, n.owner_address, n.block_num, n.block_time, jsonb_build_object(
@@ -27,7 +28,7 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION ledger_stake_records_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION ledger_stake_records_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (type, account, block_num, block_time, payload)
     SELECT e.type, e.account, e.block_num, e.block_time, e.payload
@@ -62,7 +63,7 @@ BEGIN
 END $$;
 
 -- A delegation's events go to each pool account among its owner and receiver.
-CREATE FUNCTION ledger_delegate_records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION ledger_delegate_records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (type, account, block_num, block_time, payload)
     SELECT 'operation.' || n.status, a.address, n.block_num, n.block_time, jsonb_build_object(
@@ -79,7 +80,7 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION ledger_delegate_records_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION ledger_delegate_records_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO events (type, account, block_num, block_time, payload)
     SELECT e.type, e.account, e.block_num, e.block_time, e.payload
@@ -117,15 +118,19 @@ BEGIN
     RETURN NULL;
 END $$;
 
+DROP TRIGGER IF EXISTS stake_records_events_insert ON stake_records;
 CREATE TRIGGER stake_records_events_insert AFTER INSERT ON stake_records
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_stake_records_inserted();
+DROP TRIGGER IF EXISTS stake_records_events_update ON stake_records;
 CREATE TRIGGER stake_records_events_update AFTER UPDATE ON stake_records
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_stake_records_updated();
+DROP TRIGGER IF EXISTS delegate_records_events_insert ON delegate_records;
 CREATE TRIGGER delegate_records_events_insert AFTER INSERT ON delegate_records
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_delegate_records_inserted();
+DROP TRIGGER IF EXISTS delegate_records_events_update ON delegate_records;
 CREATE TRIGGER delegate_records_events_update AFTER UPDATE ON delegate_records
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_delegate_records_updated();

@@ -29,7 +29,7 @@ from web.directory import AccountDirectory
 from web.errors import register_error_handlers
 from web.request import LedgerRequest
 from web.resources import Resources
-from web.responses import OrjsonProvider
+from web.responses import OrjsonProvider, send_whole
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def create_app(
     install(app, create_paths(settings, pool))
     hot.install(app)  # after web.guards' checks (installed first)
     register_error_handlers(app)
+    app.after_request(send_whole)
     return app
 
 

@@ -82,3 +82,18 @@ class OrjsonProvider(JSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
         return json_response(obj)
+
+
+def send_whole(response: Response) -> Response:
+    """After-request hook: a body held whole in memory goes to the server as the one-item list it is.
+
+    Werkzeug otherwise hands the server a generator over it (`iter_encoded`, in a ClosingIterator),
+    and granian sends any iterator through its chunk-by-chunk path; a list it sends in one piece
+    (its `response_bytes`), about 10 us of server CPU a request less. Only a body made from bytes
+    (`set_data`), with nothing registered to run on close: a streamed body (the event stream) keeps
+    Werkzeug's iterator. HEAD and bodiless statuses are still answered without one (`get_app_iter`).
+    """
+    body = response.response
+    if type(body) is list and len(body) == 1 and type(body[0]) is bytes and not response._on_close:
+        response.direct_passthrough = True
+    return response

@@ -8,6 +8,7 @@ Unit tests get a connection whose work is rolled back (`db`); tests that run rea
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -130,9 +131,20 @@ def _empty_tables(database_url: str) -> None:
                 (list(KEPT_TABLES),),
             )
         ]
-        conn.execute(
-            sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(map(sql.Identifier, sorted(tables))))
+        truncate = sql.SQL("TRUNCATE {} RESTART IDENTITY").format(
+            sql.SQL(", ").join(map(sql.Identifier, sorted(tables)))
         )
+        # A process of the test that is still stopping may hold a row lock the TRUNCATE queues
+        # behind, while its next statement queues behind the TRUNCATE: PostgreSQL ends one of the
+        # two as a deadlock. The process is on its way out, so trying again goes through.
+        for attempt in range(5):
+            try:
+                conn.execute(truncate)
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
         conn.execute("UPDATE chain_state SET head_block = 0, solid_block = 0")
 
 

@@ -25,7 +25,15 @@ import urllib3
 
 from bench.provenance import header, load_average
 from harness.procs import Proc, python
-from harness.stack import SIM_ACCOUNTS, Simulator, add_ledger_options, new_ledger, settings_env, start_simulator
+from harness.stack import (
+    SIM_ACCOUNTS,
+    Simulator,
+    add_density_option,
+    add_ledger_options,
+    new_ledger,
+    settings_env,
+    start_simulator,
+)
 from ledger.chain.node import MAX_BLOCKS_PER_REQUEST
 from ledger.chain.parser import needs_transaction_info
 from ledger.chain.skim import skim_block_range, skim_infos
@@ -101,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=None, help="default 2000 with --mainnet-density, else 10000")
     parser.add_argument("--ops-per-block", type=float, default=6.0)
-    parser.add_argument("--mainnet-density", action="store_true", help="mainnet-sized blocks (simulator/traffic.py)")
+    add_density_option(parser)
     parser.add_argument("--limited-blocks", type=int, default=300, help="blocks for the --rate 10 run (0: none)")
     parser.add_argument("--profile", metavar="FILE", help="record a py-spy profile (collapsed stacks) of the listener")
     parser.add_argument("--py-spy", metavar="PATH", default="py-spy", help="the py-spy binary (default %(default)s)")
@@ -110,8 +118,13 @@ def main() -> None:
     blocks = args.blocks or (2_000 if args.mainnet_density else 10_000)
 
     print(header())
-    sim_args = ["--history-blocks", str(blocks), "--ops-per-block", str(args.ops_per_block), "--paused"]
-    sim_proc, url = start_simulator(*sim_args, *(["--mainnet-density"] if args.mainnet_density else []))
+    sim_proc, url = start_simulator(
+        "--ops-per-block",
+        str(args.ops_per_block),
+        "--paused",
+        history_blocks=blocks,
+        mainnet_density=args.mainnet_density,
+    )
     try:
         head = Simulator(url).status()["head"]
         first = head - blocks + 1

@@ -6,10 +6,12 @@ its own API key), and the requests a day that projects to at one block per 3 s.
     .venv/bin/python -m bench.freshness --duration 300     # the recorded run
     .venv/bin/python -m bench.freshness --duration 60      # a short one
     .venv/bin/python -m bench.freshness --ops-per-block 0.2 --duration 600   # a pool's realistic share
+    .venv/bin/python -m bench.freshness --mainnet-density --duration 120     # ~300 KB blocks to parse
 
 One simulator feeds two complete pipelines (listener, worker, web; each with its own database
 and Redis DBs): "ws" has TRON_WS_URL set, "poll" does not. Both use the same POLL_INTERVAL. A
 thread polls each API's first pages every 50 ms and notes when each new record first shows.
+Each listener's CPU time over the measured window is printed per new block (from /proc).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from datetime import datetime
 
 import httpx
 
+from bench import procfs
 from harness.procs import Proc
 from harness.stack import (
     SIM_ACCOUNTS,
+    add_density_option,
     new_ledger,
     settings_env,
     start_listener,
@@ -120,18 +124,28 @@ def main() -> None:
     parser.add_argument("--block-interval", type=float, default=3.0)
     parser.add_argument("--poll-interval", type=float, default=1.0, help="the listeners' POLL_INTERVAL")
     parser.add_argument("--ops-per-block", type=float, default=3.0, help="tracked stake operations per block")
+    add_density_option(parser)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis for the pipelines (DBs 6,7,12,13)")
     parser.add_argument("--tag", default="", help="suffix for the databases (two runs on one PostgreSQL)")
     args = parser.parse_args()
 
-    sim, url = start_simulator("--block-interval", str(args.block_interval), "--ops-per-block", str(args.ops_per_block))
+    sim, url = start_simulator(
+        "--block-interval",
+        str(args.block_interval),
+        "--ops-per-block",
+        str(args.ops_per_block),
+        mainnet_density=args.mainnet_density,
+    )
     procs = [sim]
+    listeners: dict[str, Proc] = {}
     results = {name: Watch() for name in VARIANTS}
     stop = threading.Event()
     node = httpx.Client(base_url=url, timeout=10)
     try:
         for name in VARIANTS:
-            procs += start_pipeline(name, url, args.poll_interval, args.redis, args.tag)
+            pipeline = start_pipeline(name, url, args.poll_interval, args.redis, args.tag)
+            listeners[name] = pipeline[1]
+            procs += pipeline
         time.sleep(4 * args.block_interval)  # let both listeners reach the head
         watchers = [
             threading.Thread(target=watch, args=(f"http://127.0.0.1:{port}", SIM_ACCOUNTS, stop, results[name]))
@@ -141,8 +155,10 @@ def main() -> None:
             thread.start()
         node.post("/sim/requests/reset")
         first_head = node.get("/sim/status").json()["head"]
+        cpu_start = {name: procfs.usage(proc.popen.pid)[1] for name, proc in listeners.items()}
         time.sleep(args.duration)
         last_head = node.get("/sim/status").json()["head"]
+        cpu = {name: procfs.usage(proc.popen.pid)[1] - cpu_start[name] for name, proc in listeners.items()}
         counts = node.get("/sim/requests").json()["clients"]
         stop.set()
         for thread in watchers:
@@ -164,14 +180,19 @@ def main() -> None:
             f"p99 {percentile(lags, 0.99):.2f}, max {max(lags):.2f}"
         )
     blocks = last_head - first_head
-    print(f"node requests while following the head: {blocks} new blocks, {args.ops_per_block} tracked ops/block")
+    density = "mainnet density" if args.mainnet_density else "light blocks"
+    print(
+        f"node requests while following the head: {blocks} new blocks ({density}), "
+        f"{args.ops_per_block} tracked ops/block"
+    )
     for name in VARIANTS:
         mine = counts.get(client_label(f"bench-{name}", ""), {"total": 0, "paths": {}})
         per_block = mine["total"] / max(blocks, 1)
         paths = ", ".join(f"{p.rsplit('/', 1)[-1]} {n}" for p, n in sorted(mine["paths"].items()))
         print(
             f"  {name:5s}: {mine['total']} requests, {per_block:.3f} per new block, "
-            f"{per_block * BLOCKS_PER_DAY:,.0f} a day projected ({paths})"
+            f"{per_block * BLOCKS_PER_DAY:,.0f} a day projected ({paths}); "
+            f"listener CPU {cpu[name] * 1000 / max(blocks, 1):.0f} ms per new block"
         )
 
 

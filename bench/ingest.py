@@ -33,6 +33,7 @@ from harness.procs import Proc, python
 from harness.stack import (
     SIM_ACCOUNTS,
     Simulator,
+    add_density_option,
     add_ledger_options,
     new_ledger,
     settings_env,
@@ -106,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=None, help="default 2000 with --mainnet-density, else 10000")
     parser.add_argument("--ops-per-block", type=float, default=6.0)
-    parser.add_argument("--mainnet-density", action="store_true", help="mainnet-sized blocks (simulator/traffic.py)")
+    add_density_option(parser)
     parser.add_argument("--runs", type=int, default=1, help="runs on the same chain; the median ratio is the figure")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
@@ -119,14 +120,16 @@ def main() -> None:
     print(header())
 
     t0 = time.monotonic()
-    sim_args = ["--history-blocks", str(blocks), "--ops-per-block", str(args.ops_per_block), "--paused"]
-    if args.mainnet_density:
-        # Rendering ~500 KB of replies a block would make the simulator the pipeline's bottleneck
-        # (1 s of its CPU per 1,000 operations): render them before the clock starts.
-        cache_mb = 128 + blocks * 560 // 1024
-        sim_args += ["--mainnet-density", "--prerender", "--render-cache-mb", str(cache_mb)]
-    # ~50 s of generation per 1,000 mainnet-density blocks on this machine, more when it is loaded.
-    sim_proc, url = start_simulator(*sim_args, ready_timeout=120 + (blocks * 0.3 if args.mainnet_density else 0))
+    # Rendering ~500 KB of replies a block would make the simulator the pipeline's bottleneck
+    # (1 s of its CPU per 1,000 operations): render them before the clock starts.
+    sim_proc, url = start_simulator(
+        "--ops-per-block",
+        str(args.ops_per_block),
+        "--paused",
+        history_blocks=blocks,
+        mainnet_density=args.mainnet_density,
+        prerender=args.mainnet_density,
+    )
     sim = Simulator(url)
     status = sim.status()
     expected = len(sim.truth()["operations"])

@@ -4,10 +4,12 @@ enough to see memory growth, hit rate and freshness hold (or not).
     .venv/bin/python -m bench.soak                               # the recorded run: 30 min, 1,000 accounts
     .venv/bin/python -m bench.soak --duration 40 --warmup 10     # the CI setting (tests/test_soak.py)
     .venv/bin/python -m bench.soak --json /tmp/soak.json         # also write the figures as JSON
+    .venv/bin/python -m bench.soak --mainnet-density             # ~300 KB blocks of mainnet's mix around them
 
 Processes, each as the Procfile starts it: the simulator (the TRON node: `--accounts` pool
 accounts, a block every `--block-interval` s with `--ops-per-block` stake, delegate and unfreeze
-operations of those accounts on average), the listener (WebSocket wake-up on), the workers
+operations of those accounts on average; with `--mainnet-density` amid mainnet's other traffic,
+~300 KB of JSON a block), the listener (WebSocket wake-up on), the workers
 (2 processes x 4 threads), the scheduler and the web server (granian, 2 workers x 4 threads).
 The broker and the cache are two Redis servers (or two DBs of one) given by URL; PostgreSQL gets a
 database of the soak's own, dropped and created at the start.
@@ -59,7 +61,16 @@ from bench.freshness import Watch, percentile, watch
 from harness.load import watched, zipf_paths
 from harness.procs import Proc, python
 from harness.servers import free_port
-from harness.stack import Simulator, new_ledger, settings_env, start_listener, start_simulator, start_web, start_worker
+from harness.stack import (
+    Simulator,
+    add_density_option,
+    new_ledger,
+    settings_env,
+    start_listener,
+    start_simulator,
+    start_web,
+    start_worker,
+)
 from ledger.chain.snapshot import mark_history
 from simulator.config import demo_accounts
 from simulator.requests import client_label
@@ -88,6 +99,7 @@ def start_stack(args: argparse.Namespace, accounts: tuple[str, ...]) -> tuple[li
         "--seed",
         str(args.seed),
         accounts=accounts,
+        mainnet_density=args.mainnet_density,
     )
     procs = [sim]
     try:
@@ -252,6 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "accounts": args.accounts,
             "block_interval_s": args.block_interval,
             "ops_per_block": args.ops_per_block,
+            "density": "mainnet" if args.mainnet_density else "light",
             "rate": args.rate,
             "node_budget": "none" if args.no_budget else "the product's default",
             "wrk": f"-t{args.threads} -c{args.connections}",
@@ -347,7 +360,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"soak: {reads['elapsed_s']:g} s measured after a {s['warmup_s']:g} s warm-up, {s['accounts']} pool accounts,"
         f" a block every"
-        f" {s['block_interval_s']:g} s with {s['ops_per_block']:g} tracked ops on average; reads wrk {s['wrk']}"
+        f" {s['block_interval_s']:g} s with {s['ops_per_block']:g} tracked ops on average"
+        f" ({s.get('density', 'light')} blocks); reads wrk {s['wrk']}"
         f" at {reads_at}, Zipf s={s['zipf']:g}; node budget: {s.get('node_budget', 'default')}; {s['cpus']} CPUs,"
         f" load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after",
         "",
@@ -388,6 +402,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accounts", type=int, default=1000, help="pool accounts (default 1000)")
     p.add_argument("--block-interval", type=float, default=3.0, help="seconds between blocks (default 3)")
     p.add_argument("--ops-per-block", type=float, default=30.0, help="mean tracked stake ops a block (default 30)")
+    add_density_option(p)
     p.add_argument(
         "--rate",
         type=float,

@@ -37,14 +37,41 @@ SIM_ACCOUNTS = (
 )
 
 
+def add_density_option(parser: argparse.ArgumentParser) -> None:
+    """--mainnet-density, for a benchmark that passes it to start_simulator."""
+    parser.add_argument(
+        "--mainnet-density",
+        action="store_true",
+        help="mainnet-sized blocks: mainnet's transaction mix, ~296 transactions and ~300 KB of JSON a block"
+        " (simulator/traffic.py)",
+    )
+
+
 def start_simulator(
-    *args: str, accounts: tuple[str, ...] = SIM_ACCOUNTS, ready_timeout: float = 120.0
+    *args: str,
+    accounts: tuple[str, ...] = SIM_ACCOUNTS,
+    history_blocks: int = 0,
+    mainnet_density: bool = False,
+    prerender: bool = False,
+    ready_timeout: float | None = None,
 ) -> tuple[Proc, str]:
-    """The simulator with `args`, once it says it is ready (generating and prerendering a long
-    mainnet-density history takes minutes on a loaded host: pass a `ready_timeout` that fits)."""
+    """The simulator with `args` and `history_blocks` of history, once it says it is ready.
+
+    `mainnet_density`: blocks in mainnet's mix and sizes (live blocks too). `prerender`: the history's
+    replies rendered before it serves, into a cache sized for mainnet-density blocks (~560 KB one with
+    its TransactionInfo), so a catch-up measures its client, not the test node's rendering;
+    a live block is rendered on its first request (a few ms). Generating a long mainnet-density history
+    takes ~50 s per 1,000 blocks on a loaded host, and the ready timeout (unless given) allows for it."""
+    extra = ["--history-blocks", str(history_blocks)] if history_blocks else []
+    if mainnet_density:
+        extra.append("--mainnet-density")
+    if prerender:
+        extra += ["--prerender", "--render-cache-mb", str(128 + history_blocks * 560 // 1024)]
+    if ready_timeout is None:
+        ready_timeout = 120.0 + (history_blocks * 0.3 if mainnet_density else 0.0)
     proc = Proc(
         "simulator",
-        python("-m", "simulator", "--port", "0", "--accounts", ",".join(accounts), *args),
+        python("-m", "simulator", "--port", "0", "--accounts", ",".join(accounts), *extra, *args),
         {"PYTHONUNBUFFERED": "1"},
     )
     match = proc.wait_for(r"SIMULATOR READY (http://\S+)", timeout=ready_timeout)

@@ -29,6 +29,7 @@ import httpx
 
 from bench import procfs
 from harness.procs import Proc
+from harness.servers import free_port
 from harness.stack import (
     SIM_ACCOUNTS,
     add_density_option,
@@ -41,9 +42,9 @@ from harness.stack import (
 )
 from simulator.requests import client_label
 
-VARIANTS = {  # name -> (database, broker Redis DB, cache Redis DB, web port)
-    "ws": ("ledger_bench_ws", 12, 13, 8123),
-    "poll": ("ledger_bench_poll", 6, 7, 8124),
+VARIANTS = {  # name -> (database, broker Redis DB, cache Redis DB)
+    "ws": ("ledger_bench_ws", 12, 13),
+    "poll": ("ledger_bench_poll", 6, 7),
 }
 BLOCKS_PER_DAY = 86_400 // 3
 
@@ -97,8 +98,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_pipeline(name: str, sim_url: str, poll_interval: float, redis_base: str, tag: str) -> list[Proc]:
-    database, broker_db, cache_db, port = VARIANTS[name]
+def start_pipeline(name: str, sim_url: str, poll_interval: float, redis_base: str, tag: str, port: int) -> list[Proc]:
+    database, broker_db, cache_db = VARIANTS[name]
     settings = new_ledger(
         f"postgresql://postgres@127.0.0.1:5432/{database}{tag}", f"{redis_base}/{broker_db}", f"{redis_base}/{cache_db}"
     )
@@ -138,18 +139,20 @@ def main() -> None:
     )
     procs = [sim]
     listeners: dict[str, Proc] = {}
+    # Free ports, not fixed ones: a run's closed connections hold its ports in TIME_WAIT for a minute.
+    ports = {name: free_port() for name in VARIANTS}
     results = {name: Watch() for name in VARIANTS}
     stop = threading.Event()
     node = httpx.Client(base_url=url, timeout=10)
     try:
         for name in VARIANTS:
-            pipeline = start_pipeline(name, url, args.poll_interval, args.redis, args.tag)
+            pipeline = start_pipeline(name, url, args.poll_interval, args.redis, args.tag, ports[name])
             listeners[name] = pipeline[1]
             procs += pipeline
         time.sleep(4 * args.block_interval)  # let both listeners reach the head
         watchers = [
             threading.Thread(target=watch, args=(f"http://127.0.0.1:{port}", SIM_ACCOUNTS, stop, results[name]))
-            for name, (_, _, _, port) in VARIANTS.items()
+            for name, port in ports.items()
         ]
         for thread in watchers:
             thread.start()

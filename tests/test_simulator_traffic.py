@@ -25,6 +25,8 @@ from tests.test_simulator import STAKE_TYPES
 BLOCKS = 40
 
 
+# The module's chain at mainnet density takes seconds to generate and render (5-6.5 s measured
+# on a loaded machine): the tests that read it are slow ones.
 @pytest.fixture(scope="module")
 def node() -> SimNode:
     sim = SimNode(parse_config(["--mainnet-density", "--history-blocks", str(BLOCKS), "--paused", "--seed", "5"], {}))
@@ -64,6 +66,7 @@ def test_mainnet_density_preset() -> None:
     assert (light.traffic, light.noise_per_block, light.other_stake_per_block) == ("light", 4.0, None)
 
 
+@pytest.mark.slow
 def test_blocks_are_mainnet_sized(rendered: dict[str, Any]) -> None:
     counts = [len(block.get("transactions", [])) for block in rendered["blocks"]]
     mean = sum(counts) / len(counts)
@@ -72,6 +75,7 @@ def test_blocks_are_mainnet_sized(rendered: dict[str, Any]) -> None:
     assert 250 <= kb <= 400  # about 1 KB of JSON a transaction, as on mainnet
 
 
+@pytest.mark.slow
 def test_mix_is_contract_calls_then_trx_transfers(rendered: dict[str, Any]) -> None:
     kinds = Counter(_contract(tx)["type"] for tx in _txs(rendered["blocks"]))
     total = sum(kinds.values())
@@ -85,6 +89,7 @@ def test_mix_is_contract_calls_then_trx_transfers(rendered: dict[str, Any]) -> N
     assert 0.02 <= sum(kinds[t] for t in STAKE_TYPES) / total <= 0.08  # untracked stakers and the pool
 
 
+@pytest.mark.slow
 def test_every_transaction_is_consistent(rendered: dict[str, Any]) -> None:
     for tx in _txs(rendered["blocks"]):
         raw = bytes.fromhex(tx["raw_data_hex"])
@@ -97,6 +102,7 @@ def test_every_transaction_is_consistent(rendered: dict[str, Any]) -> None:
         assert bytes((0x08, number)) in raw
 
 
+@pytest.mark.slow
 def test_contract_calls_carry_trc20_data_results_and_logs(rendered: dict[str, Any]) -> None:
     selectors: Counter[str] = Counter()
     for tx in _txs(rendered["blocks"]):
@@ -126,6 +132,7 @@ def test_contract_calls_carry_trc20_data_results_and_logs(rendered: dict[str, An
     assert swaps and all(item["note"] == b"call".hex() for info in swaps for item in info["internal_transactions"])
 
 
+@pytest.mark.slow
 def test_tracked_accounts_appear_in_other_traffic(rendered: dict[str, Any]) -> None:
     """A consumer must not take every mention of a pool account for a stake operation."""
     tracked = set(rendered["tracked"])
@@ -137,6 +144,7 @@ def test_tracked_accounts_appear_in_other_traffic(rendered: dict[str, Any]) -> N
     assert mentioned["TriggerSmartContract"] > 0 and mentioned["TransferContract"] > 0
 
 
+@pytest.mark.slow
 def test_visible_true_names_and_votes(rendered: dict[str, Any]) -> None:
     pairs = zip(_txs(rendered["blocks"]), _txs(rendered["visible"]), strict=True)
     seen = set()
@@ -155,6 +163,7 @@ def test_visible_true_names_and_votes(rendered: dict[str, Any]) -> None:
     assert seen == {"TransferAssetContract", "VoteWitnessContract"}
 
 
+@pytest.mark.slow
 def test_prerender_fills_the_cache(node: SimNode, monkeypatch: pytest.MonkeyPatch) -> None:
     renderer = Renderer(node.book, cache_bytes=64 * 2**20)
     blocks = node.store.blocks(node.store.start_block, node.store.start_block + 3)

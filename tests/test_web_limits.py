@@ -105,6 +105,7 @@ def test_granian_refuses_an_overlong_request_line_as_documented(web: tuple[Proc,
     assert answer.endswith(b"\r\n\r\n")  # no body
 
 
+@pytest.mark.slow  # a headless Chromium and a web server: seconds
 def test_the_status_page_reads_with_the_token_it_is_given(database_url: str) -> None:
     """With READ_TOKEN set, the page says a token is needed, then shows the figures with the one typed in."""
     binary = chromium()

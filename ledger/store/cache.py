@@ -117,6 +117,7 @@ return 1
 """
 
 _READ_SHA = hashlib.sha1(_READ.encode()).hexdigest()
+_STORE_SHA = hashlib.sha1(_STORE.encode()).hexdigest()
 
 # Errors that mean "Redis is not there" (refused, reset, closed): they open the breaker at once.
 _DOWN = (redis.ConnectionError, OSError)
@@ -256,9 +257,10 @@ class PageCache:
         self.client = client
         self.clock = clock  # the breaker's pause, the in-process pages' expiry, a waiter's patience
         self._sleep = sleep  # a waiter's polls for another caller's fill
-        # Fills and releases are rare next to hits: redis-py's Script (EVALSHA, reloading the
-        # script after a Redis restart) on the pooled client is plenty.
-        self._store = client.register_script(_STORE)
+        # Releases are rare (a failed fill): redis-py's Script (EVALSHA, reloading the script after
+        # a Redis restart) on the pooled client is plenty. A fill, once per miss, goes on this
+        # thread's connection as a read does (`_script`): a route whose requests are mostly misses
+        # (an uncached summary page) pays no pooled checkout and its readiness check per miss.
         self._release_lock = client.register_script(_RELEASE)
         # A page just read from Redis is kept in-process for `local_ttl` seconds: a hot page
         # polled by many dashboards then costs no round trip at all. The price is that an
@@ -370,9 +372,8 @@ class PageCache:
         self._count("fills")
         if fill.stored is not None:
             try:
-                self._store(
-                    keys=[page_key, LOCK_PREFIX + page_key],
-                    args=[fill.stored, str(max(1, fill.ttl)), token],
+                self._script(
+                    _STORE_SHA, _STORE, [page_key, LOCK_PREFIX + page_key], [fill.stored, str(max(1, fill.ttl)), token]
                 )
             except redis.RedisError as exc:
                 self._failed(exc)
@@ -428,15 +429,18 @@ class PageCache:
         return reply
 
     def _read(self, keys: list[str], args: list[object]) -> list[Any]:
-        # The hit path, on this thread's own connection (see the class docstring), so it cannot
-        # go through redis-py's `Script`, which calls the pooled client. Same fallback as Script.
-        try:
-            reply = self._call("EVALSHA", _READ_SHA, len(keys), *keys, *args)
-        except NoScriptError:
-            # First use after a Redis restart or SCRIPT FLUSH: EVAL loads it for next time.
-            reply = self._call("EVAL", _READ, len(keys), *keys, *args)
+        reply = self._script(_READ_SHA, _READ, keys, args)
         assert isinstance(reply, list)
         return reply
+
+    def _script(self, sha: str, source: str, keys: list[str], args: list[object]) -> object:
+        # On this thread's own connection (see the class docstring), so it cannot go through
+        # redis-py's `Script`, which calls the pooled client. Same fallback as Script.
+        try:
+            return self._call("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # First use after a Redis restart or SCRIPT FLUSH: EVAL loads it for next time.
+            return self._call("EVAL", source, len(keys), *keys, *args)
 
     def _failed(self, exc: redis.RedisError) -> None:
         self._count("errors")

@@ -78,20 +78,45 @@ def start_simulator(
     return proc, match.group(1)
 
 
-def start_worker(env: Mapping[str, str], processes: int = 1, threads: int = 4) -> Proc:
-    proc = Proc(
+WORKER_READY = r"Worker process is ready|worker.*ready"
+LISTENER_READY = r"listener started"
+
+
+def worker_proc(env: Mapping[str, str], processes: int = 1, threads: int = 4) -> Proc:
+    """A worker, started, not yet ready (WORKER_READY)."""
+    return Proc(
         "worker",
         python("-m", "dramatiq", "workers.main:setup", "--processes", str(processes), "--threads", str(threads)),
         env,
     )
-    proc.wait_for(r"Worker process is ready|worker.*ready", timeout=60)
+
+
+def start_worker(env: Mapping[str, str], processes: int = 1, threads: int = 4) -> Proc:
+    proc = worker_proc(env, processes, threads)
+    proc.wait_for(WORKER_READY, timeout=60)
     return proc
 
 
 def start_listener(env: Mapping[str, str], *args: str) -> Proc:
     proc = Proc("listener", python("-m", "listener", *args), env)
-    proc.wait_for(r"listener started", timeout=30)
+    proc.wait_for(LISTENER_READY, timeout=30)
     return proc
+
+
+def start_worker_and_listener(env: Mapping[str, str]) -> list[Proc]:
+    """A worker and a listener, both started before waiting for either: each spends seconds of its
+    start importing and connecting, and those overlap. (Started here, not in threads: a child's
+    PR_SET_PDEATHSIG fires when the thread that forked it ends.)"""
+    worker = worker_proc(env)
+    listener = Proc("listener", python("-m", "listener"), env)
+    try:
+        worker.wait_for(WORKER_READY, timeout=60)
+        listener.wait_for(LISTENER_READY, timeout=30)
+    except BaseException:
+        worker.kill()
+        listener.kill()
+        raise
+    return [worker, listener]
 
 
 class Simulator:

@@ -14,7 +14,7 @@ import redis
 
 from harness.procs import Proc, python
 from harness.servers import free_port
-from harness.stack import Simulator, start_listener, start_simulator, start_worker, wait_until
+from harness.stack import Simulator, start_simulator, start_worker_and_listener, wait_until
 from harness.truth import checkpoint
 from ledger.chain.node import NodeUnavailable, TronNode, budget_limits
 from ledger.chain.values import NodeError
@@ -272,8 +272,7 @@ def test_following_the_head_asks_for_no_full_block_to_learn_it_and_for_the_solid
             "TRON_WS_URL": url.replace("http://", "ws://") + "/ws",
         }
     )
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     wait_until(lambda: checkpoint(settings.database_url) == sim.status()["head"], 60, "catch-up")
     sim.http.post("/sim/requests/reset")
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from harness.procs import Proc
-from harness.stack import SIM_ACCOUNTS, main_checkpoint, start_chain, start_listener, start_worker, wait_until
+from harness.stack import SIM_ACCOUNTS, main_checkpoint, start_chain, start_worker_and_listener, wait_until
 from harness.truth import assert_ledger_matches_truth
 from ledger.chain.node import NodeUnavailable, node_from_settings
 from ledger.config import Settings
@@ -157,8 +157,7 @@ def test_reconciliation_repairs_a_ledger_with_canonical_records_wrongly_orphaned
         procs, settings, "--block-interval", "0.5", "--history-blocks", "80", "--ops-per-block", "3", "--paused"
     )
     env = {**env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"])}
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     wait_until(lambda: main_checkpoint(settings.database_url) == sim.status()["head"], 60, "catch-up")
     sim.http.post("/sim/fork", json={"depth": 3}).raise_for_status()
     sim.produce(30)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from harness.procs import Proc
-from harness.stack import Simulator, start_chain, start_listener, start_worker, wait_until
+from harness.stack import Simulator, start_chain, start_worker_and_listener, wait_until
 from harness.truth import assert_ledger_matches_truth, checkpoint
 from ledger.config import Settings
 
@@ -18,8 +18,7 @@ def _run_pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *s
         procs, settings, "--block-interval", "0.3", "--history-blocks", "60", "--ops-per-block", "3", *sim_args
     )
     env.update({"TRON_NODE_URL": sim.url, "START_BLOCK": str(sim.status()["start_block"]), "TRON_TIMEOUT_SECONDS": "2"})
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     return sim
 
 

@@ -39,10 +39,9 @@ from harness.stack import (
     Simulator,
     settings_env,
     start_chain,
-    start_listener,
     start_simulator,
     start_web,
-    start_worker,
+    start_worker_and_listener,
     wait_until,
 )
 from harness.tcpproxy import TcpProxy
@@ -502,8 +501,7 @@ def test_shadow_mode_counts_no_mismatch_on_a_quiet_chain_and_an_injected_differe
     sim = start_chain(procs, settings, "--block-interval", "0.2", "--history-blocks", "100", "--solid-lag", "2")
     url = sim.url
     env = {**env, "TRON_NODE_URL": url, "START_BLOCK": str(sim.status()["start_block"])}
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     db = settings.database_url
 
     def caught_up() -> bool:

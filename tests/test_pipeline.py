@@ -18,6 +18,7 @@ from harness.stack import (
     start_chain,
     start_listener,
     start_worker,
+    start_worker_and_listener,
     wait_until,
 )
 from harness.truth import (
@@ -39,8 +40,7 @@ def test_simulated_chain_lands_in_the_api_exactly(
     sim = start_chain(procs, settings, "--block-interval", "0.2", "--history-blocks", "120", "--ops-per-block", "2")
     first = sim.status()["start_block"]  # the chain's first block: the truth starts there too
     env = {**broker_env, "TRON_NODE_URL": sim.url, "START_BLOCK": str(first)}
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     # When it has caught up and followed the head for a while, then the chain stops
     wait_until(lambda: checkpoint(settings.database_url) >= sim.status()["head"], 90, "catch-up")
     sim.produce(10)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from harness.procs import Proc, python
-from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_listener, start_worker, wait_until
+from harness.stack import SIM_ACCOUNTS, Simulator, start_chain, start_worker_and_listener, wait_until
 from harness.truth import Row, assert_ledger_matches_truth, checkpoint, ledger_rows, truth_rows
 from ledger.config import Settings
 from web.app import close_app, create_app
@@ -33,8 +33,7 @@ def _pipeline(settings: Settings, env: dict[str, str], procs: list[Proc], *sim_a
             "SCHEDULE_LIFECYCLE_SECONDS": "0",
         }
     )
-    procs.append(start_worker(env))
-    procs.append(start_listener(env))
+    procs += start_worker_and_listener(env)
     return sim
 
 

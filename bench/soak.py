@@ -62,14 +62,15 @@ from harness.load import watched, zipf_paths
 from harness.procs import Proc, python
 from harness.servers import free_port
 from harness.stack import (
+    LISTENER_READY,
+    WORKER_READY,
     Simulator,
     add_density_option,
     new_ledger,
     settings_env,
-    start_listener,
     start_simulator,
     start_web,
-    start_worker,
+    worker_proc,
 )
 from ledger.chain.snapshot import mark_history
 from simulator.config import demo_accounts
@@ -122,12 +123,15 @@ def start_stack(args: argparse.Namespace, accounts: tuple[str, ...]) -> tuple[li
         }
         if args.no_budget:
             env |= {"TRON_REQUESTS_PER_SECOND": "0", "TRON_REQUESTS_PER_DAY": "0"}
-        procs.append(start_worker(env, processes=2, threads=4))
-        procs.append(start_listener(env))
+        # Every process started before waiting for any: their seconds of start-up overlap.
+        worker = worker_proc(env, processes=2, threads=4)
+        listener = Proc("listener", python("-m", "listener"), env)
         scheduler = Proc("scheduler", python("-m", "scheduler"), env)
-        procs.append(scheduler)
-        scheduler.wait_for(r"scheduler started", timeout=30)
+        procs += [worker, listener, scheduler]
         procs.append(start_web(env, args.port))
+        worker.wait_for(WORKER_READY, timeout=60)
+        listener.wait_for(LISTENER_READY, timeout=30)
+        scheduler.wait_for(r"scheduler started", timeout=30)
     except BaseException:
         stop_all(procs)
         raise

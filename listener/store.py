@@ -92,10 +92,7 @@ class PgStore:
         inserts on an older solidified head, and the records between pending."""
         conn = self._connection()
         with conn.transaction():
-            try:
-                check_fence(conn, Fence(self.name, self.term))
-            except StaleTerm as exc:
-                raise CheckpointFenced(str(exc)) from None
+            self._check_term(conn)
             conn.execute("UPDATE chain_state SET solid_block = greatest(solid_block, %s)", (solid,))
 
     def recent_block_id(self, block_num: int) -> str | None:
@@ -144,16 +141,20 @@ class PgStore:
     ) -> None:
         move_checkpoint(conn, self.name, self.term, block_num, block_id, block_time_ms)
 
+    def _check_term(self, conn: psycopg.Connection) -> None:
+        """Inside the caller's transaction: CheckpointFenced unless this term still holds the lease."""
+        try:
+            check_fence(conn, Fence(self.name, self.term))
+        except StaleTerm as exc:
+            raise CheckpointFenced(str(exc)) from None
+
     def tracked(self) -> frozenset[str]:
         return tracked_addresses(self._connection())
 
     def record_issues(self, issues: Iterable[ParseIssue]) -> None:
         conn = self._connection()
         with conn.transaction():
-            try:
-                check_fence(conn, Fence(self.name, self.term))
-            except StaleTerm as exc:
-                raise CheckpointFenced(str(exc)) from None
+            self._check_term(conn)
             for issue in issues:
                 conn.execute(
                     "INSERT INTO ingest_errors (block_num, tx_id, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
